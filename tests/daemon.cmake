@@ -1,1 +1,28 @@
-# Tests of the daemon component.
+if(NOT TARGET corrald)
+  return()
+endif()
+# Tests of corrald as a whole: the real daemon, the real CLI, real sandboxes.
+add_library(corral_daemon_harness STATIC integration/daemon_harness.cc)
+target_link_libraries(corral_daemon_harness PUBLIC corral::api_proto gRPC::grpc++)
+target_compile_definitions(corral_daemon_harness PRIVATE
+  CORRAL_BINARY_DIR="${CMAKE_BINARY_DIR}")
+
+corral_test(NAME daemon_unit_test
+  SOURCES unit/daemon_spec_test.cc
+  LIBS corral::daemon_core
+  LABELS unit)
+
+corral_test(NAME daemon_integration_test
+  SOURCES integration/daemon_cli_test.cc integration/daemon_lifecycle_test.cc
+  LIBS corral_daemon_harness
+  LABELS integration)
+
+corral_test(NAME daemon_security_test
+  SOURCES security/daemon_isolation_test.cc security/daemon_input_test.cc
+  LIBS corral_daemon_harness
+  LABELS security)
+
+# Everything the daemon tests run must be built first.
+foreach(t daemon_integration_test daemon_security_test)
+  add_dependencies(${t} corrald corral corral-agent)
+endforeach()

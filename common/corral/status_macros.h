@@ -4,23 +4,25 @@
 #define CORRAL_COMMON_STATUS_MACROS_H_
 
 #include <cerrno>
-#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace corral {
 
 // A status for a failed system call: the errno's code, "call: strerror".
 // Call right after the failure, before anything can change errno.
-inline absl::Status ErrnoStatus(std::string_view call, int error = errno) {
+// Debian builds Abseil with its own absl::string_view (not std::string_view),
+// so these take absl::string_view; std::string and literals convert to it.
+inline absl::Status ErrnoStatus(absl::string_view call, int error = errno) {
   return absl::ErrnoToStatus(error, call);
 }
 
 // Adds context in front of a status's message, keeping its code.
 inline absl::Status Annotate(const absl::Status& status,
-                             std::string_view context) {
+                             absl::string_view context) {
   if (status.ok()) return status;
   return absl::Status(status.code(),
                       absl::StrCat(context, ": ", status.message()));

@@ -1,0 +1,693 @@
+#include "daemon/core/sandbox_manager.h"
+
+#include <signal.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "corral/logging.h"
+#include "corral/status_macros.h"
+#include "daemon/core/lifecycle.h"
+#include "daemon/images/image_store.h"
+#include "daemon/store/store.h"
+#include "corral/v1/files.pb.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace corral::daemon {
+namespace {
+
+namespace v1 = corral::v1;
+namespace bv1 = corral::backend::v1;
+using google::protobuf::util::TimeUtil;
+
+std::shared_ptr<spdlog::logger> Log() { return corral::Logger("sandboxes"); }
+
+absl::StatusOr<std::string> NewSandboxId() {
+  unsigned char bytes[16];
+  if (::getrandom(bytes, sizeof(bytes), 0) != sizeof(bytes)) {
+    return ErrnoStatus("getrandom");
+  }
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<char*>(bytes), sizeof(bytes)));
+}
+
+google::protobuf::Timestamp ToProto(absl::Time t) {
+  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
+}
+
+absl::Time FromProto(const google::protobuf::Timestamp& t) {
+  return absl::FromUnixNanos(TimeUtil::TimestampToNanoseconds(t));
+}
+
+bool CallerSees(const Caller& caller, const v1::Sandbox& sandbox) {
+  return caller.admin || sandbox.owner_uid() == caller.uid;
+}
+
+std::string GuaranteeList(const std::vector<int>& guarantees) {
+  std::vector<std::string> names;
+  for (int g : guarantees) {
+    names.push_back(v1::Guarantee_Name(static_cast<v1::Guarantee>(g)));
+  }
+  return absl::StrJoin(names, ", ");
+}
+
+}  // namespace
+
+struct SandboxManager::Live {
+  std::mutex mutex;  // guards every field below
+  v1::Sandbox view;
+  bv1::SandboxHandle handle;
+  Backend* backend = nullptr;  // not owned
+  std::shared_ptr<AgentConnection> agent;
+  std::string workspace_dir;
+  bool destroyed = false;  // Destroy ran; the record is gone
+};
+
+absl::StatusOr<std::unique_ptr<SandboxManager>> SandboxManager::Create(
+    CoreOptions options, Store* store, ImageStore* images,
+    PluginHost* plugins) {
+  const std::string workspaces = absl::StrCat(options.state_dir, "/workspaces");
+  std::error_code error;
+  std::filesystem::create_directories(workspaces, error);
+  if (error) {
+    return absl::InternalError(
+        absl::StrCat("create ", workspaces, ": ", error.message()));
+  }
+  if (::chmod(workspaces.c_str(), 0700) != 0) {
+    return ErrnoStatus(absl::StrCat("chmod ", workspaces));
+  }
+  return std::unique_ptr<SandboxManager>(
+      new SandboxManager(std::move(options), store, images, plugins));
+}
+
+SandboxManager::~SandboxManager() { Shutdown(); }
+
+void SandboxManager::Shutdown() {
+  {
+    std::lock_guard lock(reaper_mutex_);
+    stopping_ = true;
+  }
+  reaper_wake_.notify_all();
+  if (reaper_.joinable()) reaper_.join();
+  std::map<std::string, std::shared_ptr<Live>> live;
+  {
+    std::lock_guard lock(mutex_);
+    live = live_;
+  }
+  for (auto& [id, sandbox] : live) {
+    std::lock_guard lock(sandbox->mutex);
+    if (sandbox->agent) sandbox->agent->Close();
+  }
+}
+
+absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
+    const Caller& caller, const v1::CreateSandboxRequest& request) {
+  const CallerPolicy policy = options_.resolve_policy
+                                  ? options_.resolve_policy(caller)
+                                  : CallerPolicy{};
+  ASSIGN_OR_RETURN(SandboxPlan plan, PlanSandbox(request, options_.rules, policy));
+
+  // The runtime must exist, be available here, and give what was required.
+  RuntimeInfo runtime = plugins_->Probe(plan.runtime);
+  if (!runtime.available) {
+    auto backend = plugins_->Get(plan.runtime);
+    if (!backend.ok() && absl::IsNotFound(backend.status())) {
+      auto known = plugins_->KnownRuntimes();
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown runtime '", plan.runtime.substr(0, 64), "' (known: ",
+          absl::StrJoin(known, ", "), ")"));
+    }
+    return absl::UnavailableError(absl::StrCat(
+        "runtime ", plan.runtime, " cannot run here: ", runtime.reason));
+  }
+  for (int required : plan.require) {
+    if (std::find(runtime.guarantees.begin(), runtime.guarantees.end(),
+                  required) == runtime.guarantees.end()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "runtime ", plan.runtime, " cannot guarantee ",
+          v1::Guarantee_Name(static_cast<v1::Guarantee>(required)),
+          " (it guarantees: ", GuaranteeList(runtime.guarantees), ")"));
+    }
+  }
+  ASSIGN_OR_RETURN(Backend * backend, plugins_->Get(plan.runtime));
+
+  bv1::RootFs rootfs;
+  if (plan.image == kHostImage) {
+    rootfs.set_host(true);
+  } else {
+    ASSIGN_OR_RETURN(auto dir, images_->RootfsDir(plan.image));
+    rootfs.set_directory(dir.string());
+  }
+
+  ASSIGN_OR_RETURN(std::string id, NewSandboxId());
+  const absl::Time now = absl::Now();
+  v1::Sandbox view;
+  view.set_id(id);
+  view.set_state(v1::SANDBOX_STATE_CREATING);
+  view.set_runtime(plan.runtime);
+  view.set_image(plan.image);
+  auto* limits = view.mutable_limits();
+  limits->set_cpu_millis(plan.limits.cpu_millis);
+  limits->set_memory_mib(plan.limits.memory_mib);
+  limits->set_pids(plan.limits.pids);
+  limits->set_disk_mib(plan.limits.disk_mib);
+  view.set_network(plan.network);
+  view.mutable_env()->insert(plan.env.begin(), plan.env.end());
+  view.mutable_labels()->insert(plan.labels.begin(), plan.labels.end());
+  view.set_workdir(plan.workdir);
+  view.set_hostname(plan.hostname.empty() ? absl::StrCat("corral-", id.substr(0, 8))
+                                          : plan.hostname);
+  view.set_owner_uid(caller.uid);
+  view.set_owner_gid(caller.gid);
+  *view.mutable_created_at() = ToProto(now);
+  *view.mutable_expires_at() =
+      ToProto(now + absl::Seconds(static_cast<int64_t>(plan.limits.ttl_seconds)));
+  view.mutable_runtime_options()->insert(plan.runtime_options.begin(),
+                                         plan.runtime_options.end());
+  view.set_idle_timeout_seconds(plan.idle_timeout_seconds);
+
+  // The record goes in first, so a crash from here on leaves something that
+  // recovery finds and cleans up.
+  uint32_t host_uid = 0;
+  {
+    std::lock_guard lock(create_mutex_);
+    ASSIGN_OR_RETURN(uint64_t count, store_->CountSandboxes());
+    if (count >= options_.max_sandboxes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the daemon already runs ", count, " sandboxes, its maximum"));
+    }
+    SandboxRecord record;
+    record.id = id;
+    record.owner_uid = caller.uid;
+    record.owner_gid = caller.gid;
+    record.runtime = plan.runtime;
+    record.image = plan.image;
+    record.state = v1::SANDBOX_STATE_CREATING;
+    record.created_at = now;
+    record.expires_at = FromProto(view.expires_at());
+    record.spec = view.SerializeAsString();
+    if (plan.user_namespace) {
+      ASSIGN_OR_RETURN(host_uid, store_->InsertSandboxWithHostUid(
+                                     record, HostUidRange{options_.uid_base,
+                                                          options_.uid_count}));
+    } else {
+      RETURN_IF_ERROR(store_->InsertSandbox(record));
+    }
+  }
+  auto live = std::make_shared<Live>();
+  live->view = view;
+  live->backend = backend;
+  live->workspace_dir = absl::StrCat(options_.state_dir, "/workspaces/", id);
+  {
+    std::lock_guard lock(mutex_);
+    live_[id] = live;
+  }
+  std::unique_lock live_lock(live->mutex);
+
+  auto fail = [&](absl::Status status) -> absl::Status {
+    Log()->warn("create {} failed: {}", id, status.ToString());
+    if (!live->handle.id().empty()) (void)backend->Destroy(live->handle);
+    std::error_code ignored;
+    std::filesystem::remove_all(live->workspace_dir, ignored);
+    (void)store_->DeleteSandbox(id);
+    live->destroyed = true;
+    live_lock.unlock();
+    std::lock_guard lock(mutex_);
+    live_.erase(id);
+    return status;
+  };
+
+  if (::mkdir(live->workspace_dir.c_str(), 0700) != 0) {
+    return fail(ErrnoStatus(absl::StrCat("mkdir ", live->workspace_dir)));
+  }
+  bv1::SandboxSpec spec;
+  spec.set_id(id);
+  *spec.mutable_rootfs() = rootfs;
+  spec.set_workspace_dir(live->workspace_dir);
+  spec.set_hostname(view.hostname());
+  spec.set_cpu_millis(plan.limits.cpu_millis);
+  spec.set_memory_bytes(plan.limits.memory_mib << 20);
+  spec.set_pids(plan.limits.pids);
+  spec.set_disk_bytes(plan.limits.disk_mib << 20);
+  spec.set_host_uid(host_uid);
+  spec.set_host_gid(host_uid);
+  spec.set_network_none(true);
+  spec.mutable_runtime_options()->insert(plan.runtime_options.begin(),
+                                         plan.runtime_options.end());
+
+  auto created = backend->Create(spec);
+  if (!created.ok()) return fail(created.status());
+  live->handle = created->handle;
+  if (auto s = store_->UpdateSandboxHandle(id, live->handle.SerializeAsString());
+      !s.ok()) {
+    return fail(s);
+  }
+  auto agent = AgentConnection::Open(std::move(created->agent_fd),
+                                     options_.agent_hello_timeout);
+  if (!agent.ok()) {
+    return fail(Annotate(agent.status(), "the sandbox's agent did not start"));
+  }
+  live->agent = *agent;
+  live->view.set_state(v1::SANDBOX_STATE_RUNNING);
+  live->view.set_agent_version((*agent)->hello().agent_version());
+  for (int g : created->guarantees) {
+    live->view.add_guarantees(static_cast<v1::Guarantee>(g));
+  }
+  if (auto s = store_->UpdateSandboxSpec(id, live->view.SerializeAsString());
+      !s.ok()) {
+    return fail(s);
+  }
+  if (auto s = store_->UpdateSandboxState(id, v1::SANDBOX_STATE_RUNNING, "");
+      !s.ok()) {
+    return fail(s);
+  }
+  (void)store_->AppendEvent(id, "created",
+                            absl::StrCat("runtime ", plan.runtime, ", image ",
+                                         plan.image, ", uid ", caller.uid));
+  Log()->info("created sandbox {} (runtime {}, image {}, owner {})", id,
+              plan.runtime, plan.image, caller.uid);
+  return live->view;
+}
+
+absl::StatusOr<std::shared_ptr<SandboxManager::Live>> SandboxManager::Find(
+    const Caller& caller, const std::string& id) {
+  RETURN_IF_ERROR(ValidateSandboxId(id));
+  std::shared_ptr<Live> live;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = live_.find(id); it != live_.end()) live = it->second;
+  }
+  if (live) {
+    std::lock_guard lock(live->mutex);
+    if (!live->destroyed && CallerSees(caller, live->view)) return live;
+  }
+  return absl::NotFoundError(absl::StrCat("no sandbox ", id));
+}
+
+absl::StatusOr<v1::Sandbox> SandboxManager::GetSandbox(const Caller& caller,
+                                                       const std::string& id) {
+  ASSIGN_OR_RETURN(auto live, Find(caller, id));
+  CheckAgent(live);
+  std::lock_guard lock(live->mutex);
+  return live->view;
+}
+
+absl::StatusOr<std::vector<v1::Sandbox>> SandboxManager::ListSandboxes(
+    const Caller& caller, const v1::ListSandboxesRequest& request) {
+  std::vector<std::shared_ptr<Live>> all;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [id, live] : live_) all.push_back(live);
+  }
+  std::vector<v1::Sandbox> result;
+  for (auto& live : all) {
+    CheckAgent(live);
+    std::unique_lock lock(live->mutex, std::try_to_lock);
+    // A sandbox busy being created or destroyed is shown from the store.
+    v1::Sandbox view;
+    if (lock.owns_lock()) {
+      if (live->destroyed) continue;
+      view = live->view;
+    } else {
+      auto record = store_->GetSandbox(live->view.id());
+      if (!record.ok() || !view.ParseFromString(record->spec)) continue;
+      view.set_state(static_cast<v1::SandboxState>(record->state));
+    }
+    if (!CallerSees(caller, view)) continue;
+    if (request.state() != v1::SANDBOX_STATE_UNSPECIFIED &&
+        view.state() != request.state()) {
+      continue;
+    }
+    if (!request.runtime().empty() && view.runtime() != request.runtime()) {
+      continue;
+    }
+    bool labels_match = true;
+    for (const auto& [k, v] : request.label_selector()) {
+      auto it = view.labels().find(k);
+      if (it == view.labels().end() || it->second != v) labels_match = false;
+    }
+    if (labels_match) result.push_back(std::move(view));
+  }
+  std::sort(result.begin(), result.end(), [](const auto& a, const auto& b) {
+    return TimeUtil::TimestampToNanoseconds(a.created_at()) <
+           TimeUtil::TimestampToNanoseconds(b.created_at());
+  });
+  return result;
+}
+
+absl::Status SandboxManager::DeleteSandbox(const Caller& caller,
+                                           const std::string& id) {
+  ASSIGN_OR_RETURN(auto live, Find(caller, id));
+  return Destroy(live, "deleted");
+}
+
+absl::Status SandboxManager::Destroy(const std::shared_ptr<Live>& live,
+                                     const std::string& event) {
+  std::lock_guard lock(live->mutex);
+  if (live->destroyed) return absl::OkStatus();
+  const std::string id = live->view.id();
+  RETURN_IF_ERROR(CheckAllowed(live->view, Action::kDelete));
+  live->view.set_state(v1::SANDBOX_STATE_DELETING);
+  (void)store_->UpdateSandboxState(id, v1::SANDBOX_STATE_DELETING, "");
+  if (live->agent) live->agent->Close();
+  if (!live->handle.id().empty()) {
+    if (auto s = live->backend->Destroy(live->handle); !s.ok()) {
+      // Leave the record (DELETING) so that a retry or the next start
+      // finishes the job; report the failure.
+      Log()->error("destroy {} failed: {}", id, s.ToString());
+      return Annotate(s, absl::StrCat("destroying sandbox ", id));
+    }
+  }
+  std::error_code error;
+  std::filesystem::remove_all(live->workspace_dir, error);
+  if (error) {
+    Log()->error("remove {}: {}", live->workspace_dir, error.message());
+  }
+  RETURN_IF_ERROR(store_->DeleteSandbox(id));
+  (void)store_->AppendEvent(id, event, "");
+  live->destroyed = true;
+  {
+    std::lock_guard map_lock(mutex_);
+    live_.erase(id);
+  }
+  Log()->info("{} sandbox {}", event, id);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Sandbox> SandboxManager::ExtendSandbox(
+    const Caller& caller, const std::string& id, uint64_t ttl_seconds) {
+  ASSIGN_OR_RETURN(auto live, Find(caller, id));
+  const CallerPolicy policy = options_.resolve_policy
+                                  ? options_.resolve_policy(caller)
+                                  : CallerPolicy{};
+  if (ttl_seconds == 0) {
+    return absl::InvalidArgumentError("ttl_seconds: must be greater than 0");
+  }
+  RETURN_IF_ERROR(ValidateTtl(ttl_seconds, options_.rules, policy));
+  std::lock_guard lock(live->mutex);
+  RETURN_IF_ERROR(CheckAllowed(live->view, Action::kExtend));
+  const absl::Time expires =
+      absl::Now() + absl::Seconds(static_cast<int64_t>(ttl_seconds));
+  RETURN_IF_ERROR(store_->SetExpiry(id, expires));
+  *live->view.mutable_expires_at() = ToProto(expires);
+  RETURN_IF_ERROR(store_->UpdateSandboxSpec(id, live->view.SerializeAsString()));
+  (void)store_->AppendEvent(id, "extended", absl::StrCat("ttl ", ttl_seconds, " s"));
+  return live->view;
+}
+
+absl::StatusOr<std::unique_ptr<RunningCommand>> SandboxManager::StartExec(
+    const Caller& caller, const v1::ExecStart& request) {
+  ASSIGN_OR_RETURN(auto live, Find(caller, request.sandbox_id()));
+  CheckAgent(live);
+  std::shared_ptr<AgentConnection> agent;
+  auto command = std::unique_ptr<RunningCommand>(new RunningCommand());
+  corral::agent::v1::ExecStart start;
+  {
+    std::lock_guard lock(live->mutex);
+    RETURN_IF_ERROR(CheckAllowed(live->view, Action::kExec));
+    ASSIGN_OR_RETURN(start, PlanExec(request, live->view, options_.rules));
+    agent = live->agent;
+    command->backend_ = live->backend;
+    command->handle_ = live->handle;
+  }
+  command->manager_ = this;
+  command->sandbox_id_ = request.sandbox_id();
+  for (const auto& arg : start.argv()) command->argv_.push_back(arg);
+  // The OOM counter before the command, to tell afterwards whether a SIGKILL
+  // came from the memory limit.
+  if (auto stats = command->backend_->Stats(command->handle_); stats.ok()) {
+    command->oom_kills_before_ = stats->oom_kills();
+    command->oom_known_ = true;
+  }
+  command->started_at_ = absl::Now();
+  ASSIGN_OR_RETURN(command->session_, agent->StartExec(start));
+  return command;
+}
+
+RunningCommand::~RunningCommand() = default;
+
+absl::StatusOr<v1::ExecStreamResponse> RunningCommand::Next(absl::Time deadline) {
+  if (finished_) {
+    return absl::OutOfRangeError("the command has already exited");
+  }
+  ASSIGN_OR_RETURN(ExecEvent event, session_->Next(deadline));
+  v1::ExecStreamResponse response;
+  switch (event.kind) {
+    case ExecEvent::Kind::kStarted:
+      response.mutable_started()->set_pid(event.pid);
+      break;
+    case ExecEvent::Kind::kOutput: {
+      auto* chunk = response.mutable_output();
+      const int fd = event.fd == corral::agent::v1::FD_STDERR ? 2 : 1;
+      chunk->set_stream(fd == 2 ? v1::OUTPUT_STREAM_STDERR
+                                : v1::OUTPUT_STREAM_STDOUT);
+      chunk->set_sequence(event.sequence);
+      chunk->set_offset(offsets_[fd]);
+      offsets_[fd] += event.data.size();
+      chunk->set_data(std::move(event.data));
+      break;
+    }
+    case ExecEvent::Kind::kExit: {
+      finished_ = true;
+      const auto& in = event.exit;
+      auto* out = response.mutable_exit();
+      out->set_exit_code(in.exit_code());
+      out->set_signal(in.signal());
+      out->set_timed_out(in.timed_out());
+      out->set_stdout_truncated(in.stdout_truncated());
+      out->set_stderr_truncated(in.stderr_truncated());
+      out->set_duration_us(in.duration_us());
+      out->set_error(in.error());
+      out->set_stdout_bytes(in.stdout_bytes());
+      out->set_stderr_bytes(in.stderr_bytes());
+      if (in.signal() == SIGKILL && !in.timed_out() && oom_known_) {
+        auto stats = backend_->Stats(handle_);
+        if (stats.ok() && stats->oom_kills() > oom_kills_before_) {
+          out->set_oom_killed(true);
+        }
+      }
+      manager_->RecordCommand(sandbox_id_, argv_, *out, started_at_);
+      break;
+    }
+  }
+  return response;
+}
+
+absl::Status RunningCommand::WriteStdin(std::string_view data, bool eof) {
+  return session_->WriteStdin(data, eof);
+}
+
+absl::Status RunningCommand::Signal(int signal) {
+  if (signal <= 0 || signal >= 65) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid signal ", signal));
+  }
+  return session_->Signal(signal);
+}
+
+void SandboxManager::RecordCommand(const std::string& sandbox_id,
+                                   const std::vector<std::string>& argv,
+                                   const v1::ExecExit& exit,
+                                   absl::Time started_at) {
+  // The argv travels as a serialized corral.v1.CommandRecord so that
+  // arguments with any bytes survive.
+  v1::CommandRecord line;
+  for (const auto& arg : argv) line.add_argv(arg);
+  CommandRecord record;
+  record.sandbox_id = sandbox_id;
+  record.argv = line.SerializeAsString();
+  record.exit_code = exit.exit_code();
+  record.signal = exit.signal();
+  record.started_at = started_at;
+  record.duration = absl::Microseconds(static_cast<int64_t>(exit.duration_us()));
+  (void)store_->AppendCommand(record);
+}
+
+void SandboxManager::CheckAgent(const std::shared_ptr<Live>& live) {
+  std::string reason;
+  {
+    std::lock_guard lock(live->mutex);
+    if (live->destroyed || live->view.state() != v1::SANDBOX_STATE_RUNNING ||
+        !live->agent || !live->agent->closed()) {
+      return;
+    }
+    reason = live->agent->close_reason();
+  }
+  MarkFailed(live, absl::StrCat("lost the connection to its agent: ", reason));
+}
+
+void SandboxManager::MarkFailed(const std::shared_ptr<Live>& live,
+                                const std::string& why) {
+  std::lock_guard lock(live->mutex);
+  if (live->destroyed || live->view.state() == v1::SANDBOX_STATE_FAILED) return;
+  const std::string id = live->view.id();
+  Log()->warn("sandbox {} failed: {}", id, why);
+  live->view.set_state(v1::SANDBOX_STATE_FAILED);
+  live->view.set_failure(why);
+  if (live->agent) live->agent->Close();
+  // Its processes are of no use without an agent: stop them now rather than
+  // at expiry. The workspace stays until the sandbox is deleted.
+  if (!live->handle.id().empty()) (void)live->backend->Destroy(live->handle);
+  (void)store_->UpdateSandboxSpec(id, live->view.SerializeAsString());
+  (void)store_->UpdateSandboxState(id, v1::SANDBOX_STATE_FAILED, why);
+  (void)store_->AppendEvent(id, "failed", why);
+}
+
+void SandboxManager::StartReaper() {
+  reaper_ = std::thread([this] { ReaperLoop(); });
+}
+
+void SandboxManager::ReaperLoop() {
+  for (;;) {
+    {
+      std::unique_lock lock(reaper_mutex_);
+      reaper_wake_.wait_for(lock,
+                            absl::ToChronoMilliseconds(options_.reaper_interval),
+                            [this] { return stopping_; });
+      if (stopping_) return;
+    }
+    auto expired = store_->ListExpired(absl::Now());
+    if (!expired.ok()) {
+      Log()->error("reaper: {}", expired.status().ToString());
+      continue;
+    }
+    for (const auto& record : *expired) {
+      std::shared_ptr<Live> live;
+      {
+        std::lock_guard lock(mutex_);
+        if (auto it = live_.find(record.id); it != live_.end()) live = it->second;
+      }
+      if (!live) continue;
+      if (auto s = Destroy(live, "expired"); !s.ok()) {
+        Log()->error("reaper: {}", s.ToString());
+      }
+    }
+    std::vector<std::shared_ptr<Live>> all;
+    {
+      std::lock_guard lock(mutex_);
+      for (auto& [id, live] : live_) all.push_back(live);
+    }
+    for (auto& live : all) CheckAgent(live);
+  }
+}
+
+std::map<std::string, uint32_t> SandboxManager::CountByState() {
+  std::map<std::string, uint32_t> counts;
+  std::lock_guard lock(mutex_);
+  for (auto& [id, live] : live_) {
+    std::unique_lock live_lock(live->mutex, std::try_to_lock);
+    const auto state = live_lock.owns_lock() ? live->view.state()
+                                             : v1::SANDBOX_STATE_CREATING;
+    counts[v1::SandboxState_Name(state)]++;
+  }
+  return counts;
+}
+
+absl::Status SandboxManager::Recover() {
+  ASSIGN_OR_RETURN(auto records, store_->ListSandboxes());
+  std::map<std::string, std::vector<std::string>> known_by_runtime;
+  for (const auto& record : records) {
+    auto live = std::make_shared<Live>();
+    if (!live->view.ParseFromString(record.spec)) {
+      Log()->error("recover: sandbox {} has an unreadable record; removing it",
+                   record.id);
+      (void)store_->DeleteSandbox(record.id);
+      continue;
+    }
+    live->view.set_state(static_cast<v1::SandboxState>(record.state));
+    live->view.set_failure(record.failure);
+    live->workspace_dir =
+        absl::StrCat(options_.state_dir, "/workspaces/", record.id);
+    live->handle.ParseFromString(record.backend_handle);
+    auto backend = plugins_->Get(record.runtime);
+    if (!backend.ok()) {
+      Log()->error("recover: sandbox {} needs runtime {}: {}", record.id,
+                   record.runtime, backend.status().ToString());
+      // Keep the record: the runtime may come back with the next build.
+      live->view.set_state(v1::SANDBOX_STATE_FAILED);
+      live->view.set_failure(std::string(backend.status().message()));
+      std::lock_guard lock(mutex_);
+      live_[record.id] = live;
+      continue;
+    }
+    live->backend = *backend;
+    known_by_runtime[record.runtime].push_back(record.id);
+    {
+      std::lock_guard lock(mutex_);
+      live_[record.id] = live;
+    }
+    switch (record.state) {
+      case v1::SANDBOX_STATE_RUNNING: {
+        std::string reason;
+        auto attached = live->backend->Attach(live->handle, &reason);
+        if (attached.ok() && attached->agent_fd.valid()) {
+          auto agent = AgentConnection::Open(std::move(attached->agent_fd),
+                                             options_.agent_hello_timeout);
+          if (agent.ok()) {
+            std::lock_guard lock(live->mutex);
+            live->agent = *agent;
+            Log()->info("recover: re-attached sandbox {}", record.id);
+            (void)store_->AppendEvent(record.id, "reattached", "");
+            break;
+          }
+          reason = std::string(agent.status().message());
+        } else if (!attached.ok()) {
+          reason = std::string(attached.status().message());
+        }
+        live->view.set_state(v1::SANDBOX_STATE_RUNNING);
+        MarkFailed(live, absl::StrCat("not recovered after a daemon restart: ",
+                                      reason));
+        break;
+      }
+      case v1::SANDBOX_STATE_CREATING:
+      case v1::SANDBOX_STATE_DELETING:
+        // Half-made or half-destroyed when the daemon stopped: finish the job.
+        Log()->info("recover: removing sandbox {} left {}", record.id,
+                    v1::SandboxState_Name(
+                        static_cast<v1::SandboxState>(record.state)));
+        known_by_runtime[record.runtime].pop_back();
+        if (auto s = Destroy(live, "reconciled"); !s.ok()) {
+          Log()->error("recover: {}", s.ToString());
+        }
+        break;
+      default:
+        break;
+    }
+  }
+  // Whatever a runtime finds on the host that the store does not know.
+  for (const auto& name : plugins_->KnownRuntimes()) {
+    auto backend = plugins_->Get(name);
+    if (!backend.ok()) continue;
+    auto removed = (*backend)->Reconcile(known_by_runtime[name]);
+    if (!removed.ok()) {
+      Log()->error("recover: runtime {} reconcile: {}", name,
+                   removed.status().ToString());
+      continue;
+    }
+    for (const auto& id : *removed) {
+      Log()->warn("recover: runtime {} removed leftovers of unknown sandbox {}",
+                  name, id);
+      (void)store_->AppendEvent(id, "reconciled", "host leftovers removed");
+    }
+  }
+  // Workspaces no record owns.
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(
+           absl::StrCat(options_.state_dir, "/workspaces"), error)) {
+    const std::string id = entry.path().filename().string();
+    std::lock_guard lock(mutex_);
+    if (live_.count(id) == 0) {
+      std::error_code ignored;
+      std::filesystem::remove_all(entry.path(), ignored);
+      Log()->warn("recover: removed orphaned workspace {}", id);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace corral::daemon

@@ -1,0 +1,161 @@
+// The core lifecycle of sandboxes: create, exec, extend, delete, the TTL
+// reaper, and recovery after a daemon restart. Everything above it (the RPC
+// layer) translates; everything below it (store, images, backends, agent
+// connections) does one job each.
+#ifndef CORRAL_DAEMON_CORE_SANDBOX_MANAGER_H_
+#define CORRAL_DAEMON_CORE_SANDBOX_MANAGER_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "corral/v1/exec.pb.h"
+#include "corral/v1/sandboxes.pb.h"
+#include "daemon/agent/agent_connection.h"
+#include "daemon/core/backend.h"
+#include "daemon/core/spec.h"
+
+namespace corral::daemon {
+
+class Store;
+class ImageStore;
+
+struct CoreOptions {
+  // Workspaces live in <state_dir>/workspaces/<id>.
+  std::string state_dir;
+  SpecRules rules;
+  // Host uids given to sandboxes' root: [uid_base, uid_base + uid_count).
+  uint32_t uid_base = 1'500'000'000;
+  uint32_t uid_count = 65536;
+  uint32_t max_sandboxes = 1000;
+  // How long a new sandbox's agent has to say hello.
+  absl::Duration agent_hello_timeout = absl::Seconds(10);
+  // How often the reaper looks for expired sandboxes and lost agents.
+  absl::Duration reaper_interval = absl::Milliseconds(250);
+  // Resolves the policy that applies to a caller.
+  std::function<CallerPolicy(const Caller&)> resolve_policy;
+};
+
+// One command running in a sandbox, in API terms. Not thread-safe except
+// that WriteStdin/Signal may be called from one other thread than Next.
+class RunningCommand {
+ public:
+  RunningCommand(const RunningCommand&) = delete;
+  RunningCommand& operator=(const RunningCommand&) = delete;
+  ~RunningCommand();
+
+  // The next event: started, then output chunks in order, then exit (the
+  // last). UNAVAILABLE when the sandbox's agent went away.
+  absl::StatusOr<corral::v1::ExecStreamResponse> Next(
+      absl::Time deadline = absl::InfiniteFuture());
+  absl::Status WriteStdin(std::string_view data, bool eof);
+  absl::Status Signal(int signal);
+  const std::string& sandbox_id() const { return sandbox_id_; }
+
+ private:
+  friend class SandboxManager;
+  RunningCommand() = default;
+
+  class SandboxManager* manager_ = nullptr;  // not owned; outlives commands
+  std::string sandbox_id_;
+  std::vector<std::string> argv_;
+  std::unique_ptr<ExecSession> session_;
+  Backend* backend_ = nullptr;  // not owned
+  corral::backend::v1::SandboxHandle handle_;
+  uint64_t oom_kills_before_ = 0;
+  bool oom_known_ = false;
+  uint64_t offsets_[3] = {0, 0, 0};
+  absl::Time started_at_;
+  bool finished_ = false;
+};
+
+class SandboxManager {
+ public:
+  // None of the pointers is owned; all must outlive the manager.
+  static absl::StatusOr<std::unique_ptr<SandboxManager>> Create(
+      CoreOptions options, Store* store, ImageStore* images,
+      PluginHost* plugins);
+  ~SandboxManager();
+
+  // Brings the host and the store into agreement after a (re)start: re-attaches
+  // every running sandbox the store knows, destroys the ones that cannot be
+  // re-attached or were half-made, and has every runtime remove host leftovers
+  // the store does not know. Call once, before serving.
+  absl::Status Recover();
+  // Starts the reaper thread (TTL expiry, lost agents).
+  void StartReaper();
+  // Stops the reaper and drops agent connections. Sandboxes keep running, so
+  // that the next daemon re-attaches them.
+  void Shutdown();
+
+  absl::StatusOr<corral::v1::Sandbox> CreateSandbox(
+      const Caller& caller, const corral::v1::CreateSandboxRequest& request);
+  absl::StatusOr<corral::v1::Sandbox> GetSandbox(const Caller& caller,
+                                                 const std::string& id);
+  absl::StatusOr<std::vector<corral::v1::Sandbox>> ListSandboxes(
+      const Caller& caller, const corral::v1::ListSandboxesRequest& request);
+  absl::Status DeleteSandbox(const Caller& caller, const std::string& id);
+  absl::StatusOr<corral::v1::Sandbox> ExtendSandbox(const Caller& caller,
+                                                    const std::string& id,
+                                                    uint64_t ttl_seconds);
+  absl::StatusOr<std::unique_ptr<RunningCommand>> StartExec(
+      const Caller& caller, const corral::v1::ExecStart& request);
+
+  // Sandboxes by state name, for health.
+  std::map<std::string, uint32_t> CountByState();
+  const SpecRules& rules() const { return options_.rules; }
+
+ private:
+  friend class RunningCommand;
+  struct Live;
+
+  SandboxManager(CoreOptions options, Store* store, ImageStore* images,
+                 PluginHost* plugins)
+      : options_(std::move(options)),
+        store_(store),
+        images_(images),
+        plugins_(plugins) {}
+
+  // Finds a sandbox the caller may see; NOT_FOUND otherwise, so that other
+  // users' sandboxes are not even revealed to exist.
+  absl::StatusOr<std::shared_ptr<Live>> Find(const Caller& caller,
+                                             const std::string& id);
+  // Destroys a sandbox's processes and host resources and removes it from the
+  // store. `event` says why ("deleted", "expired").
+  absl::Status Destroy(const std::shared_ptr<Live>& live,
+                       const std::string& event);
+  // Marks a running sandbox whose agent went away as failed and tears down
+  // its processes; the record stays until deleted or expired.
+  void MarkFailed(const std::shared_ptr<Live>& live, const std::string& why);
+  void CheckAgent(const std::shared_ptr<Live>& live);
+  void ReaperLoop();
+  void RecordCommand(const std::string& sandbox_id,
+                     const std::vector<std::string>& argv,
+                     const corral::v1::ExecExit& exit, absl::Time started_at);
+
+  const CoreOptions options_;
+  Store* const store_;         // not owned
+  ImageStore* const images_;   // not owned
+  PluginHost* const plugins_;  // not owned
+
+  std::mutex mutex_;
+  std::map<std::string, std::shared_ptr<Live>> live_;  // guarded by mutex_
+  std::mutex create_mutex_;  // serializes the max_sandboxes check
+
+  std::mutex reaper_mutex_;
+  std::condition_variable reaper_wake_;
+  bool stopping_ = false;  // guarded by reaper_mutex_
+  std::thread reaper_;
+};
+
+}  // namespace corral::daemon
+
+#endif  // CORRAL_DAEMON_CORE_SANDBOX_MANAGER_H_

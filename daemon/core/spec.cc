@@ -1,0 +1,299 @@
+#include "daemon/core/spec.h"
+
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "corral/status_macros.h"
+
+namespace corral::daemon {
+namespace {
+
+constexpr size_t kMaxEnvVars = 1024;
+constexpr size_t kMaxEnvBytes = 256 * 1024;
+constexpr size_t kMaxLabels = 64;
+constexpr size_t kMaxLabelValue = 256;
+constexpr size_t kMaxPath = 4096;
+constexpr size_t kMaxArgs = 4096;
+constexpr size_t kMaxArgBytes = 1024 * 1024;
+constexpr const char* kDefaultPath =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+absl::Status Invalid(absl::string_view field, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
+}
+
+bool HasNul(absl::string_view s) { return s.find('\0') != absl::string_view::npos; }
+
+absl::Status ValidateEnv(const google::protobuf::Map<std::string, std::string>& env,
+                         absl::string_view field) {
+  if (env.size() > kMaxEnvVars) {
+    return Invalid(field, absl::StrCat("more than ", kMaxEnvVars, " variables"));
+  }
+  size_t bytes = 0;
+  for (const auto& [name, value] : env) {
+    if (name.empty() || name.find('=') != std::string::npos || HasNul(name)) {
+      return Invalid(field, absl::StrCat("invalid variable name '", name,
+                                         "' (must be non-empty, without '=')"));
+    }
+    if (HasNul(value)) {
+      return Invalid(field, absl::StrCat("value of ", name, " contains NUL"));
+    }
+    bytes += name.size() + value.size() + 2;
+  }
+  if (bytes > kMaxEnvBytes) {
+    return Invalid(field, absl::StrCat("larger than ", kMaxEnvBytes, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAbsolutePath(absl::string_view path, absl::string_view field) {
+  if (path.empty() || path[0] != '/') return Invalid(field, "must be an absolute path");
+  if (path.size() > kMaxPath) return Invalid(field, "path too long");
+  if (HasNul(path)) return Invalid(field, "contains NUL");
+  return absl::OkStatus();
+}
+
+bool ValidLabelKey(absl::string_view key) {
+  if (key.empty() || key.size() > 63) return false;
+  return std::all_of(key.begin(), key.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' ||
+           c == '_' || c == '/' || c == '-';
+  });
+}
+
+bool ValidHostname(absl::string_view name) {
+  if (name.empty() || name.size() > 63 || name.front() == '-' ||
+      name.back() == '-') {
+    return false;
+  }
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+  });
+}
+
+// Picks the request's value, or the default when it is zero; then checks it
+// against the minimum and the smaller of the daemon's and the policy's maxima.
+template <typename T>
+absl::StatusOr<T> Limit(absl::string_view field, T requested, T fallback,
+                        T minimum, T maximum, T policy_maximum,
+                        absl::string_view unit) {
+  T value = requested == 0 ? fallback : requested;
+  T cap = maximum;
+  if (policy_maximum != 0 && policy_maximum < cap) cap = policy_maximum;
+  if (minimum != 0 && value < minimum) {
+    return Invalid(field, absl::StrCat(value, unit, " is below the minimum ",
+                                       minimum, unit));
+  }
+  if (cap != 0 && value > cap) {
+    return Invalid(field, absl::StrCat(value, unit, " exceeds the maximum ",
+                                       cap, unit));
+  }
+  if (value == 0) return Invalid(field, "no value and no default configured");
+  return value;
+}
+
+}  // namespace
+
+absl::Status ValidateSandboxId(const std::string& id) {
+  if (id.size() != 32 ||
+      !std::all_of(id.begin(), id.end(), [](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+      })) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid sandbox id '", id.substr(0, 64),
+        "': expected 32 lowercase hex characters"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateTtl(uint64_t ttl_seconds, const SpecRules& rules,
+                         const CallerPolicy& policy) {
+  return Limit<uint64_t>("ttl_seconds", ttl_seconds, rules.defaults.ttl_seconds,
+                         1, rules.maxima.ttl_seconds,
+                         policy.maxima.ttl_seconds, " s")
+      .status();
+}
+
+absl::StatusOr<SandboxPlan> PlanSandbox(
+    const corral::v1::CreateSandboxRequest& request, const SpecRules& rules,
+    const CallerPolicy& policy) {
+  SandboxPlan plan;
+  plan.runtime = request.runtime();
+  if (plan.runtime.empty()) plan.runtime = policy.default_runtime;
+  if (plan.runtime.empty()) plan.runtime = rules.default_runtime;
+  if (!policy.runtimes.empty() &&
+      std::find(policy.runtimes.begin(), policy.runtimes.end(), plan.runtime) ==
+          policy.runtimes.end()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "runtime ", plan.runtime, " is not allowed for you by the daemon's "
+        "policy (allowed: ", absl::StrJoin(policy.runtimes, ", "), ")"));
+  }
+  plan.image = request.image().empty() ? rules.default_image : request.image();
+
+  const auto& l = request.limits();
+  ASSIGN_OR_RETURN(plan.limits.cpu_millis,
+                   Limit<uint32_t>("limits.cpu_millis", l.cpu_millis(),
+                                   rules.defaults.cpu_millis,
+                                   rules.minima.cpu_millis,
+                                   rules.maxima.cpu_millis,
+                                   policy.maxima.cpu_millis, " millicpu"));
+  ASSIGN_OR_RETURN(plan.limits.memory_mib,
+                   Limit<uint64_t>("limits.memory_mib", l.memory_mib(),
+                                   rules.defaults.memory_mib,
+                                   rules.minima.memory_mib,
+                                   rules.maxima.memory_mib,
+                                   policy.maxima.memory_mib, " MiB"));
+  ASSIGN_OR_RETURN(plan.limits.pids,
+                   Limit<uint32_t>("limits.pids", l.pids(), rules.defaults.pids,
+                                   rules.minima.pids, rules.maxima.pids,
+                                   policy.maxima.pids, ""));
+  ASSIGN_OR_RETURN(plan.limits.disk_mib,
+                   Limit<uint64_t>("limits.disk_mib", l.disk_mib(),
+                                   rules.defaults.disk_mib,
+                                   rules.minima.disk_mib, rules.maxima.disk_mib,
+                                   policy.maxima.disk_mib, " MiB"));
+  ASSIGN_OR_RETURN(plan.limits.ttl_seconds,
+                   Limit<uint64_t>("ttl_seconds", request.ttl_seconds(),
+                                   rules.defaults.ttl_seconds, 1,
+                                   rules.maxima.ttl_seconds,
+                                   policy.maxima.ttl_seconds, " s"));
+  plan.limits.exec_timeout_seconds = rules.defaults.exec_timeout_seconds;
+  plan.limits.output_limit_bytes = rules.defaults.output_limit_bytes;
+
+  switch (request.network()) {
+    case corral::v1::NETWORK_MODE_UNSPECIFIED:
+    case corral::v1::NETWORK_MODE_NONE:
+      plan.network = corral::v1::NETWORK_MODE_NONE;
+      break;
+    case corral::v1::NETWORK_MODE_EGRESS:
+      return absl::UnimplementedError(
+          "network mode egress is not built yet; use none (loopback only)");
+    default:
+      return Invalid("network", absl::StrCat("unknown mode ", request.network()));
+  }
+
+  RETURN_IF_ERROR(ValidateEnv(request.env(), "env"));
+  plan.env.insert(request.env().begin(), request.env().end());
+
+  if (request.labels().size() > kMaxLabels) {
+    return Invalid("labels", absl::StrCat("more than ", kMaxLabels));
+  }
+  for (const auto& [key, value] : request.labels()) {
+    if (!ValidLabelKey(key)) {
+      return Invalid("labels", absl::StrCat("invalid key '", key.substr(0, 80),
+                                            "' (1-63 of [A-Za-z0-9._/-])"));
+    }
+    if (value.size() > kMaxLabelValue || HasNul(value)) {
+      return Invalid("labels", absl::StrCat("value of ", key,
+                                            " is too long or contains NUL"));
+    }
+  }
+  plan.labels.insert(request.labels().begin(), request.labels().end());
+
+  plan.workdir = request.workdir().empty() ? "/workspace" : request.workdir();
+  RETURN_IF_ERROR(ValidateAbsolutePath(plan.workdir, "workdir"));
+
+  if (!request.hostname().empty()) {
+    if (!ValidHostname(request.hostname())) {
+      return Invalid("hostname", absl::StrCat("'", request.hostname().substr(0, 80),
+                                              "' is not 1-63 of [a-z0-9-]"));
+    }
+    plan.hostname = request.hostname();
+  }
+
+  for (int guarantee : request.require()) {
+    if (!corral::v1::Guarantee_IsValid(guarantee) ||
+        guarantee == corral::v1::GUARANTEE_UNSPECIFIED) {
+      return Invalid("require", absl::StrCat("unknown guarantee ", guarantee));
+    }
+    plan.require.push_back(guarantee);
+  }
+
+  for (const auto& [key, value] : request.runtime_options()) {
+    if (key.empty() || key.size() > 64 || value.size() > 1024 || HasNul(key) ||
+        HasNul(value)) {
+      return Invalid("runtime_options", "keys are 1-64 bytes, values at most 1024");
+    }
+    if (key == "userns") {
+      if (value != "true" && value != "false") {
+        return Invalid("runtime_options.userns", "must be \"true\" or \"false\"");
+      }
+      plan.user_namespace = value == "true";
+    }
+  }
+  plan.runtime_options.insert(request.runtime_options().begin(),
+                              request.runtime_options().end());
+  plan.idle_timeout_seconds = request.idle_timeout_seconds();
+  return plan;
+}
+
+absl::StatusOr<corral::agent::v1::ExecStart> PlanExec(
+    const corral::v1::ExecStart& request, const corral::v1::Sandbox& sandbox,
+    const SpecRules& rules) {
+  corral::agent::v1::ExecStart start;
+  const bool has_argv = request.argv_size() > 0;
+  const bool has_shell = !request.shell().empty();
+  if (has_argv == has_shell) {
+    return Invalid("command", "give exactly one of argv and shell");
+  }
+  size_t bytes = 0;
+  if (has_argv) {
+    if (static_cast<size_t>(request.argv_size()) > kMaxArgs) {
+      return Invalid("argv", absl::StrCat("more than ", kMaxArgs, " arguments"));
+    }
+    if (request.argv(0).empty()) return Invalid("argv", "argv[0] is empty");
+    for (const auto& arg : request.argv()) {
+      if (HasNul(arg)) return Invalid("argv", "an argument contains NUL");
+      bytes += arg.size() + 1;
+      start.add_argv(arg);
+    }
+  } else {
+    if (HasNul(request.shell())) return Invalid("shell", "contains NUL");
+    bytes = request.shell().size();
+    start.add_argv("/bin/sh");
+    start.add_argv("-c");
+    start.add_argv(request.shell());
+  }
+  if (bytes > kMaxArgBytes) {
+    return Invalid("command", absl::StrCat("larger than ", kMaxArgBytes, " bytes"));
+  }
+
+  const std::string cwd = request.cwd().empty() ? sandbox.workdir() : request.cwd();
+  RETURN_IF_ERROR(ValidateAbsolutePath(cwd.empty() ? "/" : cwd, "cwd"));
+  start.set_cwd(cwd.empty() ? "/" : cwd);
+
+  RETURN_IF_ERROR(ValidateEnv(request.env(), "env"));
+  // Later sources win: built-in defaults, the sandbox's env, the command's.
+  std::map<std::string, std::string> env = {
+      {"PATH", kDefaultPath},
+      {"HOME", "/root"},
+      {"HOSTNAME", sandbox.hostname()},
+      {"LANG", "C.UTF-8"},
+  };
+  for (const auto& [k, v] : sandbox.env()) env[k] = v;
+  for (const auto& [k, v] : request.env()) env[k] = v;
+  for (const auto& [k, v] : env) {
+    auto* var = start.add_env();
+    var->set_name(k);
+    var->set_value(v);
+  }
+
+  ASSIGN_OR_RETURN(uint32_t timeout,
+                   Limit<uint32_t>("timeout_seconds", request.timeout_seconds(),
+                                   rules.defaults.exec_timeout_seconds, 0,
+                                   rules.maxima.exec_timeout_seconds, 0, " s"));
+  start.set_timeout_ms(static_cast<uint64_t>(timeout) * 1000);
+  ASSIGN_OR_RETURN(uint64_t output_limit,
+                   Limit<uint64_t>("output_limit_bytes",
+                                   request.output_limit_bytes(),
+                                   rules.defaults.output_limit_bytes, 0,
+                                   rules.maxima.output_limit_bytes, 0, " bytes"));
+  start.set_output_limit_bytes(output_limit);
+  start.set_stdin_open(request.stdin_open());
+  return start;
+}
+
+}  // namespace corral::daemon

@@ -1,0 +1,93 @@
+// Turns API requests into validated, immutable plans before anything runs:
+// every default filled in, every limit checked against the caller's policy,
+// every string checked for what the sandbox and the agent can carry.
+#ifndef CORRAL_DAEMON_CORE_SPEC_H_
+#define CORRAL_DAEMON_CORE_SPEC_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "corral/agent/v1/agent.pb.h"
+#include "corral/v1/exec.pb.h"
+#include "corral/v1/sandboxes.pb.h"
+
+namespace corral::daemon {
+
+// Who called, from SO_PEERCRED / SO_PEERGROUPS of the connection.
+struct Caller {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;
+  // Root or a member of the admin group: sees and manages every sandbox.
+  bool admin = false;
+};
+
+// One set of the numbers a request may ask for.
+struct LimitSet {
+  uint32_t cpu_millis = 0;
+  uint64_t memory_mib = 0;
+  uint32_t pids = 0;
+  uint64_t disk_mib = 0;
+  uint64_t ttl_seconds = 0;
+  uint32_t exec_timeout_seconds = 0;
+  uint64_t output_limit_bytes = 0;
+};
+
+// What one caller may do, resolved from the config's policy entries.
+struct CallerPolicy {
+  std::vector<std::string> runtimes;  // empty: every runtime
+  std::string default_runtime;        // empty: the daemon's default
+  LimitSet maxima;                    // zero fields: the daemon's maxima
+};
+
+struct SpecRules {
+  LimitSet defaults;
+  LimitSet maxima;
+  LimitSet minima;
+  std::string default_runtime = "linux";
+  std::string default_image = "host";
+};
+
+// A create request after validation. Immutable once built.
+struct SandboxPlan {
+  std::string runtime;
+  std::string image;
+  LimitSet limits;  // every field > 0
+  corral::v1::NetworkMode network = corral::v1::NETWORK_MODE_NONE;
+  std::map<std::string, std::string> env;
+  std::map<std::string, std::string> labels;
+  std::string workdir;
+  std::string hostname;  // empty: derived from the id at creation
+  std::vector<int> require;
+  std::map<std::string, std::string> runtime_options;
+  bool user_namespace = true;
+  uint64_t idle_timeout_seconds = 0;
+};
+
+// Validates a create request: INVALID_ARGUMENT naming the field for bad
+// values, PERMISSION_DENIED for a runtime the policy forbids. Does not check
+// that the runtime or image exist (the caller does, with their own errors).
+absl::StatusOr<SandboxPlan> PlanSandbox(const corral::v1::CreateSandboxRequest& request,
+                                        const SpecRules& rules,
+                                        const CallerPolicy& policy);
+
+// Validates an exec request against its sandbox and builds what the agent
+// receives: argv or `/bin/sh -c`, cwd, the merged environment, timeout and
+// output limit with defaults applied.
+absl::StatusOr<corral::agent::v1::ExecStart> PlanExec(
+    const corral::v1::ExecStart& request, const corral::v1::Sandbox& sandbox,
+    const SpecRules& rules);
+
+// Validators shared with other requests.
+absl::Status ValidateSandboxId(const std::string& id);
+absl::Status ValidateTtl(uint64_t ttl_seconds, const SpecRules& rules,
+                         const CallerPolicy& policy);
+
+}  // namespace corral::daemon
+
+#endif  // CORRAL_DAEMON_CORE_SPEC_H_

@@ -1,0 +1,200 @@
+#include "daemon/rpc/listener.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "corral/logging.h"
+#include "corral/status_macros.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_context.h"
+#include "grpcpp/server_posix.h"
+
+namespace corral::daemon {
+namespace {
+
+std::shared_ptr<spdlog::logger> Log() { return corral::Logger("listener"); }
+
+absl::StatusOr<sockaddr_un> Address(const std::string& path) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(address.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "socket path '", path, "' is empty or longer than ",
+        sizeof(address.sun_path) - 1, " bytes"));
+  }
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  return address;
+}
+
+// True when something accepts connections at the path.
+bool SomeoneListens(const sockaddr_un& address) {
+  UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!probe) return false;
+  return ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&address),
+                   sizeof(address)) == 0;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Listener>> Listener::Create(
+    ListenerOptions options) {
+  ASSIGN_OR_RETURN(sockaddr_un address, Address(options.path));
+  const std::filesystem::path parent =
+      std::filesystem::path(options.path).parent_path();
+  if (!parent.empty()) {
+    std::error_code error;
+    std::filesystem::create_directories(parent, error);
+    if (error) {
+      return absl::InternalError(
+          absl::StrCat("create ", parent.string(), ": ", error.message()));
+    }
+  }
+  struct stat st {};
+  if (::lstat(options.path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          options.path, " exists and is not a socket; refusing to replace it"));
+    }
+    if (SomeoneListens(address)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "another corrald is already listening on ", options.path));
+    }
+    if (::unlink(options.path.c_str()) != 0) {
+      return ErrnoStatus(absl::StrCat("unlink stale socket ", options.path));
+    }
+  }
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) return ErrnoStatus("socket AF_UNIX");
+  // Bind with no permissions at all, then open up to the configured mode, so
+  // there is no moment when the socket is reachable by everyone.
+  const mode_t old_umask = ::umask(0777);
+  const int bound = ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address),
+                           sizeof(address));
+  const int bind_errno = errno;
+  ::umask(old_umask);
+  if (bound != 0) {
+    return ErrnoStatus(absl::StrCat("bind ", options.path), bind_errno);
+  }
+  gid_t group = 0;
+  if (!options.group.empty()) {
+    if (const struct group* entry = ::getgrnam(options.group.c_str())) {
+      group = entry->gr_gid;
+    } else {
+      Log()->warn("group {} does not exist; {} stays root's only",
+                  options.group, options.path);
+    }
+  }
+  if (::lchown(options.path.c_str(), ::geteuid(), group) != 0) {
+    return ErrnoStatus(absl::StrCat("chown ", options.path));
+  }
+  if (::chmod(options.path.c_str(), options.mode) != 0) {
+    return ErrnoStatus(absl::StrCat("chmod ", options.path));
+  }
+  if (::listen(fd.get(), 128) != 0) {
+    return ErrnoStatus(absl::StrCat("listen ", options.path));
+  }
+  gid_t admin_gid = 0;
+  bool has_admin = false;
+  if (!options.admin_group.empty()) {
+    if (const struct group* entry = ::getgrnam(options.admin_group.c_str())) {
+      admin_gid = entry->gr_gid;
+      has_admin = true;
+    }
+  }
+  return std::unique_ptr<Listener>(
+      new Listener(std::move(options), std::move(fd), admin_gid, has_admin));
+}
+
+Listener::~Listener() { Stop(); }
+
+void Listener::Start(grpc::Server* server) {
+  thread_ = std::thread([this, server] { AcceptLoop(server); });
+}
+
+void Listener::Stop() {
+  stopping_ = true;
+  if (thread_.joinable()) thread_.join();
+  if (fd_) {
+    ::unlink(options_.path.c_str());
+    fd_.Reset();
+  }
+}
+
+void Listener::AcceptLoop(grpc::Server* server) {
+  while (!stopping_) {
+    pollfd poll_fd{fd_.get(), POLLIN, 0};
+    const int ready = ::poll(&poll_fd, 1, 200);
+    if (ready <= 0) continue;
+    UniqueFd connection(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!connection) {
+      if (errno != EAGAIN && errno != EINTR) {
+        Log()->warn("accept {}: {}", options_.path, std::strerror(errno));
+      }
+      continue;
+    }
+    ucred credentials{};
+    socklen_t length = sizeof(credentials);
+    if (::getsockopt(connection.get(), SOL_SOCKET, SO_PEERCRED, &credentials,
+                     &length) != 0) {
+      Log()->warn("SO_PEERCRED: {}", std::strerror(errno));
+      continue;
+    }
+    Caller caller;
+    caller.uid = credentials.uid;
+    caller.gid = credentials.gid;
+    gid_t groups[256];
+    length = sizeof(groups);
+    if (::getsockopt(connection.get(), SOL_SOCKET, SO_PEERGROUPS, groups,
+                     &length) == 0) {
+      caller.groups.assign(groups, groups + length / sizeof(gid_t));
+    }
+    caller.admin = caller.uid == 0;
+    if (has_admin_group_) {
+      caller.admin = caller.admin || caller.gid == admin_gid_ ||
+                     std::find(caller.groups.begin(), caller.groups.end(),
+                               admin_gid_) != caller.groups.end();
+    }
+    // gRPC takes the fd; when the connection ends it closes it and the number
+    // may be reused, but only by a later accept, which overwrites the entry
+    // before handing the new connection over.
+    const int raw = connection.Release();
+    {
+      std::lock_guard lock(mutex_);
+      if (callers_.size() > 4096) {
+        // Entries of closed connections are only overwritten by reuse; keep
+        // the map from growing by dropping numbers no longer open.
+        for (auto it = callers_.begin(); it != callers_.end();) {
+          it = ::fcntl(it->first, F_GETFD) < 0 ? callers_.erase(it) : ++it;
+        }
+      }
+      callers_[raw] = caller;
+    }
+    grpc::AddInsecureChannelFromFd(server, raw);
+  }
+}
+
+std::optional<Caller> Listener::CallerOf(
+    const grpc::ServerContext& context) const {
+  const std::string peer = context.peer();
+  int fd = -1;
+  if (!absl::StartsWith(peer, "fd:") ||
+      !absl::SimpleAtoi(absl::string_view(peer).substr(3), &fd)) {
+    return std::nullopt;
+  }
+  std::lock_guard lock(mutex_);
+  auto it = callers_.find(fd);
+  if (it == callers_.end()) return std::nullopt;
+  return it->second;
+}
+
+}  // namespace corral::daemon

@@ -1,0 +1,473 @@
+#include "daemon/rpc/services.h"
+
+#include <sys/utsname.h>
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "corral/logging.h"
+#include "corral/v1/exec.grpc.pb.h"
+#include "corral/v1/files.grpc.pb.h"
+#include "corral/v1/images.grpc.pb.h"
+#include "corral/v1/sandboxes.grpc.pb.h"
+#include "corral/v1/shells.grpc.pb.h"
+#include "corral/v1/snapshots.grpc.pb.h"
+#include "corral/v1/system.grpc.pb.h"
+#include "daemon/core/sandbox_manager.h"
+#include "daemon/images/image_store.h"
+#include "daemon/rpc/listener.h"
+#include "daemon/store/store.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace corral::daemon {
+
+constexpr const char* kDaemonVersion = "0.1.0";
+constexpr uint32_t kAgentProtocolVersion = 1;
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+namespace {
+
+namespace v1 = corral::v1;
+using google::protobuf::util::TimeUtil;
+
+// Looks up the caller of an RPC or answers UNAUTHENTICATED.
+#define CALLER_OR_RETURN(var)                                            \
+  auto var##_optional = deps_.listener->CallerOf(*context);              \
+  if (!var##_optional) {                                                 \
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,               \
+                        "the caller's credentials are unknown");         \
+  }                                                                      \
+  const Caller& var = *var##_optional
+
+grpc::Status NotBuilt(const char* what) {
+  return grpc::Status(
+      grpc::StatusCode::UNIMPLEMENTED,
+      absl::StrCat(what, " is not built yet in corrald ", kDaemonVersion,
+                   "; see docs/api.md"));
+}
+
+// Runs one command to its end over a bidirectional stream: requests bring
+// stdin and signals (read on a second thread), responses carry the command's
+// events. `wrap` turns an ExecStreamResponse into the stream's response type;
+// `unwrap` finds stdin or a signal in a request.
+template <typename Response, typename Request, typename Wrap, typename Unwrap>
+grpc::Status Pump(grpc::ServerContext* context,
+                  grpc::ServerReaderWriter<Response, Request>* stream,
+                  RunningCommand& command, Wrap wrap, Unwrap unwrap) {
+  std::mutex mutex;
+  std::condition_variable reader_done_cv;
+  bool reader_done = false;
+  std::thread reader([&] {
+    Request request;
+    bool eof_sent = false;
+    while (stream->Read(&request)) {
+      const v1::StdinChunk* stdin_chunk = nullptr;
+      int signal = 0;
+      unwrap(request, &stdin_chunk, &signal);
+      if (stdin_chunk != nullptr && !eof_sent) {
+        eof_sent = stdin_chunk->eof();
+        if (!command.WriteStdin(stdin_chunk->data(), stdin_chunk->eof()).ok()) {
+          eof_sent = true;  // the command closed its stdin or ended
+        }
+      } else if (signal != 0) {
+        (void)command.Signal(signal);
+      }
+    }
+    // The client half-closed: the command sees the end of its stdin.
+    if (!eof_sent) (void)command.WriteStdin("", true);
+    std::lock_guard lock(mutex);
+    reader_done = true;
+    reader_done_cv.notify_all();
+  });
+  absl::Cleanup join_reader = [&] {
+    std::unique_lock lock(mutex);
+    // A client that got the exit but never half-closes would keep the reader
+    // in Read forever; cancelling the call releases it.
+    if (!reader_done_cv.wait_for(lock, std::chrono::seconds(2),
+                                 [&] { return reader_done; })) {
+      context->TryCancel();
+    }
+    lock.unlock();
+    reader.join();
+  };
+
+  for (;;) {
+    auto event = command.Next(absl::Now() + absl::Milliseconds(500));
+    if (!event.ok()) {
+      if (absl::IsDeadlineExceeded(event.status())) {
+        if (context->IsCancelled()) {
+          return grpc::Status(grpc::StatusCode::CANCELLED,
+                              "the client cancelled the call");
+        }
+        continue;
+      }
+      return ToGrpcStatus(event.status());
+    }
+    const bool last = event->has_exit();
+    if (!stream->Write(wrap(std::move(*event)))) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+    }
+    if (last) return grpc::Status::OK;
+  }
+}
+
+class SystemService final : public v1::System::Service {
+ public:
+  explicit SystemService(const ServiceDeps& deps) : deps_(deps) {}
+
+  grpc::Status GetVersion(grpc::ServerContext*, const v1::GetVersionRequest*,
+                          v1::GetVersionResponse* response) override {
+    response->set_version(kDaemonVersion);
+    response->set_api_version("v1");
+    response->set_agent_protocol_version(kAgentProtocolVersion);
+    utsname name{};
+    if (::uname(&name) == 0) response->set_host_kernel(name.release);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListRuntimes(grpc::ServerContext*, const v1::ListRuntimesRequest*,
+                            v1::ListRuntimesResponse* response) override {
+    for (const auto& name : deps_.plugins->KnownRuntimes()) {
+      RuntimeInfo info = deps_.plugins->Probe(name);
+      auto* runtime = response->add_runtimes();
+      runtime->set_name(name);
+      runtime->set_available(info.available);
+      runtime->set_reason(info.reason);
+      for (int g : info.guarantees) {
+        runtime->add_guarantees(static_cast<v1::Guarantee>(g));
+      }
+      runtime->set_is_default(name == deps_.default_runtime);
+      runtime->mutable_details()->insert(info.details.begin(), info.details.end());
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GetHealth(grpc::ServerContext*, const v1::GetHealthRequest*,
+                         v1::GetHealthResponse* response) override {
+    auto count = deps_.store->CountSandboxes();
+    response->set_serving(count.ok());
+    for (const auto& [state, n] : deps_.manager->CountByState()) {
+      (*response->mutable_sandboxes_by_state())[state] = n;
+    }
+    *response->mutable_started_at() =
+        TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(deps_.started_at));
+    return grpc::Status::OK;
+  }
+
+  grpc::Status WatchEvents(grpc::ServerContext*, const v1::WatchEventsRequest*,
+                           grpc::ServerWriter<v1::Event>*) override {
+    return NotBuilt("WatchEvents");
+  }
+
+ private:
+  const ServiceDeps deps_;
+};
+
+class SandboxesService final : public v1::Sandboxes::Service {
+ public:
+  explicit SandboxesService(const ServiceDeps& deps) : deps_(deps) {}
+
+  grpc::Status CreateSandbox(grpc::ServerContext* context,
+                             const v1::CreateSandboxRequest* request,
+                             v1::Sandbox* response) override {
+    CALLER_OR_RETURN(caller);
+    auto sandbox = deps_.manager->CreateSandbox(caller, *request);
+    if (!sandbox.ok()) return ToGrpcStatus(sandbox.status());
+    *response = std::move(*sandbox);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GetSandbox(grpc::ServerContext* context,
+                          const v1::GetSandboxRequest* request,
+                          v1::Sandbox* response) override {
+    CALLER_OR_RETURN(caller);
+    auto sandbox = deps_.manager->GetSandbox(caller, request->id());
+    if (!sandbox.ok()) return ToGrpcStatus(sandbox.status());
+    *response = std::move(*sandbox);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListSandboxes(grpc::ServerContext* context,
+                             const v1::ListSandboxesRequest* request,
+                             v1::ListSandboxesResponse* response) override {
+    CALLER_OR_RETURN(caller);
+    auto sandboxes = deps_.manager->ListSandboxes(caller, *request);
+    if (!sandboxes.ok()) return ToGrpcStatus(sandboxes.status());
+    for (auto& sandbox : *sandboxes) {
+      *response->add_sandboxes() = std::move(sandbox);
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status DeleteSandbox(grpc::ServerContext* context,
+                             const v1::DeleteSandboxRequest* request,
+                             v1::DeleteSandboxResponse*) override {
+    CALLER_OR_RETURN(caller);
+    return ToGrpcStatus(deps_.manager->DeleteSandbox(caller, request->id()));
+  }
+
+  grpc::Status ExtendSandbox(grpc::ServerContext* context,
+                             const v1::ExtendSandboxRequest* request,
+                             v1::Sandbox* response) override {
+    CALLER_OR_RETURN(caller);
+    auto sandbox = deps_.manager->ExtendSandbox(caller, request->id(),
+                                                request->ttl_seconds());
+    if (!sandbox.ok()) return ToGrpcStatus(sandbox.status());
+    *response = std::move(*sandbox);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status StopSandbox(grpc::ServerContext*, const v1::StopSandboxRequest*,
+                           v1::Sandbox*) override {
+    return NotBuilt("StopSandbox");
+  }
+  grpc::Status StartSandbox(grpc::ServerContext*, const v1::StartSandboxRequest*,
+                            v1::Sandbox*) override {
+    return NotBuilt("StartSandbox");
+  }
+  grpc::Status PauseSandbox(grpc::ServerContext*, const v1::PauseSandboxRequest*,
+                            v1::Sandbox*) override {
+    return NotBuilt("PauseSandbox");
+  }
+  grpc::Status ResumeSandbox(grpc::ServerContext*,
+                             const v1::ResumeSandboxRequest*,
+                             v1::Sandbox*) override {
+    return NotBuilt("ResumeSandbox");
+  }
+
+  grpc::Status Run(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::RunResponse, v1::RunRequest>* stream) override {
+    CALLER_OR_RETURN(caller);
+    v1::RunRequest first;
+    if (!stream->Read(&first) || !first.has_start()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "the first RunRequest must carry start");
+    }
+    auto sandbox = deps_.manager->CreateSandbox(caller, first.start().sandbox());
+    if (!sandbox.ok()) return ToGrpcStatus(sandbox.status());
+    const std::string id = sandbox->id();
+    // Whatever happens from here on, the sandbox goes.
+    absl::Cleanup destroy = [&] {
+      if (auto s = deps_.manager->DeleteSandbox(caller, id); !s.ok()) {
+        corral::Logger("rpc")->error("run: deleting {}: {}", id, s.ToString());
+      }
+    };
+    v1::RunResponse created;
+    *created.mutable_created() = *sandbox;
+    if (!stream->Write(created)) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+    }
+    v1::ExecStart start = first.start().command();
+    start.set_sandbox_id(id);
+    auto command = deps_.manager->StartExec(caller, start);
+    if (!command.ok()) return ToGrpcStatus(command.status());
+    return Pump(
+        context, stream, **command,
+        [](v1::ExecStreamResponse event) {
+          v1::RunResponse response;
+          if (event.has_output()) {
+            *response.mutable_output() = std::move(*event.mutable_output());
+          } else if (event.has_exit()) {
+            *response.mutable_exit() = std::move(*event.mutable_exit());
+          }
+          return response;
+        },
+        [](const v1::RunRequest& request, const v1::StdinChunk** stdin_chunk,
+           int* signal) {
+          if (request.has_stdin()) *stdin_chunk = &request.stdin();
+        });
+  }
+
+ private:
+  const ServiceDeps deps_;
+};
+
+class ExecService final : public v1::Exec::Service {
+ public:
+  explicit ExecService(const ServiceDeps& deps) : deps_(deps) {}
+
+  grpc::Status Exec(grpc::ServerContext* context, const v1::ExecRequest* request,
+                    v1::ExecResponse* response) override {
+    CALLER_OR_RETURN(caller);
+    constexpr size_t kMaxStdin = 16 << 20;
+    if (request->stdin().size() > kMaxStdin) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "stdin: at most 16 MiB in a unary Exec; use ExecStream");
+    }
+    v1::ExecStart start = request->start();
+    if (!request->stdin().empty()) start.set_stdin_open(true);
+    auto command = deps_.manager->StartExec(caller, start);
+    if (!command.ok()) return ToGrpcStatus(command.status());
+    RunningCommand& running = **command;
+    // Stdin is fed from another thread so that a command which writes before
+    // it reads cannot deadlock against the flow-control windows.
+    std::thread feeder;
+    if (start.stdin_open()) {
+      feeder = std::thread([&running, &request] {
+        constexpr size_t kChunk = 64 << 10;
+        const std::string& data = request->stdin();
+        for (size_t at = 0; at < data.size(); at += kChunk) {
+          if (!running.WriteStdin(std::string_view(data).substr(at, kChunk), false)
+                   .ok()) {
+            return;
+          }
+        }
+        (void)running.WriteStdin("", true);
+      });
+    }
+    absl::Cleanup join = [&] {
+      if (feeder.joinable()) feeder.join();
+    };
+    for (;;) {
+      auto event = running.Next(absl::Now() + absl::Milliseconds(500));
+      if (!event.ok()) {
+        if (absl::IsDeadlineExceeded(event.status())) {
+          if (context->IsCancelled()) {
+            return grpc::Status(grpc::StatusCode::CANCELLED,
+                                "the client cancelled the call");
+          }
+          continue;
+        }
+        return ToGrpcStatus(event.status());
+      }
+      if (event->has_output()) {
+        auto* out = event->output().stream() == v1::OUTPUT_STREAM_STDERR
+                        ? response->mutable_stderr()
+                        : response->mutable_stdout();
+        out->append(event->output().data());
+      } else if (event->has_exit()) {
+        *response->mutable_exit() = event->exit();
+        return grpc::Status::OK;
+      }
+    }
+  }
+
+  grpc::Status ExecStream(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::ExecStreamResponse, v1::ExecStreamRequest>*
+          stream) override {
+    CALLER_OR_RETURN(caller);
+    v1::ExecStreamRequest first;
+    if (!stream->Read(&first) || !first.has_start()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "the first ExecStreamRequest must carry start");
+    }
+    auto command = deps_.manager->StartExec(caller, first.start());
+    if (!command.ok()) return ToGrpcStatus(command.status());
+    return Pump(
+        context, stream, **command,
+        [](v1::ExecStreamResponse event) { return event; },
+        [](const v1::ExecStreamRequest& request,
+           const v1::StdinChunk** stdin_chunk, int* signal) {
+          if (request.has_stdin()) *stdin_chunk = &request.stdin();
+          if (request.payload_case() == v1::ExecStreamRequest::kSignal) {
+            *signal = request.signal();
+          }
+        });
+  }
+
+  grpc::Status ListProcesses(grpc::ServerContext*,
+                             const v1::ListProcessesRequest*,
+                             v1::ListProcessesResponse*) override {
+    return NotBuilt("ListProcesses");
+  }
+  grpc::Status SignalProcess(grpc::ServerContext*,
+                             const v1::SignalProcessRequest*,
+                             v1::SignalProcessResponse*) override {
+    return NotBuilt("SignalProcess");
+  }
+
+ private:
+  const ServiceDeps deps_;
+};
+
+// Services declared in the API and not built yet: every method answers
+// UNIMPLEMENTED with its name.
+#define NOT_BUILT_UNARY(Method, Request, Response)                        \
+  grpc::Status Method(grpc::ServerContext*, const v1::Request*,           \
+                      v1::Response*) override {                           \
+    return NotBuilt(#Method);                                             \
+  }
+
+class ShellsService final : public v1::Shells::Service {
+ public:
+  NOT_BUILT_UNARY(OpenShell, OpenShellRequest, Shell)
+  NOT_BUILT_UNARY(ReadShell, ReadShellRequest, ReadShellResponse)
+  NOT_BUILT_UNARY(WriteShell, WriteShellRequest, WriteShellResponse)
+  NOT_BUILT_UNARY(ResizeShell, ResizeShellRequest, Shell)
+  NOT_BUILT_UNARY(SignalShell, SignalShellRequest, Shell)
+  NOT_BUILT_UNARY(CloseShell, CloseShellRequest, Shell)
+  NOT_BUILT_UNARY(ListShells, ListShellsRequest, ListShellsResponse)
+  grpc::Status AttachShell(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<v1::AttachShellResponse, v1::AttachShellRequest>*)
+      override {
+    return NotBuilt("AttachShell");
+  }
+};
+
+class FilesService final : public v1::Files::Service {
+ public:
+  NOT_BUILT_UNARY(StatFile, StatFileRequest, FileInfo)
+  NOT_BUILT_UNARY(ListDirectory, ListDirectoryRequest, ListDirectoryResponse)
+  NOT_BUILT_UNARY(MakeDirectory, MakeDirectoryRequest, FileInfo)
+  NOT_BUILT_UNARY(RemoveFile, RemoveFileRequest, RemoveFileResponse)
+  NOT_BUILT_UNARY(MoveFile, MoveFileRequest, FileInfo)
+  NOT_BUILT_UNARY(DiffWorkspace, DiffWorkspaceRequest, DiffWorkspaceResponse)
+  NOT_BUILT_UNARY(GetCommandLog, GetCommandLogRequest, GetCommandLogResponse)
+  grpc::Status ReadFile(grpc::ServerContext*, const v1::ReadFileRequest*,
+                        grpc::ServerWriter<v1::FileChunk>*) override {
+    return NotBuilt("ReadFile");
+  }
+  grpc::Status WriteFile(grpc::ServerContext*,
+                         grpc::ServerReader<v1::WriteFileRequest>*,
+                         v1::FileInfo*) override {
+    return NotBuilt("WriteFile");
+  }
+  grpc::Status SyncWorkspace(grpc::ServerContext*,
+                             grpc::ServerReader<v1::SyncWorkspaceRequest>*,
+                             v1::SyncWorkspaceResponse*) override {
+    return NotBuilt("SyncWorkspace");
+  }
+  grpc::Status ExportPath(grpc::ServerContext*, const v1::ExportPathRequest*,
+                          grpc::ServerWriter<v1::ArchiveChunk>*) override {
+    return NotBuilt("ExportPath");
+  }
+};
+
+class SnapshotsService final : public v1::Snapshots::Service {
+ public:
+  NOT_BUILT_UNARY(CreateSnapshot, CreateSnapshotRequest, Snapshot)
+  NOT_BUILT_UNARY(ListSnapshots, ListSnapshotsRequest, ListSnapshotsResponse)
+  NOT_BUILT_UNARY(RestoreSnapshot, RestoreSnapshotRequest, Sandbox)
+  NOT_BUILT_UNARY(ForkSnapshot, ForkSnapshotRequest, Sandbox)
+  NOT_BUILT_UNARY(DeleteSnapshot, DeleteSnapshotRequest, DeleteSnapshotResponse)
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::Service> MakeImagesService(const ServiceDeps& deps);
+
+std::vector<std::unique_ptr<grpc::Service>> MakeServices(const ServiceDeps& deps) {
+  std::vector<std::unique_ptr<grpc::Service>> services;
+  services.push_back(std::make_unique<SystemService>(deps));
+  services.push_back(MakeImagesService(deps));
+  services.push_back(std::make_unique<SandboxesService>(deps));
+  services.push_back(std::make_unique<ExecService>(deps));
+  services.push_back(std::make_unique<ShellsService>());
+  services.push_back(std::make_unique<FilesService>());
+  services.push_back(std::make_unique<SnapshotsService>());
+  return services;
+}
+
+}  // namespace corral::daemon

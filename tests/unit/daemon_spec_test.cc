@@ -1,0 +1,166 @@
+// Spec validation and the lifecycle table, without a daemon.
+#include <catch2/catch.hpp>
+
+#include "daemon/core/lifecycle.h"
+#include "daemon/core/spec.h"
+
+namespace corral::daemon {
+namespace {
+
+namespace v1 = corral::v1;
+
+SpecRules Rules() {
+  SpecRules rules;
+  rules.defaults = {1000, 512, 256, 1024, 3600, 600, 1 << 20};
+  rules.maxima = {2000, 4096, 1024, 8192, 86400, 3600, 8 << 20};
+  rules.minima = {10, 16, 8, 1, 0, 0, 0};
+  return rules;
+}
+
+TEST_CASE("PlanSandbox fills defaults for zero fields") {
+  auto plan = PlanSandbox(v1::CreateSandboxRequest(), Rules(), CallerPolicy{});
+  REQUIRE(plan.ok());
+  CHECK(plan->runtime == "linux");
+  CHECK(plan->image == "host");
+  CHECK(plan->limits.memory_mib == 512);
+  CHECK(plan->limits.pids == 256);
+  CHECK(plan->limits.ttl_seconds == 3600);
+  CHECK(plan->workdir == "/workspace");
+  CHECK(plan->user_namespace);
+}
+
+TEST_CASE("PlanSandbox refuses limits out of range, naming the field") {
+  v1::CreateSandboxRequest request;
+  request.mutable_limits()->set_memory_mib(1);
+  auto low = PlanSandbox(request, Rules(), CallerPolicy{});
+  REQUIRE(absl::IsInvalidArgument(low.status()));
+  CHECK(low.status().message().find("limits.memory_mib") != std::string::npos);
+  CHECK(low.status().message().find("below the minimum") != std::string::npos);
+
+  request.mutable_limits()->set_memory_mib(1 << 30);
+  auto high = PlanSandbox(request, Rules(), CallerPolicy{});
+  REQUIRE(absl::IsInvalidArgument(high.status()));
+  CHECK(high.status().message().find("exceeds the maximum 4096") != std::string::npos);
+
+  // A policy's maximum is tighter than the daemon's.
+  request.mutable_limits()->set_memory_mib(2048);
+  CallerPolicy policy;
+  policy.maxima.memory_mib = 1024;
+  auto policed = PlanSandbox(request, Rules(), policy);
+  REQUIRE(absl::IsInvalidArgument(policed.status()));
+  CHECK(policed.status().message().find("1024") != std::string::npos);
+}
+
+TEST_CASE("PlanSandbox enforces the caller's allowed runtimes") {
+  v1::CreateSandboxRequest request;
+  request.set_runtime("linux");
+  CallerPolicy policy;
+  policy.runtimes = {"qemu"};
+  auto plan = PlanSandbox(request, Rules(), policy);
+  REQUIRE(absl::IsPermissionDenied(plan.status()));
+  request.clear_runtime();
+  policy.default_runtime = "qemu";
+  auto defaulted = PlanSandbox(request, Rules(), policy);
+  REQUIRE(defaulted.ok());
+  CHECK(defaulted->runtime == "qemu");
+}
+
+TEST_CASE("PlanSandbox validates strings") {
+  SECTION("env names") {
+    v1::CreateSandboxRequest request;
+    (*request.mutable_env())["A=B"] = "x";
+    CHECK(absl::IsInvalidArgument(PlanSandbox(request, Rules(), {}).status()));
+  }
+  SECTION("labels") {
+    v1::CreateSandboxRequest request;
+    (*request.mutable_labels())["bad key"] = "x";
+    CHECK(absl::IsInvalidArgument(PlanSandbox(request, Rules(), {}).status()));
+  }
+  SECTION("hostname") {
+    v1::CreateSandboxRequest request;
+    request.set_hostname("Not_Valid");
+    CHECK(absl::IsInvalidArgument(PlanSandbox(request, Rules(), {}).status()));
+  }
+  SECTION("workdir") {
+    v1::CreateSandboxRequest request;
+    request.set_workdir("relative");
+    CHECK(absl::IsInvalidArgument(PlanSandbox(request, Rules(), {}).status()));
+  }
+  SECTION("userns option") {
+    v1::CreateSandboxRequest request;
+    (*request.mutable_runtime_options())["userns"] = "maybe";
+    CHECK(absl::IsInvalidArgument(PlanSandbox(request, Rules(), {}).status()));
+    (*request.mutable_runtime_options())["userns"] = "false";
+    auto plan = PlanSandbox(request, Rules(), {});
+    REQUIRE(plan.ok());
+    CHECK_FALSE(plan->user_namespace);
+  }
+  SECTION("egress is refused as not built") {
+    v1::CreateSandboxRequest request;
+    request.set_network(v1::NETWORK_MODE_EGRESS);
+    CHECK(absl::IsUnimplemented(PlanSandbox(request, Rules(), {}).status()));
+  }
+}
+
+TEST_CASE("PlanExec builds the agent's command") {
+  v1::Sandbox sandbox;
+  sandbox.set_workdir("/workspace");
+  sandbox.set_hostname("box");
+  (*sandbox.mutable_env())["FROM_SANDBOX"] = "1";
+  (*sandbox.mutable_env())["SHARED"] = "sandbox";
+  v1::ExecStart request;
+  request.set_shell("echo hi");
+  (*request.mutable_env())["SHARED"] = "command";
+  auto start = PlanExec(request, sandbox, Rules());
+  REQUIRE(start.ok());
+  REQUIRE(start->argv_size() == 3);
+  CHECK(start->argv(0) == "/bin/sh");
+  CHECK(start->argv(2) == "echo hi");
+  CHECK(start->cwd() == "/workspace");
+  CHECK(start->timeout_ms() == 600000);
+  CHECK(start->output_limit_bytes() == (1u << 20));
+  std::map<std::string, std::string> env;
+  for (const auto& var : start->env()) env[var.name()] = var.value();
+  CHECK(env["SHARED"] == "command");
+  CHECK(env["FROM_SANDBOX"] == "1");
+  CHECK(env["HOSTNAME"] == "box");
+  CHECK(!env["PATH"].empty());
+
+  v1::ExecStart both;
+  both.add_argv("true");
+  both.set_shell("true");
+  CHECK(absl::IsInvalidArgument(PlanExec(both, sandbox, Rules()).status()));
+  v1::ExecStart neither;
+  CHECK(absl::IsInvalidArgument(PlanExec(neither, sandbox, Rules()).status()));
+  v1::ExecStart too_long;
+  too_long.add_argv("sleep");
+  too_long.set_timeout_seconds(999999);
+  CHECK(absl::IsInvalidArgument(PlanExec(too_long, sandbox, Rules()).status()));
+}
+
+TEST_CASE("The lifecycle table allows exec only when running") {
+  v1::Sandbox sandbox;
+  sandbox.set_id("0123");
+  sandbox.set_state(v1::SANDBOX_STATE_RUNNING);
+  CHECK(CheckAllowed(sandbox, Action::kExec).ok());
+  sandbox.set_state(v1::SANDBOX_STATE_FAILED);
+  sandbox.set_failure("agent lost");
+  auto status = CheckAllowed(sandbox, Action::kExec);
+  REQUIRE(absl::IsFailedPrecondition(status));
+  CHECK(status.message() ==
+        "sandbox 0123 is failed (agent lost): exec is not allowed in that state");
+  CHECK(CheckAllowed(sandbox, Action::kDelete).ok());
+  sandbox.set_state(v1::SANDBOX_STATE_CREATING);
+  CHECK_FALSE(Allows(sandbox.state(), Action::kExec));
+  CHECK(Allows(sandbox.state(), Action::kDelete));
+}
+
+TEST_CASE("ValidateSandboxId accepts only 32 lowercase hex characters") {
+  CHECK(ValidateSandboxId("0123456789abcdef0123456789abcdef").ok());
+  CHECK_FALSE(ValidateSandboxId("0123456789ABCDEF0123456789abcdef").ok());
+  CHECK_FALSE(ValidateSandboxId("../../etc").ok());
+  CHECK_FALSE(ValidateSandboxId("").ok());
+}
+
+}  // namespace
+}  // namespace corral::daemon
