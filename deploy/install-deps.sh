@@ -12,6 +12,8 @@ packages=(
   # added libraries: seccomp filters, capabilities, CLI parsing, TOML config,
   # systemd readiness
   libseccomp-dev libcap-dev libcli11-dev libtomlplusplus-dev libsystemd-dev
+  # SHA-256 of imported image archives
+  libssl-dev
   # static archives for corral-agent's compression filters
   zlib1g-dev liblzma-dev libzstd-dev libbz2-dev liblz4-dev
   # sandboxes, images, tests and benchmarks

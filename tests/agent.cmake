@@ -1,1 +1,32 @@
-# Tests of the agent component.
+# Tests of the agent component: the frame codec, the real corral-agent driven
+# through AgentConnection, and a fake hostile agent.
+corral_test(NAME agent_wire_test
+  SOURCES unit/agent_wire_test.cc
+  LIBS corral::agent_wire
+  LABELS unit)
+
+corral_test(NAME agent_exec_test
+  SOURCES integration/agent_exec_test.cc
+  LIBS corral::agent_client
+  LABELS integration)
+# The test runs the agent binary from the build tree.
+add_dependencies(agent_exec_test corral-agent)
+
+corral_test(NAME agent_hostile_test
+  SOURCES integration/agent_hostile_test.cc
+  LIBS corral::agent_client
+  LABELS integration)
+
+# libFuzzer entry point for the frame decoder;
+# needs Clang's -fsanitize=fuzzer.
+if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  # The codec is compiled into the target so that libFuzzer's coverage
+  # instrumentation reaches it.
+  add_executable(agent_frame_fuzz fuzz/agent_frame_fuzz.cc
+    ${PROJECT_SOURCE_DIR}/guest-agent/wire/frame_codec.cc)
+  target_link_libraries(agent_frame_fuzz PRIVATE corral::agent_proto)
+  target_compile_options(agent_frame_fuzz PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_options(agent_frame_fuzz PRIVATE -fsanitize=fuzzer,address,undefined)
+  set_target_properties(agent_frame_fuzz PROPERTIES
+    RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+endif()

@@ -1,1 +1,16 @@
 # Tests of the client component.
+corral_test(NAME client_test
+  SOURCES unit/client_test.cc
+  LIBS corral::cli
+  LABELS unit client)
+
+corral_test(NAME client_packer_test
+  SOURCES unit/client_packer_test.cc
+  LIBS corral::cli LibArchive::LibArchive
+  LABELS unit client)
+
+# The CLI against an in-process fake corrald (gRPC on a Unix socket).
+corral_test(NAME client_stream_test
+  SOURCES unit/client_stream_test.cc
+  LIBS corral::cli
+  LABELS unit client)

@@ -419,8 +419,8 @@ absl::StatusOr<std::unique_ptr<RunningCommand>> SandboxManager::StartExec(
   command->manager_ = this;
   command->sandbox_id_ = request.sandbox_id();
   for (const auto& arg : start.argv()) command->argv_.push_back(arg);
-  // The OOM counter before the command, to tell afterwards whether a SIGKILL
-  // came from the memory limit.
+  // The OOM counter before the command, to tell afterwards whether the
+  // memory limit killed something of it.
   if (auto stats = command->backend_->Stats(command->handle_); stats.ok()) {
     command->oom_kills_before_ = stats->oom_kills();
     command->oom_known_ = true;
@@ -466,7 +466,10 @@ absl::StatusOr<v1::ExecStreamResponse> RunningCommand::Next(absl::Time deadline)
       out->set_error(in.error());
       out->set_stdout_bytes(in.stdout_bytes());
       out->set_stderr_bytes(in.stderr_bytes());
-      if (in.signal() == SIGKILL && !in.timed_out() && oom_known_) {
+      // The counter rose while the command ran: the memory limit killed it
+      // or one of its processes (a shell then exits 137 rather than dying
+      // by the signal itself).
+      if (!in.timed_out() && oom_known_) {
         auto stats = backend_->Stats(handle_);
         if (stats.ok() && stats->oom_kills() > oom_kills_before_) {
           out->set_oom_killed(true);

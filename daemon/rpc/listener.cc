@@ -135,7 +135,10 @@ void Listener::AcceptLoop(grpc::Server* server) {
     pollfd poll_fd{fd_.get(), POLLIN, 0};
     const int ready = ::poll(&poll_fd, 1, 200);
     if (ready <= 0) continue;
-    UniqueFd connection(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    // gRPC drives the connection from its own pollers and needs it
+    // non-blocking.
+    UniqueFd connection(
+        ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!connection) {
       if (errno != EAGAIN && errno != EINTR) {
         Log()->warn("accept {}: {}", options_.path, std::strerror(errno));

@@ -285,6 +285,9 @@ class SandboxesService final : public v1::Sandboxes::Service {
         [](const v1::RunRequest& request, const v1::StdinChunk** stdin_chunk,
            int* signal) {
           if (request.has_stdin()) *stdin_chunk = &request.stdin();
+          if (request.payload_case() == v1::RunRequest::kSignal) {
+            *signal = request.signal();
+          }
         });
   }
 

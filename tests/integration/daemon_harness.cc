@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <grp.h>
@@ -171,6 +172,8 @@ Daemon::Daemon(const std::string& config_toml) {
   char pattern[] = "/tmp/corral-it-XXXXXX";
   if (!::mkdtemp(pattern)) throw std::runtime_error("mkdtemp");
   dir_ = pattern;
+  // Other users' CLIs (ownership tests) must reach the socket inside it.
+  ::chmod(dir_.c_str(), 0755);
   socket_ = dir_ + "/corrald.sock";
   state_dir_ = dir_ + "/state";
   if (!config_toml.empty()) {

@@ -1,0 +1,167 @@
+#include "backends/linux/fs_util.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "corral/status_macros.h"
+#include "corral/unique_fd.h"
+
+namespace corral::linux_runtime {
+namespace {
+
+// Removes every entry of the open directory `dir_fd` (which lives on device
+// `dev`), depth first. Entries on another device are mount points: they are
+// left alone and make the removal fail with EBUSY later, which is safer than
+// descending into a mount.
+absl::Status RemoveContents(int dir_fd, dev_t dev, const std::string& where) {
+  int dup_fd = ::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
+  if (dup_fd < 0) return ErrnoStatus(absl::StrCat("fcntl F_DUPFD ", where));
+  DIR* dir = ::fdopendir(dup_fd);
+  if (dir == nullptr) {
+    int error = errno;
+    ::close(dup_fd);
+    return ErrnoStatus(absl::StrCat("fdopendir ", where), error);
+  }
+  std::vector<std::string> names;
+  while (dirent* entry = ::readdir(dir)) {
+    absl::string_view name = entry->d_name;
+    if (name == "." || name == "..") continue;
+    names.emplace_back(name);
+  }
+  ::closedir(dir);
+  for (const std::string& name : names) {
+    const std::string path = absl::StrCat(where, "/", name);
+    struct stat st {};
+    if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) continue;
+      return ErrnoStatus(absl::StrCat("fstatat ", path));
+    }
+    if (S_ISDIR(st.st_mode) && st.st_dev == dev) {
+      UniqueFd child(::openat(dir_fd, name.c_str(),
+                              O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!child) return ErrnoStatus(absl::StrCat("openat ", path));
+      RETURN_IF_ERROR(RemoveContents(child.get(), dev, path));
+    }
+    int flags = S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0;
+    if (::unlinkat(dir_fd, name.c_str(), flags) != 0 && errno != ENOENT) {
+      return ErrnoStatus(absl::StrCat("unlinkat ", path));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  if (!fd) return ErrnoStatus(absl::StrCat("open ", path));
+  std::string content;
+  char buffer[4096];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buffer, sizeof(buffer));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(absl::StrCat("read ", path));
+    }
+    if (n == 0) break;
+    content.append(buffer, static_cast<size_t>(n));
+  }
+  return content;
+}
+
+absl::Status WriteFile(const std::string& path, absl::string_view content) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY));
+  if (!fd) return ErrnoStatus(absl::StrCat("open ", path));
+  ssize_t n;
+  do {
+    n = ::write(fd.get(), content.data(), content.size());
+  } while (n < 0 && errno == EINTR);
+  if (n < 0)
+    return ErrnoStatus(absl::StrCat("write ", path, " '", content, "'"));
+  if (static_cast<size_t>(n) != content.size()) {
+    return absl::InternalError(absl::StrCat("write ", path, ": short write"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RemoveTree(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return ErrnoStatus(absl::StrCat("lstat ", path));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    UniqueFd fd(
+        ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) return ErrnoStatus(absl::StrCat("open ", path));
+    RETURN_IF_ERROR(RemoveContents(fd.get(), st.st_dev, path));
+    if (::rmdir(path.c_str()) != 0 && errno != ENOENT) {
+      return ErrnoStatus(absl::StrCat("rmdir ", path));
+    }
+    return absl::OkStatus();
+  }
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return ErrnoStatus(absl::StrCat("unlink ", path));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ProcStat> ParseProcStat(absl::string_view text) {
+  size_t close = text.rfind(')');
+  if (close == absl::string_view::npos) {
+    return absl::InvalidArgumentError("/proc stat: no ')' after the command");
+  }
+  // After ") " come fields 3, 4, ...: field N is at index N - 3.
+  std::vector<absl::string_view> fields =
+      absl::StrSplit(text.substr(close + 1), ' ', absl::SkipEmpty());
+  constexpr size_t kStartTimeIndex = 22 - 3;
+  if (fields.size() <= kStartTimeIndex || fields[0].size() != 1) {
+    return absl::InvalidArgumentError("/proc stat: too few fields");
+  }
+  ProcStat stat;
+  stat.state = fields[0][0];
+  if (!absl::SimpleAtoi(fields[kStartTimeIndex], &stat.start_time)) {
+    return absl::InvalidArgumentError("/proc stat: bad start time");
+  }
+  return stat;
+}
+
+absl::StatusOr<ProcStat> ReadProcStat(pid_t pid) {
+  auto text = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
+  if (!text.ok()) {
+    if (absl::IsNotFound(text.status()) ||
+        absl::IsInvalidArgument(text.status())) {
+      return absl::NotFoundError(absl::StrCat("process ", pid, " is gone"));
+    }
+    return text.status();
+  }
+  return ParseProcStat(*text);
+}
+
+int PidfdOpen(pid_t pid) {
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
+
+int PidfdSendSignal(int pidfd, int signal) {
+  return static_cast<int>(
+      ::syscall(SYS_pidfd_send_signal, pidfd, signal, nullptr, 0));
+}
+
+bool ValidSandboxId(absl::string_view id) {
+  if (id.size() != 32) return false;
+  for (char c : id) {
+    if (!((c >= 'a' && c <= 'f') || (c >= '0' && c <= '9'))) return false;
+  }
+  return true;
+}
+
+}  // namespace corral::linux_runtime

@@ -1,0 +1,57 @@
+// Small file and /proc helpers shared by the linux runtime plugin and its
+// launcher: whole-file reads and writes, a tree removal that never follows
+// symlinks, and the start time of a process (to detect pid reuse).
+#ifndef CORRAL_BACKENDS_LINUX_FS_UTIL_H_
+#define CORRAL_BACKENDS_LINUX_FS_UTIL_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace corral::linux_runtime {
+
+// Reads a whole (small) file. Fails with the errno of open/read.
+[[nodiscard]] absl::StatusOr<std::string> ReadFile(const std::string& path);
+
+// Writes `content` to an existing file in one write(2) (cgroup and /proc files
+// take one value per write), without O_CREAT.
+[[nodiscard]] absl::Status WriteFile(const std::string& path,
+                                     absl::string_view content);
+
+// Removes `path` and everything beneath it. Never follows a symlink (a link
+// is removed, not its target) and never crosses into another mount.
+// A missing path is not an error.
+[[nodiscard]] absl::Status RemoveTree(const std::string& path);
+
+// What /proc/<pid>/stat says about a process.
+struct ProcStat {
+  char state = '?';         // field 3: R, S, D, Z, ...
+  uint64_t start_time = 0;  // field 22: clock ticks after boot
+};
+
+// Parses the text of /proc/<pid>/stat. The command name (field 2) may hold
+// spaces and parentheses, so fields are counted after its last ')'.
+[[nodiscard]] absl::StatusOr<ProcStat> ParseProcStat(absl::string_view text);
+
+// Reads and parses /proc/<pid>/stat. NOT_FOUND when the process is gone.
+[[nodiscard]] absl::StatusOr<ProcStat> ReadProcStat(pid_t pid);
+
+// pidfd_open(2) and pidfd_send_signal(2) through syscall(2): glibc 2.36's
+// <sys/pidfd.h> lacks extern "C", so its wrappers cannot be linked from C++.
+// Return -1 with errno set on failure.
+[[nodiscard]] int PidfdOpen(pid_t pid);
+int PidfdSendSignal(int pidfd, int signal);
+
+// True when `id` is a sandbox id as the daemon makes them: 32 lowercase hex
+// characters. Ids become path components, and reconcile removes only
+// entries named like this, so nothing else may pass.
+[[nodiscard]] bool ValidSandboxId(absl::string_view id);
+
+}  // namespace corral::linux_runtime
+
+#endif  // CORRAL_BACKENDS_LINUX_FS_UTIL_H_

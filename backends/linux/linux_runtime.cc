@@ -1,0 +1,694 @@
+#include "backends/linux/linux_runtime.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <poll.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <set>
+#include <vector>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "backends/linux/agent_image.h"
+#include "backends/linux/cgroups.h"
+#include "backends/linux/fs_util.h"
+#include "backends/linux/launch_config.h"
+#include "backends/linux/sandbox_state.h"
+#include "corral/logging.h"
+#include "corral/status_macros.h"
+
+extern "C" char** environ;
+
+namespace corral::linux_runtime {
+namespace {
+
+// corral.v1.Guarantee numbers (proto/corral/v1/system.proto).
+constexpr int kGuaranteeCgroupLimits = 2;
+constexpr int kGuaranteeSeccomp = 3;
+constexpr int kGuaranteeNetworkIsolation = 4;
+constexpr int kGuaranteeUserNamespace = 6;
+
+constexpr char kDefaultCgroupParent[] = "corral";
+constexpr char kSocketName[] = "agent.sock";
+constexpr char kStagingName[] = "root";
+constexpr uint64_t kDefaultTmpBytes = 64u << 20;
+// The agent and a shell need some room; below this a sandbox cannot start.
+constexpr uint64_t kMinMemoryBytes = 8u << 20;
+constexpr uint32_t kMinPids = 4;
+constexpr absl::Duration kTeardownTimeout = absl::Seconds(5);
+
+// The category logger, made once: creating it from two threads at the same
+// time would race in spdlog's registry.
+spdlog::logger& Log() {
+  static const std::shared_ptr<spdlog::logger> logger = Logger("linux");
+  return *logger;
+}
+
+// Settings from PluginConfig.options, validated.
+struct Settings {
+  std::string runtime_dir;
+  std::string agent_path;
+  std::string launcher_path;
+  std::string cgroup_parent;
+};
+
+bool ValidCgroupParent(absl::string_view parent) {
+  if (parent.empty() || parent.size() > 200) return false;
+  for (absl::string_view part : absl::StrSplit(parent, '/')) {
+    if (part.empty() || part == "." || part == "..") return false;
+    for (char c : part) {
+      bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+      if (!ok) return false;
+    }
+  }
+  return true;
+}
+
+// The directory this plugin was loaded from: where the launcher lives when
+// PluginConfig.plugin_dir is not set.
+std::string OwnDirectory() {
+  Dl_info info{};
+  if (::dladdr(reinterpret_cast<void*>(&OwnDirectory), &info) == 0 ||
+      info.dli_fname == nullptr) {
+    return "";
+  }
+  return std::filesystem::path(info.dli_fname).parent_path().string();
+}
+
+absl::StatusOr<Settings> ReadSettings(const bv1::PluginConfig& config) {
+  Settings settings;
+  settings.runtime_dir = config.runtime_dir();
+  settings.agent_path = config.agent_path();
+  std::string plugin_dir =
+      config.plugin_dir().empty() ? OwnDirectory() : config.plugin_dir();
+  settings.launcher_path = absl::StrCat(plugin_dir, "/", kLauncherName);
+  settings.cgroup_parent = kDefaultCgroupParent;
+  for (const auto& [key, value] : config.options()) {
+    if (key == "cgroup_parent") {
+      settings.cgroup_parent = value;
+    } else {
+      Log().warn("ignoring unknown option runtimes.linux.{}", key);
+    }
+  }
+  if (!ValidCgroupParent(settings.cgroup_parent)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("runtimes.linux.cgroup_parent '", settings.cgroup_parent,
+                     "' must be a relative path of [A-Za-z0-9._-] components"));
+  }
+  if (!absl::StartsWith(settings.runtime_dir, "/")) {
+    return absl::InvalidArgumentError(
+        "PluginConfig.runtime_dir must be an absolute path");
+  }
+  return settings;
+}
+
+std::string SandboxDir(const Settings& settings, absl::string_view id) {
+  return absl::StrCat(settings.runtime_dir, "/", id);
+}
+
+bool ValidHostname(absl::string_view name) {
+  if (name.empty() || name.size() > 63 || name.front() == '-') return false;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '-' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+absl::Status CheckDirectory(const std::string& path, absl::string_view what) {
+  if (!absl::StartsWith(path, "/")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " '", path, "' is not an absolute path"));
+  }
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " ", path, " is not a directory"));
+  }
+  return absl::OkStatus();
+}
+
+// Decides whether the sandbox gets a user namespace. Only "userns" is a
+// valid runtime option.
+absl::StatusOr<bool> UseUserNamespace(const bv1::SandboxSpec& spec) {
+  bool use = spec.host_uid() > 0;
+  for (const auto& [key, value] : spec.runtime_options()) {
+    if (key != "userns") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown runtime option '", key,
+                       "' for the linux runtime (known: userns)"));
+    }
+    if (value == "false") {
+      use = false;
+    } else if (value == "true") {
+      if (spec.host_uid() == 0) {
+        return absl::InvalidArgumentError(
+            "runtime option userns=true needs a host uid for the sandbox");
+      }
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "runtime option userns must be true or false, not '", value, "'"));
+    }
+  }
+  return use;
+}
+
+absl::Status ValidateSpec(const bv1::SandboxSpec& spec) {
+  if (!ValidSandboxId(spec.id())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sandbox id '", spec.id(), "' is not 32 lowercase hex"));
+  }
+  if (!ValidHostname(spec.hostname())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("hostname '", spec.hostname(), "' is not valid"));
+  }
+  if (spec.memory_bytes() < kMinMemoryBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "memory limit ", spec.memory_bytes(), " is below ", kMinMemoryBytes));
+  }
+  if (spec.pids() < kMinPids) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pids limit ", spec.pids(), " is below ", kMinPids));
+  }
+  if (spec.cpu_millis() == 0) {
+    return absl::InvalidArgumentError("cpu limit must be > 0");
+  }
+  RETURN_IF_ERROR(CheckDirectory(spec.workspace_dir(), "workspace"));
+  switch (spec.rootfs().source_case()) {
+    case bv1::RootFs::kHost:
+      if (!spec.rootfs().host()) {
+        return absl::InvalidArgumentError("rootfs.host must be true when set");
+      }
+      break;
+    case bv1::RootFs::kDirectory:
+      RETURN_IF_ERROR(CheckDirectory(spec.rootfs().directory(), "rootfs"));
+      break;
+    default:
+      return absl::InvalidArgumentError("the sandbox spec has no rootfs");
+  }
+  return absl::OkStatus();
+}
+
+// Opens <dir> as an O_PATH fd and names <dir>/agent.sock through
+// /proc/self/fd: sun_path holds 108 bytes, runtime_dir may be longer.
+struct SocketAddress {
+  UniqueFd dir;
+  sockaddr_un address{};
+  socklen_t length = 0;
+};
+
+absl::StatusOr<SocketAddress> AgentSocketAddress(const std::string& dir) {
+  SocketAddress result;
+  result.dir.Reset(
+      ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!result.dir) return ErrnoStatus(absl::StrCat("open ", dir));
+  std::string path =
+      absl::StrCat("/proc/self/fd/", result.dir.get(), "/", kSocketName);
+  result.address.sun_family = AF_UNIX;
+  std::memcpy(result.address.sun_path, path.c_str(), path.size() + 1);
+  result.length =
+      static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+  return result;
+}
+
+absl::StatusOr<UniqueFd> ConnectAgent(const std::string& sandbox_dir) {
+  ASSIGN_OR_RETURN(SocketAddress address, AgentSocketAddress(sandbox_dir));
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return ErrnoStatus("socket AF_UNIX");
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address.address),
+                address.length) != 0) {
+    return ErrnoStatus(absl::StrCat("connect ", sandbox_dir, "/", kSocketName));
+  }
+  return fd;
+}
+
+absl::StatusOr<UniqueFd> ListenAgent(const std::string& sandbox_dir) {
+  ASSIGN_OR_RETURN(SocketAddress address, AgentSocketAddress(sandbox_dir));
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return ErrnoStatus("socket AF_UNIX");
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address.address),
+             address.length) != 0) {
+    return ErrnoStatus(absl::StrCat("bind ", sandbox_dir, "/", kSocketName));
+  }
+  if (::listen(fd.get(), 64) != 0) {
+    return ErrnoStatus(absl::StrCat("listen ", sandbox_dir, "/", kSocketName));
+  }
+  return fd;
+}
+
+// Starts the launcher with exactly the fds of launch_config.h and waits for
+// its report. Uses posix_spawn (vfork-like, no code of ours runs in the
+// child of this multithreaded process), and never waits for the launcher's
+// exit: the end of its report pipe says it is done.
+absl::StatusOr<LaunchReport> RunLauncher(const Settings& settings,
+                                         const LaunchConfig& config,
+                                         int listen_fd, int image_fd) {
+  int report_pipe[2];
+  if (::pipe2(report_pipe, O_CLOEXEC) != 0) return ErrnoStatus("pipe2");
+  UniqueFd report_read(report_pipe[0]);
+  UniqueFd report_write(report_pipe[1]);
+  // Copies above the target numbers, so that no dup2 below can overwrite a
+  // source that happens to sit at 3, 4 or 5.
+  auto high = [](int fd) { return UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 10)); };
+  UniqueFd listen_high = high(listen_fd);
+  UniqueFd image_high = high(image_fd);
+  UniqueFd report_high = high(report_write.get());
+  if (!listen_high || !image_high || !report_high) {
+    return ErrnoStatus("fcntl F_DUPFD_CLOEXEC");
+  }
+  report_write.Reset();
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  absl::Cleanup destroy_actions = [&] {
+    posix_spawn_file_actions_destroy(&actions);
+  };
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, listen_high.get(), kListenFd);
+  posix_spawn_file_actions_adddup2(&actions, image_high.get(), kAgentImageFd);
+  posix_spawn_file_actions_adddup2(&actions, report_high.get(), kReportFd);
+  // No other fd of the daemon reaches the launcher, whatever another thread
+  // opened without O_CLOEXEC.
+  posix_spawn_file_actions_addclosefrom_np(&actions, kReportFd + 1);
+
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  absl::Cleanup destroy_attributes = [&] {
+    posix_spawnattr_destroy(&attributes);
+  };
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attributes, &none);
+  posix_spawnattr_setsigdefault(&attributes, &all);
+  // A new session: the launcher and the sandbox never have the daemon's
+  // terminal (TIOCSTI).
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK |
+                                            POSIX_SPAWN_SETSIGDEF |
+                                            POSIX_SPAWN_SETSID);
+
+  std::vector<std::string> args = config.ToArgs();
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>(settings.launcher_path.c_str()));
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  char path_env[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+  char* envp[] = {path_env, nullptr};
+
+  pid_t launcher = 0;
+  int rc = ::posix_spawn(&launcher, settings.launcher_path.c_str(), &actions,
+                         &attributes, argv.data(), envp);
+  if (rc != 0) {
+    return ErrnoStatus(absl::StrCat("posix_spawn ", settings.launcher_path),
+                       rc);
+  }
+  // Only to kill it on a timeout; it cannot be reaped (and its pid reused)
+  // before it exits, and until then the pidfd pins it.
+  UniqueFd launcher_pidfd(PidfdOpen(launcher));
+  report_high.Reset();
+  listen_high.Reset();
+  image_high.Reset();
+
+  std::string report;
+  const absl::Time deadline =
+      absl::Now() + absl::Seconds(kLauncherTimeoutSeconds + 5);
+  for (;;) {
+    int wait_ms =
+        static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+    if (wait_ms <= 0) {
+      if (launcher_pidfd) PidfdSendSignal(launcher_pidfd.get(), SIGKILL);
+      return absl::DeadlineExceededError(
+          absl::StrCat(kLauncherName, " did not report within ",
+                       kLauncherTimeoutSeconds + 5, " s"));
+    }
+    pollfd p{report_read.get(), POLLIN, 0};
+    int ready = ::poll(&p, 1, wait_ms);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) return ErrnoStatus("poll launcher report");
+    if (ready == 0) continue;
+    char buffer[1024];
+    ssize_t n = ::read(report_read.get(), buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus("read launcher report");
+    if (n == 0) break;
+    report.append(buffer, static_cast<size_t>(n));
+    if (report.size() > 64 * 1024) {
+      return absl::InternalError("launcher report too long");
+    }
+  }
+  return LaunchReport::Parse(report);
+}
+
+// Kills the init through a pidfd when its start time still matches (a pid
+// alone may already belong to another process), and waits (bounded) until
+// it has exited: PID 1 dying takes its whole pid namespace along, so the
+// cgroups are then usually empty and need no freezing.
+void KillInit(pid_t pid, uint64_t start_time) {
+  if (pid <= 0) return;
+  UniqueFd pidfd(PidfdOpen(pid));
+  if (!pidfd) return;
+  auto stat = ReadProcStat(pid);
+  if (!stat.ok() || stat->start_time != start_time) return;
+  if (PidfdSendSignal(pidfd.get(), SIGKILL) != 0) return;
+  pollfd exited{pidfd.get(), POLLIN, 0};
+  ::poll(&exited, 1, /*timeout_ms=*/500);
+}
+
+// Removes every host trace of a sandbox: processes, cgroups, runtime files.
+absl::Status Teardown(const SandboxCgroups& cgroups,
+                      const std::string& sandbox_dir) {
+  absl::Status status = KillAndRemoveCgroups(cgroups, kTeardownTimeout);
+  absl::Status removed = RemoveTree(sandbox_dir);
+  if (status.ok()) status = removed;
+  return status;
+}
+
+// Whether this process has `capability` in its effective set.
+bool HasCapability(int capability) {
+  auto status = ReadFile("/proc/self/status");
+  if (!status.ok()) return false;
+  for (absl::string_view line : absl::StrSplit(*status, '\n')) {
+    if (!absl::ConsumePrefix(&line, "CapEff:")) continue;
+    uint64_t mask = 0;
+    if (!absl::SimpleHexAtoi(absl::StripAsciiWhitespace(line), &mask)) {
+      return false;
+    }
+    return (mask >> capability) & 1;
+  }
+  return false;
+}
+
+std::string ReadTrimmed(const std::string& path) {
+  auto text = ReadFile(path);
+  if (!text.ok()) return "";
+  std::string value(absl::StripAsciiWhitespace(*text));
+  return value;
+}
+
+}  // namespace
+
+bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
+  bv1::ProbeResponse response;
+  auto& details = *response.mutable_details();
+  std::vector<std::string> problems;
+  struct utsname uts {};
+  if (::uname(&uts) == 0) details["kernel"] = uts.release;
+
+  auto settings = ReadSettings(request.config());
+  if (!settings.ok()) problems.emplace_back(settings.status().message());
+
+  if (::geteuid() != 0) {
+    problems.push_back("the linux runtime needs root (corrald runs as root)");
+  }
+  // User namespaces.
+  std::string max_userns = ReadTrimmed("/proc/sys/user/max_user_namespaces");
+  bool userns = ::access("/proc/self/ns/user", F_OK) == 0 &&
+                !max_userns.empty() && max_userns != "0";
+  details["userns"] = userns ? "yes" : "no";
+  if (!userns) problems.push_back("user namespaces are disabled");
+  // seccomp.
+  bool seccomp = ::prctl(PR_GET_SECCOMP, 0, 0, 0, 0) >= 0;
+  unsigned api = seccomp_api_get();
+  const scmp_version* version = seccomp_version();
+  details["seccomp"] = absl::StrCat(seccomp ? "yes" : "no", " api=", api,
+                                    " libseccomp=", version->major, ".",
+                                    version->minor, ".", version->micro);
+  if (!seccomp || api < 1)
+    problems.push_back("seccomp filters are unavailable");
+  // cgroups.
+  auto layout = CgroupLayout::Detect();
+  if (layout.ok()) {
+    details["cgroup"] = layout->Describe();
+    if (settings.ok()) details["cgroup_parent"] = settings->cgroup_parent;
+  } else {
+    details["cgroup"] = "none";
+    problems.push_back(absl::StrCat("cgroups: ", layout.status().message()));
+  }
+  // Whether the agent can be shielded from the OOM killer (oom_score_adj
+  // -1000 needs CAP_SYS_RESOURCE).
+  details["oom_protection"] = HasCapability(CAP_SYS_RESOURCE) ? "yes" : "no";
+  // Our own files.
+  if (settings.ok()) {
+    details["launcher"] = settings->launcher_path;
+    if (::access(settings->launcher_path.c_str(), X_OK) != 0) {
+      problems.push_back(absl::StrCat("launcher ", settings->launcher_path,
+                                      ": ", std::strerror(errno)));
+    }
+    if (::access(settings->agent_path.c_str(), R_OK) != 0) {
+      problems.push_back(absl::StrCat("agent ", settings->agent_path, ": ",
+                                      std::strerror(errno)));
+    }
+  }
+  response.set_available(problems.empty());
+  if (problems.empty()) {
+    response.set_reason(absl::StrCat("cgroup ", details["cgroup"]));
+    for (int guarantee :
+         {kGuaranteeCgroupLimits, kGuaranteeSeccomp, kGuaranteeNetworkIsolation,
+          kGuaranteeUserNamespace}) {
+      response.add_guarantees(guarantee);
+    }
+  } else {
+    response.set_reason(absl::StrJoin(problems, "; "));
+  }
+  return response;
+}
+
+absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
+                                           UniqueFd* agent_fd) {
+  const absl::Time started = absl::Now();
+  const bv1::SandboxSpec& spec = request.spec();
+  ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
+  RETURN_IF_ERROR(ValidateSpec(spec));
+  ASSIGN_OR_RETURN(bool user_namespace, UseUserNamespace(spec));
+  ASSIGN_OR_RETURN(CgroupLayout layout, CgroupLayout::Detect());
+  ASSIGN_OR_RETURN(std::shared_ptr<const UniqueFd> image,
+                   AgentImage(settings.agent_path));
+
+  SandboxState state;
+  state.id = spec.id();
+  state.user_namespace = user_namespace;
+  state.sandbox_dir = SandboxDir(settings, spec.id());
+  state.cgroups =
+      SandboxCgroups::For(layout, settings.cgroup_parent, spec.id());
+
+  if (::mkdir(state.sandbox_dir.c_str(), 0700) != 0) {
+    if (errno == EEXIST) {
+      // Someone else's: never clean it up from here.
+      return absl::AlreadyExistsError(absl::StrCat(
+          "sandbox ", spec.id(), " already exists in ", settings.runtime_dir));
+    }
+    return ErrnoStatus(absl::StrCat("mkdir ", state.sandbox_dir));
+  }
+  // From here on every failure removes everything this call made.
+  absl::Cleanup undo = [&] {
+    if (auto status = Teardown(state.cgroups, state.sandbox_dir);
+        !status.ok()) {
+      Log().error("sandbox {}: cleanup after a failed create: {}", spec.id(),
+                  status.ToString());
+    }
+  };
+  const std::string staging =
+      absl::StrCat(state.sandbox_dir, "/", kStagingName);
+  if (::mkdir(staging.c_str(), 0700) != 0) {
+    return ErrnoStatus(absl::StrCat("mkdir ", staging));
+  }
+  CgroupLimits limits{spec.memory_bytes(), spec.pids(), spec.cpu_millis()};
+  if (auto status = CreateCgroups(layout, state.cgroups, limits);
+      !status.ok()) {
+    // ALREADY_EXISTS: the cgroup belongs to another sandbox; keep it.
+    if (absl::IsAlreadyExists(status)) state.cgroups = SandboxCgroups{};
+    return status;
+  }
+  if (user_namespace) {
+    // The sandbox's root (host_uid) must be able to write its workspace.
+    UniqueFd workspace(::open(spec.workspace_dir().c_str(),
+                              O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!workspace)
+      return ErrnoStatus(absl::StrCat("open ", spec.workspace_dir()));
+    if (::fchown(workspace.get(), spec.host_uid(), spec.host_gid()) != 0) {
+      return ErrnoStatus(absl::StrCat("fchown ", spec.workspace_dir(), " to ",
+                                      spec.host_uid(), ":", spec.host_gid()));
+    }
+  }
+  ASSIGN_OR_RETURN(UniqueFd listen_fd, ListenAgent(state.sandbox_dir));
+  // Connecting before the agent runs is fine: the connection waits in the
+  // listen backlog until the agent accepts it.
+  ASSIGN_OR_RETURN(UniqueFd connection, ConnectAgent(state.sandbox_dir));
+
+  LaunchConfig config;
+  config.id = spec.id();
+  config.hostname = spec.hostname();
+  config.rootfs_host = spec.rootfs().source_case() == bv1::RootFs::kHost;
+  config.rootfs_dir = spec.rootfs().directory();
+  config.staging_dir = staging;
+  config.workspace_dir = spec.workspace_dir();
+  config.tmp_bytes =
+      spec.disk_bytes() > 0 ? spec.disk_bytes() : kDefaultTmpBytes;
+  config.user_namespace = user_namespace;
+  config.host_uid = spec.host_uid();
+  config.host_gid = spec.host_gid();
+  config.cgroup_procs = state.cgroups.ProcsFiles();
+
+  const absl::Time launched = absl::Now();
+  ASSIGN_OR_RETURN(
+      LaunchReport report,
+      RunLauncher(settings, config, listen_fd.get(), image->get()));
+  const absl::Time reported = absl::Now();
+  if (!report.ok) {
+    return report.error.ok() ? absl::InternalError("launcher failed")
+                             : report.error;
+  }
+  // The report's start time was read while the init was the launcher's
+  // unreaped child; a match now proves the pid still names it.
+  auto stat = ReadProcStat(report.pid);
+  if (!stat.ok() || stat->start_time != report.start_time ||
+      stat->state == 'Z') {
+    return absl::InternalError(
+        absl::StrCat("the agent of sandbox ", spec.id(), " exited at start"));
+  }
+  state.init_pid = report.pid;
+  state.init_start_time = report.start_time;
+  std::move(undo).Cancel();
+  Log().debug("sandbox {} created: prepare {} us, launcher {} us", spec.id(),
+              absl::ToInt64Microseconds(launched - started),
+              absl::ToInt64Microseconds(reported - launched));
+
+  bv1::CreateResponse response;
+  response.mutable_handle()->set_id(spec.id());
+  response.mutable_handle()->set_state(state.Serialize());
+  for (int guarantee : {kGuaranteeCgroupLimits, kGuaranteeSeccomp,
+                        kGuaranteeNetworkIsolation}) {
+    response.add_guarantees(guarantee);
+  }
+  if (user_namespace) response.add_guarantees(kGuaranteeUserNamespace);
+  *agent_fd = std::move(connection);
+  return response;
+}
+
+absl::StatusOr<bv1::AttachResponse> Attach(const bv1::AttachRequest& request,
+                                           UniqueFd* agent_fd) {
+  ASSIGN_OR_RETURN(SandboxState state,
+                   SandboxState::Parse(request.handle().state()));
+  bv1::AttachResponse response;
+  auto stat = ReadProcStat(state.init_pid);
+  if (!stat.ok()) {
+    response.set_reason(absl::StrCat("the sandbox's init (pid ", state.init_pid,
+                                     ") has exited"));
+    return response;
+  }
+  if (stat->start_time != state.init_start_time) {
+    response.set_reason(absl::StrCat("the sandbox's init (pid ", state.init_pid,
+                                     ") has exited; the pid was reused"));
+    return response;
+  }
+  if (stat->state == 'Z' || stat->state == 'X') {
+    response.set_reason(absl::StrCat("the sandbox's init (pid ", state.init_pid,
+                                     ") has exited (not yet reaped)"));
+    return response;
+  }
+  auto connection = ConnectAgent(state.sandbox_dir);
+  if (!connection.ok()) {
+    response.set_reason(std::string(connection.status().message()));
+    return response;
+  }
+  response.set_alive(true);
+  *agent_fd = std::move(*connection);
+  return response;
+}
+
+absl::Status Destroy(const bv1::DestroyRequest& request) {
+  ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
+  auto state = SandboxState::Parse(request.handle().state());
+  if (!state.ok()) {
+    // A damaged or empty state (create failed half-way in an older daemon):
+    // clean up by id with today's layout.
+    const std::string& id = request.handle().id();
+    if (!ValidSandboxId(id)) return state.status();
+    ASSIGN_OR_RETURN(CgroupLayout layout, CgroupLayout::Detect());
+    return Teardown(SandboxCgroups::For(layout, settings.cgroup_parent, id),
+                    SandboxDir(settings, id));
+  }
+  if (state->id != request.handle().id()) {
+    return absl::InvalidArgumentError(
+        "sandbox handle: the state belongs to another id");
+  }
+  // The cgroup kill then catches anything else (the launcher, a process in
+  // transit).
+  KillInit(state->init_pid, state->init_start_time);
+  return Teardown(state->cgroups, state->sandbox_dir);
+}
+
+absl::StatusOr<bv1::StatsResponse> Stats(const bv1::StatsRequest& request) {
+  ASSIGN_OR_RETURN(SandboxState state,
+                   SandboxState::Parse(request.handle().state()));
+  ASSIGN_OR_RETURN(CgroupStats stats, ReadCgroupStats(state.cgroups));
+  bv1::StatsResponse response;
+  response.set_oom_kills(stats.oom_kills);
+  response.set_memory_bytes(stats.memory_bytes);
+  response.set_pids(stats.pids);
+  response.set_cpu_usage_us(stats.cpu_usage_us);
+  return response;
+}
+
+absl::StatusOr<bv1::ReconcileResponse> Reconcile(
+    const bv1::ReconcileRequest& request) {
+  ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
+  ASSIGN_OR_RETURN(CgroupLayout layout, CgroupLayout::Detect());
+  std::set<std::string> known(request.known_ids().begin(),
+                              request.known_ids().end());
+  std::set<std::string> found;
+  for (const std::string& id :
+       ListSandboxCgroupIds(layout, settings.cgroup_parent)) {
+    found.insert(id);
+  }
+  std::error_code error;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(settings.runtime_dir, error)) {
+    found.insert(entry.path().filename().string());
+  }
+  bv1::ReconcileResponse response;
+  absl::Status result;
+  for (const std::string& id : found) {
+    // Only names this runtime makes; anything else is not ours to remove.
+    if (!ValidSandboxId(id) || known.count(id)) continue;
+    absl::Status status =
+        Teardown(SandboxCgroups::For(layout, settings.cgroup_parent, id),
+                 SandboxDir(settings, id));
+    if (status.ok()) {
+      response.add_removed_ids(id);
+    } else if (result.ok()) {
+      result = Annotate(status, absl::StrCat("leftover sandbox ", id));
+    }
+  }
+  if (!result.ok()) return result;
+  return response;
+}
+
+}  // namespace corral::linux_runtime

@@ -1,0 +1,87 @@
+#include "client/connection.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "corral/unique_fd.h"
+
+namespace corral::cli {
+
+std::string ResolveSocketPath(const std::string& flag_value) {
+  if (!flag_value.empty()) return flag_value;
+  const char* from_env = std::getenv("CORRAL_SOCKET");
+  if (from_env != nullptr && *from_env != '\0') return from_env;
+  return kDefaultSocket;
+}
+
+std::optional<std::string> ProbeSocket(const std::string& path) {
+  struct sockaddr_un address = {};
+  address.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(address.sun_path)) {
+    return absl::StrCat("socket path longer than ",
+                        sizeof(address.sun_path) - 1, " bytes");
+  }
+  std::memcpy(address.sun_path, path.data(), path.size());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return absl::StrCat("socket: ", std::strerror(errno));
+  int result;
+  do {
+    result = ::connect(fd.get(), reinterpret_cast<struct sockaddr*>(&address),
+                       sizeof(address));
+  } while (result != 0 && errno == EINTR);
+  if (result != 0) return std::strerror(errno);
+  return std::nullopt;
+}
+
+Connection::Connection(std::string socket_path)
+    : socket_path_(std::move(socket_path)) {
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  channel_ =
+      grpc::CreateCustomChannel(absl::StrCat("unix:", socket_path_),
+                                grpc::InsecureChannelCredentials(), arguments);
+  system_ = corral::v1::System::NewStub(channel_);
+  images_ = corral::v1::Images::NewStub(channel_);
+  sandboxes_ = corral::v1::Sandboxes::NewStub(channel_);
+  exec_ = corral::v1::Exec::NewStub(channel_);
+}
+
+std::unique_ptr<grpc::ClientContext> Connection::UnaryContext() const {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() + kUnaryDeadline);
+  return context;
+}
+
+absl::Status Connection::CallError(const grpc::Status& status) const {
+  // UNAVAILABLE is also what the daemon answers for a runtime that cannot
+  // run here, so only call the daemon unreachable when the socket says so or
+  // the channel never got connected.
+  const bool maybe_unreachable =
+      status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+  if (maybe_unreachable) {
+    std::optional<std::string> reason = ProbeSocket(socket_path_);
+    if (!reason && channel_->GetState(false) != GRPC_CHANNEL_READY &&
+        status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      reason = status.error_message();
+    }
+    if (reason) {
+      return absl::UnavailableError(absl::StrCat("cannot reach corrald at ",
+                                                 socket_path_, ": ", *reason));
+    }
+  }
+  std::string message = status.error_message();
+  if (message.empty()) {
+    message = absl::StrCat("call failed with gRPC code ",
+                           static_cast<int>(status.error_code()));
+  }
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      message);
+}
+
+}  // namespace corral::cli

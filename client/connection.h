@@ -1,0 +1,66 @@
+// The CLI's gRPC connection to corrald over its Unix socket, and the one place
+// where a failed call becomes the CLI's error message.
+#ifndef CORRAL_CLIENT_CONNECTION_H_
+#define CORRAL_CLIENT_CONNECTION_H_
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "corral/v1/exec.grpc.pb.h"
+#include "corral/v1/images.grpc.pb.h"
+#include "corral/v1/sandboxes.grpc.pb.h"
+#include "corral/v1/system.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+
+namespace corral::cli {
+
+// Where corral looks for the daemon without --socket or $CORRAL_SOCKET.
+inline constexpr char kDefaultSocket[] = "/run/corral/corrald.sock";
+// Deadline of unary calls; creating a sandbox can take a few seconds (a VM
+// boot), so this is generous.
+inline constexpr std::chrono::seconds kUnaryDeadline{60};
+// Largest response accepted (lists of many sandboxes, collected output).
+inline constexpr int kMaxReceiveMessageBytes = 64 << 20;
+
+// --socket, else $CORRAL_SOCKET, else kDefaultSocket.
+std::string ResolveSocketPath(const std::string& flag_value);
+
+// Tries a plain connect(2) to a Unix socket: nullopt when something accepts,
+// else why not ("No such file or directory"). Used to explain an unreachable
+// daemon better than gRPC's generic message does.
+std::optional<std::string> ProbeSocket(const std::string& path);
+
+class Connection {
+ public:
+  // Never fails: gRPC connects lazily, on the first call.
+  explicit Connection(std::string socket_path);
+
+  const std::string& socket_path() const { return socket_path_; }
+  corral::v1::System::Stub& system() { return *system_; }
+  corral::v1::Images::Stub& images() { return *images_; }
+  corral::v1::Sandboxes::Stub& sandboxes() { return *sandboxes_; }
+  corral::v1::Exec::Stub& exec() { return *exec_; }
+
+  // A context for a unary call, with kUnaryDeadline.
+  std::unique_ptr<grpc::ClientContext> UnaryContext() const;
+
+  // The CLI's error for a failed call: "cannot reach corrald at PATH:
+  // <reason>" when the daemon could not be reached, else the daemon's own
+  // message with its code. Only call with a non-OK status.
+  absl::Status CallError(const grpc::Status& status) const;
+
+ private:
+  std::string socket_path_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<corral::v1::System::Stub> system_;
+  std::unique_ptr<corral::v1::Images::Stub> images_;
+  std::unique_ptr<corral::v1::Sandboxes::Stub> sandboxes_;
+  std::unique_ptr<corral::v1::Exec::Stub> exec_;
+};
+
+}  // namespace corral::cli
+
+#endif  // CORRAL_CLIENT_CONNECTION_H_

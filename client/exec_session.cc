@@ -1,0 +1,351 @@
+#include "client/exec_session.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "client/exit_status.h"
+#include "client/format.h"
+#include "client/output.h"
+#include "corral/status_macros.h"
+#include "corral/unique_fd.h"
+
+namespace corral::cli {
+namespace {
+
+// Size of one stdin read forwarded to the command; small enough to keep
+// interactive input snappy, well under the 1 MiB message cap.
+constexpr size_t kStdinChunkSize = 64 << 10;
+
+// Write end of the signal pipe; the handler may only do a write(2).
+std::atomic<int> signal_pipe_write_fd{-1};
+
+extern "C" void ForwardSignalToPipe(int signal_number) {
+  const int saved_errno = errno;
+  const int fd = signal_pipe_write_fd.load(std::memory_order_relaxed);
+  if (fd >= 0) {
+    const unsigned char byte = static_cast<unsigned char>(signal_number);
+    (void)!::write(fd, &byte, 1);
+  }
+  errno = saved_errno;
+}
+
+// While alive, SIGINT, SIGTERM and SIGHUP become bytes on a pipe that the
+// session's writer thread polls, instead of killing corral before it could
+// forward the signal or let the daemon clean up.
+class SignalPipe {
+ public:
+  static absl::StatusOr<std::unique_ptr<SignalPipe>> Create() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) return ErrnoStatus("pipe2");
+    auto pipe = std::unique_ptr<SignalPipe>(new SignalPipe(fds[0], fds[1]));
+    signal_pipe_write_fd.store(fds[1]);
+    struct sigaction action = {};
+    action.sa_handler = &ForwardSignalToPipe;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    for (size_t i = 0; i < kSignals.size(); ++i) {
+      if (::sigaction(kSignals[i], &action, &pipe->previous_[i]) != 0) {
+        return ErrnoStatus(absl::StrCat("sigaction ", kSignals[i]));
+      }
+      pipe->installed_ = i + 1;
+    }
+    return pipe;
+  }
+
+  ~SignalPipe() {
+    for (size_t i = 0; i < installed_; ++i) {
+      ::sigaction(kSignals[i], &previous_[i], nullptr);
+    }
+    signal_pipe_write_fd.store(-1);
+  }
+
+  int read_fd() const { return read_.get(); }
+
+ private:
+  static constexpr std::array<int, 3> kSignals = {SIGINT, SIGTERM, SIGHUP};
+
+  SignalPipe(int read_fd, int write_fd) : read_(read_fd), write_(write_fd) {}
+
+  UniqueFd read_;
+  UniqueFd write_;
+  std::array<struct sigaction, kSignals.size()> previous_ = {};
+  size_t installed_ = 0;
+};
+
+// What differs between Run and ExecStream, for the shared driver below.
+struct RunTraits {
+  using Request = corral::v1::RunRequest;
+  using Response = corral::v1::RunResponse;
+  static constexpr bool kCanSignal = true;
+
+  static Request Stdin(std::string data, bool eof) {
+    Request request;
+    request.mutable_stdin()->set_data(std::move(data));
+    request.mutable_stdin()->set_eof(eof);
+    return request;
+  }
+  static Request Signal(int signal) {
+    Request request;
+    request.set_signal(signal);
+    return request;
+  }
+};
+
+struct ExecTraits {
+  using Request = corral::v1::ExecStreamRequest;
+  using Response = corral::v1::ExecStreamResponse;
+  static constexpr bool kCanSignal = true;
+
+  static Request Stdin(std::string data, bool eof) {
+    Request request;
+    request.mutable_stdin()->set_data(std::move(data));
+    request.mutable_stdin()->set_eof(eof);
+    return request;
+  }
+  static Request Signal(int signal_number) {
+    Request request;
+    request.set_signal(signal_number);
+    return request;
+  }
+};
+
+// Owns everything written to the stream after the first message: stdin
+// chunks and signals. gRPC allows one writer thread next to one reader, so
+// all writes happen here while the calling thread reads.
+template <typename Traits>
+class StreamWriter {
+ public:
+  using Stream = grpc::ClientReaderWriter<typename Traits::Request,
+                                          typename Traits::Response>;
+
+  StreamWriter(grpc::ClientContext& context, Stream& stream,
+               const SignalPipe& signals, bool forward_stdin)
+      : context_(context),
+        stream_(stream),
+        signals_(signals),
+        forward_stdin_(forward_stdin) {}
+
+  absl::Status Start() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoStatus("pipe2");
+    stop_read_.Reset(fds[0]);
+    stop_write_.Reset(fds[1]);
+    thread_ = std::thread([this] { Loop(); });
+    return absl::OkStatus();
+  }
+
+  // Ends the thread; safe to call more than once.
+  void Stop() {
+    if (!thread_.joinable()) return;
+    const char byte = 0;
+    (void)!::write(stop_write_.get(), &byte, 1);
+    thread_.join();
+  }
+
+  ~StreamWriter() { Stop(); }
+
+  // Set when the call was abandoned; the value is the CLI's exit code.
+  std::optional<int> abandoned_exit() const {
+    const int code = abandoned_exit_.load();
+    if (code == 0) return std::nullopt;
+    return code;
+  }
+
+ private:
+  void Loop() {
+    bool stdin_open = forward_stdin_;
+    int interrupts = 0;
+    std::string buffer(kStdinChunkSize, '\0');
+    while (true) {
+      std::array<struct pollfd, 3> fds = {};
+      fds[0] = {stop_read_.get(), POLLIN, 0};
+      fds[1] = {signals_.read_fd(), POLLIN, 0};
+      fds[2] = {stdin_open ? STDIN_FILENO : -1, POLLIN, 0};
+      if (::poll(fds.data(), fds.size(), -1) < 0) {
+        if (errno == EINTR) continue;
+        Warn(ErrnoStatus("poll").message());
+        return;
+      }
+      if (fds[0].revents != 0) return;
+      if (fds[1].revents & POLLIN) {
+        unsigned char signal_number;
+        while (::read(signals_.read_fd(), &signal_number, 1) == 1) {
+          if (signal_number == SIGINT && ++interrupts == 1 &&
+              Traits::kCanSignal && writable_) {
+            if (::isatty(STDERR_FILENO)) {
+              Warn("sent SIGINT to the command; Ctrl-C again abandons it");
+            }
+            writable_ = stream_.Write(Traits::Signal(SIGINT));
+            continue;
+          }
+          // A second Ctrl-C, or SIGTERM/SIGHUP: stop waiting. Cancelling
+          // tells the daemon, which kills the command (and for `run`
+          // destroys the sandbox).
+          abandoned_exit_.store(128 + signal_number);
+          context_.TryCancel();
+        }
+      }
+      if (stdin_open && fds[2].revents != 0) {
+        const ssize_t got = ::read(STDIN_FILENO, buffer.data(), buffer.size());
+        if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (got < 0) Warn(ErrnoStatus("read stdin").message());
+        if (got > 0) {
+          if (writable_) {
+            writable_ = stream_.Write(Traits::Stdin(
+                buffer.substr(0, static_cast<size_t>(got)), false));
+          }
+        } else {
+          // End of input (or an unreadable stdin): the command sees EOF.
+          stdin_open = false;
+          if (writable_) writable_ = stream_.Write(Traits::Stdin("", true));
+        }
+      }
+    }
+  }
+
+  grpc::ClientContext& context_;
+  Stream& stream_;
+  const SignalPipe& signals_;
+  const bool forward_stdin_;
+  // False once a Write failed: the call is over and the reader will see why.
+  bool writable_ = true;
+  std::atomic<int> abandoned_exit_{0};
+  UniqueFd stop_read_;
+  UniqueFd stop_write_;
+  std::thread thread_;
+};
+
+// The part of both RPCs after the first request: read until the stream ends,
+// then turn the exit into the CLI's exit code and notices.
+template <typename Traits, typename OnResponse>
+absl::StatusOr<int> Drive(
+    Connection& connection, grpc::ClientContext& context,
+    grpc::ClientReaderWriter<typename Traits::Request,
+                             typename Traits::Response>& stream,
+    const typename Traits::Request& first, bool forward_stdin,
+    const SessionOptions& options, std::string& sandbox_id,
+    OnResponse on_response) {
+  ASSIGN_OR_RETURN(std::unique_ptr<SignalPipe> signals, SignalPipe::Create());
+  OutputSink sink(options.json);
+  std::optional<corral::v1::ExecExit> exit;
+
+  StreamWriter<Traits> writer(context, stream, *signals, forward_stdin);
+  // Only the first message is written from this thread, before the writer
+  // exists, so the two never write at once.
+  const bool sent = stream.Write(first);
+  if (sent) {
+    if (absl::Status started = writer.Start(); !started.ok()) {
+      context.TryCancel();
+      (void)stream.Finish();
+      return started;
+    }
+  }
+
+  typename Traits::Response response;
+  bool writes_done = false;
+  while (sent && stream.Read(&response)) {
+    on_response(response, sink, exit);
+    if (exit && !writes_done) {
+      // The command is over: nothing more to send. Half-closing lets the
+      // daemon finish the call at once instead of waiting for us.
+      writer.Stop();
+      (void)stream.WritesDone();
+      writes_done = true;
+    }
+  }
+  writer.Stop();
+  const grpc::Status status = stream.Finish();
+  if (std::optional<int> abandoned = writer.abandoned_exit()) {
+    return *abandoned;
+  }
+  // With the exit in hand the command's result is known, whatever status the
+  // call ended with.
+  if (!status.ok() && !exit) return connection.CallError(status);
+  if (!exit) {
+    return absl::InternalError(
+        "the daemon ended the stream without the command's exit status");
+  }
+  if (std::optional<std::string> notice =
+          ExitNotice(*exit, options.timeout_seconds)) {
+    (void)WriteAll(STDERR_FILENO, absl::StrCat("corral: ", *notice, "\n"));
+  }
+  if (options.json) {
+    RETURN_IF_ERROR(
+        WriteAll(STDOUT_FILENO,
+                 FormatExecResultJson(sandbox_id, *exit, sink.stdout_data(),
+                                      sink.stderr_data())));
+  }
+  return ExitCodeFor(*exit);
+}
+
+}  // namespace
+
+absl::StatusOr<int> RunCommand(Connection& connection,
+                               const corral::v1::RunStart& start,
+                               const SessionOptions& options) {
+  grpc::ClientContext context;
+  auto stream = connection.sandboxes().Run(&context);
+  corral::v1::RunRequest first;
+  *first.mutable_start() = start;
+  std::string sandbox_id;
+  return Drive<RunTraits>(
+      connection, context, *stream, first, start.command().stdin_open(),
+      options, sandbox_id,
+      [&sandbox_id](const corral::v1::RunResponse& response, OutputSink& sink,
+                    std::optional<corral::v1::ExecExit>& exit) {
+        switch (response.payload_case()) {
+          case corral::v1::RunResponse::kCreated:
+            sandbox_id = response.created().id();
+            break;
+          case corral::v1::RunResponse::kOutput:
+            sink.Add(response.output());
+            break;
+          case corral::v1::RunResponse::kExit:
+            exit = response.exit();
+            break;
+          default:
+            break;
+        }
+      });
+}
+
+absl::StatusOr<int> ExecCommand(Connection& connection,
+                                const corral::v1::ExecStart& start,
+                                const SessionOptions& options) {
+  grpc::ClientContext context;
+  auto stream = connection.exec().ExecStream(&context);
+  corral::v1::ExecStreamRequest first;
+  *first.mutable_start() = start;
+  std::string sandbox_id = start.sandbox_id();
+  return Drive<ExecTraits>(
+      connection, context, *stream, first, start.stdin_open(), options,
+      sandbox_id,
+      [](const corral::v1::ExecStreamResponse& response, OutputSink& sink,
+         std::optional<corral::v1::ExecExit>& exit) {
+        switch (response.payload_case()) {
+          case corral::v1::ExecStreamResponse::kOutput:
+            sink.Add(response.output());
+            break;
+          case corral::v1::ExecStreamResponse::kExit:
+            exit = response.exit();
+            break;
+          default:
+            // `started` carries the pid, which the CLI does not show.
+            break;
+        }
+      });
+}
+
+}  // namespace corral::cli

@@ -1,0 +1,283 @@
+#include "client/options.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/string_view.h"
+#include "corral/status_macros.h"
+#include "google/protobuf/descriptor.h"
+
+namespace corral::cli {
+namespace {
+
+using corral::v1::Guarantee;
+using corral::v1::NetworkMode;
+using corral::v1::SandboxState;
+
+constexpr absl::string_view kGuaranteePrefix = "GUARANTEE_";
+constexpr absl::string_view kStatePrefix = "SANDBOX_STATE_";
+
+// "GUARANTEE_CGROUP_LIMITS" with prefix "GUARANTEE_" -> "cgroup-limits".
+std::string ShortEnumName(absl::string_view full, absl::string_view prefix) {
+  if (full.substr(0, prefix.size()) == prefix)
+    full.remove_prefix(prefix.size());
+  return absl::StrReplaceAll(absl::AsciiStrToLower(full), {{"_", "-"}});
+}
+
+}  // namespace
+
+EnvLookup ProcessEnv() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    const char* value = std::getenv(name.c_str());
+    if (value == nullptr) return std::nullopt;
+    return std::string(value);
+  };
+}
+
+absl::StatusOr<std::pair<std::string, std::string>> ParseKeyValue(
+    absl::string_view flag, absl::string_view text) {
+  const size_t equals = text.find('=');
+  if (equals == absl::string_view::npos || equals == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " expects KEY=VALUE, got '", text, "'"));
+  }
+  return std::make_pair(std::string(text.substr(0, equals)),
+                        std::string(text.substr(equals + 1)));
+}
+
+absl::StatusOr<std::map<std::string, std::string>> ParseLabels(
+    const std::vector<std::string>& labels) {
+  std::map<std::string, std::string> result;
+  for (const std::string& label : labels) {
+    ASSIGN_OR_RETURN(auto pair, ParseKeyValue("--label", label));
+    result[pair.first] = std::move(pair.second);
+  }
+  return result;
+}
+
+absl::StatusOr<std::map<std::string, std::string>> ParseEnv(
+    const std::vector<std::string>& env, const EnvLookup& lookup) {
+  std::map<std::string, std::string> result;
+  for (const std::string& entry : env) {
+    if (entry.empty() || entry.front() == '=') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("-e expects KEY=VALUE or KEY, got '", entry, "'"));
+    }
+    const size_t equals = entry.find('=');
+    if (equals != std::string::npos) {
+      result[entry.substr(0, equals)] = entry.substr(equals + 1);
+      continue;
+    }
+    if (std::optional<std::string> value = lookup(entry)) {
+      result[entry] = std::move(*value);
+    }
+  }
+  return result;
+}
+
+absl::StatusOr<Guarantee> ParseGuarantee(absl::string_view name) {
+  const google::protobuf::EnumDescriptor* descriptor =
+      corral::v1::Guarantee_descriptor();
+  const std::string wanted = ShortEnumName(name, kGuaranteePrefix);
+  for (int i = 0; i < descriptor->value_count(); ++i) {
+    const auto* value = descriptor->value(i);
+    if (value->number() == corral::v1::GUARANTEE_UNSPECIFIED) continue;
+    if (ShortEnumName(value->name(), kGuaranteePrefix) == wanted) {
+      return static_cast<Guarantee>(value->number());
+    }
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown guarantee '", name,
+                   "' (known: ", absl::StrJoin(GuaranteeNames(), ", "), ")"));
+}
+
+std::string GuaranteeName(Guarantee guarantee) {
+  const auto* value =
+      corral::v1::Guarantee_descriptor()->FindValueByNumber(guarantee);
+  if (value == nullptr) return absl::StrCat("guarantee-", guarantee);
+  return ShortEnumName(value->name(), kGuaranteePrefix);
+}
+
+std::vector<std::string> GuaranteeNames() {
+  std::vector<std::string> names;
+  const auto* descriptor = corral::v1::Guarantee_descriptor();
+  for (int i = 0; i < descriptor->value_count(); ++i) {
+    if (descriptor->value(i)->number() == corral::v1::GUARANTEE_UNSPECIFIED) {
+      continue;
+    }
+    names.push_back(
+        ShortEnumName(descriptor->value(i)->name(), kGuaranteePrefix));
+  }
+  return names;
+}
+
+absl::StatusOr<NetworkMode> ParseNetwork(absl::string_view name) {
+  if (name == "none") return corral::v1::NETWORK_MODE_NONE;
+  if (name == "egress") return corral::v1::NETWORK_MODE_EGRESS;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--network expects 'none' or 'egress', got '", name, "'"));
+}
+
+std::string NetworkName(NetworkMode mode) {
+  switch (mode) {
+    case corral::v1::NETWORK_MODE_UNSPECIFIED:
+    case corral::v1::NETWORK_MODE_NONE:
+      return "none";
+    case corral::v1::NETWORK_MODE_EGRESS:
+      return "egress";
+    default:
+      return absl::StrCat("network-", static_cast<int>(mode));
+  }
+}
+
+absl::StatusOr<SandboxState> ParseState(absl::string_view name) {
+  const auto* descriptor = corral::v1::SandboxState_descriptor();
+  const std::string wanted = ShortEnumName(name, kStatePrefix);
+  for (int i = 0; i < descriptor->value_count(); ++i) {
+    const auto* value = descriptor->value(i);
+    if (value->number() == corral::v1::SANDBOX_STATE_UNSPECIFIED) continue;
+    if (ShortEnumName(value->name(), kStatePrefix) == wanted) {
+      return static_cast<SandboxState>(value->number());
+    }
+  }
+  std::vector<std::string> known;
+  for (int i = 1; i < descriptor->value_count(); ++i) {
+    known.push_back(ShortEnumName(descriptor->value(i)->name(), kStatePrefix));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown state '", name, "' (known: ", absl::StrJoin(known, ", "), ")"));
+}
+
+std::string StateName(SandboxState state) {
+  const auto* value =
+      corral::v1::SandboxState_descriptor()->FindValueByNumber(state);
+  if (value == nullptr) return absl::StrCat("state-", state);
+  return ShortEnumName(value->name(), kStatePrefix);
+}
+
+absl::StatusOr<uint32_t> CpusToMillis(double cpus) {
+  if (!std::isfinite(cpus) || cpus < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--cpus must be a positive number, got ", cpus));
+  }
+  const double millis = std::round(cpus * 1000.0);
+  if (cpus > 0 && millis < 1) {
+    return absl::InvalidArgumentError("--cpus must be at least 0.001");
+  }
+  if (millis > std::numeric_limits<uint32_t>::max()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--cpus ", cpus, " is too large"));
+  }
+  return static_cast<uint32_t>(millis);
+}
+
+absl::StatusOr<corral::v1::CreateSandboxRequest> BuildCreateRequest(
+    const CreateOptions& options, const EnvLookup& lookup) {
+  if (!options.seed.empty()) {
+    return absl::UnimplementedError("--seed is not supported yet");
+  }
+  corral::v1::CreateSandboxRequest request;
+  request.set_runtime(options.runtime);
+  request.set_image(options.image);
+
+  ASSIGN_OR_RETURN(const uint32_t cpu_millis, CpusToMillis(options.cpus));
+  corral::v1::Limits* limits = request.mutable_limits();
+  limits->set_cpu_millis(cpu_millis);
+  limits->set_memory_mib(options.memory_mib);
+  limits->set_pids(options.pids);
+  limits->set_disk_mib(options.disk_mib);
+
+  request.set_ttl_seconds(options.ttl_seconds);
+  if (!options.network.empty()) {
+    ASSIGN_OR_RETURN(const NetworkMode network, ParseNetwork(options.network));
+    request.set_network(network);
+  }
+  ASSIGN_OR_RETURN(const auto env, ParseEnv(options.env, lookup));
+  request.mutable_env()->insert(env.begin(), env.end());
+  ASSIGN_OR_RETURN(const auto labels, ParseLabels(options.labels));
+  request.mutable_labels()->insert(labels.begin(), labels.end());
+  request.set_workdir(options.workdir);
+  for (const std::string& name : options.require) {
+    ASSIGN_OR_RETURN(const Guarantee guarantee, ParseGuarantee(name));
+    request.add_require(guarantee);
+  }
+  request.set_hostname(options.hostname);
+  if (options.no_userns)
+    (*request.mutable_runtime_options())["userns"] = "false";
+  return request;
+}
+
+absl::Status ValidateCreateOnly(const CreateOptions& options) {
+  if (options.timeout_seconds != 0) {
+    return absl::InvalidArgumentError(
+        "--timeout applies to a command; give it to 'corral exec' or "
+        "'corral run' (a sandbox's lifetime is --ttl)");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<corral::v1::ExecStart> BuildExecStart(
+    const ExecOptions& options, absl::string_view sandbox_id,
+    const EnvLookup& lookup) {
+  if (options.argv.empty() == options.shell.empty()) {
+    return absl::InvalidArgumentError(
+        options.argv.empty()
+            ? "no command given: put it after '--' or use --sh CMDLINE"
+            : "give either a command after '--' or --sh CMDLINE, not both");
+  }
+  corral::v1::ExecStart start;
+  start.set_sandbox_id(std::string(sandbox_id));
+  for (const std::string& arg : options.argv) start.add_argv(arg);
+  start.set_shell(options.shell);
+  start.set_cwd(options.workdir);
+  ASSIGN_OR_RETURN(const auto env, ParseEnv(options.env, lookup));
+  start.mutable_env()->insert(env.begin(), env.end());
+  start.set_timeout_seconds(options.timeout_seconds);
+  start.set_output_limit_bytes(options.output_limit_bytes);
+  start.set_stdin_open(options.interactive);
+  return start;
+}
+
+absl::StatusOr<corral::v1::RunStart> BuildRunStart(const CreateOptions& create,
+                                                   const ExecOptions& exec,
+                                                   const EnvLookup& lookup) {
+  corral::v1::RunStart start;
+  ASSIGN_OR_RETURN(*start.mutable_sandbox(),
+                   BuildCreateRequest(create, lookup));
+  ASSIGN_OR_RETURN(*start.mutable_command(), BuildExecStart(exec, "", lookup));
+  return start;
+}
+
+absl::StatusOr<corral::v1::ListSandboxesRequest> BuildListRequest(
+    const ListOptions& options) {
+  corral::v1::ListSandboxesRequest request;
+  ASSIGN_OR_RETURN(const auto labels, ParseLabels(options.labels));
+  request.mutable_label_selector()->insert(labels.begin(), labels.end());
+  if (!options.state.empty()) {
+    ASSIGN_OR_RETURN(const SandboxState state, ParseState(options.state));
+    request.set_state(state);
+  }
+  request.set_runtime(options.runtime);
+  return request;
+}
+
+absl::StatusOr<corral::v1::ImportImageMetadata> BuildImportMetadata(
+    const ImportOptions& options, bool packed_directory) {
+  corral::v1::ImportImageMetadata metadata;
+  metadata.set_name(options.name);
+  metadata.set_source(corral::v1::IMAGE_SOURCE_ROOTFS_TAR);
+  metadata.set_compression(packed_directory
+                               ? corral::v1::COMPRESSION_NONE
+                               : corral::v1::COMPRESSION_AUTO);
+  metadata.set_replace(options.replace);
+  ASSIGN_OR_RETURN(const auto labels, ParseLabels(options.labels));
+  metadata.mutable_labels()->insert(labels.begin(), labels.end());
+  return metadata;
+}
+
+}  // namespace corral::cli

@@ -1,0 +1,192 @@
+// The daemon's side of the agent protocol: one AgentConnection per sandbox
+// agent, ExecSessions multiplexed over it with flow control. Everything the
+// agent sends is treated as hostile.
+#ifndef CORRAL_DAEMON_AGENT_AGENT_CONNECTION_H_
+#define CORRAL_DAEMON_AGENT_AGENT_CONNECTION_H_
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "corral/agent/v1/agent.pb.h"
+#include "corral/unique_fd.h"
+
+namespace corral::daemon {
+
+struct ExecEvent {  // one event of a running command
+  enum class Kind { kStarted, kOutput, kExit };
+  Kind kind = Kind::kStarted;
+  int pid = 0;                    // kStarted
+  corral::agent::v1::Fd fd = {};  // kOutput
+  std::string data;               // kOutput
+  // kOutput: the sequence number of the first Output frame in this event.
+  // When the caller lags, consecutive frames of the same fd are merged into
+  // one event, so sequence numbers may skip.
+  uint64_t sequence = 0;
+  corral::agent::v1::ExecExit exit;  // kExit
+};
+
+class ExecSession;
+
+namespace agent_internal {
+struct StreamState;
+}  // namespace agent_internal
+
+// One connection to one sandbox's agent. Thread-safe. A reader thread owns
+// the fd's reads (and flushes queued writes); callers never block on the
+// agent except where documented (waiting for events or for a stdin window).
+class AgentConnection : public std::enable_shared_from_this<AgentConnection> {
+ public:
+  // Takes the connected stream; waits up to hello_timeout for Hello; refuses
+  // protocol_version != 1 (FAILED_PRECONDITION with the versions in the
+  // message). DEADLINE_EXCEEDED when no Hello arrives in time, UNAVAILABLE
+  // when the connection fails before it.
+  static absl::StatusOr<std::shared_ptr<AgentConnection>> Open(
+      corral::UniqueFd fd, absl::Duration hello_timeout);
+
+  AgentConnection(const AgentConnection&) = delete;
+  AgentConnection& operator=(const AgentConnection&) = delete;
+  ~AgentConnection();
+
+  // The agent's Hello. Valid once Open has returned the connection.
+  const corral::agent::v1::Hello& hello() const;
+  // The connection was lost or closed.
+  bool closed() const;
+  // Why the connection closed; empty while it is open.
+  std::string close_reason() const;
+  // Blocks until the connection closes or the deadline passes; returns
+  // closed().
+  bool WaitUntilClosed(absl::Time deadline);
+
+  // Starts a command on a new stream. INVALID_ARGUMENT for an empty argv,
+  // UNAVAILABLE when the connection is closed.
+  absl::StatusOr<std::unique_ptr<ExecSession>> StartExec(
+      const corral::agent::v1::ExecStart& start);
+  // Round trip on the control stream: DEADLINE_EXCEEDED after `timeout`,
+  // UNAVAILABLE if the connection is lost.
+  absl::Status Ping(absl::Duration timeout);
+  // Closes the connection; wakes every session with UNAVAILABLE. Idempotent.
+  void Close();
+
+  // Number of streams the connection still tracks (live or being torn
+  // down). For tests and diagnostics.
+  size_t stream_count() const;
+
+ private:
+  friend class ExecSession;
+  using StreamState = agent_internal::StreamState;
+
+  explicit AgentConnection(corral::UniqueFd fd, corral::UniqueFd wake_fd);
+
+  void ReaderLoop();
+  // Handles one frame from the agent; returns a non-empty reason to close the
+  // connection when the frame breaks the protocol.
+  std::string HandleFrameLocked(const corral::agent::v1::Frame& frame)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string HandleStreamFrameLocked(const corral::agent::v1::Frame& frame)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CloseLocked(std::string reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues a frame for the reader thread to write (and tries to write at
+  // once). Returns UNAVAILABLE when closed.
+  absl::Status SendLocked(const corral::agent::v1::Frame& frame)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FlushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Wake();
+  // Acknowledges consumed output of a stream.
+  void AcknowledgeLocked(StreamState& stream, uint64_t bytes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Called by ~ExecSession.
+  void ReleaseStream(const std::shared_ptr<StreamState>& stream);
+
+  mutable absl::Mutex mu_;
+  // Signalled on hello, pong, and close.
+  absl::CondVar control_changed_;
+  // The agent stream. Read only by the reader thread (without mu_); written
+  // under mu_ by whoever holds it; closed by the reader thread on exit.
+  corral::UniqueFd fd_;
+  // eventfd that wakes the reader thread (close, queued writes).
+  corral::UniqueFd wake_fd_;
+  std::thread reader_;
+
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::string close_reason_ ABSL_GUARDED_BY(mu_);
+  bool hello_received_ ABSL_GUARDED_BY(mu_) = false;
+  // Written once by the reader thread before hello_received_ is set; read
+  // without the lock afterwards.
+  corral::agent::v1::Hello hello_;
+  std::string outbox_ ABSL_GUARDED_BY(mu_);
+  size_t outbox_offset_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_stream_id_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<StreamState>> streams_
+      ABSL_GUARDED_BY(mu_);
+  uint64_t next_nonce_ ABSL_GUARDED_BY(mu_) = 1;
+  // Nonces of pings in flight -> answered.
+  absl::flat_hash_map<uint64_t, bool> pings_ ABSL_GUARDED_BY(mu_);
+};
+
+// One running command. Not thread-safe itself except that WriteStdin/Signal
+// may be called from one thread while another calls Next (CollectExec does).
+class ExecSession {
+ public:
+  ExecSession(const ExecSession&) = delete;
+  ExecSession& operator=(const ExecSession&) = delete;
+  // If the command has not exited: SIGKILL its process group, forget the
+  // stream (later frames of it are drained and dropped).
+  ~ExecSession();
+
+  // Next event in order; blocks until one arrives or the deadline passes
+  // (DEADLINE_EXCEEDED), UNAVAILABLE if the connection is lost, INTERNAL if
+  // the agent ended the stream with an error, OUT_OF_RANGE after kExit.
+  // Acknowledges consumed output (WindowUpdate) so a slow caller slows the
+  // command, not the daemon's memory.
+  absl::StatusOr<ExecEvent> Next(absl::Time deadline = absl::InfiniteFuture());
+
+  // Sends stdin, waiting for window as needed (until `deadline`).
+  // FAILED_PRECONDITION without stdin_open, after eof, or once the command
+  // has exited; UNAVAILABLE if the connection is lost.
+  absl::Status WriteStdin(std::string_view data, bool eof,
+                          absl::Time deadline = absl::InfiniteFuture());
+  // Sends `signal` to the command's process group. FAILED_PRECONDITION once
+  // the command has exited.
+  absl::Status Signal(int signal);
+
+  uint64_t stream_id() const { return stream_id_; }
+  const corral::agent::v1::ExecStart& start() const { return start_; }
+
+ private:
+  friend class AgentConnection;
+  ExecSession(std::shared_ptr<AgentConnection> connection,
+              std::shared_ptr<agent_internal::StreamState> stream,
+              uint64_t stream_id, corral::agent::v1::ExecStart start);
+
+  std::shared_ptr<AgentConnection> connection_;
+  std::shared_ptr<agent_internal::StreamState> stream_;
+  const uint64_t stream_id_;
+  const corral::agent::v1::ExecStart start_;
+};
+
+// Runs a started session to its end, collecting at most output_limit bytes of
+// each stream (0 = no limit) — for unary Exec. Feeds `stdin_data` (then eof)
+// when the session was started with stdin_open. Bytes beyond output_limit are
+// dropped and the matching *_truncated flag of `exit` is set.
+struct ExecResult {
+  std::string stdout_data, stderr_data;
+  int pid = 0;
+  corral::agent::v1::ExecExit exit;
+};
+absl::StatusOr<ExecResult> CollectExec(ExecSession& session,
+                                       std::string_view stdin_data,
+                                       absl::Time deadline,
+                                       uint64_t output_limit = 0);
+
+}  // namespace corral::daemon
+
+#endif  // CORRAL_DAEMON_AGENT_AGENT_CONNECTION_H_

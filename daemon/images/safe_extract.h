@@ -1,0 +1,70 @@
+// Safe extraction of an untrusted tar stream into a private directory, for
+// image imports: only the tar formats and the gzip/xz/zstd filters, every
+// entry checked against path, type and size rules before it is written.
+#ifndef CORRAL_DAEMON_IMAGES_SAFE_EXTRACT_H_
+#define CORRAL_DAEMON_IMAGES_SAFE_EXTRACT_H_
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace corral::daemon {
+
+// Returns the next chunk of the archive, std::nullopt at the end of the
+// stream, or an error (which aborts the extraction with that error).
+using ChunkReader = std::function<absl::StatusOr<std::optional<std::string>>()>;
+
+struct ImportLimits {
+  // Logical bytes of all regular files together (sparse files count at their
+  // full size). The raw archive may be at most max_bytes plus 2 KiB per
+  // allowed entry (headers).
+  uint64_t max_bytes = 8ull << 30;
+  // Archive entries, skipped ones included.
+  uint64_t max_entries = 1'000'000;
+  // Bytes in an entry's path, or in a link's target.
+  size_t max_path_length = 4096;
+  // Components in an entry's path.
+  size_t max_depth = 256;
+};
+
+enum class Compression { kAuto, kNone, kGzip, kXz, kZstd };
+
+struct ExtractStats {
+  // Logical bytes of the regular files written.
+  uint64_t logical_bytes = 0;
+  // Entries created (files, directories, links).
+  uint64_t entries = 0;
+  // Device nodes, FIFOs and sockets left out.
+  uint64_t skipped = 0;
+  // Entries whose setuid/setgid/sticky bits were removed.
+  uint64_t stripped_modes = 0;
+  // Bytes of the raw (compressed) stream, trailing padding included.
+  uint64_t archive_bytes = 0;
+  // Lowercase hex SHA-256 of those bytes.
+  std::string archive_sha256;
+};
+
+// Extracts the archive that `next_chunk` yields into `destination`, an
+// existing empty directory nobody else writes to. Runs on a helper thread
+// with its own working directory and umask (unshare(CLONE_FS)), so the
+// caller's process-wide state is untouched; next_chunk is called from that
+// thread while this call blocks.
+//
+// A violation returns INVALID_ARGUMENT naming the entry and the rule; the
+// caller removes `destination`. See ImageStore::Import for the rules.
+[[nodiscard]] absl::StatusOr<ExtractStats> ExtractTar(
+    const std::filesystem::path& destination, Compression compression,
+    const ChunkReader& next_chunk, const ImportLimits& limits);
+
+// Removes a directory tree without following symlinks (fd-relative, so a
+// link planted in the tree never redirects the removal). OK if missing.
+[[nodiscard]] absl::Status RemoveTree(const std::filesystem::path& path);
+
+}  // namespace corral::daemon
+
+#endif  // CORRAL_DAEMON_IMAGES_SAFE_EXTRACT_H_

@@ -1,0 +1,1018 @@
+// corral-agent's event loop; see agent.h and README.md.
+#include "guest-agent/agent.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "corral/agent/v1/agent.pb.h"
+#include "corral/unique_fd.h"
+#include "guest-agent/spawn.h"
+#include "guest-agent/wire/frame_codec.h"
+
+namespace corral::agent {
+namespace {
+
+using v1::Frame;
+
+constexpr int64_t kNsPerMs = 1000000;
+// After the command is reaped, how long a background process may keep its
+// output pipes open before the agent stops waiting for EOF.
+constexpr int64_t kExitGraceNs = 250 * kNsPerMs;
+// On SIGTERM/SIGINT, how long commands get between SIGTERM and SIGKILL.
+constexpr int64_t kShutdownGraceNs = 2000 * kNsPerMs;
+// Past this many unsent bytes towards the daemon, the agent stops reading the
+// connection and the command pipes until the daemon catches up. Output is
+// already bounded by the windows; this also bounds replies (pongs, errors)
+// to a daemon that sends but does not read.
+constexpr size_t kMaxConnectionBacklog = 1u << 20;
+// Reads per readiness event, so that one busy fd cannot starve the others.
+constexpr int kReadsPerEvent = 16;
+constexpr size_t kReadChunk = 64u << 10;
+
+void Log(const char* format, ...) __attribute__((format(printf, 1, 2)));
+void Log(const char* format, ...) {
+  char line[512];
+  va_list args;
+  va_start(args, format);
+  int n = std::vsnprintf(line, sizeof(line), format, args);
+  va_end(args);
+  if (n < 0) return;
+  std::fprintf(stderr, "corral-agent[%d]: %s\n", static_cast<int>(::getpid()),
+               line);
+}
+
+enum class WatchKind { kSignal, kTimer, kListen, kConnection, kOutput, kStdin };
+
+// One fd registered with epoll. `events` is what is registered; 0 means not
+// registered at all (a registered read end with no interest would still
+// report EPOLLHUP and spin the loop).
+struct Watch {
+  WatchKind kind;
+  void* owner = nullptr;
+  int index = 0;  // which output pipe, for kOutput
+  int fd = -1;
+  uint32_t events = 0;
+};
+
+struct Connection;
+
+struct OutputPipe {
+  UniqueFd fd;
+  Watch watch;
+  uint64_t sent = 0;   // bytes sent in Output frames
+  uint64_t total = 0;  // bytes the command wrote
+  bool truncated = false;
+  // After the exit grace: bytes still to read before closing; -1 = no limit.
+  int64_t drain_left = -1;
+};
+
+struct Command {
+  Connection* connection = nullptr;
+  uint64_t stream_id = 0;
+  pid_t pid = -1;
+  int64_t start_ns = 0;
+  bool dead = false;  // forgotten; memory kept until the loop iteration ends
+
+  OutputPipe out[2];  // stdout, stderr
+  uint64_t output_limit = 0;
+  uint64_t unacked_output = 0;  // sent but not acknowledged by the daemon
+  uint64_t next_sequence = 0;
+
+  bool stdin_open = false;  // the request asked for a stdin pipe
+  bool stdin_eof = false;   // the daemon sent eof
+  UniqueFd stdin_fd;        // invalid once closed
+  Watch stdin_watch;
+  std::string stdin_buffer;  // received, not yet written to the pipe
+  size_t stdin_offset = 0;
+  uint64_t unacked_stdin = 0;  // received but not yet acknowledged
+
+  bool reaped = false;
+  int wait_status = 0;
+  int64_t end_ns = 0;
+  bool timed_out = false;
+  int64_t timeout_at_ns = 0;  // 0: none
+  int64_t grace_at_ns = 0;    // 0: none
+
+  uint64_t send_window() const {
+    return wire::kInitialWindowBytes -
+           std::min<uint64_t>(unacked_output, wire::kInitialWindowBytes);
+  }
+  bool outputs_closed() const { return !out[0].fd && !out[1].fd; }
+};
+
+struct Connection {
+  UniqueFd fd;
+  Watch watch;
+  bool dead = false;
+  // An error on the control stream was sent: flush, then close.
+  bool closing = false;
+  bool congested = false;
+  wire::FrameDecoder decoder;
+  std::string outbox;
+  size_t outbox_offset = 0;
+  std::map<uint64_t, std::unique_ptr<Command>> commands;
+
+  size_t backlog() const { return outbox.size() - outbox_offset; }
+};
+
+class Agent {
+ public:
+  explicit Agent(const AgentOptions& options)
+      : listen_fd_(options.listen_fd),
+        exit_when_disconnected_(options.connection_fd >= 0),
+        initial_connection_fd_(options.connection_fd) {}
+
+  int Run();
+
+ private:
+  bool Init();
+  void SetInterest(Watch& watch, uint32_t events);
+  void CloseWatched(Watch& watch, UniqueFd& fd);
+
+  // Connection.
+  void AdoptConnection(UniqueFd fd);
+  void DropConnection(const char* why);
+  void OnConnectionEvent(uint32_t events);
+  void ReadConnection();
+  void FlushConnection();
+  void RefreshConnection();
+  void Send(const Frame& frame);
+  void SendError(uint64_t stream_id, const std::string& message);
+  void SendWindowUpdate(uint64_t stream_id, uint64_t bytes);
+  void OnAccept();
+
+  // Frames from the daemon.
+  void HandleFrame(const Frame& frame);
+  void HandleControlFrame(const Frame& frame);
+  void StartCommand(uint64_t stream_id, const v1::ExecStart& start);
+  void HandleStdin(Command& command, const v1::StdinData& stdin_data);
+  void StreamProtocolError(Command& command, const std::string& message);
+
+  // Commands.
+  Command* FindCommand(uint64_t stream_id);
+  void RefreshCommand(Command& command);
+  void OnOutputReadable(Command& command, int index);
+  void ClosePipe(Command& command, int index);
+  void FlushStdin(Command& command);
+  void CloseStdin(Command& command, bool acknowledge_dropped);
+  void MaybeFinish(Command& command);
+  void Forget(Command& command);
+  void KillGroup(Command& command, int signal);
+
+  // Signals and timers.
+  void OnSignal();
+  void ReapChildren();
+  void OnReaped(Command& command, int status);
+  void BeginShutdown();
+  void OnTimer();
+  void RearmTimer();
+  void StartDrain(Command& command);
+
+  UniqueFd epoll_;
+  UniqueFd signal_fd_;
+  UniqueFd timer_fd_;
+  UniqueFd listen_fd_;
+  Watch signal_watch_{WatchKind::kSignal};
+  Watch timer_watch_{WatchKind::kTimer};
+  Watch listen_watch_{WatchKind::kListen};
+
+  std::unique_ptr<Connection> connection_;
+  const bool exit_when_disconnected_;
+  int initial_connection_fd_;
+
+  // Commands by pid until reaped; the reaper finds its command here.
+  std::unordered_map<pid_t, Command*> by_pid_;
+  // Objects removed during one epoll batch; later events of the same batch
+  // may still point at them, so they are freed after the batch.
+  std::vector<std::unique_ptr<Command>> dead_commands_;
+  std::vector<std::unique_ptr<Connection>> dead_connections_;
+
+  bool shutting_down_ = false;
+  int64_t shutdown_at_ns_ = 0;
+  bool done_ = false;
+  int64_t armed_timer_ns_ = 0;
+};
+
+bool Agent::Init() {
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGCHLD);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  if (::sigprocmask(SIG_BLOCK, &mask, nullptr) != 0) {
+    Log("sigprocmask: %s", std::strerror(errno));
+    return false;
+  }
+  // Writes to a closed stdin pipe or connection must fail with EPIPE, not
+  // kill the agent. Children get SIG_DFL back before exec.
+  ::signal(SIGPIPE, SIG_IGN);
+
+  epoll_.Reset(::epoll_create1(EPOLL_CLOEXEC));
+  signal_fd_.Reset(::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
+  timer_fd_.Reset(
+      ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+  if (!epoll_ || !signal_fd_ || !timer_fd_) {
+    Log("epoll/signalfd/timerfd: %s", std::strerror(errno));
+    return false;
+  }
+  signal_watch_.fd = signal_fd_.get();
+  SetInterest(signal_watch_, EPOLLIN);
+  timer_watch_.fd = timer_fd_.get();
+  SetInterest(timer_watch_, EPOLLIN);
+  if (listen_fd_) {
+    int flags = ::fcntl(listen_fd_.get(), F_GETFL);
+    ::fcntl(listen_fd_.get(), F_SETFL, flags | O_NONBLOCK);
+    ::fcntl(listen_fd_.get(), F_SETFD, FD_CLOEXEC);
+    listen_watch_.fd = listen_fd_.get();
+    SetInterest(listen_watch_, EPOLLIN);
+  }
+  if (initial_connection_fd_ >= 0) {
+    AdoptConnection(UniqueFd(initial_connection_fd_));
+    initial_connection_fd_ = -1;
+  }
+  return true;
+}
+
+void Agent::SetInterest(Watch& watch, uint32_t events) {
+  if (watch.fd < 0 || events == watch.events) return;
+  if (events == 0) {
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, watch.fd, nullptr);
+    watch.events = 0;
+    return;
+  }
+  epoll_event event{};
+  event.events = events;
+  event.data.ptr = &watch;
+  int op = watch.events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+  if (::epoll_ctl(epoll_.get(), op, watch.fd, &event) != 0) {
+    Log("epoll_ctl fd %d: %s", watch.fd, std::strerror(errno));
+    return;
+  }
+  watch.events = events;
+}
+
+void Agent::CloseWatched(Watch& watch, UniqueFd& fd) {
+  SetInterest(watch, 0);
+  watch.fd = -1;
+  fd.Reset();
+}
+
+// ---- Connection -----------------------------------------------------------
+
+void Agent::AdoptConnection(UniqueFd fd) {
+  if (connection_) DropConnection("replaced by a new connection");
+  int flags = ::fcntl(fd.get(), F_GETFL);
+  ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK);
+  ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC);
+  connection_ = std::make_unique<Connection>();
+  connection_->fd = std::move(fd);
+  connection_->watch.kind = WatchKind::kConnection;
+  connection_->watch.owner = connection_.get();
+  connection_->watch.fd = connection_->fd.get();
+
+  Frame hello;
+  hello.set_stream_id(0);
+  v1::Hello* body = hello.mutable_hello();
+  body->set_protocol_version(wire::kProtocolVersion);
+  body->set_agent_version(kAgentVersion);
+  for (const char* capability : {"exec", "exec.stdin", "exec.signal"}) {
+    body->add_capabilities(capability);
+  }
+  body->set_pid(static_cast<int32_t>(::getpid()));
+  Send(hello);
+  RefreshConnection();
+}
+
+void Agent::DropConnection(const char* why) {
+  if (!connection_) return;
+  if (why != nullptr) Log("closing connection: %s", why);
+  std::unique_ptr<Connection> connection = std::move(connection_);
+  // Commands do not outlive the connection that started them (yet): kill
+  // their process groups; the reaper still collects the pids later.
+  auto commands = std::move(connection->commands);
+  for (auto& [stream_id, command] : commands) {
+    KillGroup(*command, SIGKILL);
+    for (int i = 0; i < 2; ++i) {
+      CloseWatched(command->out[i].watch, command->out[i].fd);
+    }
+    CloseWatched(command->stdin_watch, command->stdin_fd);
+    if (!command->reaped) by_pid_.erase(command->pid);
+    command->dead = true;
+    dead_commands_.push_back(std::move(command));
+  }
+  CloseWatched(connection->watch, connection->fd);
+  connection->dead = true;
+  dead_connections_.push_back(std::move(connection));
+  if (exit_when_disconnected_) done_ = true;
+}
+
+void Agent::OnAccept() {
+  for (;;) {
+    int fd = ::accept4(listen_fd_.get(), nullptr, nullptr,
+                       SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        Log("accept: %s", std::strerror(errno));
+      }
+      return;
+    }
+    AdoptConnection(UniqueFd(fd));
+  }
+}
+
+void Agent::OnConnectionEvent(uint32_t events) {
+  Connection* connection = connection_.get();
+  if (events & EPOLLOUT) FlushConnection();
+  if (connection->dead) return;
+  const bool reading = connection->watch.events & EPOLLIN;
+  if (reading && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+    ReadConnection();
+  } else if (events & (EPOLLHUP | EPOLLERR)) {
+    DropConnection("connection hung up");
+  }
+}
+
+void Agent::ReadConnection() {
+  Connection* connection = connection_.get();
+  char buffer[kReadChunk];
+  Frame frame;
+  for (int i = 0; i < kReadsPerEvent; ++i) {
+    ssize_t n = ::read(connection->fd.get(), buffer, sizeof(buffer));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      DropConnection(std::strerror(errno));
+      return;
+    }
+    if (n == 0) {
+      // The daemon hanging up is routine: not worth a log line.
+      DropConnection(nullptr);
+      return;
+    }
+    connection->decoder.Feed(std::string_view(buffer, static_cast<size_t>(n)));
+    while (!connection->dead && !connection->closing &&
+           connection->decoder.Next(&frame)) {
+      HandleFrame(frame);
+    }
+    if (connection->dead || connection->closing) return;
+    if (connection->decoder.failed()) {
+      std::string why = "undecodable input: " + connection->decoder.error();
+      DropConnection(why.c_str());
+      return;
+    }
+    if (connection->backlog() > kMaxConnectionBacklog) return;
+  }
+}
+
+void Agent::FlushConnection() {
+  Connection* connection = connection_.get();
+  if (connection == nullptr) return;
+  while (connection->backlog() > 0) {
+    ssize_t n = ::write(connection->fd.get(),
+                        connection->outbox.data() + connection->outbox_offset,
+                        connection->backlog());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      DropConnection(std::strerror(errno));
+      return;
+    }
+    connection->outbox_offset += static_cast<size_t>(n);
+  }
+  if (connection->outbox_offset == connection->outbox.size()) {
+    connection->outbox.clear();
+    connection->outbox_offset = 0;
+  } else if (connection->outbox_offset >= kMaxConnectionBacklog) {
+    connection->outbox.erase(0, connection->outbox_offset);
+    connection->outbox_offset = 0;
+  }
+}
+
+void Agent::RefreshConnection() {
+  Connection* connection = connection_.get();
+  if (connection == nullptr) return;
+  if (connection->closing && connection->backlog() == 0) {
+    DropConnection("closed after an error on the control stream");
+    return;
+  }
+  const bool congested = connection->backlog() > kMaxConnectionBacklog;
+  uint32_t events = 0;
+  if (!connection->closing && !congested) events |= EPOLLIN;
+  if (connection->backlog() > 0) events |= EPOLLOUT;
+  SetInterest(connection->watch, events);
+  if (congested != connection->congested) {
+    connection->congested = congested;
+    for (auto& [stream_id, command] : connection->commands) {
+      RefreshCommand(*command);
+    }
+  }
+}
+
+void Agent::Send(const Frame& frame) {
+  Connection* connection = connection_.get();
+  if (connection == nullptr || connection->dead) return;
+  if (!wire::AppendFrame(frame, &connection->outbox)) {
+    // Only a bug can build an unencodable frame; never send a broken stream.
+    Log("cannot encode a frame for stream %llu",
+        static_cast<unsigned long long>(frame.stream_id()));
+  }
+}
+
+void Agent::SendError(uint64_t stream_id, const std::string& message) {
+  Frame frame;
+  frame.set_stream_id(stream_id);
+  frame.mutable_error()->set_message(message);
+  Send(frame);
+}
+
+void Agent::SendWindowUpdate(uint64_t stream_id, uint64_t bytes) {
+  while (bytes > 0) {
+    const uint32_t chunk =
+        static_cast<uint32_t>(std::min<uint64_t>(bytes, UINT32_MAX));
+    Frame frame;
+    frame.set_stream_id(stream_id);
+    frame.mutable_window_update()->set_bytes(chunk);
+    Send(frame);
+    bytes -= chunk;
+  }
+}
+
+// ---- Frames from the daemon ------------------------------------------------
+
+void Agent::HandleFrame(const Frame& frame) {
+  const uint64_t stream_id = frame.stream_id();
+  if (stream_id == 0) {
+    HandleControlFrame(frame);
+    return;
+  }
+  Command* command = FindCommand(stream_id);
+  switch (frame.body_case()) {
+    case Frame::kExecStart:
+      if (command != nullptr) {
+        StreamProtocolError(*command, "exec_start on a stream in use");
+        return;
+      }
+      StartCommand(stream_id, frame.exec_start());
+      return;
+    case Frame::kStdin:
+      if (command == nullptr) {
+        SendError(stream_id, "stdin for an unknown stream");
+        return;
+      }
+      HandleStdin(*command, frame.stdin());
+      return;
+    case Frame::kSignal: {
+      if (command == nullptr) {
+        SendError(stream_id, "signal for an unknown stream");
+        return;
+      }
+      const int signal = frame.signal().signal();
+      if (signal <= 0 || signal >= NSIG) {
+        StreamProtocolError(*command,
+                            "invalid signal " + std::to_string(signal));
+        return;
+      }
+      KillGroup(*command, signal);
+      return;
+    }
+    case Frame::kWindowUpdate: {
+      // A window update racing with exec_exit is normal: ignore it.
+      if (command == nullptr) return;
+      const uint64_t bytes = frame.window_update().bytes();
+      if (bytes > command->unacked_output) {
+        StreamProtocolError(*command,
+                            "window_update acknowledges more than was sent");
+        return;
+      }
+      command->unacked_output -= bytes;
+      RefreshCommand(*command);
+      return;
+    }
+    case Frame::kError:
+      // The daemon ends the stream: the command goes with it.
+      if (command != nullptr) {
+        KillGroup(*command, SIGKILL);
+        Forget(*command);
+      }
+      return;
+    default:
+      if (command != nullptr) {
+        StreamProtocolError(*command, "unexpected frame on a command stream");
+      } else {
+        SendError(stream_id, "unexpected frame for an unknown stream");
+      }
+      return;
+  }
+}
+
+void Agent::HandleControlFrame(const Frame& frame) {
+  switch (frame.body_case()) {
+    case Frame::kPing: {
+      Frame pong;
+      pong.set_stream_id(0);
+      pong.mutable_pong()->set_nonce(frame.ping().nonce());
+      Send(pong);
+      return;
+    }
+    case Frame::kPong:
+      return;
+    case Frame::kError:
+      Log("the daemon ended the connection: %.200s",
+          frame.error().message().c_str());
+      connection_->closing = true;
+      return;
+    default:
+      // An error on stream 0 finishes the connection (agent.proto).
+      SendError(0, "unexpected frame on the control stream");
+      connection_->closing = true;
+      return;
+  }
+}
+
+void Agent::StartCommand(uint64_t stream_id, const v1::ExecStart& start) {
+  if (shutting_down_) {
+    SendError(stream_id, "the agent is shutting down");
+    return;
+  }
+  std::string invalid = ValidateExecStart(start);
+  if (!invalid.empty()) {
+    SendError(stream_id, invalid);
+    return;
+  }
+  SpawnedCommand spawned;
+  SpawnFailure failure;
+  if (!Spawn(start, &spawned, &failure)) {
+    // The failed child (if any) exits 127 by itself and is reaped as an
+    // unknown pid.
+    Frame frame;
+    frame.set_stream_id(stream_id);
+    v1::ExecExit* exit = frame.mutable_exec_exit();
+    exit->set_exit_code(failure.exit_code);
+    exit->set_error(failure.message);
+    exit->set_duration_us(static_cast<uint64_t>(
+        std::max<int64_t>(0, MonotonicNowNs() - failure.start_ns) / 1000));
+    Send(frame);
+    return;
+  }
+  auto command = std::make_unique<Command>();
+  command->connection = connection_.get();
+  command->stream_id = stream_id;
+  command->pid = spawned.pid;
+  command->start_ns = spawned.start_ns;
+  command->output_limit = start.output_limit_bytes();
+  command->stdin_open = start.stdin_open();
+  command->stdin_fd = std::move(spawned.stdin_write);
+  command->stdin_watch =
+      Watch{WatchKind::kStdin, command.get(), 0, command->stdin_fd.get(), 0};
+  command->out[0].fd = std::move(spawned.stdout_read);
+  command->out[1].fd = std::move(spawned.stderr_read);
+  for (int i = 0; i < 2; ++i) {
+    command->out[i].watch = Watch{WatchKind::kOutput, command.get(), i,
+                                  command->out[i].fd.get(), 0};
+  }
+  if (start.timeout_ms() > 0) {
+    const uint64_t timeout_ms =
+        std::min<uint64_t>(start.timeout_ms(), uint64_t{1} << 40);
+    command->timeout_at_ns =
+        spawned.start_ns + static_cast<int64_t>(timeout_ms) * kNsPerMs;
+  }
+  Command* raw = command.get();
+  by_pid_[raw->pid] = raw;
+  connection_->commands[stream_id] = std::move(command);
+
+  Frame started;
+  started.set_stream_id(stream_id);
+  started.mutable_exec_started()->set_pid(raw->pid);
+  Send(started);
+  RefreshCommand(*raw);
+}
+
+void Agent::HandleStdin(Command& command, const v1::StdinData& stdin_data) {
+  if (!command.stdin_open) {
+    StreamProtocolError(command, "stdin for a command without stdin_open");
+    return;
+  }
+  if (command.stdin_eof) {
+    StreamProtocolError(command, "stdin after eof");
+    return;
+  }
+  const uint64_t size = stdin_data.data().size();
+  if (command.unacked_stdin + size > wire::kInitialWindowBytes) {
+    StreamProtocolError(command, "stdin beyond the flow-control window");
+    return;
+  }
+  command.unacked_stdin += size;
+  command.stdin_eof = stdin_data.eof();
+  if (!command.stdin_fd) {
+    // The command closed its stdin or is gone: drop, but acknowledge so the
+    // daemon does not wait for a window that never opens.
+    SendWindowUpdate(command.stream_id, command.unacked_stdin);
+    command.unacked_stdin = 0;
+    return;
+  }
+  command.stdin_buffer.append(stdin_data.data());
+  FlushStdin(command);
+}
+
+void Agent::StreamProtocolError(Command& command, const std::string& message) {
+  SendError(command.stream_id, message);
+  KillGroup(command, SIGKILL);
+  Forget(command);
+}
+
+// ---- Commands -------------------------------------------------------------
+
+Command* Agent::FindCommand(uint64_t stream_id) {
+  if (!connection_) return nullptr;
+  auto it = connection_->commands.find(stream_id);
+  return it == connection_->commands.end() ? nullptr : it->second.get();
+}
+
+void Agent::RefreshCommand(Command& command) {
+  if (command.dead) return;
+  const bool can_send = !command.connection->closing &&
+                        command.connection->backlog() <= kMaxConnectionBacklog;
+  for (int i = 0; i < 2; ++i) {
+    OutputPipe& pipe = command.out[i];
+    uint32_t events = 0;
+    const bool at_limit =
+        command.output_limit > 0 && pipe.sent >= command.output_limit;
+    // At the limit the pipe is drained without sending, so no window needed.
+    if (pipe.fd && can_send && pipe.drain_left != 0 &&
+        (at_limit || command.send_window() > 0)) {
+      events = EPOLLIN;
+    }
+    SetInterest(pipe.watch, events);
+  }
+  uint32_t stdin_events = 0;
+  if (command.stdin_fd && command.stdin_offset < command.stdin_buffer.size()) {
+    stdin_events = EPOLLOUT;
+  }
+  SetInterest(command.stdin_watch, stdin_events);
+}
+
+void Agent::OnOutputReadable(Command& command, int index) {
+  OutputPipe& pipe = command.out[index];
+  char buffer[kReadChunk];
+  for (int i = 0; i < kReadsPerEvent && pipe.fd; ++i) {
+    if (command.connection->backlog() > kMaxConnectionBacklog) break;
+    const bool at_limit =
+        command.output_limit > 0 && pipe.sent >= command.output_limit;
+    size_t want = sizeof(buffer);
+    if (!at_limit) want = std::min<uint64_t>(want, command.send_window());
+    if (pipe.drain_left >= 0) {
+      want = std::min<uint64_t>(want, static_cast<uint64_t>(pipe.drain_left));
+      if (want == 0) {
+        ClosePipe(command, index);
+        break;
+      }
+    }
+    if (want == 0) break;
+    ssize_t n = ::read(pipe.fd.get(), buffer, want);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      ClosePipe(command, index);
+      break;
+    }
+    if (n == 0) {
+      ClosePipe(command, index);
+      break;
+    }
+    const uint64_t got = static_cast<uint64_t>(n);
+    pipe.total += got;
+    if (pipe.drain_left >= 0) pipe.drain_left -= n;
+    uint64_t keep = got;
+    if (command.output_limit > 0) {
+      keep = std::min<uint64_t>(
+          got,
+          command.output_limit - std::min(pipe.sent, command.output_limit));
+    }
+    if (keep < got) pipe.truncated = true;
+    if (keep > 0) {
+      Frame frame;
+      frame.set_stream_id(command.stream_id);
+      v1::Output* output = frame.mutable_output();
+      output->set_fd(index == 0 ? v1::FD_STDOUT : v1::FD_STDERR);
+      output->set_data(buffer, keep);
+      output->set_sequence(command.next_sequence++);
+      Send(frame);
+      pipe.sent += keep;
+      command.unacked_output += keep;
+    }
+    if (pipe.drain_left == 0) {
+      ClosePipe(command, index);
+      break;
+    }
+  }
+  RefreshCommand(command);
+  MaybeFinish(command);
+}
+
+void Agent::ClosePipe(Command& command, int index) {
+  CloseWatched(command.out[index].watch, command.out[index].fd);
+}
+
+void Agent::FlushStdin(Command& command) {
+  uint64_t consumed = 0;
+  bool broken = false;
+  while (command.stdin_fd &&
+         command.stdin_offset < command.stdin_buffer.size()) {
+    ssize_t n = ::write(command.stdin_fd.get(),
+                        command.stdin_buffer.data() + command.stdin_offset,
+                        command.stdin_buffer.size() - command.stdin_offset);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      // EPIPE (the command closed its stdin) or worse: drop what is left.
+      broken = errno != EAGAIN && errno != EWOULDBLOCK;
+      break;
+    }
+    command.stdin_offset += static_cast<size_t>(n);
+    consumed += static_cast<uint64_t>(n);
+  }
+  if (command.stdin_offset == command.stdin_buffer.size()) {
+    command.stdin_buffer.clear();
+    command.stdin_offset = 0;
+  } else if (command.stdin_offset >= wire::kMaxChunkBytes) {
+    command.stdin_buffer.erase(0, command.stdin_offset);
+    command.stdin_offset = 0;
+  }
+  consumed = std::min(consumed, command.unacked_stdin);
+  command.unacked_stdin -= consumed;
+  SendWindowUpdate(command.stream_id, consumed);
+  if (broken) {
+    CloseStdin(command, /*acknowledge_dropped=*/true);
+  } else if (command.stdin_eof && command.stdin_buffer.empty()) {
+    CloseStdin(command, /*acknowledge_dropped=*/false);
+  }
+  RefreshCommand(command);
+}
+
+void Agent::CloseStdin(Command& command, bool acknowledge_dropped) {
+  CloseWatched(command.stdin_watch, command.stdin_fd);
+  command.stdin_buffer.clear();
+  command.stdin_offset = 0;
+  if (acknowledge_dropped && command.unacked_stdin > 0) {
+    SendWindowUpdate(command.stream_id, command.unacked_stdin);
+    command.unacked_stdin = 0;
+  }
+}
+
+void Agent::MaybeFinish(Command& command) {
+  if (command.dead || !command.reaped || !command.outputs_closed()) return;
+  Frame frame;
+  frame.set_stream_id(command.stream_id);
+  v1::ExecExit* exit = frame.mutable_exec_exit();
+  if (WIFEXITED(command.wait_status)) {
+    exit->set_exit_code(WEXITSTATUS(command.wait_status));
+  } else if (WIFSIGNALED(command.wait_status)) {
+    exit->set_signal(WTERMSIG(command.wait_status));
+  }
+  exit->set_timed_out(command.timed_out);
+  exit->set_stdout_truncated(command.out[0].truncated);
+  exit->set_stderr_truncated(command.out[1].truncated);
+  exit->set_stdout_bytes(command.out[0].total);
+  exit->set_stderr_bytes(command.out[1].total);
+  exit->set_duration_us(static_cast<uint64_t>(
+      std::max<int64_t>(0, command.end_ns - command.start_ns) / 1000));
+  Send(frame);
+  Forget(command);
+}
+
+// Removes the command from its connection; its memory lives until the end of
+// the current loop iteration. A command not yet reaped is reaped as an
+// unknown pid later.
+void Agent::Forget(Command& command) {
+  if (command.dead) return;
+  for (int i = 0; i < 2; ++i) ClosePipe(command, i);
+  CloseWatched(command.stdin_watch, command.stdin_fd);
+  if (!command.reaped) by_pid_.erase(command.pid);
+  command.dead = true;
+  auto& commands = command.connection->commands;
+  auto it = commands.find(command.stream_id);
+  if (it != commands.end()) {
+    dead_commands_.push_back(std::move(it->second));
+    commands.erase(it);
+  }
+}
+
+void Agent::KillGroup(Command& command, int signal) {
+  // Once reaped, the group may be empty and its id reused: leave it alone.
+  if (command.reaped || command.pid <= 0) return;
+  ::kill(-command.pid, signal);
+}
+
+// ---- Signals and timers ---------------------------------------------------
+
+void Agent::OnSignal() {
+  signalfd_siginfo info;
+  bool child = false;
+  for (;;) {
+    ssize_t n = ::read(signal_fd_.get(), &info, sizeof(info));
+    if (n != static_cast<ssize_t>(sizeof(info))) break;
+    if (info.ssi_signo == SIGCHLD) {
+      child = true;
+    } else if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) {
+      BeginShutdown();
+    }
+  }
+  if (child) ReapChildren();
+}
+
+void Agent::ReapChildren() {
+  // SIGCHLD coalesces, and as PID 1 every orphan in the sandbox is ours:
+  // reap until nothing is left.
+  for (;;) {
+    int status = 0;
+    pid_t pid = ::waitpid(-1, &status, WNOHANG);
+    if (pid < 0 && errno == EINTR) continue;
+    if (pid <= 0) break;
+    auto it = by_pid_.find(pid);
+    if (it == by_pid_.end()) continue;
+    Command* command = it->second;
+    by_pid_.erase(it);
+    OnReaped(*command, status);
+  }
+}
+
+void Agent::OnReaped(Command& command, int status) {
+  command.reaped = true;
+  command.wait_status = status;
+  command.end_ns = MonotonicNowNs();
+  command.timeout_at_ns = 0;
+  CloseStdin(command, /*acknowledge_dropped=*/true);
+  if (!command.outputs_closed()) {
+    command.grace_at_ns = command.end_ns + kExitGraceNs;
+  }
+  MaybeFinish(command);
+}
+
+void Agent::BeginShutdown() {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  shutdown_at_ns_ = MonotonicNowNs() + kShutdownGraceNs;
+  for (auto& [pid, command] : by_pid_) KillGroup(*command, SIGTERM);
+}
+
+// After the exit grace, a background process still holds the pipes: send
+// what is already in them (everything the command itself wrote), then close.
+void Agent::StartDrain(Command& command) {
+  for (int i = 0; i < 2; ++i) {
+    OutputPipe& pipe = command.out[i];
+    if (!pipe.fd) continue;
+    int available = 0;
+    if (::ioctl(pipe.fd.get(), FIONREAD, &available) != 0 || available <= 0) {
+      ClosePipe(command, i);
+    } else {
+      pipe.drain_left = available;
+    }
+  }
+  RefreshCommand(command);
+  MaybeFinish(command);
+}
+
+void Agent::OnTimer() {
+  uint64_t expirations;
+  ssize_t ignored = ::read(timer_fd_.get(), &expirations, sizeof(expirations));
+  (void)ignored;
+  armed_timer_ns_ = 0;
+  const int64_t now = MonotonicNowNs();
+  if (shutting_down_ && now >= shutdown_at_ns_) {
+    for (auto& [pid, command] : by_pid_) KillGroup(*command, SIGKILL);
+    done_ = true;
+    return;
+  }
+  if (!connection_) return;
+  std::vector<Command*> due;
+  for (auto& [stream_id, command] : connection_->commands) {
+    due.push_back(command.get());
+  }
+  for (Command* command : due) {
+    if (command->dead) continue;
+    if (command->timeout_at_ns != 0 && now >= command->timeout_at_ns) {
+      command->timeout_at_ns = 0;
+      command->timed_out = true;
+      KillGroup(*command, SIGKILL);
+    }
+    if (command->grace_at_ns != 0 && now >= command->grace_at_ns) {
+      command->grace_at_ns = 0;
+      StartDrain(*command);
+    }
+  }
+}
+
+void Agent::RearmTimer() {
+  int64_t next = 0;
+  auto consider = [&next](int64_t deadline) {
+    if (deadline != 0 && (next == 0 || deadline < next)) next = deadline;
+  };
+  if (shutting_down_) consider(shutdown_at_ns_);
+  if (connection_) {
+    for (auto& [stream_id, command] : connection_->commands) {
+      consider(command->timeout_at_ns);
+      consider(command->grace_at_ns);
+    }
+  }
+  if (next == armed_timer_ns_) return;
+  itimerspec spec{};
+  spec.it_value.tv_sec = next / 1000000000;
+  spec.it_value.tv_nsec = next % 1000000000;
+  // it_value 0 disarms; a deadline already past fires at once.
+  if (::timerfd_settime(timer_fd_.get(), TFD_TIMER_ABSTIME, &spec, nullptr) !=
+      0) {
+    Log("timerfd_settime: %s", std::strerror(errno));
+    return;
+  }
+  armed_timer_ns_ = next;
+}
+
+int Agent::Run() {
+  if (!Init()) return 1;
+  epoll_event events[64];
+  while (!done_) {
+    RearmTimer();
+    int n = ::epoll_wait(epoll_.get(), events, 64, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      Log("epoll_wait: %s", std::strerror(errno));
+      return 1;
+    }
+    for (int i = 0; i < n && !done_; ++i) {
+      Watch* watch = static_cast<Watch*>(events[i].data.ptr);
+      const uint32_t ready = events[i].events;
+      switch (watch->kind) {
+        case WatchKind::kSignal:
+          OnSignal();
+          break;
+        case WatchKind::kTimer:
+          OnTimer();
+          break;
+        case WatchKind::kListen:
+          OnAccept();
+          break;
+        case WatchKind::kConnection: {
+          auto* connection = static_cast<Connection*>(watch->owner);
+          if (!connection->dead) OnConnectionEvent(ready);
+          break;
+        }
+        case WatchKind::kOutput: {
+          auto* command = static_cast<Command*>(watch->owner);
+          if (!command->dead) OnOutputReadable(*command, watch->index);
+          break;
+        }
+        case WatchKind::kStdin: {
+          auto* command = static_cast<Command*>(watch->owner);
+          if (!command->dead) {
+            if (ready & EPOLLERR) {
+              CloseStdin(*command, /*acknowledge_dropped=*/true);
+              RefreshCommand(*command);
+            } else {
+              FlushStdin(*command);
+            }
+          }
+          break;
+        }
+      }
+    }
+    FlushConnection();
+    RefreshConnection();
+    dead_commands_.clear();
+    dead_connections_.clear();
+    // Shutdown ends once every command has reported its exit (or at the
+    // deadline, in OnTimer).
+    if (shutting_down_ && (!connection_ || connection_->commands.empty())) {
+      done_ = true;
+    }
+  }
+  // Best effort: let the daemon see the last exits before the agent goes.
+  FlushConnection();
+  return 0;
+}
+
+}  // namespace
+
+int RunAgent(const AgentOptions& options) {
+  Agent agent(options);
+  return agent.Run();
+}
+
+}  // namespace corral::agent

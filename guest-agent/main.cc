@@ -1,0 +1,118 @@
+// corral-agent: the program inside every sandbox. Parses the command line and
+// runs the event loop (agent.h). See README.md.
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "guest-agent/agent.h"
+
+namespace {
+
+void Usage() {
+  std::fprintf(stderr,
+               "usage: corral-agent --listen-fd N | --fd N | --version\n"
+               "  --listen-fd N  accept connections on the listening Unix "
+               "socket N;\n"
+               "                 a new connection replaces the current one\n"
+               "  --fd N         serve the connected stream N; exit when it "
+               "closes\n");
+}
+
+bool ParseFd(const char* text, int* fd) {
+  char* end = nullptr;
+  errno = 0;
+  long value = std::strtol(text, &end, 10);
+  if (errno != 0 || end == text || *end != '\0' || value < 0 ||
+      value > 1 << 20) {
+    return false;
+  }
+  if (::fcntl(static_cast<int>(value), F_GETFD) < 0) return false;
+  *fd = static_cast<int>(value);
+  return true;
+}
+
+// PID 1 in a fresh sandbox may start without stdin/stdout/stderr. Occupy the
+// free slots so that no pipe the agent creates can land on 0, 1 or 2, where a
+// child's dup2 would clobber it.
+void FillStandardFds() {
+  for (int fd = 0; fd < 3; ++fd) {
+    if (::fcntl(fd, F_GETFD) >= 0) continue;
+    int opened = ::open("/dev/null", O_RDWR);
+    if (opened < 0) {
+      int fds[2];
+      if (::pipe(fds) != 0) return;
+      opened = fds[0];
+      if (fds[1] != fd && fds[1] > 2) ::close(fds[1]);
+    }
+    if (opened != fd && opened > 2) {
+      ::dup2(opened, fd);
+      ::close(opened);
+    }
+  }
+}
+
+// Whatever the launcher left open must not leak into commands (runc's
+// CVE-2024-21626 was such a leak): every fd above 2 becomes close-on-exec,
+// including the ones the agent itself serves.
+void MarkInheritedFdsCloseOnExec() {
+  if (::syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC) == 0) return;
+  // Kernels before 5.11: walk the table (bounded, once at startup).
+  rlimit limit{};
+  int max_fd = 65536;
+  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < 65536) {
+    max_fd = static_cast<int>(limit.rlim_cur);
+  }
+  for (int fd = 3; fd < max_fd; ++fd) {
+    int flags = ::fcntl(fd, F_GETFD);
+    if (flags >= 0 && !(flags & FD_CLOEXEC)) {
+      ::fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  corral::agent::AgentOptions options;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--version") {
+      std::printf("corral-agent %s\n", corral::agent::kAgentVersion);
+      return 0;
+    }
+    if (arg == "--help" || arg == "-h") {
+      Usage();
+      return 0;
+    }
+    if ((arg == "--listen-fd" || arg == "--fd") && i + 1 < argc) {
+      int fd = -1;
+      if (!ParseFd(argv[++i], &fd)) {
+        std::fprintf(stderr, "corral-agent: %s: not an open fd: %s\n",
+                     arg.c_str(), argv[i]);
+        return 2;
+      }
+      (arg == "--fd" ? options.connection_fd : options.listen_fd) = fd;
+      continue;
+    }
+    std::fprintf(stderr, "corral-agent: unknown argument: %s\n", arg.c_str());
+    Usage();
+    return 2;
+  }
+  if ((options.listen_fd < 0) == (options.connection_fd < 0)) {
+    std::fprintf(stderr,
+                 "corral-agent: give exactly one of --listen-fd and --fd\n");
+    Usage();
+    return 2;
+  }
+  MarkInheritedFdsCloseOnExec();
+  FillStandardFds();
+  return corral::agent::RunAgent(options);
+}

@@ -1,0 +1,59 @@
+// Starting one command for corral-agent: fork, set the child up with only
+// async-signal-safe calls (own session, stdio pipes, clean signal state),
+// search PATH in the request's environment, and report exec failures through a
+// close-on-exec pipe.
+#ifndef CORRAL_GUEST_AGENT_SPAWN_H_
+#define CORRAL_GUEST_AGENT_SPAWN_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+#include "corral/agent/v1/agent.pb.h"
+#include "corral/unique_fd.h"
+
+namespace corral::agent {
+
+// PATH used when the request's environment has none.
+inline constexpr char kDefaultPath[] =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+struct SpawnedCommand {
+  pid_t pid = -1;
+  // CLOCK_MONOTONIC nanoseconds just before fork.
+  int64_t start_ns = 0;
+  // Parent ends, non-blocking and close-on-exec. stdin_write is invalid when
+  // the request did not open stdin.
+  UniqueFd stdin_write;
+  UniqueFd stdout_read;
+  UniqueFd stderr_read;
+};
+
+struct SpawnFailure {
+  // 127 when the program was not found, 126 for any other failure.
+  int exit_code = 126;
+  // "<argv0>: No such file or directory", "chdir /x: Permission denied", ...
+  std::string message;
+  // Pid of the child that failed, or -1 when fork itself failed. The caller's
+  // reaper collects it.
+  pid_t pid = -1;
+  int64_t start_ns = 0;
+};
+
+// Returns the first error in `start` that makes it unrunnable (empty argv,
+// NUL bytes in argv/cwd/env, bad variable names), or an empty string.
+std::string ValidateExecStart(const v1::ExecStart& start);
+
+// Forks and execs `start`. Precondition: ValidateExecStart(start) is empty and
+// fds 0, 1 and 2 are open (so that new pipes never land on them). Blocks until
+// the child has exec'd or failed (a close-on-exec pipe tells which).
+[[nodiscard]] bool Spawn(const v1::ExecStart& start, SpawnedCommand* command,
+                         SpawnFailure* failure);
+
+// CLOCK_MONOTONIC in nanoseconds.
+int64_t MonotonicNowNs();
+
+}  // namespace corral::agent
+
+#endif  // CORRAL_GUEST_AGENT_SPAWN_H_
