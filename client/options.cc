@@ -271,9 +271,8 @@ absl::StatusOr<corral::v1::ImportImageMetadata> BuildImportMetadata(
   corral::v1::ImportImageMetadata metadata;
   metadata.set_name(options.name);
   metadata.set_source(corral::v1::IMAGE_SOURCE_ROOTFS_TAR);
-  metadata.set_compression(packed_directory
-                               ? corral::v1::COMPRESSION_NONE
-                               : corral::v1::COMPRESSION_AUTO);
+  metadata.set_compression(packed_directory ? corral::v1::COMPRESSION_NONE
+                                            : corral::v1::COMPRESSION_AUTO);
   metadata.set_replace(options.replace);
   ASSIGN_OR_RETURN(const auto labels, ParseLabels(options.labels));
   metadata.mutable_labels()->insert(labels.begin(), labels.end());

@@ -51,7 +51,8 @@ std::string ExecutableDir() {
 // One daemon per state directory: a second one would fight over sandboxes.
 absl::StatusOr<UniqueFd> LockStateDir(const std::string& state_dir) {
   const std::string path = absl::StrCat(state_dir, "/corrald.lock");
-  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  UniqueFd fd(
+      ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd) return ErrnoStatus(absl::StrCat("open ", path));
   if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
     if (errno == EWOULDBLOCK) {
@@ -67,9 +68,11 @@ absl::Status MakePrivateDir(const std::string& path) {
   std::error_code error;
   std::filesystem::create_directories(path, error);
   if (error) {
-    return absl::InternalError(absl::StrCat("create ", path, ": ", error.message()));
+    return absl::InternalError(
+        absl::StrCat("create ", path, ": ", error.message()));
   }
-  if (::chmod(path.c_str(), 0700) != 0) return ErrnoStatus(absl::StrCat("chmod ", path));
+  if (::chmod(path.c_str(), 0700) != 0)
+    return ErrnoStatus(absl::StrCat("chmod ", path));
   return absl::OkStatus();
 }
 
@@ -77,12 +80,17 @@ int Run(int argc, char** argv) {
   CLI::App app{"corrald: the Corral sandbox daemon"};
   std::string config_path, socket_path, state_dir, log_level, plugin_dir,
       agent_path;
-  app.add_option("--config", config_path, "TOML config file (see deploy/corrald.toml)");
-  app.add_option("--socket", socket_path, "Unix socket to listen on (overrides the config)");
-  app.add_option("--state-dir", state_dir, "State directory (overrides the config)");
+  app.add_option("--config", config_path,
+                 "TOML config file (see deploy/corrald.toml)");
+  app.add_option("--socket", socket_path,
+                 "Unix socket to listen on (overrides the config)");
+  app.add_option("--state-dir", state_dir,
+                 "State directory (overrides the config)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
-  app.add_option("--plugin-dir", plugin_dir, "Runtime plugins (default: beside corrald)");
-  app.add_option("--agent", agent_path, "Static corral-agent binary (default: beside corrald)");
+  app.add_option("--plugin-dir", plugin_dir,
+                 "Runtime plugins (default: beside corrald)");
+  app.add_option("--agent", agent_path,
+                 "Static corral-agent binary (default: beside corrald)");
   app.set_version_flag("--version", "corrald 0.1.0");
   try {
     app.parse(argc, argv);
@@ -90,8 +98,9 @@ int Run(int argc, char** argv) {
     return app.exit(e);
   }
 
-  auto loaded = config_path.empty() ? absl::StatusOr<DaemonConfig>(DefaultConfig())
-                                    : LoadConfig(config_path);
+  auto loaded = config_path.empty()
+                    ? absl::StatusOr<DaemonConfig>(DefaultConfig())
+                    : LoadConfig(config_path);
   if (!loaded.ok()) {
     std::cerr << "corrald: " << loaded.status().message() << "\n";
     return 2;
@@ -105,9 +114,11 @@ int Run(int argc, char** argv) {
   const std::string exe_dir = ExecutableDir();
   std::error_code fs_error;
   config.daemon.plugin_dir =
-      std::filesystem::weakly_canonical(PluginDir(config, exe_dir), fs_error).string();
+      std::filesystem::weakly_canonical(PluginDir(config, exe_dir), fs_error)
+          .string();
   config.daemon.agent_path =
-      std::filesystem::weakly_canonical(AgentPath(config, exe_dir), fs_error).string();
+      std::filesystem::weakly_canonical(AgentPath(config, exe_dir), fs_error)
+          .string();
 
   spdlog::set_level(spdlog::level::from_str(config.daemon.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n] %v");
@@ -127,8 +138,10 @@ int Run(int argc, char** argv) {
   if (auto s = MakePrivateDir(state); !s.ok()) return fail(s);
   auto lock = LockStateDir(state);
   if (!lock.ok()) return fail(lock.status());
-  if (auto s = MakePrivateDir(absl::StrCat(state, "/runtime")); !s.ok()) return fail(s);
-  if (auto s = MakePrivateDir(absl::StrCat(state, "/images")); !s.ok()) return fail(s);
+  if (auto s = MakePrivateDir(absl::StrCat(state, "/runtime")); !s.ok())
+    return fail(s);
+  if (auto s = MakePrivateDir(absl::StrCat(state, "/images")); !s.ok())
+    return fail(s);
 
   StoreOptions store_options;
   store_options.max_events = config.daemon.max_events;
@@ -184,7 +197,8 @@ int Run(int argc, char** argv) {
   grpc::ResourceQuota quota("corrald");
   quota.SetMaxThreads(512);
   builder.SetResourceQuota(quota);
-  builder.SetMaxReceiveMessageSize(static_cast<int>(config.daemon.max_request_bytes));
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(config.daemon.max_request_bytes));
   builder.SetMaxSendMessageSize(-1);
   // Idle or half-open clients must not pile up: ping every 5 minutes and
   // drop connections that do not answer.
@@ -192,7 +206,8 @@ int Run(int argc, char** argv) {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
   for (auto& service : services) builder.RegisterService(service.get());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server) return fail(absl::InternalError("the gRPC server did not start"));
+  if (!server)
+    return fail(absl::InternalError("the gRPC server did not start"));
   if (auto* health = server->GetHealthCheckService()) {
     health->SetServingStatus(true);
   }
@@ -209,11 +224,15 @@ int Run(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   int received = 0;
   sigwait(&signals, &received);
-  log->info("received signal {}; shutting down (sandboxes keep running)", received);
+  log->info("received signal {}; shutting down (sandboxes keep running)",
+            received);
   Notify("STOPPING=1");
+  // No new clients; no reaper or agent traffic (sandboxes keep running);
+  // then the clients still connected, whose calls end now.
   (*listener)->Stop();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   (*manager)->Shutdown();
+  (*listener)->CloseConnections();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   return 0;
 }
 

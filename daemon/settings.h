@@ -9,7 +9,8 @@
 namespace corral::daemon {
 
 SpecRules MakeSpecRules(const DaemonConfig& config);
-CallerPolicy ResolveCallerPolicy(const DaemonConfig& config, const Caller& caller);
+CallerPolicy ResolveCallerPolicy(const DaemonConfig& config,
+                                 const Caller& caller);
 
 }  // namespace corral::daemon
 

@@ -34,16 +34,16 @@ inline absl::Status Annotate(const absl::Status& status,
 #define CORRAL_STATUS_CONCAT_(a, b) CORRAL_STATUS_CONCAT_INNER_(a, b)
 
 // Returns the status from the enclosing function when it is not OK.
-#define RETURN_IF_ERROR(expr)                         \
-  do {                                                \
-    const absl::Status corral_status_ = (expr);       \
-    if (!corral_status_.ok()) return corral_status_;  \
+#define RETURN_IF_ERROR(expr)                        \
+  do {                                               \
+    const absl::Status corral_status_ = (expr);      \
+    if (!corral_status_.ok()) return corral_status_; \
   } while (false)
 
 // ASSIGN_OR_RETURN(auto value, MakeValue()): declares/assigns the value of a
 // StatusOr, or returns its status.
-#define ASSIGN_OR_RETURN(lhs, expr)                                      \
-  CORRAL_ASSIGN_OR_RETURN_IMPL_(                                         \
+#define ASSIGN_OR_RETURN(lhs, expr) \
+  CORRAL_ASSIGN_OR_RETURN_IMPL_(    \
       CORRAL_STATUS_CONCAT_(corral_statusor_, __LINE__), lhs, expr)
 
 #define CORRAL_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr) \

@@ -20,9 +20,8 @@ namespace bv1 = corral::backend::v1;
 
 // Every runtime the design names, whether or not this build has its plugin,
 // so that `corral runtimes` can say why one is missing.
-constexpr const char* kDesignRuntimes[] = {"linux",       "oci",  "docker",
-                                           "qemu",        "firecracker",
-                                           "tart",        "apple"};
+constexpr const char* kDesignRuntimes[] = {
+    "linux", "oci", "docker", "qemu", "firecracker", "tart", "apple"};
 
 constexpr int64_t kProbeCacheNs = 5'000'000'000;
 
@@ -64,15 +63,16 @@ absl::Status Backend::Call(corral_backend_call call, const char* operation,
   }
   table_->free_result(&result);
   if (code != 0) {
-    if (code < 0 || code > 16) code = static_cast<int>(absl::StatusCode::kInternal);
-    return absl::Status(static_cast<absl::StatusCode>(code),
-                        error.empty() ? absl::StrCat(name_, " ", operation,
-                                                     " failed")
-                                      : error);
+    if (code < 0 || code > 16)
+      code = static_cast<int>(absl::StatusCode::kInternal);
+    return absl::Status(
+        static_cast<absl::StatusCode>(code),
+        error.empty() ? absl::StrCat(name_, " ", operation, " failed") : error);
   }
   if (!parsed) {
-    return absl::InternalError(absl::StrCat("runtime ", name_, ": ", operation,
-                                            " returned an unreadable response"));
+    return absl::InternalError(
+        absl::StrCat("runtime ", name_, ": ", operation,
+                     " returned an unreadable response"));
   }
   if (agent_fd != nullptr) *agent_fd = std::move(fd);
   return absl::OkStatus();
@@ -106,8 +106,8 @@ absl::StatusOr<BackendSandbox> Backend::Create(const bv1::SandboxSpec& spec) {
   return sandbox;
 }
 
-absl::StatusOr<BackendSandbox> Backend::Attach(
-    const bv1::SandboxHandle& handle, std::string* reason) {
+absl::StatusOr<BackendSandbox> Backend::Attach(const bv1::SandboxHandle& handle,
+                                               std::string* reason) {
   bv1::AttachRequest request;
   *request.mutable_config() = config_;
   *request.mutable_handle() = handle;
@@ -160,9 +160,8 @@ absl::StatusOr<std::unique_ptr<PluginHost>> PluginHost::Create(
     return ErrnoStatus(absl::StrCat("plugin directory ", options.plugin_dir));
   }
   if (!S_ISDIR(st.st_mode)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("plugin directory ", options.plugin_dir,
-                     " is not a directory"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "plugin directory ", options.plugin_dir, " is not a directory"));
   }
   if (::geteuid() == 0 && (st.st_uid != 0 || (st.st_mode & 022) != 0)) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -203,9 +202,9 @@ absl::StatusOr<Backend*> PluginHost::Get(const std::string& runtime) {
       absl::StrCat(options_.plugin_dir, "/", runtime, ".so");
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
-    return absl::NotFoundError(absl::StrCat(
-        "runtime ", runtime, " is not built into this installation (no ",
-        path, ")"));
+    return absl::NotFoundError(
+        absl::StrCat("runtime ", runtime,
+                     " is not built into this installation (no ", path, ")"));
   }
   if (::geteuid() == 0 && (st.st_uid != 0 || (st.st_mode & 022) != 0)) {
     return absl::UnavailableError(absl::StrCat(
@@ -221,17 +220,17 @@ absl::StatusOr<Backend*> PluginHost::Get(const std::string& runtime) {
       ::dlsym(library, CORRAL_BACKEND_ENTRY_SYMBOL));
   if (entry == nullptr) {
     ::dlclose(library);
-    return absl::UnavailableError(absl::StrCat(
-        path, " does not export ", CORRAL_BACKEND_ENTRY_SYMBOL));
+    return absl::UnavailableError(
+        absl::StrCat(path, " does not export ", CORRAL_BACKEND_ENTRY_SYMBOL));
   }
   const corral_backend_v1* table = entry(CORRAL_BACKEND_ABI_VERSION);
   if (table == nullptr || table->abi_version != CORRAL_BACKEND_ABI_VERSION ||
       table->struct_size != sizeof(corral_backend_v1) ||
       table->free_result == nullptr) {
     ::dlclose(library);
-    return absl::UnavailableError(absl::StrCat(
-        path, " does not speak backend ABI version ",
-        CORRAL_BACKEND_ABI_VERSION));
+    return absl::UnavailableError(
+        absl::StrCat(path, " does not speak backend ABI version ",
+                     CORRAL_BACKEND_ABI_VERSION));
   }
   bv1::PluginConfig config;
   config.set_runtime_dir(absl::StrCat(options_.runtime_dir, "/", runtime));

@@ -28,13 +28,20 @@ constexpr Rule kRules[] = {
 
 const char* ActionName(Action action) {
   switch (action) {
-    case Action::kExec: return "exec";
-    case Action::kExtend: return "extend";
-    case Action::kDelete: return "delete";
-    case Action::kStop: return "stop";
-    case Action::kStart: return "start";
-    case Action::kPause: return "pause";
-    case Action::kResume: return "resume";
+    case Action::kExec:
+      return "exec";
+    case Action::kExtend:
+      return "extend";
+    case Action::kDelete:
+      return "delete";
+    case Action::kStop:
+      return "stop";
+    case Action::kStart:
+      return "start";
+    case Action::kPause:
+      return "pause";
+    case Action::kResume:
+      return "resume";
   }
   return "?";
 }
@@ -43,13 +50,20 @@ bool Allows(v1::SandboxState state, Action action) {
   for (const Rule& rule : kRules) {
     if (rule.state != state) continue;
     switch (action) {
-      case Action::kExec: return rule.exec;
-      case Action::kExtend: return rule.extend;
-      case Action::kDelete: return rule.del;
-      case Action::kStop: return rule.stop;
-      case Action::kStart: return rule.start;
-      case Action::kPause: return rule.pause;
-      case Action::kResume: return rule.resume;
+      case Action::kExec:
+        return rule.exec;
+      case Action::kExtend:
+        return rule.extend;
+      case Action::kDelete:
+        return rule.del;
+      case Action::kStop:
+        return rule.stop;
+      case Action::kStart:
+        return rule.start;
+      case Action::kPause:
+        return rule.pause;
+      case Action::kResume:
+        return rule.resume;
     }
   }
   return false;

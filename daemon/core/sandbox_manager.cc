@@ -13,10 +13,10 @@
 #include "absl/time/clock.h"
 #include "corral/logging.h"
 #include "corral/status_macros.h"
+#include "corral/v1/files.pb.h"
 #include "daemon/core/lifecycle.h"
 #include "daemon/images/image_store.h"
 #include "daemon/store/store.h"
-#include "corral/v1/files.pb.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace corral::daemon {
@@ -111,7 +111,8 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
   const CallerPolicy policy = options_.resolve_policy
                                   ? options_.resolve_policy(caller)
                                   : CallerPolicy{};
-  ASSIGN_OR_RETURN(SandboxPlan plan, PlanSandbox(request, options_.rules, policy));
+  ASSIGN_OR_RETURN(SandboxPlan plan,
+                   PlanSandbox(request, options_.rules, policy));
 
   // The runtime must exist, be available here, and give what was required.
   RuntimeInfo runtime = plugins_->Probe(plan.runtime);
@@ -119,9 +120,9 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
     auto backend = plugins_->Get(plan.runtime);
     if (!backend.ok() && absl::IsNotFound(backend.status())) {
       auto known = plugins_->KnownRuntimes();
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown runtime '", plan.runtime.substr(0, 64), "' (known: ",
-          absl::StrJoin(known, ", "), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown runtime '", plan.runtime.substr(0, 64),
+                       "' (known: ", absl::StrJoin(known, ", "), ")"));
     }
     return absl::UnavailableError(absl::StrCat(
         "runtime ", plan.runtime, " cannot run here: ", runtime.reason));
@@ -161,13 +162,14 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
   view.mutable_env()->insert(plan.env.begin(), plan.env.end());
   view.mutable_labels()->insert(plan.labels.begin(), plan.labels.end());
   view.set_workdir(plan.workdir);
-  view.set_hostname(plan.hostname.empty() ? absl::StrCat("corral-", id.substr(0, 8))
-                                          : plan.hostname);
+  view.set_hostname(plan.hostname.empty()
+                        ? absl::StrCat("corral-", id.substr(0, 8))
+                        : plan.hostname);
   view.set_owner_uid(caller.uid);
   view.set_owner_gid(caller.gid);
   *view.mutable_created_at() = ToProto(now);
-  *view.mutable_expires_at() =
-      ToProto(now + absl::Seconds(static_cast<int64_t>(plan.limits.ttl_seconds)));
+  *view.mutable_expires_at() = ToProto(
+      now + absl::Seconds(static_cast<int64_t>(plan.limits.ttl_seconds)));
   view.mutable_runtime_options()->insert(plan.runtime_options.begin(),
                                          plan.runtime_options.end());
   view.set_idle_timeout_seconds(plan.idle_timeout_seconds);
@@ -244,7 +246,8 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
   auto created = backend->Create(spec);
   if (!created.ok()) return fail(created.status());
   live->handle = created->handle;
-  if (auto s = store_->UpdateSandboxHandle(id, live->handle.SerializeAsString());
+  if (auto s =
+          store_->UpdateSandboxHandle(id, live->handle.SerializeAsString());
       !s.ok()) {
     return fail(s);
   }
@@ -396,8 +399,10 @@ absl::StatusOr<v1::Sandbox> SandboxManager::ExtendSandbox(
       absl::Now() + absl::Seconds(static_cast<int64_t>(ttl_seconds));
   RETURN_IF_ERROR(store_->SetExpiry(id, expires));
   *live->view.mutable_expires_at() = ToProto(expires);
-  RETURN_IF_ERROR(store_->UpdateSandboxSpec(id, live->view.SerializeAsString()));
-  (void)store_->AppendEvent(id, "extended", absl::StrCat("ttl ", ttl_seconds, " s"));
+  RETURN_IF_ERROR(
+      store_->UpdateSandboxSpec(id, live->view.SerializeAsString()));
+  (void)store_->AppendEvent(id, "extended",
+                            absl::StrCat("ttl ", ttl_seconds, " s"));
   return live->view;
 }
 
@@ -432,7 +437,8 @@ absl::StatusOr<std::unique_ptr<RunningCommand>> SandboxManager::StartExec(
 
 RunningCommand::~RunningCommand() = default;
 
-absl::StatusOr<v1::ExecStreamResponse> RunningCommand::Next(absl::Time deadline) {
+absl::StatusOr<v1::ExecStreamResponse> RunningCommand::Next(
+    absl::Time deadline) {
   if (finished_) {
     return absl::OutOfRangeError("the command has already exited");
   }
@@ -507,7 +513,8 @@ void SandboxManager::RecordCommand(const std::string& sandbox_id,
   record.exit_code = exit.exit_code();
   record.signal = exit.signal();
   record.started_at = started_at;
-  record.duration = absl::Microseconds(static_cast<int64_t>(exit.duration_us()));
+  record.duration =
+      absl::Microseconds(static_cast<int64_t>(exit.duration_us()));
   (void)store_->AppendCommand(record);
 }
 
@@ -549,9 +556,9 @@ void SandboxManager::ReaperLoop() {
   for (;;) {
     {
       std::unique_lock lock(reaper_mutex_);
-      reaper_wake_.wait_for(lock,
-                            absl::ToChronoMilliseconds(options_.reaper_interval),
-                            [this] { return stopping_; });
+      reaper_wake_.wait_for(
+          lock, absl::ToChronoMilliseconds(options_.reaper_interval),
+          [this] { return stopping_; });
       if (stopping_) return;
     }
     auto expired = store_->ListExpired(absl::Now());
@@ -563,7 +570,8 @@ void SandboxManager::ReaperLoop() {
       std::shared_ptr<Live> live;
       {
         std::lock_guard lock(mutex_);
-        if (auto it = live_.find(record.id); it != live_.end()) live = it->second;
+        if (auto it = live_.find(record.id); it != live_.end())
+          live = it->second;
       }
       if (!live) continue;
       if (auto s = Destroy(live, "expired"); !s.ok()) {
@@ -584,8 +592,8 @@ std::map<std::string, uint32_t> SandboxManager::CountByState() {
   std::lock_guard lock(mutex_);
   for (auto& [id, live] : live_) {
     std::unique_lock live_lock(live->mutex, std::try_to_lock);
-    const auto state = live_lock.owns_lock() ? live->view.state()
-                                             : v1::SANDBOX_STATE_CREATING;
+    const auto state =
+        live_lock.owns_lock() ? live->view.state() : v1::SANDBOX_STATE_CREATING;
     counts[v1::SandboxState_Name(state)]++;
   }
   return counts;
@@ -650,9 +658,9 @@ absl::Status SandboxManager::Recover() {
       case v1::SANDBOX_STATE_CREATING:
       case v1::SANDBOX_STATE_DELETING:
         // Half-made or half-destroyed when the daemon stopped: finish the job.
-        Log()->info("recover: removing sandbox {} left {}", record.id,
-                    v1::SandboxState_Name(
-                        static_cast<v1::SandboxState>(record.state)));
+        Log()->info(
+            "recover: removing sandbox {} left {}", record.id,
+            v1::SandboxState_Name(static_cast<v1::SandboxState>(record.state)));
         known_by_runtime[record.runtime].pop_back();
         if (auto s = Destroy(live, "reconciled"); !s.ok()) {
           Log()->error("recover: {}", s.ToString());

@@ -25,12 +25,16 @@ absl::Status Invalid(absl::string_view field, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
 }
 
-bool HasNul(absl::string_view s) { return s.find('\0') != absl::string_view::npos; }
+bool HasNul(absl::string_view s) {
+  return s.find('\0') != absl::string_view::npos;
+}
 
-absl::Status ValidateEnv(const google::protobuf::Map<std::string, std::string>& env,
-                         absl::string_view field) {
+absl::Status ValidateEnv(
+    const google::protobuf::Map<std::string, std::string>& env,
+    absl::string_view field) {
   if (env.size() > kMaxEnvVars) {
-    return Invalid(field, absl::StrCat("more than ", kMaxEnvVars, " variables"));
+    return Invalid(field,
+                   absl::StrCat("more than ", kMaxEnvVars, " variables"));
   }
   size_t bytes = 0;
   for (const auto& [name, value] : env) {
@@ -49,8 +53,10 @@ absl::Status ValidateEnv(const google::protobuf::Map<std::string, std::string>& 
   return absl::OkStatus();
 }
 
-absl::Status ValidateAbsolutePath(absl::string_view path, absl::string_view field) {
-  if (path.empty() || path[0] != '/') return Invalid(field, "must be an absolute path");
+absl::Status ValidateAbsolutePath(absl::string_view path,
+                                  absl::string_view field) {
+  if (path.empty() || path[0] != '/')
+    return Invalid(field, "must be an absolute path");
   if (path.size() > kMaxPath) return Invalid(field, "path too long");
   if (HasNul(path)) return Invalid(field, "contains NUL");
   return absl::OkStatus();
@@ -88,8 +94,8 @@ absl::StatusOr<T> Limit(absl::string_view field, T requested, T fallback,
                                        minimum, unit));
   }
   if (cap != 0 && value > cap) {
-    return Invalid(field, absl::StrCat(value, unit, " exceeds the maximum ",
-                                       cap, unit));
+    return Invalid(
+        field, absl::StrCat(value, unit, " exceeds the maximum ", cap, unit));
   }
   if (value == 0) return Invalid(field, "no value and no default configured");
   return value;
@@ -98,13 +104,12 @@ absl::StatusOr<T> Limit(absl::string_view field, T requested, T fallback,
 }  // namespace
 
 absl::Status ValidateSandboxId(const std::string& id) {
-  if (id.size() != 32 ||
-      !std::all_of(id.begin(), id.end(), [](char c) {
+  if (id.size() != 32 || !std::all_of(id.begin(), id.end(), [](char c) {
         return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
       })) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "invalid sandbox id '", id.substr(0, 64),
-        "': expected 32 lowercase hex characters"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid sandbox id '", id.substr(0, 64),
+                     "': expected 32 lowercase hex characters"));
   }
   return absl::OkStatus();
 }
@@ -112,8 +117,8 @@ absl::Status ValidateSandboxId(const std::string& id) {
 absl::Status ValidateTtl(uint64_t ttl_seconds, const SpecRules& rules,
                          const CallerPolicy& policy) {
   return Limit<uint64_t>("ttl_seconds", ttl_seconds, rules.defaults.ttl_seconds,
-                         1, rules.maxima.ttl_seconds,
-                         policy.maxima.ttl_seconds, " s")
+                         1, rules.maxima.ttl_seconds, policy.maxima.ttl_seconds,
+                         " s")
       .status();
 }
 
@@ -127,39 +132,41 @@ absl::StatusOr<SandboxPlan> PlanSandbox(
   if (!policy.runtimes.empty() &&
       std::find(policy.runtimes.begin(), policy.runtimes.end(), plan.runtime) ==
           policy.runtimes.end()) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "runtime ", plan.runtime, " is not allowed for you by the daemon's "
-        "policy (allowed: ", absl::StrJoin(policy.runtimes, ", "), ")"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("runtime ", plan.runtime,
+                     " is not allowed for you by the daemon's "
+                     "policy (allowed: ",
+                     absl::StrJoin(policy.runtimes, ", "), ")"));
   }
   plan.image = request.image().empty() ? rules.default_image : request.image();
 
   const auto& l = request.limits();
-  ASSIGN_OR_RETURN(plan.limits.cpu_millis,
-                   Limit<uint32_t>("limits.cpu_millis", l.cpu_millis(),
-                                   rules.defaults.cpu_millis,
-                                   rules.minima.cpu_millis,
-                                   rules.maxima.cpu_millis,
-                                   policy.maxima.cpu_millis, " millicpu"));
-  ASSIGN_OR_RETURN(plan.limits.memory_mib,
-                   Limit<uint64_t>("limits.memory_mib", l.memory_mib(),
-                                   rules.defaults.memory_mib,
-                                   rules.minima.memory_mib,
-                                   rules.maxima.memory_mib,
-                                   policy.maxima.memory_mib, " MiB"));
+  ASSIGN_OR_RETURN(
+      plan.limits.cpu_millis,
+      Limit<uint32_t>("limits.cpu_millis", l.cpu_millis(),
+                      rules.defaults.cpu_millis, rules.minima.cpu_millis,
+                      rules.maxima.cpu_millis, policy.maxima.cpu_millis,
+                      " millicpu"));
+  ASSIGN_OR_RETURN(
+      plan.limits.memory_mib,
+      Limit<uint64_t>("limits.memory_mib", l.memory_mib(),
+                      rules.defaults.memory_mib, rules.minima.memory_mib,
+                      rules.maxima.memory_mib, policy.maxima.memory_mib,
+                      " MiB"));
   ASSIGN_OR_RETURN(plan.limits.pids,
                    Limit<uint32_t>("limits.pids", l.pids(), rules.defaults.pids,
                                    rules.minima.pids, rules.maxima.pids,
                                    policy.maxima.pids, ""));
-  ASSIGN_OR_RETURN(plan.limits.disk_mib,
-                   Limit<uint64_t>("limits.disk_mib", l.disk_mib(),
-                                   rules.defaults.disk_mib,
-                                   rules.minima.disk_mib, rules.maxima.disk_mib,
-                                   policy.maxima.disk_mib, " MiB"));
-  ASSIGN_OR_RETURN(plan.limits.ttl_seconds,
-                   Limit<uint64_t>("ttl_seconds", request.ttl_seconds(),
-                                   rules.defaults.ttl_seconds, 1,
-                                   rules.maxima.ttl_seconds,
-                                   policy.maxima.ttl_seconds, " s"));
+  ASSIGN_OR_RETURN(
+      plan.limits.disk_mib,
+      Limit<uint64_t>("limits.disk_mib", l.disk_mib(), rules.defaults.disk_mib,
+                      rules.minima.disk_mib, rules.maxima.disk_mib,
+                      policy.maxima.disk_mib, " MiB"));
+  ASSIGN_OR_RETURN(
+      plan.limits.ttl_seconds,
+      Limit<uint64_t>("ttl_seconds", request.ttl_seconds(),
+                      rules.defaults.ttl_seconds, 1, rules.maxima.ttl_seconds,
+                      policy.maxima.ttl_seconds, " s"));
   plan.limits.exec_timeout_seconds = rules.defaults.exec_timeout_seconds;
   plan.limits.output_limit_bytes = rules.defaults.output_limit_bytes;
 
@@ -172,7 +179,8 @@ absl::StatusOr<SandboxPlan> PlanSandbox(
       return absl::UnimplementedError(
           "network mode egress is not built yet; use none (loopback only)");
     default:
-      return Invalid("network", absl::StrCat("unknown mode ", request.network()));
+      return Invalid("network",
+                     absl::StrCat("unknown mode ", request.network()));
   }
 
   RETURN_IF_ERROR(ValidateEnv(request.env(), "env"));
@@ -198,8 +206,9 @@ absl::StatusOr<SandboxPlan> PlanSandbox(
 
   if (!request.hostname().empty()) {
     if (!ValidHostname(request.hostname())) {
-      return Invalid("hostname", absl::StrCat("'", request.hostname().substr(0, 80),
-                                              "' is not 1-63 of [a-z0-9-]"));
+      return Invalid("hostname",
+                     absl::StrCat("'", request.hostname().substr(0, 80),
+                                  "' is not 1-63 of [a-z0-9-]"));
     }
     plan.hostname = request.hostname();
   }
@@ -215,11 +224,13 @@ absl::StatusOr<SandboxPlan> PlanSandbox(
   for (const auto& [key, value] : request.runtime_options()) {
     if (key.empty() || key.size() > 64 || value.size() > 1024 || HasNul(key) ||
         HasNul(value)) {
-      return Invalid("runtime_options", "keys are 1-64 bytes, values at most 1024");
+      return Invalid("runtime_options",
+                     "keys are 1-64 bytes, values at most 1024");
     }
     if (key == "userns") {
       if (value != "true" && value != "false") {
-        return Invalid("runtime_options.userns", "must be \"true\" or \"false\"");
+        return Invalid("runtime_options.userns",
+                       "must be \"true\" or \"false\"");
       }
       plan.user_namespace = value == "true";
     }
@@ -242,7 +253,8 @@ absl::StatusOr<corral::agent::v1::ExecStart> PlanExec(
   size_t bytes = 0;
   if (has_argv) {
     if (static_cast<size_t>(request.argv_size()) > kMaxArgs) {
-      return Invalid("argv", absl::StrCat("more than ", kMaxArgs, " arguments"));
+      return Invalid("argv",
+                     absl::StrCat("more than ", kMaxArgs, " arguments"));
     }
     if (request.argv(0).empty()) return Invalid("argv", "argv[0] is empty");
     for (const auto& arg : request.argv()) {
@@ -258,10 +270,12 @@ absl::StatusOr<corral::agent::v1::ExecStart> PlanExec(
     start.add_argv(request.shell());
   }
   if (bytes > kMaxArgBytes) {
-    return Invalid("command", absl::StrCat("larger than ", kMaxArgBytes, " bytes"));
+    return Invalid("command",
+                   absl::StrCat("larger than ", kMaxArgBytes, " bytes"));
   }
 
-  const std::string cwd = request.cwd().empty() ? sandbox.workdir() : request.cwd();
+  const std::string cwd =
+      request.cwd().empty() ? sandbox.workdir() : request.cwd();
   RETURN_IF_ERROR(ValidateAbsolutePath(cwd.empty() ? "/" : cwd, "cwd"));
   start.set_cwd(cwd.empty() ? "/" : cwd);
 
@@ -286,11 +300,11 @@ absl::StatusOr<corral::agent::v1::ExecStart> PlanExec(
                                    rules.defaults.exec_timeout_seconds, 0,
                                    rules.maxima.exec_timeout_seconds, 0, " s"));
   start.set_timeout_ms(static_cast<uint64_t>(timeout) * 1000);
-  ASSIGN_OR_RETURN(uint64_t output_limit,
-                   Limit<uint64_t>("output_limit_bytes",
-                                   request.output_limit_bytes(),
-                                   rules.defaults.output_limit_bytes, 0,
-                                   rules.maxima.output_limit_bytes, 0, " bytes"));
+  ASSIGN_OR_RETURN(
+      uint64_t output_limit,
+      Limit<uint64_t>("output_limit_bytes", request.output_limit_bytes(),
+                      rules.defaults.output_limit_bytes, 0,
+                      rules.maxima.output_limit_bytes, 0, " bytes"));
   start.set_output_limit_bytes(output_limit);
   start.set_stdin_open(request.stdin_open());
   return start;

@@ -72,9 +72,9 @@ struct SandboxPlan {
 // Validates a create request: INVALID_ARGUMENT naming the field for bad
 // values, PERMISSION_DENIED for a runtime the policy forbids. Does not check
 // that the runtime or image exist (the caller does, with their own errors).
-absl::StatusOr<SandboxPlan> PlanSandbox(const corral::v1::CreateSandboxRequest& request,
-                                        const SpecRules& rules,
-                                        const CallerPolicy& policy);
+absl::StatusOr<SandboxPlan> PlanSandbox(
+    const corral::v1::CreateSandboxRequest& request, const SpecRules& rules,
+    const CallerPolicy& policy);
 
 // Validates an exec request against its sandbox and builds what the agent
 // receives: argv or `/bin/sh -c`, cwd, the merged environment, timeout and

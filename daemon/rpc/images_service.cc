@@ -24,7 +24,8 @@ class ImagesService final : public v1::Images::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status GetImage(grpc::ServerContext*, const v1::GetImageRequest* request,
+  grpc::Status GetImage(grpc::ServerContext*,
+                        const v1::GetImageRequest* request,
                         v1::Image* response) override {
     auto image = deps_.images->Get(request->name());
     if (!image.ok()) return ToGrpcStatus(image.status());
@@ -35,7 +36,8 @@ class ImagesService final : public v1::Images::Service {
   grpc::Status ImportImage(grpc::ServerContext* context,
                            grpc::ServerReader<v1::ImportImageRequest>* reader,
                            v1::Image* response) override {
-    if (auto denied = RequireAdmin(*context, "importing images"); !denied.ok()) {
+    if (auto denied = RequireAdmin(*context, "importing images");
+        !denied.ok()) {
       return denied;
     }
     v1::ImportImageRequest first;
@@ -44,7 +46,8 @@ class ImagesService final : public v1::Images::Service {
                           "the first ImportImageRequest must carry metadata");
     }
     // The archive's bytes, message by message, until the client half-closes.
-    ChunkReader next = [reader]() -> absl::StatusOr<std::optional<std::string>> {
+    ChunkReader next =
+        [reader]() -> absl::StatusOr<std::optional<std::string>> {
       v1::ImportImageRequest request;
       if (!reader->Read(&request)) return std::optional<std::string>();
       if (!request.has_data() && request.has_metadata()) {

@@ -28,9 +28,9 @@ absl::StatusOr<sockaddr_un> Address(const std::string& path) {
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof(address.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "socket path '", path, "' is empty or longer than ",
-        sizeof(address.sun_path) - 1, " bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("socket path '", path, "' is empty or longer than ",
+                     sizeof(address.sun_path) - 1, " bytes"));
   }
   std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
   return address;
@@ -78,8 +78,8 @@ absl::StatusOr<std::unique_ptr<Listener>> Listener::Create(
   // Bind with no permissions at all, then open up to the configured mode, so
   // there is no moment when the socket is reachable by everyone.
   const mode_t old_umask = ::umask(0777);
-  const int bound = ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address),
-                           sizeof(address));
+  const int bound = ::bind(
+      fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address));
   const int bind_errno = errno;
   ::umask(old_umask);
   if (bound != 0) {
@@ -170,17 +170,19 @@ void Listener::AcceptLoop(grpc::Server* server) {
     // gRPC takes the fd; when the connection ends it closes it and the number
     // may be reused, but only by a later accept, which overwrites the entry
     // before handing the new connection over.
+    struct stat st {};
+    ::fstat(connection.get(), &st);
     const int raw = connection.Release();
     {
       std::lock_guard lock(mutex_);
-      if (callers_.size() > 4096) {
+      if (connections_.size() > 4096) {
         // Entries of closed connections are only overwritten by reuse; keep
         // the map from growing by dropping numbers no longer open.
-        for (auto it = callers_.begin(); it != callers_.end();) {
-          it = ::fcntl(it->first, F_GETFD) < 0 ? callers_.erase(it) : ++it;
+        for (auto it = connections_.begin(); it != connections_.end();) {
+          it = ::fcntl(it->first, F_GETFD) < 0 ? connections_.erase(it) : ++it;
         }
       }
-      callers_[raw] = caller;
+      connections_[raw] = Connection{caller, st.st_ino};
     }
     grpc::AddInsecureChannelFromFd(server, raw);
   }
@@ -195,9 +197,23 @@ std::optional<Caller> Listener::CallerOf(
     return std::nullopt;
   }
   std::lock_guard lock(mutex_);
-  auto it = callers_.find(fd);
-  if (it == callers_.end()) return std::nullopt;
-  return it->second;
+  auto it = connections_.find(fd);
+  if (it == connections_.end()) return std::nullopt;
+  return it->second.caller;
+}
+
+void Listener::CloseConnections() {
+  std::lock_guard lock(mutex_);
+  for (const auto& [fd, connection] : connections_) {
+    // gRPC owns and may have closed the fd, and the number may now be some
+    // other file of the daemon's: only the very socket accepted is touched.
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
+        st.st_ino == connection.inode) {
+      ::shutdown(fd, SHUT_RDWR);
+    }
+  }
+  connections_.clear();
 }
 
 }  // namespace corral::daemon

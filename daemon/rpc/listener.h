@@ -48,6 +48,9 @@ class Listener {
   // Accepts connections and hands them to `server` until Stop.
   void Start(grpc::Server* server);
   void Stop();
+  // Shuts down every client connection still open, so that a daemon that is
+  // stopping does not wait for idle clients. Call after Stop.
+  void CloseConnections();
 
   // The caller of the RPC, or nullopt for a connection this listener did not
   // accept (which cannot happen through the socket).
@@ -71,7 +74,11 @@ class Listener {
   std::atomic<bool> stopping_{false};
   std::thread thread_;
   mutable std::mutex mutex_;
-  std::map<int, Caller> callers_;  // by connection fd; guarded by mutex_
+  struct Connection {
+    Caller caller;
+    ino_t inode = 0;  // tells the socket from a later file of the same fd
+  };
+  std::map<int, Connection> connections_;  // by fd; guarded by mutex_
 };
 
 }  // namespace corral::daemon

@@ -40,19 +40,31 @@ namespace v1 = corral::v1;
 using google::protobuf::util::TimeUtil;
 
 // Looks up the caller of an RPC or answers UNAUTHENTICATED.
-#define CALLER_OR_RETURN(var)                                            \
-  auto var##_optional = deps_.listener->CallerOf(*context);              \
-  if (!var##_optional) {                                                 \
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,               \
-                        "the caller's credentials are unknown");         \
-  }                                                                      \
+#define CALLER_OR_RETURN(var)                                    \
+  auto var##_optional = deps_.listener->CallerOf(*context);      \
+  if (!var##_optional) {                                         \
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,       \
+                        "the caller's credentials are unknown"); \
+  }                                                              \
   const Caller& var = *var##_optional
 
 grpc::Status NotBuilt(const char* what) {
-  return grpc::Status(
-      grpc::StatusCode::UNIMPLEMENTED,
-      absl::StrCat(what, " is not built yet in corrald ", kDaemonVersion,
-                   "; see docs/api.md"));
+  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                      absl::StrCat(what, " is not built yet in corrald ",
+                                   kDaemonVersion, "; see docs/api.md"));
+}
+
+// The command's next event, waiting in short slices so that a client that
+// cancels is noticed while the command is quiet.
+absl::StatusOr<v1::ExecStreamResponse> NextEvent(RunningCommand& command,
+                                                 grpc::ServerContext& context) {
+  for (;;) {
+    auto event = command.Next(absl::Now() + absl::Milliseconds(500));
+    if (event.ok() || !absl::IsDeadlineExceeded(event.status())) return event;
+    if (context.IsCancelled()) {
+      return absl::CancelledError("the client cancelled the call");
+    }
+  }
 }
 
 // Runs one command to its end over a bidirectional stream: requests bring
@@ -101,17 +113,8 @@ grpc::Status Pump(grpc::ServerContext* context,
   };
 
   for (;;) {
-    auto event = command.Next(absl::Now() + absl::Milliseconds(500));
-    if (!event.ok()) {
-      if (absl::IsDeadlineExceeded(event.status())) {
-        if (context->IsCancelled()) {
-          return grpc::Status(grpc::StatusCode::CANCELLED,
-                              "the client cancelled the call");
-        }
-        continue;
-      }
-      return ToGrpcStatus(event.status());
-    }
+    auto event = NextEvent(command, *context);
+    if (!event.ok()) return ToGrpcStatus(event.status());
     const bool last = event->has_exit();
     if (!stream->Write(wrap(std::move(*event)))) {
       return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
@@ -134,7 +137,8 @@ class SystemService final : public v1::System::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ListRuntimes(grpc::ServerContext*, const v1::ListRuntimesRequest*,
+  grpc::Status ListRuntimes(grpc::ServerContext*,
+                            const v1::ListRuntimesRequest*,
                             v1::ListRuntimesResponse* response) override {
     for (const auto& name : deps_.plugins->KnownRuntimes()) {
       RuntimeInfo info = deps_.plugins->Probe(name);
@@ -146,7 +150,8 @@ class SystemService final : public v1::System::Service {
         runtime->add_guarantees(static_cast<v1::Guarantee>(g));
       }
       runtime->set_is_default(name == deps_.default_runtime);
-      runtime->mutable_details()->insert(info.details.begin(), info.details.end());
+      runtime->mutable_details()->insert(info.details.begin(),
+                                         info.details.end());
     }
     return grpc::Status::OK;
   }
@@ -230,11 +235,13 @@ class SandboxesService final : public v1::Sandboxes::Service {
                            v1::Sandbox*) override {
     return NotBuilt("StopSandbox");
   }
-  grpc::Status StartSandbox(grpc::ServerContext*, const v1::StartSandboxRequest*,
+  grpc::Status StartSandbox(grpc::ServerContext*,
+                            const v1::StartSandboxRequest*,
                             v1::Sandbox*) override {
     return NotBuilt("StartSandbox");
   }
-  grpc::Status PauseSandbox(grpc::ServerContext*, const v1::PauseSandboxRequest*,
+  grpc::Status PauseSandbox(grpc::ServerContext*,
+                            const v1::PauseSandboxRequest*,
                             v1::Sandbox*) override {
     return NotBuilt("PauseSandbox");
   }
@@ -244,16 +251,17 @@ class SandboxesService final : public v1::Sandboxes::Service {
     return NotBuilt("ResumeSandbox");
   }
 
-  grpc::Status Run(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<v1::RunResponse, v1::RunRequest>* stream) override {
+  grpc::Status Run(grpc::ServerContext* context,
+                   grpc::ServerReaderWriter<v1::RunResponse, v1::RunRequest>*
+                       stream) override {
     CALLER_OR_RETURN(caller);
     v1::RunRequest first;
     if (!stream->Read(&first) || !first.has_start()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "the first RunRequest must carry start");
     }
-    auto sandbox = deps_.manager->CreateSandbox(caller, first.start().sandbox());
+    auto sandbox =
+        deps_.manager->CreateSandbox(caller, first.start().sandbox());
     if (!sandbox.ok()) return ToGrpcStatus(sandbox.status());
     const std::string id = sandbox->id();
     // Whatever happens from here on, the sandbox goes.
@@ -299,13 +307,15 @@ class ExecService final : public v1::Exec::Service {
  public:
   explicit ExecService(const ServiceDeps& deps) : deps_(deps) {}
 
-  grpc::Status Exec(grpc::ServerContext* context, const v1::ExecRequest* request,
+  grpc::Status Exec(grpc::ServerContext* context,
+                    const v1::ExecRequest* request,
                     v1::ExecResponse* response) override {
     CALLER_OR_RETURN(caller);
     constexpr size_t kMaxStdin = 16 << 20;
     if (request->stdin().size() > kMaxStdin) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          "stdin: at most 16 MiB in a unary Exec; use ExecStream");
+      return grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          "stdin: at most 16 MiB in a unary Exec; use ExecStream");
     }
     v1::ExecStart start = request->start();
     if (!request->stdin().empty()) start.set_stdin_open(true);
@@ -320,7 +330,8 @@ class ExecService final : public v1::Exec::Service {
         constexpr size_t kChunk = 64 << 10;
         const std::string& data = request->stdin();
         for (size_t at = 0; at < data.size(); at += kChunk) {
-          if (!running.WriteStdin(std::string_view(data).substr(at, kChunk), false)
+          if (!running
+                   .WriteStdin(std::string_view(data).substr(at, kChunk), false)
                    .ok()) {
             return;
           }
@@ -332,17 +343,8 @@ class ExecService final : public v1::Exec::Service {
       if (feeder.joinable()) feeder.join();
     };
     for (;;) {
-      auto event = running.Next(absl::Now() + absl::Milliseconds(500));
-      if (!event.ok()) {
-        if (absl::IsDeadlineExceeded(event.status())) {
-          if (context->IsCancelled()) {
-            return grpc::Status(grpc::StatusCode::CANCELLED,
-                                "the client cancelled the call");
-          }
-          continue;
-        }
-        return ToGrpcStatus(event.status());
-      }
+      auto event = NextEvent(running, *context);
+      if (!event.ok()) return ToGrpcStatus(event.status());
       if (event->has_output()) {
         auto* out = event->output().stream() == v1::OUTPUT_STREAM_STDERR
                         ? response->mutable_stderr()
@@ -396,10 +398,10 @@ class ExecService final : public v1::Exec::Service {
 
 // Services declared in the API and not built yet: every method answers
 // UNIMPLEMENTED with its name.
-#define NOT_BUILT_UNARY(Method, Request, Response)                        \
-  grpc::Status Method(grpc::ServerContext*, const v1::Request*,           \
-                      v1::Response*) override {                           \
-    return NotBuilt(#Method);                                             \
+#define NOT_BUILT_UNARY(Method, Request, Response)                             \
+  grpc::Status Method(grpc::ServerContext*, const v1::Request*, v1::Response*) \
+      override {                                                               \
+    return NotBuilt(#Method);                                                  \
   }
 
 class ShellsService final : public v1::Shells::Service {
@@ -413,8 +415,8 @@ class ShellsService final : public v1::Shells::Service {
   NOT_BUILT_UNARY(ListShells, ListShellsRequest, ListShellsResponse)
   grpc::Status AttachShell(
       grpc::ServerContext*,
-      grpc::ServerReaderWriter<v1::AttachShellResponse, v1::AttachShellRequest>*)
-      override {
+      grpc::ServerReaderWriter<v1::AttachShellResponse,
+                               v1::AttachShellRequest>*) override {
     return NotBuilt("AttachShell");
   }
 };
@@ -461,7 +463,8 @@ class SnapshotsService final : public v1::Snapshots::Service {
 
 std::unique_ptr<grpc::Service> MakeImagesService(const ServiceDeps& deps);
 
-std::vector<std::unique_ptr<grpc::Service>> MakeServices(const ServiceDeps& deps) {
+std::vector<std::unique_ptr<grpc::Service>> MakeServices(
+    const ServiceDeps& deps) {
   std::vector<std::unique_ptr<grpc::Service>> services;
   services.push_back(std::make_unique<SystemService>(deps));
   services.push_back(MakeImagesService(deps));

@@ -37,7 +37,8 @@ struct ServiceDeps {
 };
 
 // Every corral.v1 service, built or answering UNIMPLEMENTED with a message.
-std::vector<std::unique_ptr<grpc::Service>> MakeServices(const ServiceDeps& deps);
+std::vector<std::unique_ptr<grpc::Service>> MakeServices(
+    const ServiceDeps& deps);
 
 }  // namespace corral::daemon
 

@@ -71,22 +71,26 @@ Options ParseOptions(int argc, char** argv) {
       Usage();
     }
   }
-  if (options.socket.empty() || options.runs < 1 || options.creates < 1) Usage();
+  if (options.socket.empty() || options.runs < 1 || options.creates < 1)
+    Usage();
   return options;
 }
 
 // Collects call durations and prints them in timeit's machine format.
 class Samples {
  public:
-  explicit Samples(std::string label) : label_(std::move(label)), start_(Clock::now()) {}
+  explicit Samples(std::string label)
+      : label_(std::move(label)), start_(Clock::now()) {}
 
   void Add(Clock::duration elapsed, bool ok) {
-    times_ms_.push_back(std::chrono::duration<double, std::milli>(elapsed).count());
+    times_ms_.push_back(
+        std::chrono::duration<double, std::milli>(elapsed).count());
     if (!ok) ++failed_;
   }
 
   void Print() {
-    const double wall_s = std::chrono::duration<double>(Clock::now() - start_).count();
+    const double wall_s =
+        std::chrono::duration<double>(Clock::now() - start_).count();
     std::vector<double> sorted = times_ms_;
     std::sort(sorted.begin(), sorted.end());
     const size_t n = sorted.size();
@@ -96,10 +100,12 @@ class Samples {
       return sorted[std::clamp<size_t>(rank, 1, n) - 1];
     };
     const double median =
-        n == 0 ? 0 : (n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2);
-    std::printf("%s %zu %d %.3f %.3f %.3f %.3f %.3f %.1f\n", label_.c_str(), n, failed_,
-                n ? sorted.front() : 0.0, median, nearest_rank(90), n ? sorted.back() : 0.0,
-                wall_s, wall_s > 0 ? n / wall_s : 0.0);
+        n == 0
+            ? 0
+            : (n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2);
+    std::printf("%s %zu %d %.3f %.3f %.3f %.3f %.3f %.1f\n", label_.c_str(), n,
+                failed_, n ? sorted.front() : 0.0, median, nearest_rank(90),
+                n ? sorted.back() : 0.0, wall_s, wall_s > 0 ? n / wall_s : 0.0);
     std::fflush(stdout);
   }
 
@@ -136,9 +142,11 @@ bool RunOnce(corral::v1::Sandboxes::Stub& sandboxes, const Options& options,
   bool exited_zero = false;
   while (stream->Read(&response)) {
     if (response.has_exit()) {
-      exited_zero = response.exit().exit_code() == 0 && response.exit().signal() == 0 &&
+      exited_zero = response.exit().exit_code() == 0 &&
+                    response.exit().signal() == 0 &&
                     response.exit().error().empty();
-      if (!exited_zero && error) *error = "true exited non-zero: " + response.exit().error();
+      if (!exited_zero && error)
+        *error = "true exited non-zero: " + response.exit().error();
     }
   }
   grpc::Status status = stream->Finish();
@@ -149,7 +157,8 @@ bool RunOnce(corral::v1::Sandboxes::Stub& sandboxes, const Options& options,
   return exited_zero;
 }
 
-bool ExecOnce(corral::v1::Exec::Stub& exec, const std::string& id, std::string* error) {
+bool ExecOnce(corral::v1::Exec::Stub& exec, const std::string& id,
+              std::string* error) {
   grpc::ClientContext context;
   SetDeadline(context);
   corral::v1::ExecRequest request;
@@ -164,12 +173,13 @@ bool ExecOnce(corral::v1::Exec::Stub& exec, const std::string& id, std::string* 
   return response.exit().exit_code() == 0 && response.exit().signal() == 0;
 }
 
-bool Create(corral::v1::Sandboxes::Stub& sandboxes, const Options& options, std::string* id,
-            std::string* error) {
+bool Create(corral::v1::Sandboxes::Stub& sandboxes, const Options& options,
+            std::string* id, std::string* error) {
   grpc::ClientContext context;
   SetDeadline(context);
   corral::v1::Sandbox sandbox;
-  grpc::Status status = sandboxes.CreateSandbox(&context, SandboxRequest(options), &sandbox);
+  grpc::Status status =
+      sandboxes.CreateSandbox(&context, SandboxRequest(options), &sandbox);
   if (!status.ok()) {
     if (error) *error = "CreateSandbox: " + status.error_message();
     return false;
@@ -178,24 +188,28 @@ bool Create(corral::v1::Sandboxes::Stub& sandboxes, const Options& options, std:
   return true;
 }
 
-bool Delete(corral::v1::Sandboxes::Stub& sandboxes, const std::string& id, std::string* error) {
+bool Delete(corral::v1::Sandboxes::Stub& sandboxes, const std::string& id,
+            std::string* error) {
   grpc::ClientContext context;
   SetDeadline(context);
   corral::v1::DeleteSandboxRequest request;
   request.set_id(id);
   corral::v1::DeleteSandboxResponse response;
   grpc::Status status = sandboxes.DeleteSandbox(&context, request, &response);
-  if (!status.ok() && error) *error = "DeleteSandbox: " + status.error_message();
+  if (!status.ok() && error)
+    *error = "DeleteSandbox: " + status.error_message();
   return status.ok();
 }
 
 // Times `runs` calls of `call` after a few untimed ones; stops at the first
 // failure, which it reports.
-void Measure(const std::string& label, int runs, const std::function<bool(std::string*)>& call) {
+void Measure(const std::string& label, int runs,
+             const std::function<bool(std::string*)>& call) {
   std::string error;
   for (int i = 0; i < kWarmupRuns; ++i) {
     if (!call(&error)) {
-      std::fprintf(stderr, "%s: warmup failed: %s\n", label.c_str(), error.c_str());
+      std::fprintf(stderr, "%s: warmup failed: %s\n", label.c_str(),
+                   error.c_str());
       return;
     }
   }
@@ -205,7 +219,8 @@ void Measure(const std::string& label, int runs, const std::function<bool(std::s
     const bool ok = call(&error);
     samples.Add(Clock::now() - start, ok);
     if (!ok) {
-      std::fprintf(stderr, "%s: run %d failed: %s\n", label.c_str(), i + 1, error.c_str());
+      std::fprintf(stderr, "%s: run %d failed: %s\n", label.c_str(), i + 1,
+                   error.c_str());
       break;
     }
   }
@@ -216,22 +231,26 @@ void Measure(const std::string& label, int runs, const std::function<bool(std::s
 
 int main(int argc, char** argv) {
   const Options options = ParseOptions(argc, argv);
-  auto channel =
-      grpc::CreateChannel("unix://" + options.socket, grpc::InsecureChannelCredentials());
-  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
-    std::fprintf(stderr, "corral_bench_api: cannot connect to %s\n", options.socket.c_str());
+  auto channel = grpc::CreateChannel("unix://" + options.socket,
+                                     grpc::InsecureChannelCredentials());
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() +
+                                 std::chrono::seconds(10))) {
+    std::fprintf(stderr, "corral_bench_api: cannot connect to %s\n",
+                 options.socket.c_str());
     return 1;
   }
   auto sandboxes = corral::v1::Sandboxes::NewStub(channel);
   auto exec = corral::v1::Exec::NewStub(channel);
 
-  Measure("api-run", options.runs,
-          [&](std::string* error) { return RunOnce(*sandboxes, options, error); });
+  Measure("api-run", options.runs, [&](std::string* error) {
+    return RunOnce(*sandboxes, options, error);
+  });
 
   std::string id, error;
   if (Create(*sandboxes, options, &id, &error)) {
-    Measure("api-exec", options.runs,
-            [&](std::string* call_error) { return ExecOnce(*exec, id, call_error); });
+    Measure("api-exec", options.runs, [&](std::string* call_error) {
+      return ExecOnce(*exec, id, call_error);
+    });
     Delete(*sandboxes, id, &error);
   } else {
     std::fprintf(stderr, "api-exec: %s\n", error.c_str());

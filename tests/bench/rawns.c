@@ -61,9 +61,11 @@ static void LoadSeccomp(void) {
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
   };
-  struct sock_fprog program = {.len = sizeof filter / sizeof filter[0], .filter = filter};
+  struct sock_fprog program = {.len = sizeof filter / sizeof filter[0],
+                               .filter = filter};
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) Fail("prctl no_new_privs");
-  if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program) != 0) Fail("seccomp");
+  if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program) != 0)
+    Fail("seccomp");
 }
 
 static int Child(void* unused) {
@@ -74,24 +76,29 @@ static int Child(void* unused) {
   if (read(sync_pipe[0], &byte, 1) < 0) Fail("read sync pipe");
   close(sync_pipe[0]);
 
-  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) Fail("make / private");
-  if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") != 0)
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+    Fail("make / private");
+  if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
+            "mode=0755,size=1m") != 0)
     Fail("mount tmpfs root");
   if (mkdir("/tmp/usr", 0755) != 0 || mkdir("/tmp/proc", 0555) != 0 ||
       mkdir("/tmp/dev", 0755) != 0 || mkdir("/tmp/tmp", 01777) != 0 ||
       mkdir("/tmp/old", 0700) != 0)
     Fail("mkdir");
-  if (mount("/usr", "/tmp/usr", NULL, MS_BIND | MS_REC, NULL) != 0) Fail("bind /usr");
-  if (mount(NULL, "/tmp/usr", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
-            NULL) != 0)
+  if (mount("/usr", "/tmp/usr", NULL, MS_BIND | MS_REC, NULL) != 0)
+    Fail("bind /usr");
+  if (mount(NULL, "/tmp/usr", NULL,
+            MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0)
     Fail("remount /usr read-only");
-  if (symlink("usr/bin", "/tmp/bin") != 0 || symlink("usr/lib", "/tmp/lib") != 0 ||
+  if (symlink("usr/bin", "/tmp/bin") != 0 ||
+      symlink("usr/lib", "/tmp/lib") != 0 ||
       symlink("usr/lib64", "/tmp/lib64") != 0)
     Fail("symlink");
   BindDevice("null");
   BindDevice("zero");
   BindDevice("urandom");
-  if (mount("proc", "/tmp/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0)
+  if (mount("proc", "/tmp/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            NULL) != 0)
     Fail("mount proc");
   if (syscall(SYS_pivot_root, "/tmp", "/tmp/old") != 0) Fail("pivot_root");
   if (chdir("/") != 0) Fail("chdir /");
@@ -130,8 +137,8 @@ int main(int argc, char** argv) {
   if (pipe2(sync_pipe, O_CLOEXEC) != 0) return perror("rawns: pipe"), 125;
 
   static char stack[256 * 1024] __attribute__((aligned(16)));
-  int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
-              CLONE_NEWCGROUP | SIGCHLD;
+  int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
+              CLONE_NEWUTS | CLONE_NEWCGROUP | SIGCHLD;
   if (user_namespace) flags |= CLONE_NEWUSER;
   pid_t pid = clone(Child, stack + sizeof stack, flags, NULL);
   if (pid < 0) return perror("rawns: clone"), 125;

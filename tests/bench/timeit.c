@@ -21,21 +21,23 @@
 #include <unistd.h>
 
 static void Usage(void) {
-  fprintf(stderr,
-          "usage: timeit [-n RUNS] [-w WARMUP] [-j PARALLEL] [-l LABEL]\n"
-          "              [-o FILE] [-I FILE] [-t SECONDS] [-m] [-k] -- COMMAND [ARGS...]\n"
-          "  -n RUNS      timed runs (default 200; with -I: lines of FILE)\n"
-          "  -w WARMUP    untimed runs first (default 3)\n"
-          "  -j PARALLEL  keep this many runs in flight (default 1); the\n"
-          "               throughput line then counts runs per second of wall\n"
-          "  -l LABEL     name printed before the numbers (default COMMAND)\n"
-          "  -o FILE      append each run's stdout to FILE (default /dev/null)\n"
-          "  -I FILE      run once per line of FILE, replacing every argument\n"
-          "               \"{}\" with that line; no warmup\n"
-          "  -t SECONDS   end a run that takes longer with SIGALRM (a failure)\n"
-          "  -m           machine output: LABEL RUNS FAILED MIN MEDIAN P90 MAX\n"
-          "               WALL_S PER_SECOND\n"
-          "  -k           keep going after a failed run\n");
+  fprintf(
+      stderr,
+      "usage: timeit [-n RUNS] [-w WARMUP] [-j PARALLEL] [-l LABEL]\n"
+      "              [-o FILE] [-I FILE] [-t SECONDS] [-m] [-k] -- COMMAND "
+      "[ARGS...]\n"
+      "  -n RUNS      timed runs (default 200; with -I: lines of FILE)\n"
+      "  -w WARMUP    untimed runs first (default 3)\n"
+      "  -j PARALLEL  keep this many runs in flight (default 1); the\n"
+      "               throughput line then counts runs per second of wall\n"
+      "  -l LABEL     name printed before the numbers (default COMMAND)\n"
+      "  -o FILE      append each run's stdout to FILE (default /dev/null)\n"
+      "  -I FILE      run once per line of FILE, replacing every argument\n"
+      "               \"{}\" with that line; no warmup\n"
+      "  -t SECONDS   end a run that takes longer with SIGALRM (a failure)\n"
+      "  -m           machine output: LABEL RUNS FAILED MIN MEDIAN P90 MAX\n"
+      "               WALL_S PER_SECOND\n"
+      "  -k           keep going after a failed run\n");
   exit(2);
 }
 
@@ -76,7 +78,8 @@ static char** ReadLines(const char* path, int* count) {
   size_t size = 0;
   ssize_t len;
   while ((len = getline(&line, &size, f)) >= 0) {
-    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+      line[--len] = 0;
     if (len == 0) continue;
     if (n == cap) {
       cap = cap ? cap * 2 : 64;
@@ -92,9 +95,9 @@ static char** ReadLines(const char* path, int* count) {
 }
 
 struct Options {
-  char** argv;      // command; "{}" placeholders when -I
+  char** argv;  // command; "{}" placeholders when -I
   int argc;
-  char** lines;     // -I lines, or NULL
+  char** lines;  // -I lines, or NULL
   int stdout_fd;
   unsigned timeout_s;  // 0: none
 };
@@ -107,7 +110,8 @@ static pid_t Start(const struct Options* o, int index) {
     substituted = calloc(o->argc + 1, sizeof(char*));
     if (!substituted) abort();
     for (int i = 0; i < o->argc; i++)
-      substituted[i] = strcmp(o->argv[i], "{}") == 0 ? o->lines[index] : o->argv[i];
+      substituted[i] =
+          strcmp(o->argv[i], "{}") == 0 ? o->lines[index] : o->argv[i];
     argv = substituted;
   }
   pid_t pid = fork();
@@ -131,7 +135,9 @@ static pid_t Start(const struct Options* o, int index) {
   return pid;
 }
 
-static int Failed(int status) { return !WIFEXITED(status) || WEXITSTATUS(status) != 0; }
+static int Failed(int status) {
+  return !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+}
 
 static void Describe(int status, char* out, size_t size) {
   if (WIFEXITED(status))
@@ -151,22 +157,43 @@ int main(int argc, char** argv) {
   int opt;
   while ((opt = getopt(argc, argv, "+n:w:j:l:o:I:t:mkh")) != -1) {
     switch (opt) {
-      case 'n': runs = atoi(optarg); break;
-      case 'w': warmup = atoi(optarg); break;
-      case 'j': parallel = atoi(optarg); break;
-      case 'l': label = optarg; break;
-      case 'o': output = optarg; break;
-      case 'I': lines_path = optarg; break;
-      case 't': timeout_s = atoi(optarg); break;
-      case 'm': machine = 1; break;
-      case 'k': keep_going = 1; break;
-      default: Usage();
+      case 'n':
+        runs = atoi(optarg);
+        break;
+      case 'w':
+        warmup = atoi(optarg);
+        break;
+      case 'j':
+        parallel = atoi(optarg);
+        break;
+      case 'l':
+        label = optarg;
+        break;
+      case 'o':
+        output = optarg;
+        break;
+      case 'I':
+        lines_path = optarg;
+        break;
+      case 't':
+        timeout_s = atoi(optarg);
+        break;
+      case 'm':
+        machine = 1;
+        break;
+      case 'k':
+        keep_going = 1;
+        break;
+      default:
+        Usage();
     }
   }
-  if (optind >= argc || runs < 1 || warmup < 0 || parallel < 1 || timeout_s < 0) Usage();
+  if (optind >= argc || runs < 1 || warmup < 0 || parallel < 1 || timeout_s < 0)
+    Usage();
 
-  struct Options o = {
-      .argv = argv + optind, .argc = argc - optind, .timeout_s = (unsigned)timeout_s};
+  struct Options o = {.argv = argv + optind,
+                      .argc = argc - optind,
+                      .timeout_s = (unsigned)timeout_s};
   if (!label) label = o.argv[0];
   o.stdout_fd = open(output, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (o.stdout_fd < 0) {
@@ -228,7 +255,8 @@ int main(int argc, char** argv) {
       if (!keep_going && !stop) {
         char why[64];
         Describe(status, why, sizeof why);
-        fprintf(stderr, "timeit: %s: run %d failed (%s); stopping\n", label, finished, why);
+        fprintf(stderr, "timeit: %s: run %d failed (%s); stopping\n", label,
+                finished, why);
         stop = 1;
       }
     }
@@ -236,15 +264,17 @@ int main(int argc, char** argv) {
   double wall_s = (NowMs() - wall_start) / 1e3;
 
   qsort(times, finished, sizeof(double), CompareDoubles);
-  double min = finished ? times[0] : 0, max = finished ? times[finished - 1] : 0;
-  double median = Median(times, finished), p90 = Percentile(times, finished, 90);
+  double min = finished ? times[0] : 0,
+         max = finished ? times[finished - 1] : 0;
+  double median = Median(times, finished),
+         p90 = Percentile(times, finished, 90);
   double per_second = wall_s > 0 ? finished / wall_s : 0;
   if (machine) {
-    printf("%s %d %d %.3f %.3f %.3f %.3f %.3f %.1f\n", label, finished, failed, min, median,
-           p90, max, wall_s, per_second);
+    printf("%s %d %d %.3f %.3f %.3f %.3f %.3f %.1f\n", label, finished, failed,
+           min, median, p90, max, wall_s, per_second);
   } else {
-    printf("%-28s n=%-4d min %7.2f  median %7.2f  p90 %7.2f  max %7.2f ms", label, finished,
-           min, median, p90, max);
+    printf("%-28s n=%-4d min %7.2f  median %7.2f  p90 %7.2f  max %7.2f ms",
+           label, finished, min, median, p90, max);
     if (parallel > 1) printf("  (%d in flight: %.0f/s)", parallel, per_second);
     if (failed) printf("  [%d FAILED]", failed);
     printf("\n");

@@ -12,9 +12,11 @@ bool StartsWith(const std::string& s, const std::string& prefix) {
   return s.rfind(prefix, 0) == 0;
 }
 
-TEST_CASE("corral run shows the sandbox's own pid namespace, hostname and only lo") {
+TEST_CASE(
+    "corral run shows the sandbox's own pid namespace, hostname and only lo") {
   Daemon daemon;
-  auto r = daemon.Cli({"run", "--", "sh", "-c", "echo $$; hostname; ls /sys/class/net"});
+  auto r = daemon.Cli(
+      {"run", "--", "sh", "-c", "echo $$; hostname; ls /sys/class/net"});
   INFO(r.err << daemon.log());
   REQUIRE(r.exit_code == 0);
   auto lines = Lines(r.out);
@@ -27,20 +29,26 @@ TEST_CASE("corral run shows the sandbox's own pid namespace, hostname and only l
   CHECK(lines[2] == "lo");
 }
 
-TEST_CASE("corral run exits with the command's code, 128+signal, 125 for its own errors") {
+TEST_CASE(
+    "corral run exits with the command's code, 128+signal, 125 for its own "
+    "errors") {
   Daemon daemon;
   CHECK(daemon.Cli({"run", "--", "sh", "-c", "exit 3"}).exit_code == 3);
-  CHECK(daemon.Cli({"run", "--", "sh", "-c", "kill -TERM $$"}).exit_code == 128 + 15);
+  CHECK(daemon.Cli({"run", "--", "sh", "-c", "kill -TERM $$"}).exit_code ==
+        128 + 15);
   auto missing = daemon.Cli({"run", "--", "no-such-program-here"});
   CHECK(missing.exit_code == 127);
   auto bad = daemon.Cli({"run", "--runtime", "no-such-runtime", "--", "true"});
   CHECK(bad.exit_code == 125);
   CHECK(bad.err.find("unknown runtime") != std::string::npos);
   // Every run destroyed its sandbox.
-  CHECK(Trim(daemon.Cli({"ls", "--json"}).out).find("\"id\"") == std::string::npos);
+  CHECK(Trim(daemon.Cli({"ls", "--json"}).out).find("\"id\"") ==
+        std::string::npos);
 }
 
-TEST_CASE("corral run streams stdout and stderr separately and forwards stdin with -i") {
+TEST_CASE(
+    "corral run streams stdout and stderr separately and forwards stdin with "
+    "-i") {
   Daemon daemon;
   auto r = daemon.Cli({"run", "--", "sh", "-c", "echo out; echo err >&2"});
   REQUIRE(r.exit_code == 0);
@@ -66,7 +74,8 @@ TEST_CASE("create, exec, ls, inspect, extend and rm manage a sandbox") {
   CHECK(exec.out == "hello\n/workspace\n");
 
   // The workspace persists between commands; /tmp too.
-  REQUIRE(daemon.Cli({"exec", id, "--", "sh", "-c", "echo kept > /workspace/f"}).exit_code == 0);
+  REQUIRE(daemon.Cli({"exec", id, "--", "sh", "-c", "echo kept > /workspace/f"})
+              .exit_code == 0);
   CHECK(daemon.Cli({"exec", id, "--", "cat", "/workspace/f"}).out == "kept\n");
 
   auto ls = daemon.Cli({"ls"});
@@ -105,7 +114,9 @@ TEST_CASE("exec timeouts kill the whole process group and say so") {
   CHECK(r.exit_code == 124);
   CHECK(r.err.find("timed out") != std::string::npos);
   // The background child was in the same process group: gone too.
-  auto check = daemon.Cli({"exec", id, "--", "sh", "-c", "kill -0 $(cat /tmp/child) && echo alive || echo gone"});
+  auto check =
+      daemon.Cli({"exec", id, "--", "sh", "-c",
+                  "kill -0 $(cat /tmp/child) && echo alive || echo gone"});
   CHECK(Trim(check.out) == "gone");
 }
 
@@ -123,15 +134,18 @@ TEST_CASE("runtimes and doctor describe what this host supports") {
 
 TEST_CASE("an imported busybox rootfs runs commands") {
   Daemon daemon;
-  const std::string tar = std::string(CORRAL_BINARY_DIR) + "/images/busybox.tar";
-  auto built = Sh("test -f '" + tar + "' || bash '" + std::string(CORRAL_SOURCE_DIR) +
-                  "/deploy/images/build-busybox.sh' '" + tar + "'");
+  const std::string tar =
+      std::string(CORRAL_BINARY_DIR) + "/images/busybox.tar";
+  auto built =
+      Sh("test -f '" + tar + "' || bash '" + std::string(CORRAL_SOURCE_DIR) +
+         "/deploy/images/build-busybox.sh' '" + tar + "'");
   REQUIRE(built.exit_code == 0);
   auto imported = daemon.Cli({"image", "import", "busybox", tar});
   INFO(imported.err);
   REQUIRE(imported.exit_code == 0);
   CHECK(daemon.Cli({"image", "ls"}).out.find("busybox") != std::string::npos);
-  auto r = daemon.Cli({"run", "--image", "busybox", "--", "sh", "-c", "ls /bin | grep -c . ; cat /etc/passwd | head -1"});
+  auto r = daemon.Cli({"run", "--image", "busybox", "--", "sh", "-c",
+                       "ls /bin | grep -c . ; cat /etc/passwd | head -1"});
   INFO(r.err << daemon.log());
   REQUIRE(r.exit_code == 0);
   CHECK(r.out.find("root:") != std::string::npos);

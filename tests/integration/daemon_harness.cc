@@ -1,13 +1,13 @@
 #include "tests/integration/daemon_harness.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
-#include <grp.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,7 +42,8 @@ class Reaper {
 
   bool WaitFor(pid_t pid, std::chrono::milliseconds timeout, int* status) {
     std::unique_lock lock(mutex_);
-    if (!cv_.wait_for(lock, timeout, [&] { return statuses_.count(pid) > 0; })) {
+    if (!cv_.wait_for(lock, timeout,
+                      [&] { return statuses_.count(pid) > 0; })) {
       return false;
     }
     *status = statuses_[pid];
@@ -101,7 +102,8 @@ CommandResult RunProcess(const std::vector<std::string>& argv,
                          const std::map<std::string, std::string>& env) {
   Reaper& reaper = Reaper::Get();
   int in[2], out[2], err[2];
-  if (::pipe2(in, O_CLOEXEC) || ::pipe2(out, O_CLOEXEC) || ::pipe2(err, O_CLOEXEC)) {
+  if (::pipe2(in, O_CLOEXEC) || ::pipe2(out, O_CLOEXEC) ||
+      ::pipe2(err, O_CLOEXEC)) {
     throw std::runtime_error("pipe");
   }
   std::vector<char*> args;
@@ -122,7 +124,8 @@ CommandResult RunProcess(const std::vector<std::string>& argv,
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     if (uid >= 0) {
-      if (::setgroups(0, nullptr) != 0 || ::setgid(uid) != 0 || ::setuid(uid) != 0) {
+      if (::setgroups(0, nullptr) != 0 || ::setgid(uid) != 0 ||
+          ::setuid(uid) != 0) {
         ::_exit(126);
       }
     }
@@ -148,7 +151,8 @@ CommandResult RunProcess(const std::vector<std::string>& argv,
   while (open_count > 0) {
     ::poll(fds, 2, -1);
     for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+        continue;
       ssize_t n = ::read(fds[i].fd, buffer, sizeof(buffer));
       if (n > 0) {
         (i == 0 ? result.out : result.err).append(buffer, n);
@@ -199,8 +203,12 @@ Daemon::~Daemon() {
 
 void Daemon::Start() {
   Reaper::Get();
-  std::vector<std::string> argv = {BinaryDir() + "/corrald", "--socket", socket_,
-                                   "--state-dir", state_dir_, "--log-level",
+  std::vector<std::string> argv = {BinaryDir() + "/corrald",
+                                   "--socket",
+                                   socket_,
+                                   "--state-dir",
+                                   state_dir_,
+                                   "--log-level",
                                    "debug"};
   if (!config_path_.empty()) {
     argv.push_back("--config");
@@ -233,8 +241,10 @@ void Daemon::Start() {
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_un address{};
     address.sun_family = AF_UNIX;
-    std::strncpy(address.sun_path, socket_.c_str(), sizeof(address.sun_path) - 1);
-    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+    std::strncpy(address.sun_path, socket_.c_str(),
+                 sizeof(address.sun_path) - 1);
+    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&address),
+                        sizeof(address)) == 0;
     ::close(fd);
     if (ok) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -269,7 +279,8 @@ std::string Daemon::log() const {
 
 CommandResult Daemon::Cli(const std::vector<std::string>& args,
                           const std::string& stdin_data, int uid) const {
-  std::vector<std::string> argv = {BinaryDir() + "/corral", "--socket", socket_};
+  std::vector<std::string> argv = {BinaryDir() + "/corral", "--socket",
+                                   socket_};
   argv.insert(argv.end(), args.begin(), args.end());
   return RunProcess(argv, stdin_data, uid);
 }

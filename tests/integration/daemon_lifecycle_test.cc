@@ -1,7 +1,6 @@
 // Lifecycle across time and crashes: TTL expiry, kill -9 of the daemon and a
 // restart that re-attaches, and reconciliation of host leftovers.
 #include <catch2/catch.hpp>
-
 #include <chrono>
 #include <thread>
 
@@ -45,7 +44,9 @@ TEST_CASE("after kill -9 and a restart, running sandboxes are re-attached") {
   const std::string host_uid = HostUidOf(daemon, id);
   // State that only this very sandbox has: a file in its private /tmp and a
   // background process.
-  REQUIRE(daemon.Cli({"exec", id, "--", "sh", "-c", "echo before > /tmp/marker"}).exit_code == 0);
+  REQUIRE(
+      daemon.Cli({"exec", id, "--", "sh", "-c", "echo before > /tmp/marker"})
+          .exit_code == 0);
 
   daemon.Kill9();
   daemon.Start();
@@ -72,15 +73,17 @@ TEST_CASE("a restart removes sandboxes the store does not know") {
   daemon.Kill9();
   // Forget the sandbox behind the daemon's back, as if the crash had come
   // between making it and recording it.
-  auto forgot = Sh("sqlite3 '" + daemon.state_dir() +
-                   "/corral.db' \"DELETE FROM sandboxes WHERE id = '" + id + "'\"");
+  auto forgot =
+      Sh("sqlite3 '" + daemon.state_dir() +
+         "/corral.db' \"DELETE FROM sandboxes WHERE id = '" + id + "'\"");
   REQUIRE(forgot.exit_code == 0);
   daemon.Start();
   CHECK(Leftovers(daemon, id, host_uid).empty());
   CHECK_FALSE(Listed(daemon, id));
 }
 
-TEST_CASE("a sandbox whose processes die is reported failed and can be removed") {
+TEST_CASE(
+    "a sandbox whose processes die is reported failed and can be removed") {
   Daemon daemon;
   const std::string id = Create(daemon);
   const std::string host_uid = HostUidOf(daemon, id);

@@ -22,7 +22,8 @@ inline std::string HostUidOf(const Daemon& daemon, const std::string& id) {
     at = line.find_first_not_of(' ', at);
     if (at == std::string::npos) return "";
     size_t end = line.find(' ', at);
-    fields[i] = line.substr(at, end == std::string::npos ? std::string::npos : end - at);
+    fields[i] = line.substr(
+        at, end == std::string::npos ? std::string::npos : end - at);
     at = end;
   }
   return fields[1];
@@ -36,12 +37,15 @@ inline std::string Leftovers(const Daemon& daemon, const std::string& id,
   for (int attempt = 0; attempt < 30; ++attempt) {
     found.clear();
     if (!host_uid.empty() && host_uid != "0") {
-      auto ps = Sh("ps -eo uid=,pid=,stat=,comm= | awk '$1 == " + host_uid + "'");
+      auto ps =
+          Sh("ps -eo uid=,pid=,stat=,comm= | awk '$1 == " + host_uid + "'");
       if (!Trim(ps.out).empty()) found += "processes:\n" + ps.out;
     }
-    auto cgroups = Sh("find /sys/fs/cgroup -maxdepth 5 -type d -name '*" + id + "*' 2>/dev/null");
+    auto cgroups = Sh("find /sys/fs/cgroup -maxdepth 5 -type d -name '*" + id +
+                      "*' 2>/dev/null");
     if (!Trim(cgroups.out).empty()) found += "cgroups:\n" + cgroups.out;
-    auto files = Sh("find '" + daemon.state_dir() + "' -name '*" + id + "*' 2>/dev/null");
+    auto files = Sh("find '" + daemon.state_dir() + "' -name '*" + id +
+                    "*' 2>/dev/null");
     if (!Trim(files.out).empty()) found += "files:\n" + files.out;
     auto mounts = Sh("grep -F '" + id + "' /proc/self/mountinfo");
     if (!Trim(mounts.out).empty()) found += "mounts:\n" + mounts.out;

@@ -2,10 +2,9 @@
 // nothing.
 #include <sys/stat.h>
 
+#include <catch2/catch.hpp>
 #include <condition_variable>
 #include <mutex>
-
-#include <catch2/catch.hpp>
 
 #include "corral/v1/shells.grpc.pb.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -18,9 +17,11 @@ constexpr int kNobody = 65534;
 
 // Sandboxes and images as the daemon lists them to root.
 std::string State(const Daemon& daemon) {
-  return daemon.Cli({"--json", "ls"}).out + daemon.Cli({"--json", "image", "ls"}).out +
-         Sh("ls -A '" + daemon.state_dir() + "/workspaces' '" + daemon.state_dir() +
-            "/images'").out;
+  return daemon.Cli({"--json", "ls"}).out +
+         daemon.Cli({"--json", "image", "ls"}).out +
+         Sh("ls -A '" + daemon.state_dir() + "/workspaces' '" +
+            daemon.state_dir() + "/images'")
+             .out;
 }
 
 TEST_CASE("the socket is private to root and the corral group") {
@@ -42,9 +43,11 @@ TEST_CASE("a sandbox belongs to the uid that created it") {
   auto ls = daemon.Cli({"--json", "ls"}, "", kNobody);
   REQUIRE(ls.exit_code == 0);
   CHECK(ls.out.find(id) == std::string::npos);
-  for (auto args : std::vector<std::vector<std::string>>{
-           {"inspect", id}, {"exec", id, "--", "true"}, {"rm", id},
-           {"extend", id, "--ttl", "60"}}) {
+  for (auto args :
+       std::vector<std::vector<std::string>>{{"inspect", id},
+                                             {"exec", id, "--", "true"},
+                                             {"rm", id},
+                                             {"extend", id, "--ttl", "60"}}) {
     auto r = daemon.Cli(args, "", kNobody);
     CHECK(r.exit_code == 125);
     CHECK(r.err.find("no sandbox") != std::string::npos);
@@ -57,9 +60,11 @@ TEST_CASE("a sandbox belongs to the uid that created it") {
   INFO(theirs.err);
   REQUIRE(theirs.exit_code == 0);
   const std::string their_id = Trim(theirs.out);
-  CHECK(daemon.Cli({"exec", their_id, "--", "true"}, "", kNobody).exit_code == 0);
+  CHECK(daemon.Cli({"exec", their_id, "--", "true"}, "", kNobody).exit_code ==
+        0);
   CHECK(daemon.Cli({"--json", "ls"}).out.find(their_id) != std::string::npos);
-  CHECK(daemon.Cli({"--json", "inspect", their_id}).out.find("65534") != std::string::npos);
+  CHECK(daemon.Cli({"--json", "inspect", their_id}).out.find("65534") !=
+        std::string::npos);
   // Importing images is for root and admins.
   auto import = daemon.Cli({"image", "import", "x", "-"}, "garbage", kNobody);
   CHECK(import.exit_code == 125);
@@ -86,11 +91,13 @@ TEST_CASE("bad create requests are refused with a message and change nothing") {
       {{"create", "--network", "egress"}, "egress"},
       {{"create", "--require", "separate-kernel"}, "cannot guarantee"},
       {{"inspect", "../../etc/passwd"}, "invalid sandbox id"},
-      {{"exec", "0123456789abcdef0123456789abcdef", "--", "true"}, "no sandbox"},
+      {{"exec", "0123456789abcdef0123456789abcdef", "--", "true"},
+       "no sandbox"},
   };
   for (const auto& c : cases) {
     auto r = daemon.Cli(c.args);
-    INFO(c.args[1] << " " << (c.args.size() > 2 ? c.args[2] : "") << ": " << r.err);
+    INFO(c.args[1] << " " << (c.args.size() > 2 ? c.args[2] : "") << ": "
+                   << r.err);
     CHECK(r.exit_code == 125);
     CHECK(r.err.find(c.message) != std::string::npos);
     CHECK(Lines(r.err).size() == 1);
@@ -110,10 +117,12 @@ TEST_CASE("oversized requests are refused") {
   // Many variables within the message limit are still refused by validation.
   grpc::ClientContext context2;
   corral::v1::CreateSandboxRequest many;
-  for (int i = 0; i < 2000; ++i) (*many.mutable_env())["V" + std::to_string(i)] = "x";
+  for (int i = 0; i < 2000; ++i)
+    (*many.mutable_env())["V" + std::to_string(i)] = "x";
   status = stub->CreateSandbox(&context2, many, &response);
   CHECK(status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
-  CHECK(Trim(daemon.Cli({"--json", "ls"}).out).find("\"id\"") == std::string::npos);
+  CHECK(Trim(daemon.Cli({"--json", "ls"}).out).find("\"id\"") ==
+        std::string::npos);
 }
 
 TEST_CASE("a hostile rootfs tar is refused and leaves no image behind") {
@@ -121,12 +130,15 @@ TEST_CASE("a hostile rootfs tar is refused and leaves no image behind") {
   const std::string before = State(daemon);
   const std::string dir = daemon.dir();
   // An entry that climbs out of the tree, built with the host's tar.
-  REQUIRE(Sh("cd '" + dir + "' && mkdir -p h/a && echo x > h/a/f && "
-             "tar --transform 's,^h/a/f,../../escape,' -cf evil.tar -P h/a/f").exit_code == 0);
+  REQUIRE(Sh("cd '" + dir +
+             "' && mkdir -p h/a && echo x > h/a/f && "
+             "tar --transform 's,^h/a/f,../../escape,' -cf evil.tar -P h/a/f")
+              .exit_code == 0);
   auto evil = daemon.Cli({"image", "import", "evil", dir + "/evil.tar"});
   CHECK(evil.exit_code == 125);
   CHECK(evil.err.find("..") != std::string::npos);
-  auto garbage = daemon.Cli({"image", "import", "garbage", "-"}, std::string(4096, 'g'));
+  auto garbage =
+      daemon.Cli({"image", "import", "garbage", "-"}, std::string(4096, 'g'));
   CHECK(garbage.exit_code == 125);
   auto bad_name = daemon.Cli({"image", "import", "../up", "-"}, "");
   CHECK(bad_name.exit_code == 125);
@@ -139,9 +151,11 @@ TEST_CASE("declared but unbuilt RPCs answer UNIMPLEMENTED with a message") {
   auto stub = corral::v1::Shells::NewStub(daemon.Channel());
   grpc::ClientContext context;
   corral::v1::Shell shell;
-  auto status = stub->OpenShell(&context, corral::v1::OpenShellRequest(), &shell);
+  auto status =
+      stub->OpenShell(&context, corral::v1::OpenShellRequest(), &shell);
   CHECK(status.error_code() == grpc::StatusCode::UNIMPLEMENTED);
-  CHECK(status.error_message().find("OpenShell is not built yet") != std::string::npos);
+  CHECK(status.error_message().find("OpenShell is not built yet") !=
+        std::string::npos);
 }
 
 TEST_CASE("the standard gRPC health service answers SERVING") {
@@ -170,7 +184,8 @@ TEST_CASE("the standard gRPC health service answers SERVING") {
   std::vector<grpc::Slice> slices;
   REQUIRE(response.Dump(&slices).ok());
   std::string bytes;
-  for (auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  for (auto& s : slices)
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
   CHECK(bytes == std::string("\x08\x01", 2));
 }
 

@@ -1,7 +1,6 @@
 // What a command inside a linux-runtime sandbox can see and do, checked from
 // inside through the real daemon and CLI.
 #include <catch2/catch.hpp>
-
 #include <chrono>
 #include <sstream>
 #include <thread>
@@ -23,7 +22,8 @@ class Sandbox {
     id_ = Trim(r.out);
   }
   ~Sandbox() { daemon_.Cli({"rm", id_}); }
-  CommandResult Sh(const std::string& script, std::vector<std::string> options = {}) const {
+  CommandResult Sh(const std::string& script,
+                   std::vector<std::string> options = {}) const {
     std::vector<std::string> args = {"exec"};
     args.insert(args.end(), options.begin(), options.end());
     args.insert(args.end(), {id_, "--", "sh", "-c", script});
@@ -50,22 +50,26 @@ TEST_CASE("a sandbox sees only its own processes, hostname and loopback") {
   CHECK(Trim(box.Sh("cat /sys/class/net/lo/operstate; true").out) != "");
 }
 
-TEST_CASE("host files outside the image are invisible and the root is read-only") {
+TEST_CASE(
+    "host files outside the image are invisible and the root is read-only") {
   Daemon daemon;
   Sandbox box(daemon);
-  auto hidden = box.Sh(
-      "for p in /home /run /srv /opt /var/lib /var/log /mnt /media '" +
-      daemon.state_dir() + "' /etc/shadow /etc/ssh; do test -e \"$p\" && "
-      "echo \"visible: $p\"; done; true");
+  auto hidden =
+      box.Sh("for p in /home /run /srv /opt /var/lib /var/log /mnt /media '" +
+             daemon.state_dir() +
+             "' /etc/shadow /etc/ssh; do test -e \"$p\" && "
+             "echo \"visible: $p\"; done; true");
   CHECK(hidden.out == "");
   // /root and /var exist only as the sandbox's own empty directories.
   CHECK(box.Sh("ls -A /root").out == "");
   CHECK(box.Sh("ls -A /var").out == "tmp\n");
-  auto ro = box.Sh("touch /usr/corral-probe 2>&1; touch /corral-probe 2>&1; true");
+  auto ro =
+      box.Sh("touch /usr/corral-probe 2>&1; touch /corral-probe 2>&1; true");
   CHECK(ro.out.find("Read-only file system") != std::string::npos);
   CHECK(Sh("test -e /usr/corral-probe").exit_code != 0);
-  CHECK(box.Sh("echo ok > /workspace/w && echo ok > /tmp/t && cat /workspace/w /tmp/t").out ==
-        "ok\nok\n");
+  CHECK(box.Sh("echo ok > /workspace/w && echo ok > /tmp/t && cat /workspace/w "
+               "/tmp/t")
+            .out == "ok\nok\n");
 }
 
 TEST_CASE("the memory limit ends a memory hog and the result says why") {
@@ -90,7 +94,8 @@ TEST_CASE("the pids limit contains a fork bomb") {
   fields >> inside >> host_uid;
   REQUIRE(!host_uid.empty());
   // The shell stops at the first fork the limit refuses.
-  auto bomb = box.Sh("i=0; while [ $i -lt 200 ]; do sleep 4 & i=$((i+1)); done");
+  auto bomb =
+      box.Sh("i=0; while [ $i -lt 200 ]; do sleep 4 & i=$((i+1)); done");
   CHECK(bomb.exit_code != 0);
   CHECK(bomb.err.find("fork") != std::string::npos);
   // Counted from the host: never more processes than the limit.
@@ -106,10 +111,13 @@ TEST_CASE("the pids limit contains a fork bomb") {
   CHECK(alive == "alive\n");
 }
 
-TEST_CASE("seccomp, no_new_privs and dropped capabilities confine root inside") {
+TEST_CASE(
+    "seccomp, no_new_privs and dropped capabilities confine root inside") {
   Daemon daemon;
   Sandbox box(daemon);
-  auto status = box.Sh("grep -E '^(Seccomp|NoNewPrivs|CapEff|CapPrm|CapBnd):' /proc/self/status");
+  auto status = box.Sh(
+      "grep -E '^(Seccomp|NoNewPrivs|CapEff|CapPrm|CapBnd):' "
+      "/proc/self/status");
   CHECK(status.out.find("Seccomp:\t2") != std::string::npos);
   CHECK(status.out.find("NoNewPrivs:\t1") != std::string::npos);
   CHECK(status.out.find("CapEff:\t0000000000000000") != std::string::npos);
@@ -126,18 +134,22 @@ TEST_CASE("seccomp, no_new_privs and dropped capabilities confine root inside") 
   CHECK(inside == "0");
   CHECK(std::stoul(outside) >= 65536);
   CHECK(count == "1");
-  auto core = box.Sh("echo '|/tmp/x' > /proc/sys/kernel/core_pattern 2>&1; echo rc=$?");
+  auto core =
+      box.Sh("echo '|/tmp/x' > /proc/sys/kernel/core_pattern 2>&1; echo rc=$?");
   CHECK(core.out.find("rc=0") == std::string::npos);
 }
 
-TEST_CASE("without a user namespace, root inside still cannot write /proc/sys") {
+TEST_CASE(
+    "without a user namespace, root inside still cannot write /proc/sys") {
   Daemon daemon;
   Sandbox box(daemon, {"--no-userns"});
   auto map = box.Sh("cat /proc/self/uid_map");
   CHECK(map.out.find("4294967295") != std::string::npos);  // the initial map
-  auto core = box.Sh("echo '|/tmp/x' > /proc/sys/kernel/core_pattern 2>&1; echo rc=$?");
+  auto core =
+      box.Sh("echo '|/tmp/x' > /proc/sys/kernel/core_pattern 2>&1; echo rc=$?");
   CHECK(core.out.find("rc=0") == std::string::npos);
-  CHECK(Trim(Sh("cat /proc/sys/kernel/core_pattern").out).find("/tmp/x") == std::string::npos);
+  CHECK(Trim(Sh("cat /proc/sys/kernel/core_pattern").out).find("/tmp/x") ==
+        std::string::npos);
   auto caps = box.Sh("grep CapEff /proc/self/status");
   CHECK(caps.out.find("0000000000000000") != std::string::npos);
 }
@@ -146,8 +158,10 @@ TEST_CASE("one sandbox cannot reach another's files or processes") {
   Daemon daemon;
   Sandbox a(daemon);
   Sandbox b(daemon);
-  REQUIRE(a.Sh("echo secret > /workspace/secret; sleep 300 & true").exit_code == 0);
-  auto look = b.Sh("cat /workspace/secret 2>&1; ps -e 2>/dev/null | grep -c sleep; true");
+  REQUIRE(a.Sh("echo secret > /workspace/secret; sleep 300 & true").exit_code ==
+          0);
+  auto look = b.Sh(
+      "cat /workspace/secret 2>&1; ps -e 2>/dev/null | grep -c sleep; true");
   CHECK(look.out.find("secret\n") == std::string::npos);
   CHECK(look.out.find("No such file") != std::string::npos);
   auto uid_a = Trim(a.Sh("cat /proc/self/uid_map").out);

@@ -434,8 +434,7 @@ TEST_CASE("image import streams a file, stdin or a packed directory",
   CHECK(daemon.images.metadata.name() == "img1");
   CHECK(daemon.images.metadata.replace());
   CHECK(daemon.images.metadata.labels().at("os") == "test");
-  CHECK(daemon.images.metadata.compression() ==
-        corral::v1::COMPRESSION_AUTO);
+  CHECK(daemon.images.metadata.compression() == corral::v1::COMPRESSION_AUTO);
   const bool same_bytes =
       daemon.images.data == std::string(3 * 1024 * 1024 + 5, 'q');
   CHECK(same_bytes);
@@ -449,8 +448,7 @@ TEST_CASE("image import streams a file, stdin or a packed directory",
   CliRun directory = RunCli({"--socket", daemon.socket(), "image", "import",
                              "img3", (work / "tree").string()});
   CHECK(directory.exit_code == 0);
-  CHECK(daemon.images.metadata.compression() ==
-        corral::v1::COMPRESSION_NONE);
+  CHECK(daemon.images.metadata.compression() == corral::v1::COMPRESSION_NONE);
   // A tar: 512-byte blocks, holding the file's name and content.
   CHECK(daemon.images.data.size() % 512 == 0);
   CHECK(daemon.images.data.find("bin/sh") != std::string::npos);

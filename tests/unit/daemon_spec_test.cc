@@ -40,7 +40,8 @@ TEST_CASE("PlanSandbox refuses limits out of range, naming the field") {
   request.mutable_limits()->set_memory_mib(1 << 30);
   auto high = PlanSandbox(request, Rules(), CallerPolicy{});
   REQUIRE(absl::IsInvalidArgument(high.status()));
-  CHECK(high.status().message().find("exceeds the maximum 4096") != std::string::npos);
+  CHECK(high.status().message().find("exceeds the maximum 4096") !=
+        std::string::npos);
 
   // A policy's maximum is tighter than the daemon's.
   request.mutable_limits()->set_memory_mib(2048);
@@ -147,8 +148,9 @@ TEST_CASE("The lifecycle table allows exec only when running") {
   sandbox.set_failure("agent lost");
   auto status = CheckAllowed(sandbox, Action::kExec);
   REQUIRE(absl::IsFailedPrecondition(status));
-  CHECK(status.message() ==
-        "sandbox 0123 is failed (agent lost): exec is not allowed in that state");
+  CHECK(
+      status.message() ==
+      "sandbox 0123 is failed (agent lost): exec is not allowed in that state");
   CHECK(CheckAllowed(sandbox, Action::kDelete).ok());
   sandbox.set_state(v1::SANDBOX_STATE_CREATING);
   CHECK_FALSE(Allows(sandbox.state(), Action::kExec));

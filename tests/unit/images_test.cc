@@ -141,11 +141,9 @@ TEST_CASE("images: compressed archives import", "[images]") {
     corral::v1::Compression compression;
   };
   const Case cases[] = {
-      {"gz", archive_write_add_filter_gzip,
-       corral::v1::COMPRESSION_GZIP},
+      {"gz", archive_write_add_filter_gzip, corral::v1::COMPRESSION_GZIP},
       {"xz", archive_write_add_filter_xz, corral::v1::COMPRESSION_XZ},
-      {"zst", archive_write_add_filter_zstd,
-       corral::v1::COMPRESSION_ZSTD},
+      {"zst", archive_write_add_filter_zstd, corral::v1::COMPRESSION_ZSTD},
   };
   for (const Case& c : cases) {
     INFO(c.name);

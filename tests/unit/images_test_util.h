@@ -3,6 +3,8 @@
 #ifndef CORRAL_TESTS_UNIT_IMAGES_TEST_UTIL_H_
 #define CORRAL_TESTS_UNIT_IMAGES_TEST_UTIL_H_
 
+#include <archive.h>
+#include <archive_entry.h>
 #include <stdlib.h>
 
 #include <algorithm>
@@ -15,8 +17,6 @@
 
 #include "daemon/images/image_store.h"
 #include "daemon/store/store.h"
-#include <archive.h>
-#include <archive_entry.h>
 
 namespace corral::daemon::testing {
 
