@@ -718,13 +718,8 @@ constexpr char kSelectImages[] =
 
 }  // namespace
 
-absl::StatusOr<ImageRecord> Store::GetImage(std::string_view name) {
-  std::lock_guard lock(mutex_);
-  static const std::string kSql =
-      absl::StrCat(kSelectImages, " WHERE name = ?1");
-  ASSIGN_OR_RETURN(Statement stmt, Prepare(kSql.c_str()));
-  ASSIGN_OR_RETURN(bool row, stmt.Text(1, name).Step());
-  if (!row) return absl::NotFoundError(absl::StrCat("no image ", Sv(name)));
+// One row of kSelectImages.
+ImageRecord Store::ImageFromRow(Statement& stmt) {
   ImageRecord r;
   r.name = stmt.ColumnBytes(0);
   r.source = static_cast<int>(stmt.ColumnInt(1));
@@ -737,6 +732,16 @@ absl::StatusOr<ImageRecord> Store::GetImage(std::string_view name) {
   return r;
 }
 
+absl::StatusOr<ImageRecord> Store::GetImage(std::string_view name) {
+  std::lock_guard lock(mutex_);
+  static const std::string kSql =
+      absl::StrCat(kSelectImages, " WHERE name = ?1");
+  ASSIGN_OR_RETURN(Statement stmt, Prepare(kSql.c_str()));
+  ASSIGN_OR_RETURN(bool row, stmt.Text(1, name).Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("no image ", Sv(name)));
+  return ImageFromRow(stmt);
+}
+
 absl::StatusOr<std::vector<ImageRecord>> Store::ListImages() {
   std::lock_guard lock(mutex_);
   static const std::string kSql = absl::StrCat(kSelectImages, " ORDER BY name");
@@ -745,15 +750,7 @@ absl::StatusOr<std::vector<ImageRecord>> Store::ListImages() {
   while (true) {
     ASSIGN_OR_RETURN(bool row, stmt.Step());
     if (!row) break;
-    ImageRecord& r = records.emplace_back();
-    r.name = stmt.ColumnBytes(0);
-    r.source = static_cast<int>(stmt.ColumnInt(1));
-    r.size_bytes = static_cast<uint64_t>(stmt.ColumnInt(2));
-    r.entries = static_cast<uint64_t>(stmt.ColumnInt(3));
-    r.archive_sha256 = stmt.ColumnBytes(4);
-    r.created_at = stmt.ColumnTime(5);
-    r.labels = stmt.ColumnBytes(6);
-    r.directory = stmt.ColumnBytes(7);
+    records.push_back(ImageFromRow(stmt));
   }
   return records;
 }

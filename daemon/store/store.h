@@ -213,6 +213,7 @@ class Store {
   absl::Status InsertSandboxLocked(const SandboxRecord& record,
                                    uint32_t host_uid);
   absl::StatusOr<std::vector<SandboxRecord>> QuerySandboxes(Statement& stmt);
+  static ImageRecord ImageFromRow(Statement& stmt);
   absl::StatusOr<int64_t> TrimEventsLocked(int64_t keep);
 
   std::mutex mutex_;

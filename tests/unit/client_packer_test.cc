@@ -15,30 +15,14 @@
 #include <vector>
 
 #include "client/tar_packer.h"
+#include "tests/test_util.h"
 
 namespace corral::cli {
 namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh directory under the temp dir, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern =
-        (fs::temp_directory_path() / "corral-packer-test-XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using corral::testing::TempDir;
 
 void WriteFile(const fs::path& path, const std::string& content) {
   std::ofstream out(path, std::ios::binary);

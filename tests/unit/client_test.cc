@@ -19,6 +19,7 @@
 #include "client/options.h"
 #include "client/output.h"
 #include "corral/unique_fd.h"
+#include "tests/test_util.h"
 
 namespace corral::cli {
 namespace {
@@ -34,24 +35,7 @@ EnvLookup FakeEnv(std::map<std::string, std::string> values) {
   };
 }
 
-// A fresh directory under the test's temp dir, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern =
-        (fs::temp_directory_path() / "corral-client-test-XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using corral::testing::TempDir;
 
 std::string ReadFd(int fd) {
   std::string data;
