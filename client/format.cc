@@ -287,6 +287,7 @@ std::vector<DoctorCheck> RuntimeChecks(
   for (const corral::v1::Runtime& runtime : response.runtimes()) {
     DoctorCheck check;
     check.ok = runtime.available();
+    check.required = runtime.is_default();
     check.name = absl::StrCat("runtime ", runtime.name(),
                               runtime.is_default() ? " (default)" : "");
     std::vector<std::string> parts;
@@ -317,7 +318,10 @@ bool DefaultRuntimeAvailable(const corral::v1::ListRuntimesResponse& response) {
 std::string FormatDoctor(const std::vector<DoctorCheck>& checks) {
   std::string out;
   for (const DoctorCheck& check : checks) {
-    absl::StrAppend(&out, check.ok ? "ok   " : "FAIL ", check.name);
+    const char* verdict = check.ok         ? "ok   "
+                          : check.required ? "FAIL "
+                                           : "no   ";
+    absl::StrAppend(&out, verdict, check.name);
     if (!check.detail.empty()) absl::StrAppend(&out, ": ", check.detail);
     out += '\n';
   }

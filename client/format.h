@@ -64,6 +64,9 @@ std::string FormatVersion(absl::string_view client_version,
 // One line of `corral doctor`.
 struct DoctorCheck {
   bool ok = false;
+  // False for what this host may lack without anything being wrong (a
+  // runtime other than the default): printed "no" rather than "FAIL".
+  bool required = true;
   std::string name;
   std::string detail;
 };

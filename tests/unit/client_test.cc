@@ -393,8 +393,12 @@ TEST_CASE("runtimes and sandboxes render as tables", "[client][format]") {
   CHECK(checks[0].ok);
   CHECK(checks[0].name == "runtime linux (default)");
   CHECK_FALSE(checks[1].ok);
+  // A runtime other than the default that cannot run here is no failure.
   CHECK_THAT(FormatDoctor(checks),
-             Catch::Contains("FAIL runtime qemu: qemu-system-x86_64"));
+             Catch::Contains("no   runtime qemu: qemu-system-x86_64"));
+  runtimes.mutable_runtimes(0)->set_available(false);
+  CHECK_THAT(FormatDoctor(RuntimeChecks(runtimes)),
+             Catch::Contains("FAIL runtime linux (default)"));
 
   corral::v1::ListSandboxesResponse sandboxes;
   auto* sandbox = sandboxes.add_sandboxes();
