@@ -64,11 +64,11 @@ std::string FormatVersion(absl::string_view client_version,
 // One line of `corral doctor`.
 struct DoctorCheck {
   bool ok = false;
+  std::string name;
+  std::string detail;
   // False for what this host may lack without anything being wrong (a
   // runtime other than the default): printed "no" rather than "FAIL".
   bool required = true;
-  std::string name;
-  std::string detail;
 };
 
 // The runtime lines of `corral doctor`, one per runtime, with its reason,
