@@ -44,11 +44,9 @@ bool SomeoneListens(const sockaddr_un& address) {
                    sizeof(address)) == 0;
 }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<Listener>> Listener::Create(
-    ListenerOptions options) {
-  ASSIGN_OR_RETURN(sockaddr_un address, Address(options.path));
+// Binds and listens on the configured path (no socket activation).
+absl::StatusOr<UniqueFd> BindSocket(const ListenerOptions& options,
+                                    const sockaddr_un& address) {
   const std::filesystem::path parent =
       std::filesystem::path(options.path).parent_path();
   if (!parent.empty()) {
@@ -103,6 +101,65 @@ absl::StatusOr<std::unique_ptr<Listener>> Listener::Create(
   if (::listen(fd.get(), 128) != 0) {
     return ErrnoStatus(absl::StrCat("listen ", options.path));
   }
+  return fd;
+}
+
+}  // namespace
+
+absl::StatusOr<UniqueFd> Listener::TakeActivatedSocket(
+    const std::string& path) {
+  const char* pid = ::getenv("LISTEN_PID");
+  const char* fds = ::getenv("LISTEN_FDS");
+  int listen_pid = 0;
+  if (pid == nullptr || fds == nullptr || !absl::SimpleAtoi(pid, &listen_pid) ||
+      listen_pid != ::getpid()) {
+    return UniqueFd();
+  }
+  // Not for the children of the daemon.
+  ::unsetenv("LISTEN_PID");
+  ::unsetenv("LISTEN_FDS");
+  ::unsetenv("LISTEN_FDNAMES");
+  if (std::string_view(fds) != "1") {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "systemd passed ", fds, " sockets; corrald takes exactly one"));
+  }
+  constexpr int kFirstPassedFd = 3;  // SD_LISTEN_FDS_START
+  UniqueFd fd(kFirstPassedFd);
+  int listening = 0;
+  socklen_t length = sizeof(listening);
+  sockaddr_un bound{};
+  socklen_t bound_length = sizeof(bound);
+  if (::getsockopt(fd.get(), SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) !=
+          0 ||
+      !listening ||
+      ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&bound),
+                    &bound_length) != 0 ||
+      bound.sun_family != AF_UNIX) {
+    return absl::FailedPreconditionError(
+        "the socket systemd passed is not a listening Unix socket");
+  }
+  if (std::string(bound.sun_path) != path) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("systemd passed a socket for ", bound.sun_path,
+                     " but the daemon is configured for ", path));
+  }
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) != 0 ||
+      ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC) != 0) {
+    return ErrnoStatus("fcntl on the socket systemd passed");
+  }
+  return fd;
+}
+
+absl::StatusOr<std::unique_ptr<Listener>> Listener::Create(
+    ListenerOptions options) {
+  ASSIGN_OR_RETURN(UniqueFd activated, TakeActivatedSocket(options.path));
+  ASSIGN_OR_RETURN(sockaddr_un address, Address(options.path));
+  const bool is_activated = activated.valid();
+  UniqueFd fd = std::move(activated);
+  if (!is_activated) {
+    ASSIGN_OR_RETURN(fd, BindSocket(options, address));
+  }
   gid_t admin_gid = 0;
   bool has_admin = false;
   if (!options.admin_group.empty()) {
@@ -111,8 +168,8 @@ absl::StatusOr<std::unique_ptr<Listener>> Listener::Create(
       has_admin = true;
     }
   }
-  return std::unique_ptr<Listener>(
-      new Listener(std::move(options), std::move(fd), admin_gid, has_admin));
+  return std::unique_ptr<Listener>(new Listener(
+      std::move(options), std::move(fd), is_activated, admin_gid, has_admin));
 }
 
 Listener::~Listener() { Stop(); }
@@ -125,7 +182,9 @@ void Listener::Stop() {
   stopping_ = true;
   if (thread_.joinable()) thread_.join();
   if (fd_) {
-    ::unlink(options_.path.c_str());
+    // An activated socket's file belongs to systemd, which keeps it for the
+    // next start.
+    if (!activated_) ::unlink(options_.path.c_str());
     fd_.Reset();
   }
 }

@@ -40,7 +40,10 @@ class Listener {
  public:
   // Binds the socket. Refuses to start when another daemon answers on it;
   // replaces a stale socket file left by a dead daemon. Never follows a
-  // symlink at the path.
+  // symlink at the path. Under systemd socket activation (LISTEN_PID is this
+  // process, LISTEN_FDS=1) it adopts fd 3 instead, which must be a listening
+  // Unix stream socket bound to the same path; systemd then owns the path,
+  // its mode and its group, and the file is left in place at Stop.
   static absl::StatusOr<std::unique_ptr<Listener>> Create(
       ListenerOptions options);
   ~Listener();
@@ -59,16 +62,20 @@ class Listener {
   const std::string& path() const { return options_.path; }
 
  private:
-  Listener(ListenerOptions options, UniqueFd fd, gid_t admin_gid,
-           bool has_admin_group)
+  Listener(ListenerOptions options, UniqueFd fd, bool activated,
+           gid_t admin_gid, bool has_admin_group)
       : options_(std::move(options)),
         fd_(std::move(fd)),
+        activated_(activated),
         admin_gid_(admin_gid),
         has_admin_group_(has_admin_group) {}
+  // The socket systemd passed, if any (see Create).
+  static absl::StatusOr<UniqueFd> TakeActivatedSocket(const std::string& path);
   void AcceptLoop(grpc::Server* server);
 
   const ListenerOptions options_;
   UniqueFd fd_;
+  const bool activated_;  // fd_ came from systemd, which owns the path
   const gid_t admin_gid_;
   const bool has_admin_group_;
   std::atomic<bool> stopping_{false};

@@ -172,7 +172,8 @@ CommandResult Sh(const std::string& command_line) {
   return RunProcess({"/bin/sh", "-c", command_line});
 }
 
-Daemon::Daemon(const std::string& config_toml) {
+Daemon::Daemon(const std::string& config_toml, bool socket_activated)
+    : socket_activated_(socket_activated) {
   char pattern[] = "/tmp/corral-it-XXXXXX";
   if (!::mkdtemp(pattern)) throw std::runtime_error("mkdtemp");
   dir_ = pattern;
@@ -225,6 +226,22 @@ void Daemon::Start() {
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (socket_activated_) {
+      // What systemd does for corrald.socket: a listening socket as fd 3.
+      ::unlink(socket_.c_str());
+      int listening = ::socket(AF_UNIX, SOCK_STREAM, 0);
+      sockaddr_un address{};
+      address.sun_family = AF_UNIX;
+      std::strncpy(address.sun_path, socket_.c_str(),
+                   sizeof(address.sun_path) - 1);
+      if (::bind(listening, reinterpret_cast<sockaddr*>(&address),
+                 sizeof(address)) != 0 ||
+          ::listen(listening, 16) != 0 || ::dup2(listening, 3) != 3) {
+        ::_exit(126);
+      }
+      ::setenv("LISTEN_FDS", "1", 1);
+      ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
+    }
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);

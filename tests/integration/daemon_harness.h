@@ -38,7 +38,10 @@ CommandResult Sh(const std::string& command_line);
 class Daemon {
  public:
   // Starts corrald; `config_toml` (may be empty) is written to a config file.
-  explicit Daemon(const std::string& config_toml = "");
+  // With `socket_activated`, the harness plays systemd: it binds the socket
+  // itself and passes it as fd 3 with LISTEN_FDS/LISTEN_PID.
+  explicit Daemon(const std::string& config_toml = "",
+                  bool socket_activated = false);
   ~Daemon();  // stops the daemon (SIGTERM) and removes every sandbox left
 
   void Start();
@@ -60,6 +63,7 @@ class Daemon {
  private:
   std::string dir_, socket_, state_dir_, config_path_;
   pid_t pid_ = -1;
+  bool socket_activated_ = false;
 };
 
 std::string BinaryDir();

@@ -103,5 +103,21 @@ TEST_CASE(
   CHECK(Leftovers(daemon, id, host_uid).empty());
 }
 
+TEST_CASE("under socket activation corrald serves the socket systemd passes") {
+  // The socket accepts before the daemon is ready (that is the point of
+  // activation): the first command waits in the backlog and then runs.
+  Daemon daemon("", /*socket_activated=*/true);
+  auto r = daemon.Cli({"run", "--", "echo", "activated"});
+  INFO(r.err << daemon.log());
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "activated\n");
+  CHECK(daemon.log().find("ready on " + daemon.socket()) != std::string::npos);
+  daemon.Stop();
+  // The socket file is systemd's: the daemon leaves it for the next start.
+  CHECK(Sh("test -S '" + daemon.socket() + "'").exit_code == 0);
+  daemon.Start();
+  CHECK(daemon.Cli({"version"}).exit_code == 0);
+}
+
 }  // namespace
 }  // namespace corral::testing
