@@ -84,29 +84,12 @@ class SignalPipe {
   size_t installed_ = 0;
 };
 
-// What differs between Run and ExecStream, for the shared driver below.
-struct RunTraits {
-  using Request = corral::v1::RunRequest;
-  using Response = corral::v1::RunResponse;
-  static constexpr bool kCanSignal = true;
-
-  static Request Stdin(std::string data, bool eof) {
-    Request request;
-    request.mutable_stdin()->set_data(std::move(data));
-    request.mutable_stdin()->set_eof(eof);
-    return request;
-  }
-  static Request Signal(int signal) {
-    Request request;
-    request.set_signal(signal);
-    return request;
-  }
-};
-
-struct ExecTraits {
-  using Request = corral::v1::ExecStreamRequest;
-  using Response = corral::v1::ExecStreamResponse;
-  static constexpr bool kCanSignal = true;
+// What differs between Run and ExecStream, for the shared driver below: only
+// the message types. Both carry stdin chunks and signals the same way.
+template <typename RequestType, typename ResponseType>
+struct StreamTraits {
+  using Request = RequestType;
+  using Response = ResponseType;
 
   static Request Stdin(std::string data, bool eof) {
     Request request;
@@ -120,6 +103,9 @@ struct ExecTraits {
     return request;
   }
 };
+using RunTraits = StreamTraits<corral::v1::RunRequest, corral::v1::RunResponse>;
+using ExecTraits =
+    StreamTraits<corral::v1::ExecStreamRequest, corral::v1::ExecStreamResponse>;
 
 // Owns everything written to the stream after the first message: stdin
 // chunks and signals. gRPC allows one writer thread next to one reader, so
@@ -182,8 +168,7 @@ class StreamWriter {
       if (fds[1].revents & POLLIN) {
         unsigned char signal_number;
         while (::read(signals_.read_fd(), &signal_number, 1) == 1) {
-          if (signal_number == SIGINT && ++interrupts == 1 &&
-              Traits::kCanSignal && writable_) {
+          if (signal_number == SIGINT && ++interrupts == 1 && writable_) {
             if (::isatty(STDERR_FILENO)) {
               Warn("sent SIGINT to the command; Ctrl-C again abandons it");
             }

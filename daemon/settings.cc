@@ -4,30 +4,32 @@
 
 namespace corral::daemon {
 
+namespace {
+
+// [defaults] and [limits] name their fields alike.
+template <typename Section>
+LimitSet ToLimitSet(const Section& section) {
+  return LimitSet{section.cpu_millis,
+                  section.memory_mib,
+                  section.pids,
+                  section.disk_mib,
+                  section.ttl_seconds,
+                  static_cast<uint32_t>(section.exec_timeout_seconds),
+                  section.output_limit_bytes};
+}
+
+}  // namespace
+
 SpecRules MakeSpecRules(const DaemonConfig& config) {
   SpecRules rules;
-  const auto& d = config.defaults;
-  rules.defaults = LimitSet{d.cpu_millis,
-                            d.memory_mib,
-                            d.pids,
-                            d.disk_mib,
-                            d.ttl_seconds,
-                            static_cast<uint32_t>(d.exec_timeout_seconds),
-                            d.output_limit_bytes};
-  const auto& m = config.limits;
-  rules.maxima = LimitSet{m.cpu_millis,
-                          m.memory_mib,
-                          m.pids,
-                          m.disk_mib,
-                          m.ttl_seconds,
-                          static_cast<uint32_t>(m.exec_timeout_seconds),
-                          m.output_limit_bytes};
+  rules.defaults = ToLimitSet(config.defaults);
+  rules.maxima = ToLimitSet(config.limits);
   rules.minima.cpu_millis = kMinCpuMillis;
   rules.minima.memory_mib = kMinMemoryMib;
   rules.minima.pids = kMinPids;
   rules.minima.disk_mib = 1;
-  rules.default_runtime = d.runtime;
-  rules.default_image = d.image;
+  rules.default_runtime = config.defaults.runtime;
+  rules.default_image = config.defaults.image;
   return rules;
 }
 

@@ -82,10 +82,9 @@ TEST_CASE("host files stay invisible, the root is read-only",
   auto& agent = box.agent();
   // Kept alive for the loop: runtime_dir() returns a temporary.
   const std::string runtime_dir = box.env().runtime_dir();
-  for (const char* path :
-       {"/home", "/srv", "/opt", "/work", "/etc/shadow", "/etc/sudoers",
-        "/etc/ssl/private", "/run", "/var/lib", "/var/log",
-        runtime_dir.c_str()}) {
+  for (const char* path : {"/home", "/srv", "/opt", "/work", "/etc/shadow",
+                           "/etc/sudoers", "/etc/ssl/private", "/run",
+                           "/var/lib", "/var/log", runtime_dir.c_str()}) {
     INFO(path);
     CHECK(agent.Exec({"/usr/bin/test", "-e", path}).exit_code == 1);
   }
