@@ -26,6 +26,8 @@
 #include "client/options.h"
 #include "client/output.h"
 #include "client/tar_packer.h"
+#include "client/transfer.h"
+#include "client/workspace_commands.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
 
@@ -197,90 +199,27 @@ Result ImageInspect(Connection& connection, const GlobalOptions& global,
   return 0;
 }
 
-// Streams a file descriptor's bytes to `sink` in upload-sized chunks.
-absl::Status StreamFd(int fd, absl::string_view name, const ChunkSink& sink) {
-  std::string buffer(kUploadChunkSize, '\0');
-  size_t filled = 0;
-  while (true) {
-    const ssize_t got =
-        ::read(fd, buffer.data() + filled, buffer.size() - filled);
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus(absl::StrCat("read ", name));
-    }
-    filled += static_cast<size_t>(got);
-    // Full chunks only, except at the end: fewer, larger messages.
-    if (filled == buffer.size() || (got == 0 && filled > 0)) {
-      RETURN_IF_ERROR(sink(absl::string_view(buffer.data(), filled)));
-      filled = 0;
-    }
-    if (got == 0) return absl::OkStatus();
-  }
-}
-
 Result ImageImport(Connection& connection, const GlobalOptions& global,
                    const ImportOptions& options) {
   // Decide what the source is before talking to the daemon, so a typo in the
   // path fails without opening an upload.
-  bool is_directory = false;
-  UniqueFd file;
-  if (options.source != "-") {
-    struct stat st;
-    if (::stat(options.source.c_str(), &st) != 0) {
-      return ErrnoStatus(absl::StrCat("cannot open ", options.source));
-    }
-    is_directory = S_ISDIR(st.st_mode);
-    if (!is_directory) {
-      file.Reset(::open(options.source.c_str(), O_RDONLY | O_CLOEXEC));
-      if (!file)
-        return ErrnoStatus(absl::StrCat("cannot open ", options.source));
-    }
-  }
+  ASSIGN_OR_RETURN(UploadSource source,
+                   UploadSource::Open(options.source, true));
   ASSIGN_OR_RETURN(corral::v1::ImportImageMetadata metadata,
-                   BuildImportMetadata(options, is_directory));
+                   BuildImportMetadata(options, source.is_directory()));
 
   // No deadline: an image can take long to upload; Ctrl-C ends it.
   grpc::ClientContext context;
   corral::v1::Image image;
   auto writer = connection.images().ImportImage(&context, &image);
-  corral::v1::ImportImageRequest request;
-  *request.mutable_metadata() = std::move(metadata);
-  bool writable = writer->Write(request);
-  const ChunkSink send = [&](absl::string_view chunk) -> absl::Status {
-    request.set_data(chunk.data(), chunk.size());
-    if (writable && writer->Write(request)) return absl::OkStatus();
-    writable = false;
-    return absl::AbortedError("upload interrupted");
-  };
-
-  absl::Status local;
-  if (!writable) {
-    local = absl::AbortedError("upload interrupted");
-  } else if (is_directory) {
-    absl::StatusOr<PackResult> packed =
-        PackDirectory(options.source, send, kUploadChunkSize);
-    local = packed.status();
-    if (packed.ok()) {
-      for (const std::string& line : packed->skipped) Warn(line);
-    }
-  } else if (options.source == "-") {
-    local = StreamFd(STDIN_FILENO, "stdin", send);
-  } else {
-    local = StreamFd(file.get(), options.source, send);
-  }
-
-  if (!local.ok() && writable) {
-    // A local failure mid-upload: cancel, so that the daemon never sees a
-    // truncated archive end cleanly and publish it.
-    context.TryCancel();
-    (void)writer->Finish();
-    return local;
-  }
-  if (writable) writer->WritesDone();
-  const grpc::Status status = writer->Finish();
-  // The daemon's reason for stopping the upload beats "upload interrupted".
-  if (!status.ok()) return connection.CallError(status);
-  RETURN_IF_ERROR(local);
+  corral::v1::ImportImageRequest first;
+  *first.mutable_metadata() = std::move(metadata);
+  RETURN_IF_ERROR(StreamUpload<corral::v1::ImportImageRequest>(
+      connection, context, *writer, first,
+      [](corral::v1::ImportImageRequest& request, absl::string_view chunk) {
+        request.set_data(chunk.data(), chunk.size());
+      },
+      [&source](const ChunkSink& sink) { return source.Send(sink, false); }));
   if (global.json) {
     RETURN_IF_ERROR(PrintMessage(image));
   } else {
@@ -317,6 +256,9 @@ Result Create(Connection& connection, const GlobalOptions& global,
   RETURN_IF_ERROR(ValidateCreateOnly(options));
   ASSIGN_OR_RETURN(const corral::v1::CreateSandboxRequest request,
                    BuildCreateRequest(options));
+  if (!options.seed.empty()) {
+    return CreateSeeded(connection, global.json, request, options.seed);
+  }
   corral::v1::Sandbox sandbox;
   auto context = connection.UnaryContext();
   const grpc::Status status =
@@ -331,6 +273,11 @@ Result Run(Connection& connection, const GlobalOptions& global,
            const CreateOptions& create, const ExecOptions& exec) {
   ASSIGN_OR_RETURN(const corral::v1::RunStart start,
                    BuildRunStart(create, exec));
+  if (!create.seed.empty()) {
+    // Run has no way to carry a seed: create seeded, exec, delete.
+    return RunSeeded(connection, global.json, start.sandbox(), create.seed,
+                     exec);
+  }
   return RunCommand(
       connection, start,
       {.json = global.json, .timeout_seconds = exec.timeout_seconds});
@@ -473,7 +420,8 @@ void AddCreateFlags(CLI::App* command, CreateOptions& options) {
                    "(repeatable): ",
                    absl::StrJoin(GuaranteeNames(), ", "))));
   command->add_option("--seed", options.seed,
-                      "Seed /workspace from DIR or TAR (not supported yet)");
+                      "Start /workspace from DIR (packed here) or TAR (plain, "
+                      "gzip, xz or zstd; - for stdin)");
 }
 
 void AddExecFlags(CLI::App* command, ExecOptions& options) {
@@ -514,11 +462,15 @@ void NameOptionValues(CLI::App* app) {
   static const std::map<std::string, std::string> kValueNames = {
       {"cpus", "N"},
       {"disk", "MIB"},
+      {"after", "SEQ"},
       {"env", "KEY=VALUE"},
       {"hostname", "NAME"},
       {"image", "NAME"},
       {"label", "KEY=VALUE"},
+      {"max-bytes", "BYTES"},
+      {"max-entries", "N"},
       {"memory", "MIB"},
+      {"mode", "MODE"},
       {"network", "none|egress"},
       {"output-limit", "BYTES"},
       {"pids", "N"},
@@ -526,9 +478,11 @@ void NameOptionValues(CLI::App* app) {
       {"runtime", "NAME"},
       {"seed", "DIR|TAR"},
       {"sh", "CMDLINE"},
+      {"snapshot", "NAME"},
       {"socket", "PATH"},
       {"state", "STATE"},
       {"timeout", "SECONDS"},
+      {"to", "SNAPSHOT"},
       {"ttl", "SECONDS"},
       {"workdir", "PATH"}};
   for (CLI::Option* option : app->get_options()) {
@@ -703,6 +657,20 @@ int RunCli(const std::vector<std::string>& args) {
       ->required()
       ->check(kNonNegative);
 
+  CreateOptions fork_options;
+  std::string fork_source;
+  CLI::App* fork = app.add_subcommand(
+      "fork",
+      "Create a sandbox whose workspace starts from another's (or "
+      "its snapshot) and print its id");
+  fork->add_option("SOURCE", fork_source, "ID or ID@SNAPSHOT")->required();
+  AddCreateFlags(fork, fork_options);
+  fork->add_option("--timeout", fork_options.timeout_seconds,
+                   "Not for fork: a timeout belongs to a command (exec)")
+      ->group("");
+
+  WorkspaceCommands workspace(app);
+
   NameOptionValues(&app);
 
   SplitArguments split = SplitAtSeparator(args);
@@ -775,6 +743,11 @@ int RunCli(const std::vector<std::string>& args) {
     result = Remove(connection, global, rm_ids);
   } else if (extend->parsed()) {
     result = Extend(connection, global, extend_id, extend_ttl);
+  } else if (fork->parsed()) {
+    result = Fork(connection, global.json, fork_source, fork_options);
+  } else if (std::optional<Result> done =
+                 workspace.Dispatch(connection, global.json)) {
+    result = std::move(*done);
   }
   if (!result.ok()) return Fail(result.status().message());
   return *result;

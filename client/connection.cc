@@ -49,6 +49,8 @@ Connection::Connection(std::string socket_path)
   images_ = corral::v1::Images::NewStub(channel_);
   sandboxes_ = corral::v1::Sandboxes::NewStub(channel_);
   exec_ = corral::v1::Exec::NewStub(channel_);
+  files_ = corral::v1::Files::NewStub(channel_);
+  snapshots_ = corral::v1::Snapshots::NewStub(channel_);
 }
 
 std::unique_ptr<grpc::ClientContext> Connection::UnaryContext() const {

@@ -10,8 +10,10 @@
 
 #include "absl/status/status.h"
 #include "corral/v1/exec.grpc.pb.h"
+#include "corral/v1/files.grpc.pb.h"
 #include "corral/v1/images.grpc.pb.h"
 #include "corral/v1/sandboxes.grpc.pb.h"
+#include "corral/v1/snapshots.grpc.pb.h"
 #include "corral/v1/system.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 
@@ -43,6 +45,8 @@ class Connection {
   corral::v1::Images::Stub& images() { return *images_; }
   corral::v1::Sandboxes::Stub& sandboxes() { return *sandboxes_; }
   corral::v1::Exec::Stub& exec() { return *exec_; }
+  corral::v1::Files::Stub& files() { return *files_; }
+  corral::v1::Snapshots::Stub& snapshots() { return *snapshots_; }
 
   // A context for a unary call, with kUnaryDeadline.
   std::unique_ptr<grpc::ClientContext> UnaryContext() const;
@@ -59,6 +63,8 @@ class Connection {
   std::unique_ptr<corral::v1::Images::Stub> images_;
   std::unique_ptr<corral::v1::Sandboxes::Stub> sandboxes_;
   std::unique_ptr<corral::v1::Exec::Stub> exec_;
+  std::unique_ptr<corral::v1::Files::Stub> files_;
+  std::unique_ptr<corral::v1::Snapshots::Stub> snapshots_;
 };
 
 }  // namespace corral::cli

@@ -178,9 +178,6 @@ absl::StatusOr<uint32_t> CpusToMillis(double cpus) {
 
 absl::StatusOr<corral::v1::CreateSandboxRequest> BuildCreateRequest(
     const CreateOptions& options, const EnvLookup& lookup) {
-  if (!options.seed.empty()) {
-    return absl::UnimplementedError("--seed is not supported yet");
-  }
   corral::v1::CreateSandboxRequest request;
   request.set_runtime(options.runtime);
   request.set_image(options.image);
@@ -277,6 +274,78 @@ absl::StatusOr<corral::v1::ImportImageMetadata> BuildImportMetadata(
   ASSIGN_OR_RETURN(const auto labels, ParseLabels(options.labels));
   metadata.mutable_labels()->insert(labels.begin(), labels.end());
   return metadata;
+}
+
+std::optional<RemotePath> ParseRemotePath(absl::string_view argument) {
+  const size_t colon = argument.find(':');
+  if (colon == absl::string_view::npos || colon == 0) return std::nullopt;
+  for (const char c : argument.substr(0, colon)) {
+    if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) {
+      return std::nullopt;
+    }
+  }
+  return RemotePath{std::string(argument.substr(0, colon)),
+                    std::string(argument.substr(colon + 1))};
+}
+
+absl::StatusOr<CopyPlan> PlanCopy(absl::string_view source,
+                                  absl::string_view destination) {
+  std::optional<RemotePath> remote_source = ParseRemotePath(source);
+  std::optional<RemotePath> remote_destination = ParseRemotePath(destination);
+  if (remote_source && remote_destination) {
+    return absl::InvalidArgumentError(
+        "copying from one sandbox path to another is not supported: one side "
+        "must be a local path");
+  }
+  if (!remote_source && !remote_destination) {
+    return absl::InvalidArgumentError(
+        "one of SRC and DST must be a sandbox path ID:PATH");
+  }
+  CopyPlan plan;
+  plan.upload = remote_destination.has_value();
+  plan.remote = plan.upload ? *remote_destination : *remote_source;
+  plan.local = std::string(plan.upload ? source : destination);
+  if (plan.remote.path.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("empty path after '", plan.remote.sandbox_id, ":'"));
+  }
+  if (plan.local.empty()) {
+    return absl::InvalidArgumentError("empty local path");
+  }
+  return plan;
+}
+
+absl::StatusOr<std::pair<std::string, std::string>> ParseSnapshotRef(
+    absl::string_view argument) {
+  const size_t at = argument.find('@');
+  std::string id(argument.substr(0, at));
+  std::string name;
+  if (at != absl::string_view::npos) {
+    name = std::string(argument.substr(at + 1));
+    if (name.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("no snapshot name after '@' in '", argument, "'"));
+    }
+  }
+  if (id.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no sandbox id in '", argument, "'"));
+  }
+  return std::make_pair(std::move(id), std::move(name));
+}
+
+absl::StatusOr<uint32_t> ParseFileMode(absl::string_view text) {
+  uint32_t mode = 0;
+  bool valid = !text.empty() && text.size() <= 5;
+  for (const char c : text) {
+    if (c < '0' || c > '7') valid = false;
+    mode = mode * 8 + static_cast<uint32_t>(c - '0');
+  }
+  if (!valid || mode > 07777) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--mode expects octal permission bits such as 0644, got '", text, "'"));
+  }
+  return mode;
 }
 
 }  // namespace corral::cli

@@ -67,7 +67,7 @@ struct CreateOptions {
   bool no_userns = false;
   // Guarantee names ("seccomp", "cgroup-limits", ...).
   std::vector<std::string> require;
-  // `--seed DIR|TAR`; not supported in this release.
+  // `--seed DIR|TAR`: the workspace's starting content (CreateSeededSandbox).
   std::string seed;
 };
 
@@ -126,8 +126,9 @@ std::string StateName(corral::v1::SandboxState state);
 // silently becoming the default.
 absl::StatusOr<uint32_t> CpusToMillis(double cpus);
 
-// The request for `corral create` (and the sandbox part of `corral run`).
-// Rejects --seed (not supported yet); --timeout is not looked at here, see
+// The request for `corral create` (and the sandbox part of `corral run` and
+// `corral fork`). --seed is not part of it (it picks the RPC, see
+// CreateSeededSandbox); --timeout is not looked at here, see
 // ValidateCreateOnly.
 absl::StatusOr<corral::v1::CreateSandboxRequest> BuildCreateRequest(
     const CreateOptions& options, const EnvLookup& lookup = ProcessEnv());
@@ -153,6 +154,35 @@ absl::StatusOr<corral::v1::ListSandboxesRequest> BuildListRequest(
 // (the daemon detects it) and NONE when the CLI packs a directory.
 absl::StatusOr<corral::v1::ImportImageMetadata> BuildImportMetadata(
     const ImportOptions& options, bool packed_directory);
+
+// A path inside a sandbox, written `ID:PATH` on the command line.
+struct RemotePath {
+  std::string sandbox_id;
+  std::string path;
+};
+
+// `ID:PATH` when the text before the first ':' is a non-empty run of hex
+// digits (sandbox ids are hex), else nullopt: a local path. A local path
+// whose first component looks like that is written `./a:b`.
+std::optional<RemotePath> ParseRemotePath(absl::string_view argument);
+
+// What `corral cp SRC DST` does: exactly one side is `ID:PATH`.
+struct CopyPlan {
+  // true: local -> sandbox; false: sandbox -> local.
+  bool upload = false;
+  std::string local;
+  RemotePath remote;
+};
+absl::StatusOr<CopyPlan> PlanCopy(absl::string_view source,
+                                  absl::string_view destination);
+
+// `ID` or `ID@SNAPSHOT` (fork's source): the id and the snapshot name, empty
+// for the sandbox's current workspace.
+absl::StatusOr<std::pair<std::string, std::string>> ParseSnapshotRef(
+    absl::string_view argument);
+
+// Octal permission bits ("644", "0755"); at most 07777.
+absl::StatusOr<uint32_t> ParseFileMode(absl::string_view text);
 
 }  // namespace corral::cli
 

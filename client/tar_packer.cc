@@ -37,8 +37,8 @@ using EntryPtr = std::unique_ptr<struct archive_entry, EntryDeleter>;
 // WriteCallback into fixed-size chunks for the sink.
 class Packer {
  public:
-  Packer(const ChunkSink& sink, size_t chunk_size)
-      : sink_(sink), chunk_size_(chunk_size) {
+  Packer(const ChunkSink& sink, size_t chunk_size, bool keep_fifos)
+      : sink_(sink), chunk_size_(chunk_size), keep_fifos_(keep_fifos) {
     pending_.reserve(chunk_size_);
   }
   // Freeing an unclosed archive flushes through WriteCallback, which uses the
@@ -181,6 +181,10 @@ class Packer {
       case S_IFLNK:
         return PackSymlink(dir_fd, name, path, st);
       case S_IFIFO:
+        if (!keep_fifos_) {
+          result_.skipped.push_back(absl::StrCat(path, ": FIFO, skipped"));
+          return absl::OkStatus();
+        }
         return WriteHeader(path, st, AE_IFIFO, 0, nullptr);
       case S_IFCHR:
       case S_IFBLK:
@@ -303,6 +307,7 @@ class Packer {
 
   const ChunkSink& sink_;
   const size_t chunk_size_;
+  const bool keep_fifos_;
   ArchivePtr archive_;
   std::string pending_;
   std::vector<char> read_buffer_;
@@ -315,9 +320,9 @@ class Packer {
 
 absl::StatusOr<PackResult> PackDirectory(const std::string& directory,
                                          const ChunkSink& sink,
-                                         size_t chunk_size) {
+                                         size_t chunk_size, bool keep_fifos) {
   if (chunk_size == 0) return absl::InvalidArgumentError("chunk size 0");
-  Packer packer(sink, chunk_size);
+  Packer packer(sink, chunk_size, keep_fifos);
   return packer.Pack(directory);
 }
 

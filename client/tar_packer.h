@@ -39,10 +39,12 @@ struct PackResult {
 // mtimes are kept; hard links become separate copies. A file that vanishes,
 // changes type or shrinks while being packed, or cannot be read, fails the
 // whole pack with its path in the message: a silently incomplete image is
-// worse than none.
+// worse than none. Without `keep_fifos`, FIFOs are skipped too (a workspace
+// archive may not hold them).
 absl::StatusOr<PackResult> PackDirectory(const std::string& directory,
                                          const ChunkSink& sink,
-                                         size_t chunk_size = kUploadChunkSize);
+                                         size_t chunk_size = kUploadChunkSize,
+                                         bool keep_fifos = true);
 
 }  // namespace corral::cli
 

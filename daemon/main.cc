@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <iostream>
 
@@ -20,6 +21,7 @@
 #include "daemon/config/config.h"
 #include "daemon/core/backend.h"
 #include "daemon/core/sandbox_manager.h"
+#include "daemon/core/workspaces.h"
 #include "daemon/images/image_store.h"
 #include "daemon/rpc/listener.h"
 #include "daemon/rpc/services.h"
@@ -167,10 +169,26 @@ int Run(int argc, char** argv) {
   core.resolve_policy = [&config](const Caller& caller) {
     return ResolveCallerPolicy(config, caller);
   };
+  // Sandboxes that go away leave workspace content to collect; recovery
+  // may destroy some before the workspaces exist (their first collection
+  // covers those).
+  std::atomic<Workspaces*> workspaces_ready{nullptr};
+  core.on_destroyed = [&workspaces_ready](const std::string&) {
+    if (Workspaces* w = workspaces_ready.load()) w->RequestGarbageCollection();
+  };
   auto manager =
       SandboxManager::Create(core, store->get(), images->get(), plugins->get());
   if (!manager.ok()) return fail(manager.status());
   if (auto s = (*manager)->Recover(); !s.ok()) return fail(s);
+  WorkspaceLimits workspace_limits;
+  workspace_limits.max_upload_bytes = config.workspace.max_upload_bytes;
+  workspace_limits.max_entries = config.workspace.max_entries;
+  workspace_limits.max_snapshots =
+      static_cast<uint32_t>(config.workspace.max_snapshots);
+  auto workspaces =
+      Workspaces::Create(state, store->get(), manager->get(), workspace_limits);
+  if (!workspaces.ok()) return fail(workspaces.status());
+  workspaces_ready = workspaces->get();
 
   ListenerOptions listener_options;
   listener_options.path = config.daemon.socket;
@@ -186,6 +204,7 @@ int Run(int argc, char** argv) {
   deps.plugins = plugins->get();
   deps.listener = listener->get();
   deps.store = store->get();
+  deps.workspaces = workspaces->get();
   deps.default_runtime = config.defaults.runtime;
   deps.started_at = absl::Now();
   deps.max_image_bytes = config.images.max_bytes;
@@ -233,6 +252,7 @@ int Run(int argc, char** argv) {
   (*manager)->Shutdown();
   (*listener)->CloseConnections();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  workspaces_ready = nullptr;
   return 0;
 }
 

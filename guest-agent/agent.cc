@@ -24,6 +24,7 @@
 
 #include "corral/agent/v1/agent.pb.h"
 #include "corral/unique_fd.h"
+#include "guest-agent/fs_ops.h"
 #include "guest-agent/spawn.h"
 #include "guest-agent/wire/frame_codec.h"
 
@@ -293,7 +294,7 @@ void Agent::AdoptConnection(UniqueFd fd) {
   v1::Hello* body = hello.mutable_hello();
   body->set_protocol_version(wire::kProtocolVersion);
   body->set_agent_version(kAgentVersion);
-  for (const char* capability : {"exec", "exec.stdin", "exec.signal"}) {
+  for (const char* capability : {"exec", "exec.stdin", "exec.signal", "fs"}) {
     body->add_capabilities(capability);
   }
   body->set_pid(static_cast<int32_t>(::getpid()));
@@ -553,14 +554,29 @@ void Agent::StartCommand(uint64_t stream_id, const v1::ExecStart& start) {
     SendError(stream_id, "the agent is shutting down");
     return;
   }
-  std::string invalid = ValidateExecStart(start);
+  // A file operation is a forked child of ours that runs RunFsOperation on
+  // its stdio; from here on it is a command like any other.
+  const bool fs = start.has_fs();
+  std::string invalid;
+  if (!fs) {
+    invalid = ValidateExecStart(start);
+  } else if (!start.argv().empty()) {
+    invalid = "exec_start: argv must be empty for a file operation";
+  } else if (start.fs().op_case() == v1::FsRequest::OP_NOT_SET) {
+    invalid = "exec_start: fs names no operation";
+  }
   if (!invalid.empty()) {
     SendError(stream_id, invalid);
     return;
   }
   SpawnedCommand spawned;
   SpawnFailure failure;
-  if (!Spawn(start, &spawned, &failure)) {
+  const bool ok =
+      fs ? SpawnFunction(
+               start, [&start] { return RunFsOperation(start.fs(), 0, 1, 2); },
+               &spawned, &failure)
+         : Spawn(start, &spawned, &failure);
+  if (!ok) {
     // The failed child (if any) exits 127 by itself and is reaped as an
     // unknown pid.
     Frame frame;

@@ -4,11 +4,13 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <string_view>
 #include <vector>
 
@@ -54,7 +56,21 @@ struct ChildPlan {
   const std::vector<const char*>* candidates;
   // argv[0] has no '/': candidates come from PATH.
   bool searching;
+  // Set: run this instead of exec'ing (argv, envp and candidates unused).
+  const std::function<int()>* body;
 };
+
+// Closes every fd above 2: without an exec, close-on-exec never happens, and
+// the child must not hold the agent's connection or other commands' pipes
+// (a stdin write end kept open here would keep that command from seeing EOF).
+bool CloseFdsAbove2() {
+  if (::syscall(SYS_close_range, 3U, ~0U, 0U) == 0) return true;
+  // Kernels before 5.9: close everything up to the fd limit.
+  long max = ::sysconf(_SC_OPEN_MAX);
+  if (max < 0 || max > (1L << 20)) max = 1L << 20;
+  for (long fd = 3; fd < max; ++fd) ::close(static_cast<int>(fd));
+  return true;
+}
 
 [[noreturn]] void RunChild(const ChildPlan& plan) {
   // Own session and process group: the agent signals the whole group, and the
@@ -84,6 +100,13 @@ struct ChildPlan {
   }
   if (::chdir(plan.cwd) != 0) {
     ReportAndExit(plan.report_fd, ChildStage::kChdir, errno);
+  }
+  if (plan.body != nullptr) {
+    // Closing the report pipe (above 2) tells the parent that setup worked.
+    // From here on this is an ordinary process: the agent is single-threaded,
+    // so the forked heap and locks are in a consistent state.
+    CloseFdsAbove2();
+    ::_exit((*plan.body)());
   }
   // Like execvp: remember EACCES and keep looking; stop at errors that say
   // the file exists but cannot run for another reason. A path with a '/' has
@@ -121,6 +144,9 @@ std::string Shorten(const std::string& text) {
   if (text.size() <= kMax) return text;
   return text.substr(0, kMax) + "...";
 }
+
+bool ForkChild(bool stdin_open, const std::string& program, ChildPlan plan,
+               SpawnedCommand* command, SpawnFailure* failure);
 
 }  // namespace
 
@@ -199,7 +225,41 @@ bool Spawn(const v1::ExecStart& start, SpawnedCommand* command,
     candidates.push_back(candidate.c_str());
   }
   const std::string cwd = start.cwd().empty() ? "/" : start.cwd();
+  ChildPlan plan{.stdin_fd = -1,
+                 .stdout_fd = -1,
+                 .stderr_fd = -1,
+                 .report_fd = -1,
+                 .cwd = cwd.c_str(),
+                 .argv = argv.data(),
+                 .envp = envp.data(),
+                 .candidates = &candidates,
+                 .searching = program.find('/') == std::string::npos,
+                 .body = nullptr};
+  return ForkChild(start.stdin_open(), program, plan, command, failure);
+}
 
+bool SpawnFunction(const v1::ExecStart& start, const std::function<int()>& body,
+                   SpawnedCommand* command, SpawnFailure* failure) {
+  const std::vector<const char*> no_candidates;
+  ChildPlan plan{.stdin_fd = -1,
+                 .stdout_fd = -1,
+                 .stderr_fd = -1,
+                 .report_fd = -1,
+                 .cwd = "/",
+                 .argv = nullptr,
+                 .envp = nullptr,
+                 .candidates = &no_candidates,
+                 .searching = false,
+                 .body = &body};
+  return ForkChild(start.stdin_open(), "fs", plan, command, failure);
+}
+
+namespace {
+
+// Creates the stdio and report pipes, forks, runs `plan` in the child (its
+// fds are filled in here) and waits for the report pipe to close.
+bool ForkChild(bool stdin_open, const std::string& program, ChildPlan plan,
+               SpawnedCommand* command, SpawnFailure* failure) {
   auto fail = [&](int exit_code, std::string message) {
     failure->exit_code = exit_code;
     failure->message = std::move(message);
@@ -208,7 +268,7 @@ bool Spawn(const v1::ExecStart& start, SpawnedCommand* command,
 
   int fds[2];
   UniqueFd stdin_read, stdin_write;
-  if (start.stdin_open()) {
+  if (stdin_open) {
     if (::pipe2(fds, O_CLOEXEC) != 0)
       return fail(126, "pipe: " + ErrnoText(errno));
     stdin_read.Reset(fds[0]);
@@ -240,15 +300,10 @@ bool Spawn(const v1::ExecStart& start, SpawnedCommand* command,
     return fail(126, "fcntl O_NONBLOCK: " + ErrnoText(errno));
   }
 
-  ChildPlan plan{stdin_read.get(),
-                 stdout_write.get(),
-                 stderr_write.get(),
-                 report_write.get(),
-                 cwd.c_str(),
-                 argv.data(),
-                 envp.data(),
-                 &candidates,
-                 program.find('/') == std::string::npos};
+  plan.stdin_fd = stdin_read.get();
+  plan.stdout_fd = stdout_write.get();
+  plan.stderr_fd = stderr_write.get();
+  plan.report_fd = report_write.get();
   const int64_t start_ns = MonotonicNowNs();
   failure->start_ns = start_ns;
   pid_t pid = ::fork();
@@ -283,8 +338,8 @@ bool Spawn(const v1::ExecStart& start, SpawnedCommand* command,
   if (got < sizeof(report)) return fail(126, name + ": child setup failed");
   switch (static_cast<ChildStage>(report.stage)) {
     case ChildStage::kChdir:
-      return fail(126,
-                  "chdir " + Shorten(cwd) + ": " + ErrnoText(report.error));
+      return fail(
+          126, "chdir " + Shorten(plan.cwd) + ": " + ErrnoText(report.error));
     case ChildStage::kExec:
       if (report.error == ENOENT) {
         return fail(127, name + ": " + ErrnoText(ENOENT));
@@ -295,5 +350,7 @@ bool Spawn(const v1::ExecStart& start, SpawnedCommand* command,
       return fail(126, name + ": setting up stdio: " + ErrnoText(report.error));
   }
 }
+
+}  // namespace
 
 }  // namespace corral::agent

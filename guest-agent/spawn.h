@@ -1,13 +1,15 @@
 // Starting one command for corral-agent: fork, set the child up with only
 // async-signal-safe calls (own session, stdio pipes, clean signal state),
 // search PATH in the request's environment, and report exec failures through a
-// close-on-exec pipe.
+// close-on-exec pipe. File operations use the same child setup but run a
+// function instead of exec'ing.
 #ifndef CORRAL_GUEST_AGENT_SPAWN_H_
 #define CORRAL_GUEST_AGENT_SPAWN_H_
 
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "corral/agent/v1/agent.pb.h"
@@ -50,6 +52,16 @@ std::string ValidateExecStart(const v1::ExecStart& start);
 // the child has exec'd or failed (a close-on-exec pipe tells which).
 [[nodiscard]] bool Spawn(const v1::ExecStart& start, SpawnedCommand* command,
                          SpawnFailure* failure);
+
+// Forks a child set up exactly like Spawn's (own session and process group,
+// stdio pipes, clean signal state, cwd "/") that runs `body` instead of a
+// program and _exits with its result: file operations (fs_ops.h). The child
+// closes every fd above 2 first. Only start.stdin_open is used. Blocks until
+// the child has finished its setup.
+[[nodiscard]] bool SpawnFunction(const v1::ExecStart& start,
+                                 const std::function<int()>& body,
+                                 SpawnedCommand* command,
+                                 SpawnFailure* failure);
 
 // CLOCK_MONOTONIC in nanoseconds.
 int64_t MonotonicNowNs();

@@ -1,5 +1,6 @@
-# Tests of the agent component: the frame codec, the real corral-agent driven
-# through AgentConnection, and a fake hostile agent.
+# Tests of the agent component: the frame and fs-record codecs, file
+# operations in process, the real corral-agent driven through AgentConnection
+# (commands and file operations), and a fake hostile agent.
 corral_test(NAME agent_wire_test
   SOURCES unit/agent_wire_test.cc
   LIBS corral::agent_wire
@@ -30,3 +31,15 @@ if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
   set_target_properties(agent_frame_fuzz PROPERTIES
     RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
 endif()
+
+# File operations (guest-agent/fs_ops.h) in process, and over the real agent.
+corral_test(NAME agent_fs_test
+  SOURCES unit/agent_fs_test.cc
+  LIBS corral::agent_fs corral::common
+  LABELS unit)
+
+corral_test(NAME agent_fs_exec_test
+  SOURCES integration/agent_fs_exec_test.cc
+  LIBS corral::agent_client
+  LABELS integration)
+add_dependencies(agent_fs_exec_test corral-agent)

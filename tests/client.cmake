@@ -14,3 +14,16 @@ corral_test(NAME client_stream_test
   SOURCES unit/client_stream_test.cc
   LIBS corral::cli
   LABELS unit client)
+
+# Extraction of hostile archives on the client side (libarchive-built tars).
+corral_test(NAME client_extract_test
+  SOURCES unit/client_extract_test.cc
+  LIBS corral::cli LibArchive::LibArchive
+  LABELS unit client)
+
+# The workspace commands (seed, sync, cp, export, diff, logs, snapshots,
+# fork, file) against an in-process fake corrald.
+corral_test(NAME client_workspace_test
+  SOURCES unit/client_workspace_test.cc
+  LIBS corral::cli
+  LABELS unit client)

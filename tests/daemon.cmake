@@ -26,3 +26,24 @@ corral_test(NAME daemon_security_test
 foreach(t daemon_integration_test daemon_security_test)
   add_dependencies(${t} corrald corral corral-agent)
 endforeach()
+
+# Workspaces through the API (seed, files, sync, export, diff, snapshots).
+corral_test(NAME workspace_api_test
+  SOURCES integration/workspace_api_test.cc
+  LIBS corral_daemon_harness LibArchive::LibArchive
+  LABELS integration)
+add_dependencies(workspace_api_test corrald corral corral-agent)
+
+# 1 GiB through sync and export with the daemon's memory flat.
+corral_test(NAME workspace_large_test
+  SOURCES integration/workspace_large_test.cc
+  LIBS corral_daemon_harness LibArchive::LibArchive
+  LABELS integration large)
+add_dependencies(workspace_large_test corrald corral corral-agent)
+
+# The workspace workflow through the CLI.
+corral_test(NAME workspace_cli_test
+  SOURCES integration/workspace_cli_test.cc
+  LIBS corral_daemon_harness
+  LABELS integration)
+add_dependencies(workspace_cli_test corrald corral corral-agent)

@@ -545,7 +545,7 @@ void AgentConnection::AcknowledgeLocked(StreamState& stream, uint64_t bytes) {
 
 absl::StatusOr<std::unique_ptr<ExecSession>> AgentConnection::StartExec(
     const agent_v1::ExecStart& start) {
-  if (start.argv().empty() || start.argv(0).empty()) {
+  if (!start.has_fs() && (start.argv().empty() || start.argv(0).empty())) {
     return absl::InvalidArgumentError("exec needs a non-empty argv[0]");
   }
   absl::MutexLock lock(&mu_);

@@ -66,7 +66,8 @@ class AgentConnection : public std::enable_shared_from_this<AgentConnection> {
   // closed().
   bool WaitUntilClosed(absl::Time deadline);
 
-  // Starts a command on a new stream. INVALID_ARGUMENT for an empty argv,
+  // Starts a command (or, with `fs` set and argv empty, a file operation;
+  // see FsCall) on a new stream. INVALID_ARGUMENT for an empty argv,
   // UNAVAILABLE when the connection is closed.
   absl::StatusOr<std::unique_ptr<ExecSession>> StartExec(
       const corral::agent::v1::ExecStart& start);

@@ -161,6 +161,7 @@ class Reader {
   absl::Status ReadLimits(const toml::table& table);
   absl::Status ReadUids(const toml::table& table);
   absl::Status ReadImages(const toml::table& table);
+  absl::Status ReadWorkspace(const toml::table& table);
   absl::Status ReadPolicy(const toml::table& table, size_t index);
   absl::Status ReadRuntimes(const toml::table& table);
   absl::Status Validate() const;
@@ -424,6 +425,27 @@ absl::Status Reader::ReadImages(const toml::table& table) {
                     });
 }
 
+absl::Status Reader::ReadWorkspace(const toml::table& table) {
+  WorkspaceConfig& w = config_->workspace;
+  return ForEachKey(
+      table, "workspace",
+      {
+          {"max_upload_bytes",
+           [&](const toml::node& n) {
+             return Unsigned("workspace.max_upload_bytes", n,
+                             &w.max_upload_bytes);
+           }},
+          {"max_entries",
+           [&](const toml::node& n) {
+             return Unsigned("workspace.max_entries", n, &w.max_entries);
+           }},
+          {"max_snapshots",
+           [&](const toml::node& n) {
+             return Unsigned("workspace.max_snapshots", n, &w.max_snapshots);
+           }},
+      });
+}
+
 absl::Status Reader::ReadPolicy(const toml::table& table, size_t index) {
   PolicyEntry& p = config_->policies.emplace_back();
   p.line = static_cast<int>(table.source().begin.line);
@@ -530,6 +552,11 @@ absl::Status Reader::Read(const toml::table& root) {
            [&](const toml::node& n) -> absl::Status {
              RETURN_IF_ERROR(ExpectTable(n, "images"));
              return ReadImages(*n.as_table());
+           }},
+          {"workspace",
+           [&](const toml::node& n) -> absl::Status {
+             RETURN_IF_ERROR(ExpectTable(n, "workspace"));
+             return ReadWorkspace(*n.as_table());
            }},
           {"policy",
            [&](const toml::node& n) -> absl::Status {
@@ -681,6 +708,17 @@ absl::Status Reader::Validate() const {
   }
   if (c.images.max_entries == 0) {
     return Invalid("images.max_entries", "bad value 0: must be at least 1");
+  }
+  if (c.workspace.max_upload_bytes == 0 ||
+      c.workspace.max_upload_bytes > kMaxInt64) {
+    return Invalid("workspace.max_upload_bytes",
+                   "bad value: must be at least 1");
+  }
+  if (c.workspace.max_entries == 0) {
+    return Invalid("workspace.max_entries", "bad value 0: must be at least 1");
+  }
+  if (c.workspace.max_snapshots > 100000) {
+    return Invalid("workspace.max_snapshots", "bad value: at most 100000");
   }
 
   for (size_t i = 0; i < c.policies.size(); ++i) {

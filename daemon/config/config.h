@@ -79,6 +79,13 @@ struct ImageImportConfig {
   uint64_t max_entries = 1'000'000;
 };
 
+// [workspace]: limits on workspace uploads (seed, sync) and snapshots.
+struct WorkspaceConfig {
+  uint64_t max_upload_bytes = 8ull << 30;
+  uint64_t max_entries = 1'000'000;
+  uint64_t max_snapshots = 64;
+};
+
 // One [[policy]] entry. It matches a caller whose uid is in `uids` or whose
 // name is in `user_names`, or who is in one of `gids`/`group_names`.
 struct PolicyEntry {
@@ -105,6 +112,7 @@ struct DaemonConfig {
   SandboxLimits limits;
   SandboxUidRange sandbox_uids;
   ImageImportConfig images;
+  WorkspaceConfig workspace;
   std::vector<PolicyEntry> policies;
   // [runtimes.<name>]: options passed as strings to that runtime's plugin.
   std::map<std::string, std::map<std::string, std::string>> runtimes;

@@ -107,7 +107,8 @@ void SandboxManager::Shutdown() {
 }
 
 absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
-    const Caller& caller, const v1::CreateSandboxRequest& request) {
+    const Caller& caller, const v1::CreateSandboxRequest& request,
+    const SandboxPreparer& prepare) {
   const CallerPolicy policy = options_.resolve_policy
                                   ? options_.resolve_policy(caller)
                                   : CallerPolicy{};
@@ -257,6 +258,9 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
     return fail(Annotate(agent.status(), "the sandbox's agent did not start"));
   }
   live->agent = *agent;
+  if (prepare) {
+    if (auto s = prepare(**agent, id); !s.ok()) return fail(s);
+  }
   live->view.set_state(v1::SANDBOX_STATE_RUNNING);
   live->view.set_agent_version((*agent)->hello().agent_version());
   for (int g : created->guarantees) {
@@ -291,6 +295,20 @@ absl::StatusOr<std::shared_ptr<SandboxManager::Live>> SandboxManager::Find(
     if (!live->destroyed && CallerSees(caller, live->view)) return live;
   }
   return absl::NotFoundError(absl::StrCat("no sandbox ", id));
+}
+
+absl::StatusOr<SandboxAccess> SandboxManager::Access(const Caller& caller,
+                                                     const std::string& id,
+                                                     Action action) {
+  ASSIGN_OR_RETURN(auto live, Find(caller, id));
+  CheckAgent(live);
+  std::lock_guard lock(live->mutex);
+  RETURN_IF_ERROR(CheckAllowed(live->view, action));
+  if (!live->agent || live->agent->closed()) {
+    return absl::UnavailableError(
+        absl::StrCat("sandbox ", id, " has no agent connection"));
+  }
+  return SandboxAccess{live->agent, live->view};
 }
 
 absl::StatusOr<v1::Sandbox> SandboxManager::GetSandbox(const Caller& caller,
@@ -380,6 +398,7 @@ absl::Status SandboxManager::Destroy(const std::shared_ptr<Live>& live,
     live_.erase(id);
   }
   Log()->info("{} sandbox {}", event, id);
+  if (options_.on_destroyed) options_.on_destroyed(id);
   return absl::OkStatus();
 }
 
@@ -424,6 +443,7 @@ absl::StatusOr<std::unique_ptr<RunningCommand>> SandboxManager::StartExec(
   command->manager_ = this;
   command->sandbox_id_ = request.sandbox_id();
   for (const auto& arg : start.argv()) command->argv_.push_back(arg);
+  command->cwd_ = start.cwd();
   // The OOM counter before the command, to tell afterwards whether the
   // memory limit killed something of it.
   if (auto stats = command->backend_->Stats(command->handle_); stats.ok()) {
@@ -456,6 +476,10 @@ absl::StatusOr<v1::ExecStreamResponse> RunningCommand::Next(
       chunk->set_sequence(event.sequence);
       chunk->set_offset(offsets_[fd]);
       offsets_[fd] += event.data.size();
+      if (kept_[fd].size() < kCommandLogOutputBytes) {
+        kept_[fd].append(event.data, 0,
+                         kCommandLogOutputBytes - kept_[fd].size());
+      }
       chunk->set_data(std::move(event.data));
       break;
     }
@@ -481,7 +505,7 @@ absl::StatusOr<v1::ExecStreamResponse> RunningCommand::Next(
           out->set_oom_killed(true);
         }
       }
-      manager_->RecordCommand(sandbox_id_, argv_, *out, started_at_);
+      manager_->RecordCommand(*this, *out);
       break;
     }
   }
@@ -499,20 +523,29 @@ absl::Status RunningCommand::Signal(int signal) {
   return session_->Signal(signal);
 }
 
-void SandboxManager::RecordCommand(const std::string& sandbox_id,
-                                   const std::vector<std::string>& argv,
-                                   const v1::ExecExit& exit,
-                                   absl::Time started_at) {
+void SandboxManager::RecordCommand(const RunningCommand& command,
+                                   const v1::ExecExit& exit) {
   // The argv travels as a serialized corral.v1.CommandRecord so that
-  // arguments with any bytes survive.
+  // arguments with any bytes survive; the details column holds the whole
+  // record (cwd, flags, the first output).
   v1::CommandRecord line;
-  for (const auto& arg : argv) line.add_argv(arg);
+  for (const auto& arg : command.argv_) line.add_argv(arg);
   CommandRecord record;
-  record.sandbox_id = sandbox_id;
+  record.sandbox_id = command.sandbox_id_;
   record.argv = line.SerializeAsString();
+  line.set_cwd(command.cwd_);
+  line.set_timed_out(exit.timed_out());
+  line.set_oom_killed(exit.oom_killed());
+  line.set_stdout_bytes(exit.stdout_bytes());
+  line.set_stderr_bytes(exit.stderr_bytes());
+  line.set_stdout(command.kept_[1]);
+  line.set_stderr(command.kept_[2]);
+  line.set_stdout_truncated(exit.stdout_bytes() > command.kept_[1].size());
+  line.set_stderr_truncated(exit.stderr_bytes() > command.kept_[2].size());
+  record.details = line.SerializeAsString();
   record.exit_code = exit.exit_code();
   record.signal = exit.signal();
-  record.started_at = started_at;
+  record.started_at = command.started_at_;
   record.duration =
       absl::Microseconds(static_cast<int64_t>(exit.duration_us()));
   (void)store_->AppendCommand(record);

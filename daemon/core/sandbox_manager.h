@@ -21,12 +21,17 @@
 #include "corral/v1/sandboxes.pb.h"
 #include "daemon/agent/agent_connection.h"
 #include "daemon/core/backend.h"
+#include "daemon/core/lifecycle.h"
 #include "daemon/core/spec.h"
 
 namespace corral::daemon {
 
 class Store;
 class ImageStore;
+
+// The command log keeps at most this much of each command's stdout and
+// stderr (the totals are always recorded).
+inline constexpr size_t kCommandLogOutputBytes = 64u << 10;
 
 struct CoreOptions {
   // Workspaces live in <state_dir>/workspaces/<id>.
@@ -42,6 +47,20 @@ struct CoreOptions {
   absl::Duration reaper_interval = absl::Milliseconds(250);
   // Resolves the policy that applies to a caller.
   std::function<CallerPolicy(const Caller&)> resolve_policy;
+  // Called after a sandbox was destroyed and its record removed (for the
+  // workspace store's garbage collection).
+  std::function<void(const std::string& id)> on_destroyed;
+};
+
+// Runs once a new sandbox's agent is up, before the sandbox is RUNNING (a
+// seed goes in here). A failure fails the create and removes everything.
+using SandboxPreparer = std::function<absl::Status(
+    AgentConnection& agent, const std::string& sandbox_id)>;
+
+// A running sandbox's agent, for operations that go through it.
+struct SandboxAccess {
+  std::shared_ptr<AgentConnection> agent;
+  corral::v1::Sandbox view;
 };
 
 // One command running in a sandbox, in API terms. Not thread-safe except
@@ -73,6 +92,9 @@ class RunningCommand {
   uint64_t oom_kills_before_ = 0;
   bool oom_known_ = false;
   uint64_t offsets_[3] = {0, 0, 0};
+  // The first bytes of stdout and stderr, for the command log.
+  std::string kept_[3];
+  std::string cwd_;
   absl::Time started_at_;
   bool finished_ = false;
 };
@@ -97,7 +119,12 @@ class SandboxManager {
   void Shutdown();
 
   absl::StatusOr<corral::v1::Sandbox> CreateSandbox(
-      const Caller& caller, const corral::v1::CreateSandboxRequest& request);
+      const Caller& caller, const corral::v1::CreateSandboxRequest& request,
+      const SandboxPreparer& prepare = nullptr);
+  // The agent of a running sandbox the caller may see, for `action`
+  // (FAILED_PRECONDITION when the state does not allow it).
+  absl::StatusOr<SandboxAccess> Access(const Caller& caller,
+                                       const std::string& id, Action action);
   absl::StatusOr<corral::v1::Sandbox> GetSandbox(const Caller& caller,
                                                  const std::string& id);
   absl::StatusOr<std::vector<corral::v1::Sandbox>> ListSandboxes(
@@ -137,9 +164,8 @@ class SandboxManager {
   void MarkFailed(const std::shared_ptr<Live>& live, const std::string& why);
   void CheckAgent(const std::shared_ptr<Live>& live);
   void ReaperLoop();
-  void RecordCommand(const std::string& sandbox_id,
-                     const std::vector<std::string>& argv,
-                     const corral::v1::ExecExit& exit, absl::Time started_at);
+  void RecordCommand(const RunningCommand& command,
+                     const corral::v1::ExecExit& exit);
 
   const CoreOptions options_;
   Store* const store_;         // not owned

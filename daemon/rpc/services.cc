@@ -34,6 +34,11 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
                       std::string(status.message()));
 }
 
+grpc::Status CreateSeededSandbox(
+    const ServiceDeps& deps, const Caller& caller,
+    grpc::ServerReader<corral::v1::CreateSeededSandboxRequest>* reader,
+    corral::v1::Sandbox* response);
+
 namespace {
 
 namespace v1 = corral::v1;
@@ -189,6 +194,14 @@ class SandboxesService final : public v1::Sandboxes::Service {
     if (!sandbox.ok()) return ToGrpcStatus(sandbox.status());
     *response = std::move(*sandbox);
     return grpc::Status::OK;
+  }
+
+  grpc::Status CreateSeededSandbox(
+      grpc::ServerContext* context,
+      grpc::ServerReader<v1::CreateSeededSandboxRequest>* reader,
+      v1::Sandbox* response) override {
+    CALLER_OR_RETURN(caller);
+    return daemon::CreateSeededSandbox(deps_, caller, reader, response);
   }
 
   grpc::Status GetSandbox(grpc::ServerContext* context,
@@ -421,47 +434,11 @@ class ShellsService final : public v1::Shells::Service {
   }
 };
 
-class FilesService final : public v1::Files::Service {
- public:
-  NOT_BUILT_UNARY(StatFile, StatFileRequest, FileInfo)
-  NOT_BUILT_UNARY(ListDirectory, ListDirectoryRequest, ListDirectoryResponse)
-  NOT_BUILT_UNARY(MakeDirectory, MakeDirectoryRequest, FileInfo)
-  NOT_BUILT_UNARY(RemoveFile, RemoveFileRequest, RemoveFileResponse)
-  NOT_BUILT_UNARY(MoveFile, MoveFileRequest, FileInfo)
-  NOT_BUILT_UNARY(DiffWorkspace, DiffWorkspaceRequest, DiffWorkspaceResponse)
-  NOT_BUILT_UNARY(GetCommandLog, GetCommandLogRequest, GetCommandLogResponse)
-  grpc::Status ReadFile(grpc::ServerContext*, const v1::ReadFileRequest*,
-                        grpc::ServerWriter<v1::FileChunk>*) override {
-    return NotBuilt("ReadFile");
-  }
-  grpc::Status WriteFile(grpc::ServerContext*,
-                         grpc::ServerReader<v1::WriteFileRequest>*,
-                         v1::FileInfo*) override {
-    return NotBuilt("WriteFile");
-  }
-  grpc::Status SyncWorkspace(grpc::ServerContext*,
-                             grpc::ServerReader<v1::SyncWorkspaceRequest>*,
-                             v1::SyncWorkspaceResponse*) override {
-    return NotBuilt("SyncWorkspace");
-  }
-  grpc::Status ExportPath(grpc::ServerContext*, const v1::ExportPathRequest*,
-                          grpc::ServerWriter<v1::ArchiveChunk>*) override {
-    return NotBuilt("ExportPath");
-  }
-};
-
-class SnapshotsService final : public v1::Snapshots::Service {
- public:
-  NOT_BUILT_UNARY(CreateSnapshot, CreateSnapshotRequest, Snapshot)
-  NOT_BUILT_UNARY(ListSnapshots, ListSnapshotsRequest, ListSnapshotsResponse)
-  NOT_BUILT_UNARY(RestoreSnapshot, RestoreSnapshotRequest, Sandbox)
-  NOT_BUILT_UNARY(ForkSnapshot, ForkSnapshotRequest, Sandbox)
-  NOT_BUILT_UNARY(DeleteSnapshot, DeleteSnapshotRequest, DeleteSnapshotResponse)
-};
-
 }  // namespace
 
 std::unique_ptr<grpc::Service> MakeImagesService(const ServiceDeps& deps);
+std::unique_ptr<grpc::Service> MakeFilesService(const ServiceDeps& deps);
+std::unique_ptr<grpc::Service> MakeSnapshotsService(const ServiceDeps& deps);
 
 std::vector<std::unique_ptr<grpc::Service>> MakeServices(
     const ServiceDeps& deps) {
@@ -471,8 +448,8 @@ std::vector<std::unique_ptr<grpc::Service>> MakeServices(
   services.push_back(std::make_unique<SandboxesService>(deps));
   services.push_back(std::make_unique<ExecService>(deps));
   services.push_back(std::make_unique<ShellsService>());
-  services.push_back(std::make_unique<FilesService>());
-  services.push_back(std::make_unique<SnapshotsService>());
+  services.push_back(MakeFilesService(deps));
+  services.push_back(MakeSnapshotsService(deps));
   return services;
 }
 

@@ -19,6 +19,7 @@ class ImageStore;
 class PluginHost;
 class Listener;
 class Store;
+class Workspaces;
 
 // The one place where internal errors become gRPC errors. absl and gRPC share
 // their code numbering; the message is kept as it is.
@@ -30,6 +31,7 @@ struct ServiceDeps {
   PluginHost* plugins = nullptr;
   Listener* listener = nullptr;
   Store* store = nullptr;
+  Workspaces* workspaces = nullptr;
   std::string default_runtime;
   absl::Time started_at;
   // Largest image archive accepted, in bytes of extracted content.

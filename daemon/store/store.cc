@@ -77,6 +77,22 @@ CREATE TABLE commands (
 ) STRICT;
 CREATE INDEX commands_sandbox ON commands(sandbox_id, sequence);
 )sql"},
+    // Workspaces: the command log keeps details (cwd, output) as a blob the
+    // caller serializes; snapshots name content-addressed manifests, the
+    // baseline under the empty name.
+    {2, R"sql(
+ALTER TABLE commands ADD COLUMN details BLOB NOT NULL DEFAULT x'';
+CREATE TABLE snapshots (
+  sandbox_id TEXT NOT NULL REFERENCES sandboxes(id) ON DELETE CASCADE,
+  name TEXT NOT NULL,
+  manifest TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  entries INTEGER NOT NULL,
+  size_bytes INTEGER NOT NULL,
+  new_bytes INTEGER NOT NULL,
+  PRIMARY KEY (sandbox_id, name)
+) STRICT;
+)sql"},
 };
 static_assert(std::size(kMigrations) == Store::kSchemaVersion);
 
@@ -842,7 +858,7 @@ absl::StatusOr<int64_t> Store::AppendCommand(const CommandRecord& record) {
   std::lock_guard lock(mutex_);
   static constexpr char kSql[] =
       "INSERT INTO commands (sandbox_id, argv, exit_code, signal, started_at, "
-      "duration_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+      "duration_us, details) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
   ASSIGN_OR_RETURN(Statement stmt, Prepare(kSql));
   absl::Status status = stmt.Text(1, record.sandbox_id)
                             .Blob(2, record.argv)
@@ -850,6 +866,7 @@ absl::StatusOr<int64_t> Store::AppendCommand(const CommandRecord& record) {
                             .Int(4, record.signal)
                             .Time(5, record.started_at)
                             .Int(6, absl::ToInt64Microseconds(record.duration))
+                            .Blob(7, record.details)
                             .Run();
   // The foreign key is the only constraint that can fail here.
   if (absl::IsAlreadyExists(status)) {
@@ -864,7 +881,8 @@ absl::StatusOr<std::vector<CommandRecord>> Store::ListCommands(
   std::lock_guard lock(mutex_);
   static constexpr char kSql[] =
       "SELECT sequence, sandbox_id, argv, exit_code, signal, started_at, "
-      "duration_us FROM commands WHERE sandbox_id = ?1 ORDER BY sequence";
+      "duration_us, details FROM commands WHERE sandbox_id = ?1 "
+      "ORDER BY sequence";
   ASSIGN_OR_RETURN(Statement stmt, Prepare(kSql));
   stmt.Text(1, sandbox_id);
   std::vector<CommandRecord> commands;
@@ -879,8 +897,125 @@ absl::StatusOr<std::vector<CommandRecord>> Store::ListCommands(
     c.signal = static_cast<int>(stmt.ColumnInt(4));
     c.started_at = stmt.ColumnTime(5);
     c.duration = absl::Microseconds(stmt.ColumnInt(6));
+    c.details = stmt.ColumnBytes(7);
   }
   return commands;
+}
+
+// --- Snapshots ---
+
+absl::Status Store::PutSnapshot(const SnapshotRecord& record, bool replace) {
+  std::lock_guard lock(mutex_);
+  static constexpr char kInsert[] =
+      "INSERT INTO snapshots (sandbox_id, name, manifest, created_at, entries, "
+      "size_bytes, new_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+  static constexpr char kReplace[] =
+      "INSERT OR REPLACE INTO snapshots (sandbox_id, name, manifest, "
+      "created_at, entries, size_bytes, new_bytes) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+  {
+    static constexpr char kExists[] = "SELECT 1 FROM sandboxes WHERE id = ?1";
+    ASSIGN_OR_RETURN(Statement check, Prepare(kExists));
+    ASSIGN_OR_RETURN(bool row, check.Text(1, record.sandbox_id).Step());
+    if (!row) {
+      return absl::NotFoundError(
+          absl::StrCat("no sandbox ", record.sandbox_id));
+    }
+  }
+  ASSIGN_OR_RETURN(Statement stmt, Prepare(replace ? kReplace : kInsert));
+  absl::Status status = stmt.Text(1, record.sandbox_id)
+                            .Text(2, record.name)
+                            .Text(3, record.manifest)
+                            .Time(4, record.created_at)
+                            .Int(5, static_cast<int64_t>(record.entries))
+                            .Int(6, static_cast<int64_t>(record.size_bytes))
+                            .Int(7, static_cast<int64_t>(record.new_bytes))
+                            .Run();
+  if (absl::IsAlreadyExists(status)) {
+    return absl::AlreadyExistsError(absl::StrCat("sandbox ", record.sandbox_id,
+                                                 " already has a snapshot ",
+                                                 record.name));
+  }
+  return status;
+}
+
+namespace {
+constexpr char kSnapshotColumns[] =
+    "SELECT sandbox_id, name, manifest, created_at, entries, size_bytes, "
+    "new_bytes FROM snapshots ";
+}  // namespace
+
+absl::StatusOr<std::vector<SnapshotRecord>> Store::QuerySnapshots(
+    Statement& stmt) {
+  std::vector<SnapshotRecord> result;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    SnapshotRecord& r = result.emplace_back();
+    r.sandbox_id = stmt.ColumnBytes(0);
+    r.name = stmt.ColumnBytes(1);
+    r.manifest = stmt.ColumnBytes(2);
+    r.created_at = stmt.ColumnTime(3);
+    r.entries = static_cast<uint64_t>(stmt.ColumnInt(4));
+    r.size_bytes = static_cast<uint64_t>(stmt.ColumnInt(5));
+    r.new_bytes = static_cast<uint64_t>(stmt.ColumnInt(6));
+  }
+  return result;
+}
+
+absl::StatusOr<SnapshotRecord> Store::GetSnapshot(std::string_view sandbox_id,
+                                                  std::string_view name) {
+  std::lock_guard lock(mutex_);
+  static const std::string kSql =
+      absl::StrCat(kSnapshotColumns, "WHERE sandbox_id = ?1 AND name = ?2");
+  ASSIGN_OR_RETURN(Statement stmt, Prepare(kSql.c_str()));
+  stmt.Text(1, sandbox_id).Text(2, name);
+  ASSIGN_OR_RETURN(auto rows, QuerySnapshots(stmt));
+  if (rows.empty()) {
+    return absl::NotFoundError(
+        name.empty()
+            ? absl::StrCat("sandbox ", Sv(sandbox_id), " has no baseline")
+            : absl::StrCat("sandbox ", Sv(sandbox_id), " has no snapshot ",
+                           Sv(name)));
+  }
+  return std::move(rows.front());
+}
+
+absl::StatusOr<std::vector<SnapshotRecord>> Store::ListSnapshots(
+    std::string_view sandbox_id) {
+  std::lock_guard lock(mutex_);
+  static const std::string kSql = absl::StrCat(
+      kSnapshotColumns, "WHERE sandbox_id = ?1 ORDER BY created_at, name");
+  ASSIGN_OR_RETURN(Statement stmt, Prepare(kSql.c_str()));
+  stmt.Text(1, sandbox_id);
+  return QuerySnapshots(stmt);
+}
+
+absl::Status Store::DeleteSnapshot(std::string_view sandbox_id,
+                                   std::string_view name) {
+  std::lock_guard lock(mutex_);
+  static constexpr char kSql[] =
+      "DELETE FROM snapshots WHERE sandbox_id = ?1 AND name = ?2";
+  ASSIGN_OR_RETURN(Statement stmt, Prepare(kSql));
+  RETURN_IF_ERROR(stmt.Text(1, sandbox_id).Text(2, name).Run());
+  if (sqlite3_changes(db_) == 0) {
+    return absl::NotFoundError(absl::StrCat("sandbox ", Sv(sandbox_id),
+                                            " has no snapshot ", Sv(name)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> Store::ListSnapshotManifests() {
+  std::lock_guard lock(mutex_);
+  static constexpr char kSql[] = "SELECT DISTINCT manifest FROM snapshots";
+  ASSIGN_OR_RETURN(Statement stmt, Prepare(kSql));
+  std::vector<std::string> result;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    result.push_back(stmt.ColumnBytes(0));
+  }
+  return result;
 }
 
 }  // namespace corral::daemon

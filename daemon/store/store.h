@@ -83,6 +83,20 @@ struct CommandRecord {
   int signal = 0;
   absl::Time started_at = absl::UnixEpoch();
   absl::Duration duration;
+  // Everything else about the command, serialized by the caller.
+  std::string details;
+};
+
+// A named manifest of a sandbox's workspace; the empty name is its baseline.
+struct SnapshotRecord {
+  std::string sandbox_id;
+  std::string name;
+  // SHA-256 (hex) of the manifest object in the content store.
+  std::string manifest;
+  absl::Time created_at = absl::UnixEpoch();
+  uint64_t entries = 0;
+  uint64_t size_bytes = 0;
+  uint64_t new_bytes = 0;
 };
 
 // A range of host uids, [base, base + count).
@@ -104,7 +118,7 @@ class Store {
  public:
   // The schema version this code writes. A database at a newer version is
   // refused, because the old code could silently lose the newer columns.
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   // Opens (creating if missing) the database at `path` (mode 0600) and
   // applies the pending migrations, each in its own transaction.
@@ -197,6 +211,23 @@ class Store {
   [[nodiscard]] absl::StatusOr<std::vector<CommandRecord>> ListCommands(
       std::string_view sandbox_id);
 
+  // --- Snapshots (deleted with their sandbox) ---
+
+  // NOT_FOUND when the sandbox does not exist; ALREADY_EXISTS when the name
+  // is taken and !replace.
+  [[nodiscard]] absl::Status PutSnapshot(const SnapshotRecord& record,
+                                         bool replace);
+  [[nodiscard]] absl::StatusOr<SnapshotRecord> GetSnapshot(
+      std::string_view sandbox_id, std::string_view name);
+  // Oldest first; the baseline (empty name) included.
+  [[nodiscard]] absl::StatusOr<std::vector<SnapshotRecord>> ListSnapshots(
+      std::string_view sandbox_id);
+  [[nodiscard]] absl::Status DeleteSnapshot(std::string_view sandbox_id,
+                                            std::string_view name);
+  // Every manifest any snapshot names, for garbage collection.
+  [[nodiscard]] absl::StatusOr<std::vector<std::string>>
+  ListSnapshotManifests();
+
  private:
   class Statement;
   class Transaction;
@@ -213,6 +244,7 @@ class Store {
   absl::Status InsertSandboxLocked(const SandboxRecord& record,
                                    uint32_t host_uid);
   absl::StatusOr<std::vector<SandboxRecord>> QuerySandboxes(Statement& stmt);
+  absl::StatusOr<std::vector<SnapshotRecord>> QuerySnapshots(Statement& stmt);
   static ImageRecord ImageFromRow(Statement& stmt);
   absl::StatusOr<int64_t> TrimEventsLocked(int64_t keep);
 

@@ -40,3 +40,90 @@ bench_ratio() {
   awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {
     if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'
 }
+
+# Pids of every process below $1 (not $1 itself).
+descendants() {
+  ps -e -o pid=,ppid= | awk -v root="$1" '
+    { parent[$1] = $2; pids[NR] = $1 }
+    END {
+      for (i in pids) {
+        p = pids[i]; q = parent[p]
+        while (q != "" && q != 0 && q != 1) {
+          if (q == root) { print p; break }
+          q = parent[q]
+        }
+      }
+    }'
+}
+
+# Starts $corrald on $socket with state $state, logging to $work/corrald.log,
+# and waits until it answers; sets daemon_pid. Extra arguments go to corrald.
+bench_start_daemon() {
+  "$corrald" --socket "$socket" --state-dir "$state" "$@" >"$work/corrald.log" 2>&1 &
+  daemon_pid=$!
+  # Ready when the socket answers an RPC that touches no sandbox.
+  local ready=0 deadline=$((SECONDS + 20))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    if ! kill -0 "$daemon_pid" 2>/dev/null; then
+      echo "corrald exited during start-up" >&2
+      tail -n 20 "$work/corrald.log" >&2
+      daemon_pid=
+      exit 1
+    fi
+    if [ -S "$socket" ] && timeout 5 "$corral" --socket "$socket" version >/dev/null 2>&1; then
+      ready=1
+      break
+    fi
+    sleep 0.1
+  done
+  [ "$ready" -eq 1 ] || bench_die "corrald did not answer \`corral version\` on $socket within 20 s"
+}
+
+# Removes the sandboxes listed in $ids (one id a line), stops the daemon,
+# kills what it started and left behind, and unmounts what it left under
+# $work. For EXIT traps; never fails.
+bench_stop_daemon() {
+  if [ -n "${daemon_pid:-}" ] && kill -0 "$daemon_pid" 2>/dev/null; then
+    # corrald leaves sandboxes running when it stops (they are re-attached by
+    # the next daemon), so remove ours first.
+    if [ -s "$ids" ]; then
+      echo "cleanup: removing $(wc -l <"$ids") sandboxes" >&2
+      while IFS= read -r id; do
+        timeout 60 "$corral" --socket "$socket" rm "$id" >/dev/null 2>&1
+      done <"$ids"
+    fi
+    local leftovers
+    leftovers=$(descendants "$daemon_pid")
+    kill -TERM "$daemon_pid"
+    for _ in $(seq 50); do
+      kill -0 "$daemon_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -0 "$daemon_pid" 2>/dev/null && kill -KILL "$daemon_pid"
+    wait "$daemon_pid" 2>/dev/null
+    # Whatever the daemon started and did not destroy would now outlive it:
+    # report it and end it (they are this run's processes, by pid).
+    local pid leaked=0
+    for pid in $leftovers; do
+      if kill -0 "$pid" 2>/dev/null; then
+        leaked=$((leaked + 1))
+        kill -KILL "$pid" 2>/dev/null
+      fi
+    done
+    [ "$leaked" -eq 0 ] || echo "cleanup: WARNING: $leaked sandbox processes outlived their sandboxes; killed" >&2
+  fi
+  # Mounts the daemon left under the work dir, deepest first.
+  awk -v w="$work/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo |
+    sort -r | while IFS= read -r mp; do umount -l "$mp" 2>/dev/null; done
+}
+
+# Keeps the daemon's log in the cache and, when the run failed ($1 != 0),
+# shows its last lines.
+bench_keep_log() {
+  [ -f "$work/corrald.log" ] && cp -f "$work/corrald.log" "$bench_cache/corrald.log" 2>/dev/null
+  if [ "$1" -ne 0 ] && [ -s "$work/corrald.log" ]; then
+    echo "--- last lines of the daemon's log (all of it: $bench_cache/corrald.log)" >&2
+    tail -n 20 "$work/corrald.log" >&2
+  fi
+  return 0
+}

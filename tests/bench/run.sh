@@ -137,21 +137,6 @@ forget_ids() {
   fi
 }
 
-# Pids of every process below $1 (not $1 itself).
-descendants() {
-  ps -e -o pid=,ppid= | awk -v root="$1" '
-    { parent[$1] = $2; pids[NR] = $1 }
-    END {
-      for (i in pids) {
-        p = pids[i]; q = parent[p]
-        while (q != "" && q != 0 && q != 1) {
-          if (q == root) { print p; break }
-          q = parent[q]
-        }
-      }
-    }'
-}
-
 # Sum of the PSS of the given pids, in KiB (pids that are gone count 0).
 pss_kib() {
   local pid files=()
@@ -174,45 +159,12 @@ used_kib() {
 cleanup() {
   local status=$?
   set +e
-  if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
-    # corrald leaves sandboxes running when it stops (they are re-attached by
-    # the next daemon), so remove ours first.
-    if [ -s "$ids" ]; then
-      echo "cleanup: removing $(wc -l <"$ids") sandboxes" >&2
-      while IFS= read -r id; do cli rm "$id" >/dev/null 2>&1; done <"$ids"
-    fi
-    local leftovers
-    leftovers=$(descendants "$daemon_pid")
-    kill -TERM "$daemon_pid"
-    for _ in $(seq 50); do
-      kill -0 "$daemon_pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -0 "$daemon_pid" 2>/dev/null && kill -KILL "$daemon_pid"
-    wait "$daemon_pid" 2>/dev/null
-    # Whatever the daemon started and did not destroy would now outlive it:
-    # report it and end it (they are this run's processes, by pid).
-    local pid leaked=0
-    for pid in $leftovers; do
-      if kill -0 "$pid" 2>/dev/null; then
-        leaked=$((leaked + 1))
-        kill -KILL "$pid" 2>/dev/null
-      fi
-    done
-    [ "$leaked" -eq 0 ] || echo "cleanup: WARNING: $leaked sandbox processes outlived their sandboxes; killed" >&2
-  fi
+  bench_stop_daemon
   if [ -n "${bwrap_pids:-}" ]; then
     # shellcheck disable=SC2086
     kill -KILL $bwrap_pids 2>/dev/null
   fi
-  # Mounts the daemon left under the work dir, deepest first.
-  awk -v w="$work/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo |
-    sort -r | while IFS= read -r mp; do umount -l "$mp" 2>/dev/null; done
-  [ -f "$work/corrald.log" ] && cp -f "$work/corrald.log" "$bench_cache/corrald.log" 2>/dev/null
-  if [ "$status" -ne 0 ] && [ -s "$work/corrald.log" ]; then
-    echo "--- last lines of the daemon's log (all of it: $bench_cache/corrald.log)" >&2
-    tail -n 20 "$work/corrald.log" >&2
-  fi
+  bench_keep_log "$status"
   rm -rf --one-file-system "$work"
   rm -f "$results.tmp"
   exit "$status"
@@ -222,26 +174,7 @@ trap 'exit 130' INT TERM
 
 echo
 echo "== corral ($build)"
-"$corrald" --socket "$socket" --state-dir "$state" >"$work/corrald.log" 2>&1 &
-daemon_pid=$!
-
-# Ready when the socket answers an RPC that touches no sandbox.
-ready=0
-deadline=$((SECONDS + 20))
-while [ "$SECONDS" -lt "$deadline" ]; do
-  if ! kill -0 "$daemon_pid" 2>/dev/null; then
-    echo "corrald exited during start-up" >&2
-    tail -n 20 "$work/corrald.log" >&2
-    daemon_pid=
-    exit 1
-  fi
-  if [ -S "$socket" ] && timeout 5 "$corral" --socket "$socket" version >/dev/null 2>&1; then
-    ready=1
-    break
-  fi
-  sleep 0.1
-done
-[ "$ready" -eq 1 ] || bench_die "corrald did not answer \`corral version\` on $socket within 20 s"
+bench_start_daemon
 
 if [ -n "$image_tar" ]; then
   [ -f "$image_tar" ] || bench_die "no such image tar: $image_tar"

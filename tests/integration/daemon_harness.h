@@ -48,6 +48,7 @@ class Daemon {
   void Stop();   // SIGTERM, waits
   void Kill9();  // SIGKILL, waits
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
 
   const std::string& socket() const { return socket_; }
   const std::string& state_dir() const { return state_dir_; }

@@ -166,12 +166,14 @@ TEST_CASE("bad -e, --label, --network and --require are errors",
              Catch::Contains("seccomp"));
 }
 
-TEST_CASE("seed is refused and create refuses a timeout", "[client][options]") {
+TEST_CASE("seed picks the RPC, not the request; create refuses a timeout",
+          "[client][options]") {
   CreateOptions options;
   options.seed = "/tmp/project";
+  options.memory_mib = 64;
   auto seeded = BuildCreateRequest(options, FakeEnv({}));
-  REQUIRE_FALSE(seeded.ok());
-  CHECK(seeded.status().message() == "--seed is not supported yet");
+  REQUIRE(seeded.ok());
+  CHECK(seeded->limits().memory_mib() == 64);
 
   CreateOptions timed;
   timed.timeout_seconds = 5;
@@ -308,10 +310,11 @@ TEST_CASE("errors of corral itself exit 125 with one line", "[client][exit]") {
   CHECK(bad_label.exit_code == 125);
   CHECK(bad_label.err == "corral: --label expects KEY=VALUE, got 'oops'\n");
 
-  CliRun seed = RunCapturing(
-      {"--socket", "/nonexistent/sock", "run", "--seed", "/tmp", "--", "true"});
+  CliRun seed = RunCapturing({"--socket", "/nonexistent/sock", "run", "--seed",
+                              "/nonexistent/seed", "--", "true"});
   CHECK(seed.exit_code == 125);
-  CHECK(seed.err == "corral: --seed is not supported yet\n");
+  CHECK(seed.err ==
+        "corral: cannot open /nonexistent/seed: No such file or directory\n");
 
   CliRun misplaced =
       RunCapturing({"--socket", "/nonexistent/sock", "ls", "--", "x"});

@@ -1,0 +1,762 @@
+#include "daemon/core/workspaces.h"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "corral/logging.h"
+#include "corral/status_macros.h"
+#include "daemon/agent/fs_call.h"
+#include "daemon/store/store.h"
+#include "daemon/workspace/archive_out.h"
+#include "daemon/workspace/diff.h"
+#include "daemon/workspace/entry_sink.h"
+#include "daemon/workspace/manifest.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace corral::daemon {
+namespace {
+
+namespace av1 = corral::agent::v1;
+namespace wv1 = corral::workspace::v1;
+using google::protobuf::util::TimeUtil;
+
+std::shared_ptr<spdlog::logger> Log() { return corral::Logger("workspace"); }
+
+// Largest ListDirectory answer.
+constexpr uint32_t kMaxListEntries = 100000;
+
+// A path inside the sandbox: absolute, or relative to /workspace; "." and
+// ".." resolved lexically (never above "/").
+absl::StatusOr<std::string> SandboxPath(std::string_view path,
+                                        const char* field = "path") {
+  if (path.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": must be set"));
+  }
+  if (path.size() > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": longer than 4096 bytes"));
+  }
+  if (path.find('\0') != std::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": contains a NUL byte"));
+  }
+  std::string joined = path.front() == '/' ? std::string(path)
+                                           : absl::StrCat(kWorkspacePath, "/",
+                                                          std::string(path));
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (start <= joined.size()) {
+    size_t end = joined.find('/', start);
+    if (end == std::string::npos) end = joined.size();
+    std::string part = joined.substr(start, end - start);
+    if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+    } else if (!part.empty() && part != ".") {
+      parts.push_back(std::move(part));
+    }
+    start = end + 1;
+  }
+  return absl::StrCat("/", absl::StrJoin(parts, "/"));
+}
+
+v1::FileType ToFileType(av1::EntryType type) {
+  switch (type) {
+    case av1::ENTRY_TYPE_REGULAR:
+      return v1::FILE_TYPE_REGULAR;
+    case av1::ENTRY_TYPE_DIRECTORY:
+      return v1::FILE_TYPE_DIRECTORY;
+    case av1::ENTRY_TYPE_SYMLINK:
+      return v1::FILE_TYPE_SYMLINK;
+    default:
+      return v1::FILE_TYPE_OTHER;
+  }
+}
+
+v1::FileInfo ToFileInfo(const av1::FsEntry& entry) {
+  v1::FileInfo info;
+  info.set_path(entry.path());
+  info.set_type(ToFileType(entry.type()));
+  info.set_size(entry.size());
+  info.set_mode(entry.mode() & 07777);
+  *info.mutable_modified_at() =
+      TimeUtil::NanosecondsToTimestamp(entry.mtime_ns());
+  info.set_link_target(entry.link_target());
+  return info;
+}
+
+// Snapshot names: 1-64 of [A-Za-z0-9._-], not starting with '.' or '-'.
+absl::Status ValidateSnapshotName(const std::string& name) {
+  bool ok =
+      !name.empty() && name.size() <= 64 && name[0] != '.' && name[0] != '-';
+  for (char c : name) {
+    ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-');
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "snapshot name '", name.substr(0, 80),
+        "': use 1-64 characters of A-Z a-z 0-9 . _ -, not starting with . "
+        "or -"));
+  }
+  return absl::OkStatus();
+}
+
+// Forwards an entry stream into an agent's Unpack.
+class AgentSink final : public workspace::EntrySink {
+ public:
+  explicit AgentSink(FsCall& call) : call_(call) {}
+  absl::Status OnEntry(const av1::FsEntry& entry) override {
+    return call_.SendEntry(entry);
+  }
+  absl::Status OnData(std::string_view data) override {
+    return call_.SendData(data);
+  }
+
+ private:
+  FsCall& call_;
+};
+
+// Feeds an operation's entry/data output into a sink until its summary.
+absl::Status Drain(FsCall& call, workspace::EntrySink& sink) {
+  for (;;) {
+    ASSIGN_OR_RETURN(auto record, call.Next());
+    if (!record.has_value()) return absl::OkStatus();
+    if (record->has_entry()) {
+      RETURN_IF_ERROR(sink.OnEntry(record->entry()));
+    } else if (record->has_data()) {
+      RETURN_IF_ERROR(sink.OnData(record->data()));
+    } else {
+      return absl::InternalError("agent: unexpected record in an entry stream");
+    }
+  }
+}
+
+uint64_t ContentBytes(const wv1::Manifest& manifest) {
+  uint64_t total = 0;
+  for (const auto& entry : manifest.entries()) total += entry.size();
+  return total;
+}
+
+v1::Snapshot ToSnapshot(const SnapshotRecord& record) {
+  v1::Snapshot snapshot;
+  snapshot.set_sandbox_id(record.sandbox_id);
+  snapshot.set_name(record.name);
+  *snapshot.mutable_created_at() =
+      TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(record.created_at));
+  snapshot.set_size_bytes(record.size_bytes);
+  snapshot.set_entries(record.entries);
+  snapshot.set_new_bytes(record.new_bytes);
+  return snapshot;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Workspaces>> Workspaces::Create(
+    const std::string& state_dir, Store* store, SandboxManager* sandboxes,
+    WorkspaceLimits limits) {
+  ASSIGN_OR_RETURN(auto content, workspace::ContentStore::Open(
+                                     absl::StrCat(state_dir, "/content")));
+  auto workspaces = std::unique_ptr<Workspaces>(
+      new Workspaces(store, sandboxes, std::move(content), limits));
+  workspaces->collector_ =
+      std::thread([w = workspaces.get()] { w->CollectorLoop(); });
+  // Content left by a crash or by operations that failed before a restart.
+  workspaces->RequestGarbageCollection();
+  return workspaces;
+}
+
+Workspaces::~Workspaces() {
+  {
+    std::lock_guard lock(collector_mutex_);
+    stopping_ = true;
+  }
+  collector_wake_.notify_all();
+  if (collector_.joinable()) collector_.join();
+}
+
+void Workspaces::RequestGarbageCollection() {
+  {
+    std::lock_guard lock(collector_mutex_);
+    collect_requested_ = true;
+  }
+  collector_wake_.notify_all();
+}
+
+void Workspaces::CollectorLoop() {
+  std::unique_lock lock(collector_mutex_);
+  for (;;) {
+    collector_wake_.wait(lock, [&] { return stopping_ || collect_requested_; });
+    if (stopping_) return;
+    collect_requested_ = false;
+    lock.unlock();
+    auto freed = CollectGarbage();
+    if (!freed.ok()) {
+      Log()->error("garbage collection: {}", freed.status().ToString());
+    } else if (*freed > 0) {
+      Log()->info("garbage collection freed {} bytes", *freed);
+    }
+    lock.lock();
+  }
+}
+
+std::shared_ptr<std::mutex> Workspaces::SandboxLock(
+    const std::string& sandbox_id) {
+  std::lock_guard lock(locks_mutex_);
+  for (auto it = locks_.begin(); it != locks_.end();) {
+    it = it->second.expired() ? locks_.erase(it) : std::next(it);
+  }
+  auto& weak = locks_[sandbox_id];
+  auto mutex = weak.lock();
+  if (!mutex) {
+    mutex = std::make_shared<std::mutex>();
+    weak = mutex;
+  }
+  return mutex;
+}
+
+absl::StatusOr<Workspaces::Captured> Workspaces::Capture(
+    AgentConnection& agent, const wv1::Manifest& reference) {
+  const absl::Time deadline = absl::Now() + limits_.operation_timeout;
+  av1::FsRequest list;
+  list.mutable_list()->set_path(kWorkspacePath);
+  list.mutable_list()->set_recursive(true);
+  list.mutable_list()->set_max_entries(limits_.max_entries);
+  ASSIGN_OR_RETURN(auto call, FsCall::Start(agent, list, false, deadline));
+  std::vector<av1::FsEntry> listing;
+  for (;;) {
+    ASSIGN_OR_RETURN(auto record, call->Next());
+    if (!record.has_value()) break;
+    if (!record->has_entry()) {
+      return absl::InternalError("agent: unexpected record in a listing");
+    }
+    listing.push_back(std::move(*record->mutable_entry()));
+  }
+  if (call->summary().truncated()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the workspace has more than ", limits_.max_entries, " entries"));
+  }
+  const int64_t now_ns = call->summary().now_ns();
+  Captured captured;
+  wv1::Manifest hashed;
+  std::vector<std::string> paths = workspace::PathsToHash(reference, listing);
+  if (!paths.empty()) {
+    av1::FsRequest pack;
+    pack.mutable_pack()->set_root(kWorkspacePath);
+    for (auto& path : paths) pack.mutable_pack()->add_paths(std::move(path));
+    pack.mutable_pack()->set_ignore_missing(true);
+    ASSIGN_OR_RETURN(auto packing, FsCall::Start(agent, pack, false, deadline));
+    workspace::ManifestBuilder builder(content_.get());
+    RETURN_IF_ERROR(Drain(*packing, builder));
+    ASSIGN_OR_RETURN(hashed, builder.Finish());
+    captured.new_bytes = builder.new_bytes();
+  }
+  auto merged = workspace::MergeListing(reference, listing, hashed, now_ns);
+  if (absl::IsInternal(merged.status())) {
+    return absl::AbortedError(
+        absl::StrCat("the workspace changed while it was read (",
+                     merged.status().message(), "); try again"));
+  }
+  RETURN_IF_ERROR(merged.status());
+  captured.manifest = std::move(*merged);
+  return captured;
+}
+
+absl::StatusOr<wv1::Manifest> Workspaces::LoadManifest(
+    const std::string& sandbox_id, const std::string& name) {
+  auto record = store_->GetSnapshot(sandbox_id, name);
+  if (name.empty() && absl::IsNotFound(record.status())) {
+    return wv1::Manifest();  // never seeded: the baseline is empty
+  }
+  RETURN_IF_ERROR(record.status());
+  return content_->ReadManifest(record->manifest);
+}
+
+absl::StatusOr<wv1::Manifest> Workspaces::LatestManifest(
+    const std::string& sandbox_id) {
+  ASSIGN_OR_RETURN(auto records, store_->ListSnapshots(sandbox_id));
+  if (records.empty()) return wv1::Manifest();
+  const auto latest = std::max_element(
+      records.begin(), records.end(),
+      [](const auto& a, const auto& b) { return a.created_at < b.created_at; });
+  return content_->ReadManifest(latest->manifest);
+}
+
+absl::Status Workspaces::Unpack(AgentConnection& agent,
+                                const wv1::Manifest& manifest) {
+  av1::FsRequest request;
+  request.mutable_unpack()->set_root(kWorkspacePath);
+  request.mutable_unpack()->set_clear(true);
+  ASSIGN_OR_RETURN(auto call,
+                   FsCall::Start(agent, request, true,
+                                 absl::Now() + limits_.operation_timeout));
+  AgentSink sink(*call);
+  RETURN_IF_ERROR(workspace::EmitManifest(manifest, *content_, sink));
+  return call->Finish().status();
+}
+
+absl::Status Workspaces::RecordBaseline(AgentConnection& agent,
+                                        const std::string& sandbox_id,
+                                        const wv1::Manifest& manifest) {
+  // What the agent lists now, checked against `manifest`: the baseline
+  // then carries the stat data that lets later diffs skip unchanged files.
+  ASSIGN_OR_RETURN(Captured captured, Capture(agent, manifest));
+  ASSIGN_OR_RETURN(auto committed, content_->PutManifest(captured.manifest));
+  SnapshotRecord record;
+  record.sandbox_id = sandbox_id;
+  record.manifest = committed.sha256;
+  record.created_at = absl::Now();
+  record.entries = captured.manifest.entries_size();
+  record.size_bytes = ContentBytes(captured.manifest);
+  record.new_bytes = captured.new_bytes;
+  return store_->PutSnapshot(record, /*replace=*/true);
+}
+
+absl::StatusOr<v1::Sandbox> Workspaces::CreateSeeded(
+    const Caller& caller, const v1::CreateSandboxRequest& request,
+    const ChunkReader& archive) {
+  std::shared_lock content_lock(content_mutex_);
+  auto seed = [&](AgentConnection& agent,
+                  const std::string& sandbox_id) -> absl::Status {
+    av1::FsRequest unpack;
+    unpack.mutable_unpack()->set_root(kWorkspacePath);
+    unpack.mutable_unpack()->set_max_entries(limits_.max_entries);
+    unpack.mutable_unpack()->set_max_bytes(limits_.max_upload_bytes);
+    ASSIGN_OR_RETURN(auto call,
+                     FsCall::Start(agent, unpack, true,
+                                   absl::Now() + limits_.operation_timeout));
+    AgentSink agent_sink(*call);
+    workspace::ManifestBuilder builder(content_.get());
+    workspace::TeeSink tee(&builder, &agent_sink);
+    workspace::UploadLimits upload;
+    upload.max_bytes = limits_.max_upload_bytes;
+    upload.max_entries = limits_.max_entries;
+    auto stats = workspace::ReadUploadArchive(archive, upload, tee);
+    if (!stats.ok()) {
+      return Annotate(stats.status(), "seed refused");
+    }
+    RETURN_IF_ERROR(call->Finish().status());
+    ASSIGN_OR_RETURN(wv1::Manifest manifest, builder.Finish());
+    Log()->info("seeded sandbox {}: {} entries, {} bytes", sandbox_id,
+                stats->entries, stats->bytes);
+    return RecordBaseline(agent, sandbox_id, manifest);
+  };
+  auto sandbox = sandboxes_->CreateSandbox(caller, request, seed);
+  if (!sandbox.ok()) RequestGarbageCollection();
+  return sandbox;
+}
+
+absl::Status Workspaces::ReadFile(
+    const Caller& caller, const v1::ReadFileRequest& request,
+    const std::function<absl::Status(const v1::FileChunk&)>& write) {
+  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
+                                                   Action::kExec));
+  av1::FsRequest fs;
+  ASSIGN_OR_RETURN(*fs.mutable_read()->mutable_path(),
+                   SandboxPath(request.path()));
+  fs.mutable_read()->set_offset(request.offset());
+  fs.mutable_read()->set_length(request.length());
+  ASSIGN_OR_RETURN(auto call,
+                   FsCall::Start(*access.agent, fs, false,
+                                 absl::Now() + limits_.operation_timeout));
+  uint64_t offset = request.offset();
+  v1::FileChunk chunk;
+  for (;;) {
+    ASSIGN_OR_RETURN(auto record, call->Next());
+    if (!record.has_value()) return absl::OkStatus();
+    if (!record->has_data()) {
+      return absl::InternalError("agent: unexpected record in a file read");
+    }
+    chunk.set_offset(offset);
+    offset += record->data().size();
+    *chunk.mutable_data() = std::move(*record->mutable_data());
+    RETURN_IF_ERROR(write(chunk));
+  }
+}
+
+absl::StatusOr<v1::FileInfo> Workspaces::WriteFile(
+    const Caller& caller, const v1::WriteFileHeader& header,
+    const ChunkReader& data) {
+  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, header.sandbox_id(),
+                                                   Action::kExec));
+  av1::FsRequest fs;
+  ASSIGN_OR_RETURN(*fs.mutable_write()->mutable_path(),
+                   SandboxPath(header.path()));
+  if (header.mode() > 07777) {
+    return absl::InvalidArgumentError("mode: only permission bits (07777)");
+  }
+  fs.mutable_write()->set_mode(header.mode());
+  fs.mutable_write()->set_create_parents(header.create_parents());
+  ASSIGN_OR_RETURN(auto call,
+                   FsCall::Start(*access.agent, fs, true,
+                                 absl::Now() + limits_.operation_timeout));
+  for (;;) {
+    ASSIGN_OR_RETURN(auto chunk, data());
+    if (!chunk.has_value()) break;
+    RETURN_IF_ERROR(call->SendData(*chunk));
+  }
+  ASSIGN_OR_RETURN(auto summary, call->Finish());
+  return ToFileInfo(summary.entry());
+}
+
+absl::StatusOr<v1::FileInfo> Workspaces::StatFile(
+    const Caller& caller, const v1::StatFileRequest& request) {
+  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
+                                                   Action::kExec));
+  av1::FsRequest fs;
+  ASSIGN_OR_RETURN(*fs.mutable_stat()->mutable_path(),
+                   SandboxPath(request.path()));
+  ASSIGN_OR_RETURN(auto call,
+                   FsCall::Start(*access.agent, fs, false,
+                                 absl::Now() + limits_.operation_timeout));
+  ASSIGN_OR_RETURN(auto summary, call->Finish());
+  return ToFileInfo(summary.entry());
+}
+
+absl::StatusOr<v1::ListDirectoryResponse> Workspaces::ListDirectory(
+    const Caller& caller, const v1::ListDirectoryRequest& request) {
+  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
+                                                   Action::kExec));
+  av1::FsRequest fs;
+  ASSIGN_OR_RETURN(*fs.mutable_list()->mutable_path(),
+                   SandboxPath(request.path()));
+  fs.mutable_list()->set_recursive(request.recursive());
+  const uint32_t max = request.max_entries() == 0
+                           ? kMaxListEntries
+                           : std::min(request.max_entries(), kMaxListEntries);
+  fs.mutable_list()->set_max_entries(max);
+  ASSIGN_OR_RETURN(auto call,
+                   FsCall::Start(*access.agent, fs, false,
+                                 absl::Now() + limits_.operation_timeout));
+  v1::ListDirectoryResponse response;
+  for (;;) {
+    ASSIGN_OR_RETURN(auto record, call->Next());
+    if (!record.has_value()) break;
+    if (!record->has_entry() ||
+        response.entries_size() >= static_cast<int>(max)) {
+      return absl::InternalError("agent: unexpected record in a listing");
+    }
+    *response.add_entries() = ToFileInfo(record->entry());
+  }
+  response.set_truncated(call->summary().truncated());
+  return response;
+}
+
+absl::StatusOr<v1::FileInfo> Workspaces::MakeDirectory(
+    const Caller& caller, const v1::MakeDirectoryRequest& request) {
+  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
+                                                   Action::kExec));
+  av1::FsRequest fs;
+  ASSIGN_OR_RETURN(*fs.mutable_mkdir()->mutable_path(),
+                   SandboxPath(request.path()));
+  if (request.mode() > 07777) {
+    return absl::InvalidArgumentError("mode: only permission bits (07777)");
+  }
+  fs.mutable_mkdir()->set_parents(request.parents());
+  fs.mutable_mkdir()->set_mode(request.mode());
+  ASSIGN_OR_RETURN(auto call,
+                   FsCall::Start(*access.agent, fs, false,
+                                 absl::Now() + limits_.operation_timeout));
+  ASSIGN_OR_RETURN(auto summary, call->Finish());
+  return ToFileInfo(summary.entry());
+}
+
+absl::StatusOr<v1::RemoveFileResponse> Workspaces::RemoveFile(
+    const Caller& caller, const v1::RemoveFileRequest& request) {
+  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
+                                                   Action::kExec));
+  av1::FsRequest fs;
+  ASSIGN_OR_RETURN(std::string path, SandboxPath(request.path()));
+  if (path == "/" || path == kWorkspacePath) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("path: refusing to remove ", path));
+  }
+  fs.mutable_remove()->set_path(path);
+  fs.mutable_remove()->set_recursive(request.recursive());
+  ASSIGN_OR_RETURN(auto call,
+                   FsCall::Start(*access.agent, fs, false,
+                                 absl::Now() + limits_.operation_timeout));
+  ASSIGN_OR_RETURN(auto summary, call->Finish());
+  v1::RemoveFileResponse response;
+  response.set_removed(summary.entries());
+  return response;
+}
+
+absl::StatusOr<v1::FileInfo> Workspaces::MoveFile(
+    const Caller& caller, const v1::MoveFileRequest& request) {
+  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
+                                                   Action::kExec));
+  av1::FsRequest fs;
+  ASSIGN_OR_RETURN(*fs.mutable_move()->mutable_from(),
+                   SandboxPath(request.from(), "from"));
+  ASSIGN_OR_RETURN(*fs.mutable_move()->mutable_to(),
+                   SandboxPath(request.to(), "to"));
+  ASSIGN_OR_RETURN(auto call,
+                   FsCall::Start(*access.agent, fs, false,
+                                 absl::Now() + limits_.operation_timeout));
+  ASSIGN_OR_RETURN(auto summary, call->Finish());
+  return ToFileInfo(summary.entry());
+}
+
+absl::StatusOr<v1::SyncWorkspaceResponse> Workspaces::Sync(
+    const Caller& caller, const v1::SyncWorkspaceHeader& header,
+    const ChunkReader& archive) {
+  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, header.sandbox_id(),
+                                                   Action::kExec));
+  ASSIGN_OR_RETURN(
+      std::string destination,
+      SandboxPath(header.destination().empty() ? std::string(kWorkspacePath)
+                                               : header.destination(),
+                  "destination"));
+  auto lock = SandboxLock(header.sandbox_id());
+  std::lock_guard guard(*lock);
+  av1::FsRequest unpack;
+  unpack.mutable_unpack()->set_root(destination);
+  unpack.mutable_unpack()->set_delete_missing(header.delete_missing());
+  unpack.mutable_unpack()->set_max_entries(limits_.max_entries);
+  unpack.mutable_unpack()->set_max_bytes(limits_.max_upload_bytes);
+  ASSIGN_OR_RETURN(auto call,
+                   FsCall::Start(*access.agent, unpack, true,
+                                 absl::Now() + limits_.operation_timeout));
+  AgentSink sink(*call);
+  workspace::UploadLimits upload;
+  upload.max_bytes = limits_.max_upload_bytes;
+  upload.max_entries = limits_.max_entries;
+  RETURN_IF_ERROR(workspace::ReadUploadArchive(archive, upload, sink).status());
+  ASSIGN_OR_RETURN(auto summary, call->Finish());
+  v1::SyncWorkspaceResponse response;
+  response.set_entries(summary.entries());
+  response.set_bytes(summary.bytes());
+  return response;
+}
+
+absl::Status Workspaces::Export(const Caller& caller,
+                                const v1::ExportPathRequest& request,
+                                const ChunkWriter& write) {
+  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
+                                                   Action::kExec));
+  ASSIGN_OR_RETURN(std::string path, SandboxPath(request.path()));
+  if (path == "/") {
+    return absl::InvalidArgumentError("path: cannot export / as a whole");
+  }
+  const size_t slash = path.rfind('/');
+  av1::FsRequest pack;
+  pack.mutable_pack()->set_root(slash == 0 ? "/" : path.substr(0, slash));
+  pack.mutable_pack()->add_paths(path.substr(slash + 1));
+  pack.mutable_pack()->set_recursive(true);
+  ASSIGN_OR_RETURN(auto call,
+                   FsCall::Start(*access.agent, pack, false,
+                                 absl::Now() + limits_.operation_timeout));
+  workspace::TarWriter tar(
+      [&](std::string_view chunk) { return write(std::string(chunk)); });
+  RETURN_IF_ERROR(Drain(*call, tar));
+  return tar.Finish();
+}
+
+absl::StatusOr<v1::DiffWorkspaceResponse> Workspaces::Diff(
+    const Caller& caller, const v1::DiffWorkspaceRequest& request) {
+  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
+                                                   Action::kExec));
+  uint64_t new_bytes = 0;
+  absl::StatusOr<v1::DiffWorkspaceResponse> response;
+  {
+    auto lock = SandboxLock(request.sandbox_id());
+    std::lock_guard guard(*lock);
+    std::shared_lock content_lock(content_mutex_);
+    ASSIGN_OR_RETURN(wv1::Manifest reference,
+                     LoadManifest(request.sandbox_id(), request.snapshot()));
+    ASSIGN_OR_RETURN(Captured current, Capture(*access.agent, reference));
+    new_bytes = current.new_bytes;
+    workspace::DiffOptions options;
+    options.patch = !request.no_patch();
+    response = workspace::DiffManifests(reference, current.manifest, *content_,
+                                        options);
+  }
+  // Content read only for this diff is referenced by no manifest.
+  if (new_bytes > 0) RequestGarbageCollection();
+  return response;
+}
+
+absl::StatusOr<v1::GetCommandLogResponse> Workspaces::CommandLog(
+    const Caller& caller, const v1::GetCommandLogRequest& request) {
+  // Any state will do: the log of a failed sandbox is the most useful one.
+  RETURN_IF_ERROR(
+      sandboxes_->GetSandbox(caller, request.sandbox_id()).status());
+  ASSIGN_OR_RETURN(auto records, store_->ListCommands(request.sandbox_id()));
+  v1::GetCommandLogResponse response;
+  for (const auto& record : records) {
+    if (record.sequence <= request.after_sequence()) continue;
+    v1::CommandRecord* out = response.add_commands();
+    if (record.details.empty() || !out->ParseFromString(record.details)) {
+      out->Clear();
+      (void)out->ParseFromString(record.argv);
+    }
+    out->set_sequence(record.sequence);
+    out->set_exit_code(record.exit_code);
+    out->set_signal(record.signal);
+    *out->mutable_started_at() = TimeUtil::MicrosecondsToTimestamp(
+        absl::ToUnixMicros(record.started_at));
+    out->set_duration_us(absl::ToInt64Microseconds(record.duration));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::Snapshot> Workspaces::CreateSnapshot(
+    const Caller& caller, const v1::CreateSnapshotRequest& request) {
+  if (request.memory()) {
+    return absl::UnimplementedError(
+        "memory snapshots are not built yet; see docs/api.md");
+  }
+  std::string name = request.name();
+  if (name.empty()) {
+    name = absl::FormatTime("snap-%Y%m%d-%H%M%S", absl::Now(),
+                            absl::UTCTimeZone());
+  }
+  RETURN_IF_ERROR(ValidateSnapshotName(name));
+  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
+                                                   Action::kExec));
+  auto lock = SandboxLock(request.sandbox_id());
+  std::lock_guard guard(*lock);
+  std::shared_lock content_lock(content_mutex_);
+  ASSIGN_OR_RETURN(auto existing, store_->ListSnapshots(request.sandbox_id()));
+  uint32_t named = 0;
+  for (const auto& record : existing) {
+    if (record.name == name) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "sandbox ", request.sandbox_id(), " already has a snapshot ", name));
+    }
+    if (!record.name.empty()) ++named;
+  }
+  if (named >= limits_.max_snapshots) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("sandbox ", request.sandbox_id(), " already has ", named,
+                     " snapshots, the maximum; remove one first"));
+  }
+  ASSIGN_OR_RETURN(wv1::Manifest reference,
+                   LatestManifest(request.sandbox_id()));
+  ASSIGN_OR_RETURN(Captured captured, Capture(*access.agent, reference));
+  ASSIGN_OR_RETURN(auto committed, content_->PutManifest(captured.manifest));
+  SnapshotRecord record;
+  record.sandbox_id = request.sandbox_id();
+  record.name = name;
+  record.manifest = committed.sha256;
+  record.created_at = absl::Now();
+  record.entries = captured.manifest.entries_size();
+  record.size_bytes = ContentBytes(captured.manifest);
+  record.new_bytes = captured.new_bytes;
+  RETURN_IF_ERROR(store_->PutSnapshot(record, /*replace=*/false));
+  (void)store_->AppendEvent(record.sandbox_id, "snapshot",
+                            absl::StrCat("created ", name));
+  return ToSnapshot(record);
+}
+
+absl::StatusOr<v1::ListSnapshotsResponse> Workspaces::ListSnapshots(
+    const Caller& caller, const v1::ListSnapshotsRequest& request) {
+  RETURN_IF_ERROR(
+      sandboxes_->GetSandbox(caller, request.sandbox_id()).status());
+  ASSIGN_OR_RETURN(auto records, store_->ListSnapshots(request.sandbox_id()));
+  v1::ListSnapshotsResponse response;
+  for (const auto& record : records) {
+    if (record.name.empty()) continue;  // the baseline
+    *response.add_snapshots() = ToSnapshot(record);
+  }
+  return response;
+}
+
+absl::Status Workspaces::DeleteSnapshot(
+    const Caller& caller, const v1::DeleteSnapshotRequest& request) {
+  RETURN_IF_ERROR(ValidateSnapshotName(request.name()));
+  RETURN_IF_ERROR(
+      sandboxes_->GetSandbox(caller, request.sandbox_id()).status());
+  RETURN_IF_ERROR(store_->DeleteSnapshot(request.sandbox_id(), request.name()));
+  (void)store_->AppendEvent(request.sandbox_id(), "snapshot",
+                            absl::StrCat("removed ", request.name()));
+  RequestGarbageCollection();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Sandbox> Workspaces::RestoreSnapshot(
+    const Caller& caller, const v1::RestoreSnapshotRequest& request) {
+  if (!request.name().empty()) {
+    RETURN_IF_ERROR(ValidateSnapshotName(request.name()));
+  }
+  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
+                                                   Action::kExec));
+  {
+    auto lock = SandboxLock(request.sandbox_id());
+    std::lock_guard guard(*lock);
+    std::shared_lock content_lock(content_mutex_);
+    ASSIGN_OR_RETURN(wv1::Manifest target,
+                     LoadManifest(request.sandbox_id(), request.name()));
+    RETURN_IF_ERROR(Unpack(*access.agent, target));
+  }
+  (void)store_->AppendEvent(request.sandbox_id(), "reset",
+                            request.name().empty()
+                                ? "to the baseline"
+                                : absl::StrCat("to snapshot ", request.name()));
+  return sandboxes_->GetSandbox(caller, request.sandbox_id());
+}
+
+absl::StatusOr<v1::Sandbox> Workspaces::ForkSnapshot(
+    const Caller& caller, const v1::ForkSnapshotRequest& request) {
+  if (!request.name().empty()) {
+    RETURN_IF_ERROR(ValidateSnapshotName(request.name()));
+  }
+  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
+                                                   Action::kExec));
+  // Held until the new sandbox's baseline references the content.
+  std::shared_lock content_lock(content_mutex_);
+  wv1::Manifest source;
+  {
+    auto lock = SandboxLock(request.sandbox_id());
+    std::lock_guard guard(*lock);
+    if (!request.name().empty()) {
+      ASSIGN_OR_RETURN(source,
+                       LoadManifest(request.sandbox_id(), request.name()));
+    } else {
+      ASSIGN_OR_RETURN(wv1::Manifest reference,
+                       LatestManifest(request.sandbox_id()));
+      ASSIGN_OR_RETURN(Captured captured, Capture(*access.agent, reference));
+      source = std::move(captured.manifest);
+    }
+  }
+  v1::CreateSandboxRequest create = request.sandbox();
+  if (create.runtime().empty()) create.set_runtime(access.view.runtime());
+  if (create.image().empty()) create.set_image(access.view.image());
+  auto prepare = [&](AgentConnection& agent,
+                     const std::string& sandbox_id) -> absl::Status {
+    RETURN_IF_ERROR(Unpack(agent, source));
+    return RecordBaseline(agent, sandbox_id, source);
+  };
+  auto created = sandboxes_->CreateSandbox(caller, create, prepare);
+  if (!created.ok()) {
+    RequestGarbageCollection();
+    return created.status();
+  }
+  v1::Sandbox sandbox = std::move(*created);
+  (void)store_->AppendEvent(
+      sandbox.id(), "forked",
+      absl::StrCat("from ", request.sandbox_id(),
+                   request.name().empty() ? "" : "@", request.name()));
+  return sandbox;
+}
+
+absl::StatusOr<uint64_t> Workspaces::CollectGarbage() {
+  // Waits for operations that hold content not yet referenced.
+  std::unique_lock content_lock(content_mutex_);
+  ASSIGN_OR_RETURN(auto manifests, store_->ListSnapshotManifests());
+  absl::flat_hash_set<std::string> live;
+  for (const auto& hash : manifests) {
+    live.insert(hash);
+    // An unreadable manifest stops the collection: keeping garbage is
+    // better than losing content.
+    ASSIGN_OR_RETURN(wv1::Manifest manifest, content_->ReadManifest(hash));
+    workspace::CollectReferences(manifest, &live);
+  }
+  return content_->CollectGarbage(live);
+}
+
+}  // namespace corral::daemon
