@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <ctime>
 #include <functional>
 #include <iostream>
 #include <limits>
@@ -19,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
+#include "client/command_support.h"
 #include "client/connection.h"
 #include "client/exec_session.h"
 #include "client/exit_status.h"
@@ -44,17 +44,6 @@ struct GlobalOptions {
   std::string socket;
   bool json = false;
 };
-
-int64_t NowSeconds() { return static_cast<int64_t>(std::time(nullptr)); }
-
-absl::Status Print(absl::string_view text) {
-  return WriteAll(STDOUT_FILENO, text);
-}
-
-absl::Status PrintMessage(const google::protobuf::Message& message) {
-  ASSIGN_OR_RETURN(const std::string json, ToJson(message));
-  return Print(json);
-}
 
 // Rejects negative numbers with a short message; CLI11's own range checks
 // print the whole double range. Unsigned fields would otherwise wrap "-5".
@@ -209,17 +198,12 @@ Result ImageImport(Connection& connection, const GlobalOptions& global,
                    BuildImportMetadata(options, source.is_directory()));
 
   // No deadline: an image can take long to upload; Ctrl-C ends it.
-  grpc::ClientContext context;
-  corral::v1::Image image;
-  auto writer = connection.images().ImportImage(&context, &image);
   corral::v1::ImportImageRequest first;
   *first.mutable_metadata() = std::move(metadata);
-  RETURN_IF_ERROR(StreamUpload<corral::v1::ImportImageRequest>(
-      connection, context, *writer, first,
-      [](corral::v1::ImportImageRequest& request, absl::string_view chunk) {
-        request.set_data(chunk.data(), chunk.size());
-      },
-      [&source](const ChunkSink& sink) { return source.Send(sink, false); }));
+  ASSIGN_OR_RETURN(
+      const corral::v1::Image image,
+      Upload(connection, connection.images(),
+             &corral::v1::Images::Stub::ImportImage, first, source, false));
   if (global.json) {
     RETURN_IF_ERROR(PrintMessage(image));
   } else {
@@ -264,8 +248,7 @@ Result Create(Connection& connection, const GlobalOptions& global,
   const grpc::Status status =
       connection.sandboxes().CreateSandbox(context.get(), request, &sandbox);
   if (!status.ok()) return connection.CallError(status);
-  RETURN_IF_ERROR(global.json ? PrintMessage(sandbox)
-                              : Print(absl::StrCat(sandbox.id(), "\n")));
+  RETURN_IF_ERROR(PrintSandboxId(sandbox, global.json));
   return 0;
 }
 

@@ -18,6 +18,7 @@
 #include "client/exit_status.h"
 #include "client/format.h"
 #include "client/output.h"
+#include "client/signal_pipe.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
 
@@ -27,62 +28,6 @@ namespace {
 // Size of one stdin read forwarded to the command; small enough to keep
 // interactive input snappy, well under the 1 MiB message cap.
 constexpr size_t kStdinChunkSize = 64 << 10;
-
-// Write end of the signal pipe; the handler may only do a write(2).
-std::atomic<int> signal_pipe_write_fd{-1};
-
-extern "C" void ForwardSignalToPipe(int signal_number) {
-  const int saved_errno = errno;
-  const int fd = signal_pipe_write_fd.load(std::memory_order_relaxed);
-  if (fd >= 0) {
-    const unsigned char byte = static_cast<unsigned char>(signal_number);
-    (void)!::write(fd, &byte, 1);
-  }
-  errno = saved_errno;
-}
-
-// While alive, SIGINT, SIGTERM and SIGHUP become bytes on a pipe that the
-// session's writer thread polls, instead of killing corral before it could
-// forward the signal or let the daemon clean up.
-class SignalPipe {
- public:
-  static absl::StatusOr<std::unique_ptr<SignalPipe>> Create() {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) return ErrnoStatus("pipe2");
-    auto pipe = std::unique_ptr<SignalPipe>(new SignalPipe(fds[0], fds[1]));
-    signal_pipe_write_fd.store(fds[1]);
-    struct sigaction action = {};
-    action.sa_handler = &ForwardSignalToPipe;
-    sigemptyset(&action.sa_mask);
-    action.sa_flags = SA_RESTART;
-    for (size_t i = 0; i < kSignals.size(); ++i) {
-      if (::sigaction(kSignals[i], &action, &pipe->previous_[i]) != 0) {
-        return ErrnoStatus(absl::StrCat("sigaction ", kSignals[i]));
-      }
-      pipe->installed_ = i + 1;
-    }
-    return pipe;
-  }
-
-  ~SignalPipe() {
-    for (size_t i = 0; i < installed_; ++i) {
-      ::sigaction(kSignals[i], &previous_[i], nullptr);
-    }
-    signal_pipe_write_fd.store(-1);
-  }
-
-  int read_fd() const { return read_.get(); }
-
- private:
-  static constexpr std::array<int, 3> kSignals = {SIGINT, SIGTERM, SIGHUP};
-
-  SignalPipe(int read_fd, int write_fd) : read_(read_fd), write_(write_fd) {}
-
-  UniqueFd read_;
-  UniqueFd write_;
-  std::array<struct sigaction, kSignals.size()> previous_ = {};
-  size_t installed_ = 0;
-};
 
 // What differs between Run and ExecStream, for the shared driver below: only
 // the message types. Both carry stdin chunks and signals the same way.

@@ -71,30 +71,6 @@ std::string JoinPath(const std::vector<std::string>& parts, size_t count) {
   return absl::StrJoin(parts.begin(), parts.begin() + count, "/");
 }
 
-// A random name for a staging directory; the leading dot keeps it out of
-// casual listings while it exists.
-absl::StatusOr<UniqueFd> MakeStagingDir(int parent_fd, std::string& name) {
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    uint64_t random = 0;
-    if (::getrandom(&random, sizeof(random), 0) != sizeof(random)) {
-      return ErrnoStatus("getrandom");
-    }
-    name = absl::StrFormat(".corral-extract-%016x", random);
-    if (::mkdirat(parent_fd, name.c_str(), 0700) != 0) {
-      if (errno == EEXIST) continue;
-      return ErrnoStatus("create a staging directory");
-    }
-    UniqueFd fd(::openat(parent_fd, name.c_str(), kDirFlags));
-    if (!fd) {
-      const int error = errno;
-      ::unlinkat(parent_fd, name.c_str(), AT_REMOVEDIR);
-      return ErrnoStatus("open the staging directory", error);
-    }
-    return fd;
-  }
-  return absl::AlreadyExistsError("no free staging directory name");
-}
-
 // Reads the archive with libarchive and writes each entry through the safe
 // path walk below.
 class Extractor {
@@ -425,18 +401,48 @@ class Extractor {
   std::unordered_set<std::string> regular_files_;
 };
 
-// Removes the staging directory when the operation did not complete.
+// A fresh directory in `parent_fd` to extract into, so that nothing lands in
+// its destination before the whole archive has been read. It is removed with
+// whatever is left in it when it goes.
 class StagingDir {
  public:
-  StagingDir(int parent_fd, std::string name, UniqueFd fd)
-      : parent_fd_(parent_fd), name_(std::move(name)), fd_(std::move(fd)) {}
+  // A random name; the leading dot keeps it out of casual listings while it
+  // exists.
+  static absl::StatusOr<std::unique_ptr<StagingDir>> Create(int parent_fd) {
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      uint64_t random = 0;
+      if (::getrandom(&random, sizeof(random), 0) != sizeof(random)) {
+        return ErrnoStatus("getrandom");
+      }
+      std::string name = absl::StrFormat(".corral-extract-%016x", random);
+      if (::mkdirat(parent_fd, name.c_str(), 0700) != 0) {
+        if (errno == EEXIST) continue;
+        return ErrnoStatus("create a staging directory");
+      }
+      UniqueFd fd(::openat(parent_fd, name.c_str(), kDirFlags));
+      if (!fd) {
+        const int error = errno;
+        ::unlinkat(parent_fd, name.c_str(), AT_REMOVEDIR);
+        return ErrnoStatus("open the staging directory", error);
+      }
+      return std::unique_ptr<StagingDir>(
+          new StagingDir(parent_fd, std::move(name), std::move(fd)));
+    }
+    return absl::AlreadyExistsError("no free staging directory name");
+  }
   ~StagingDir() {
     fd_.Reset();
     (void)RemoveTreeAt(parent_fd_, name_);
   }
+  StagingDir(const StagingDir&) = delete;
+  StagingDir& operator=(const StagingDir&) = delete;
+
   int fd() const { return fd_.get(); }
 
  private:
+  StagingDir(int parent_fd, std::string name, UniqueFd fd)
+      : parent_fd_(parent_fd), name_(std::move(name)), fd_(std::move(fd)) {}
+
   int parent_fd_;
   std::string name_;
   UniqueFd fd_;
@@ -555,6 +561,27 @@ absl::StatusOr<std::pair<std::string, std::string>> SplitTarget(
   return std::make_pair(std::move(parent), std::move(base));
 }
 
+// Where `cp` puts a download: the open parent directory and the new name.
+struct CopyTarget {
+  UniqueFd parent;
+  std::string name;
+};
+
+// Opens the parent of `target`; without `overwrite`, fails when the target
+// exists.
+absl::StatusOr<CopyTarget> OpenCopyTarget(const std::string& target,
+                                          bool overwrite) {
+  ASSIGN_OR_RETURN(auto split, SplitTarget(target));
+  UniqueFd parent(
+      ::open(split.first.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!parent) return ErrnoStatus(absl::StrCat("open ", split.first));
+  if (!overwrite && Exists(parent.get(), split.second)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(target, " exists; use --force to replace it"));
+  }
+  return CopyTarget{std::move(parent), std::move(split.second)};
+}
+
 }  // namespace
 
 std::string ShownName(absl::string_view name) {
@@ -619,12 +646,10 @@ absl::StatusOr<ExtractResult> ExtractIntoDirectory(
     const ChunkSource& source, const std::string& dest, bool overwrite,
     const ExtractLimits& limits) {
   ASSIGN_OR_RETURN(const UniqueFd dest_fd, OpenOrCreateDirectory(dest));
-  std::string staging_name;
-  ASSIGN_OR_RETURN(UniqueFd staging_fd,
-                   MakeStagingDir(dest_fd.get(), staging_name));
-  StagingDir staging(dest_fd.get(), staging_name, std::move(staging_fd));
+  ASSIGN_OR_RETURN(const std::unique_ptr<StagingDir> staging,
+                   StagingDir::Create(dest_fd.get()));
   ASSIGN_OR_RETURN(ExtractResult result,
-                   ExtractTarAt(source, staging.fd(), limits));
+                   ExtractTarAt(source, staging->fd(), limits));
   // Check every name before moving any, so a refusal leaves DEST untouched.
   if (!overwrite) {
     for (const std::string& name : result.top_level) {
@@ -635,7 +660,7 @@ absl::StatusOr<ExtractResult> ExtractIntoDirectory(
     }
   }
   for (const std::string& name : result.top_level) {
-    RETURN_IF_ERROR(MoveTopEntry(staging.fd(), name, dest_fd.get(), name,
+    RETURN_IF_ERROR(MoveTopEntry(staging->fd(), name, dest_fd.get(), name,
                                  absl::StrCat(dest, "/", ShownName(name)),
                                  overwrite));
   }
@@ -643,39 +668,27 @@ absl::StatusOr<ExtractResult> ExtractIntoDirectory(
 }
 
 absl::Status CheckCopyTarget(const std::string& target, bool overwrite) {
-  ASSIGN_OR_RETURN(const auto split, SplitTarget(target));
-  UniqueFd parent(
-      ::open(split.first.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!parent) return ErrnoStatus(absl::StrCat("open ", split.first));
-  if (!overwrite && Exists(parent.get(), split.second)) {
-    return absl::AlreadyExistsError(
-        absl::StrCat(target, " exists; use --force to replace it"));
-  }
-  return absl::OkStatus();
+  return OpenCopyTarget(target, overwrite).status();
 }
 
 absl::StatusOr<ExtractResult> ExtractAsPath(const ChunkSource& source,
                                             const std::string& target,
                                             bool overwrite,
                                             const ExtractLimits& limits) {
-  RETURN_IF_ERROR(CheckCopyTarget(target, overwrite));
-  ASSIGN_OR_RETURN(const auto split, SplitTarget(target));
-  UniqueFd parent(
-      ::open(split.first.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!parent) return ErrnoStatus(absl::StrCat("open ", split.first));
-  std::string staging_name;
-  ASSIGN_OR_RETURN(UniqueFd staging_fd,
-                   MakeStagingDir(parent.get(), staging_name));
-  StagingDir staging(parent.get(), staging_name, std::move(staging_fd));
+  ASSIGN_OR_RETURN(const CopyTarget copy_target,
+                   OpenCopyTarget(target, overwrite));
+  ASSIGN_OR_RETURN(const std::unique_ptr<StagingDir> staging,
+                   StagingDir::Create(copy_target.parent.get()));
   ASSIGN_OR_RETURN(ExtractResult result,
-                   ExtractTarAt(source, staging.fd(), limits));
+                   ExtractTarAt(source, staging->fd(), limits));
   if (result.top_level.size() != 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("expected one top-level entry in the archive, got ",
                      result.top_level.size()));
   }
-  RETURN_IF_ERROR(MoveTopEntry(staging.fd(), result.top_level.front(),
-                               parent.get(), split.second, target, overwrite));
+  RETURN_IF_ERROR(MoveTopEntry(staging->fd(), result.top_level.front(),
+                               copy_target.parent.get(), copy_target.name,
+                               target, overwrite));
   return result;
 }
 

@@ -2,10 +2,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <unistd.h>
 
-#include <array>
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
@@ -14,21 +12,6 @@
 
 namespace corral::cli {
 namespace {
-
-constexpr std::array<int, 3> kSignals = {SIGINT, SIGTERM, SIGHUP};
-
-// Write end of the active guard's pipe; the handler may only write(2).
-std::atomic<int> guard_pipe_fd{-1};
-
-extern "C" void RecordSignal(int signal_number) {
-  const int saved_errno = errno;
-  const int fd = guard_pipe_fd.load(std::memory_order_relaxed);
-  if (fd >= 0) {
-    const unsigned char byte = static_cast<unsigned char>(signal_number);
-    (void)!::write(fd, &byte, 1);
-  }
-  errno = saved_errno;
-}
 
 // Streams a file descriptor's bytes to `sink` in upload-sized chunks.
 absl::Status StreamFd(int fd, absl::string_view name, const ChunkSink& sink) {
@@ -94,32 +77,17 @@ absl::Status UploadSource::Send(const ChunkSink& sink, bool workspace) {
 absl::StatusOr<std::unique_ptr<InterruptGuard>> InterruptGuard::Install() {
   std::unique_ptr<InterruptGuard> guard(new InterruptGuard());
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) return ErrnoStatus("pipe2");
-  guard->read_.Reset(fds[0]);
-  guard->write_.Reset(fds[1]);
   if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoStatus("pipe2");
   guard->stop_read_.Reset(fds[0]);
   guard->stop_write_.Reset(fds[1]);
-  guard_pipe_fd.store(guard->write_.get());
-  struct sigaction action = {};
-  action.sa_handler = &RecordSignal;
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESTART;
-  for (size_t i = 0; i < kSignals.size(); ++i) {
-    if (::sigaction(kSignals[i], &action, &guard->previous_[i]) != 0) {
-      return ErrnoStatus(absl::StrCat("sigaction ", kSignals[i]));
-    }
-    guard->installed_ = static_cast<int>(i) + 1;
-  }
+  ASSIGN_OR_RETURN(guard->signals_, SignalPipe::Create());
   guard->thread_ = std::thread([g = guard.get()] { g->Watch(); });
   return guard;
 }
 
 InterruptGuard::~InterruptGuard() {
-  for (int i = 0; i < installed_; ++i) {
-    ::sigaction(kSignals[i], &previous_[i], nullptr);
-  }
-  guard_pipe_fd.store(-1);
+  // The watcher polls the signal pipe: stop it before the pipe goes (and
+  // with it the handlers).
   if (thread_.joinable()) {
     const char byte = 0;
     (void)!::write(stop_write_.get(), &byte, 1);
@@ -136,14 +104,14 @@ void InterruptGuard::CancelOnSignal(grpc::ClientContext* context) {
 void InterruptGuard::Watch() {
   for (;;) {
     struct pollfd fds[2] = {{stop_read_.get(), POLLIN, 0},
-                            {read_.get(), POLLIN, 0}};
+                            {signals_->read_fd(), POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
       return;
     }
     if (fds[0].revents != 0) return;
     unsigned char signal_number;
-    while (::read(read_.get(), &signal_number, 1) == 1) {
+    while (::read(signals_->read_fd(), &signal_number, 1) == 1) {
       int expected = 0;
       signal_.compare_exchange_strong(expected, signal_number);
       std::lock_guard<std::mutex> lock(mutex_);

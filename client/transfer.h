@@ -6,7 +6,6 @@
 #ifndef CORRAL_CLIENT_TRANSFER_H_
 #define CORRAL_CLIENT_TRANSFER_H_
 
-#include <signal.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -20,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "client/connection.h"
+#include "client/signal_pipe.h"
 #include "client/tar_extract.h"
 #include "client/tar_packer.h"
 #include "corral/unique_fd.h"
@@ -77,23 +77,20 @@ class InterruptGuard {
   InterruptGuard() = default;
   void Watch();
 
-  UniqueFd read_;
-  UniqueFd write_;
+  std::unique_ptr<SignalPipe> signals_;
   UniqueFd stop_read_;
   UniqueFd stop_write_;
   std::thread thread_;
   std::atomic<int> signal_{0};
   std::mutex mutex_;
   grpc::ClientContext* context_ = nullptr;
-  struct sigaction previous_[3] = {};
-  int installed_ = 0;
 };
 
 // Copies everything `source` yields to `fd`.
 absl::Status CopyToFd(const ChunkSource& source, int fd);
 
 // Drives a client-streaming upload: `first`, then the source's bytes, each
-// chunk put into a request by `set_data`, then WritesDone and Finish. A local
+// chunk in the `data` field of a request, then WritesDone and Finish. A local
 // failure (or an interrupt seen through `interrupts`) cancels the call, so
 // that the daemon never takes a truncated archive for a complete one. The
 // daemon's reason for ending the call beats a local "upload interrupted".
@@ -101,7 +98,6 @@ template <typename Request>
 absl::Status StreamUpload(
     Connection& connection, grpc::ClientContext& context,
     grpc::ClientWriterInterface<Request>& writer, const Request& first,
-    const std::function<void(Request&, absl::string_view)>& set_data,
     const std::function<absl::Status(const ChunkSink&)>& produce,
     const InterruptGuard* interrupts = nullptr) {
   bool writable = writer.Write(first);
@@ -110,7 +106,7 @@ absl::Status StreamUpload(
     if (interrupts != nullptr && interrupts->signal() != 0) {
       return absl::CancelledError("interrupted");
     }
-    set_data(request, chunk);
+    request.set_data(chunk.data(), chunk.size());
     if (writable && writer.Write(request)) return absl::OkStatus();
     writable = false;
     return absl::AbortedError("upload interrupted");
@@ -126,6 +122,32 @@ absl::Status StreamUpload(
   const grpc::Status status = writer.Finish();
   if (!status.ok()) return connection.CallError(status);
   return local;
+}
+
+// Uploads `source` (UploadSource::Send with `workspace`) with the
+// client-streaming `method` of `stub`, `first` ahead of its bytes, and
+// returns the daemon's answer. No deadline: an upload can take long; Ctrl-C
+// ends it (through `interrupts` when given, else by killing corral).
+template <typename Stub, typename Request, typename Response>
+absl::StatusOr<Response> Upload(Connection& connection, Stub& stub,
+                                std::unique_ptr<grpc::ClientWriter<Request>> (
+                                    Stub::*method)(grpc::ClientContext*,
+                                                   Response*),
+                                const Request& first, UploadSource& source,
+                                bool workspace,
+                                const InterruptGuard* interrupts = nullptr) {
+  grpc::ClientContext context;
+  Response response;
+  std::unique_ptr<grpc::ClientWriter<Request>> writer =
+      (stub.*method)(&context, &response);
+  absl::Status status = StreamUpload<Request>(
+      connection, context, *writer, first,
+      [&source, workspace](const ChunkSink& sink) {
+        return source.Send(sink, workspace);
+      },
+      interrupts);
+  if (!status.ok()) return status;
+  return response;
 }
 
 // The archive or file a server stream (ExportPath, ReadFile) carries, as a

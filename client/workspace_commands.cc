@@ -2,12 +2,12 @@
 
 #include <unistd.h>
 
-#include <ctime>
 #include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "client/command_support.h"
 #include "client/exec_session.h"
 #include "client/exit_status.h"
 #include "client/format.h"
@@ -22,98 +22,42 @@ namespace {
 
 using Result = absl::StatusOr<int>;
 
-int64_t NowSeconds() { return static_cast<int64_t>(std::time(nullptr)); }
-
-absl::Status Print(absl::string_view text) {
-  return WriteAll(STDOUT_FILENO, text);
-}
-
-absl::Status PrintMessage(const google::protobuf::Message& message) {
-  ASSIGN_OR_RETURN(const std::string json, ToJson(message));
-  return Print(json);
-}
-
 // Workspace calls can take long (a snapshot of a large tree, a restore):
 // no deadline; Ctrl-C ends them.
 std::unique_ptr<grpc::ClientContext> LongContext() {
   return std::make_unique<grpc::ClientContext>();
 }
 
-// A unary call with the CLI's error mapping.
-template <typename Method, typename Request, typename Response>
-absl::Status Call(Connection& connection,
-                  std::unique_ptr<grpc::ClientContext> context, Method method,
-                  const Request& request, Response* response) {
-  const grpc::Status status = method(context.get(), request, response);
-  if (!status.ok()) return connection.CallError(status);
-  return absl::OkStatus();
-}
-
-void SetData(corral::v1::SyncWorkspaceRequest& request,
-             absl::string_view chunk) {
-  request.set_data(chunk.data(), chunk.size());
-}
-void SetData(corral::v1::WriteFileRequest& request, absl::string_view chunk) {
-  request.set_data(chunk.data(), chunk.size());
-}
-void SetData(corral::v1::CreateSeededSandboxRequest& request,
-             absl::string_view chunk) {
-  request.set_data(chunk.data(), chunk.size());
-}
-
 absl::StatusOr<corral::v1::Sandbox> UploadSeeded(
     Connection& connection, const corral::v1::CreateSandboxRequest& request,
     UploadSource& source, const InterruptGuard* interrupts) {
-  grpc::ClientContext context;
-  corral::v1::Sandbox sandbox;
-  auto writer = connection.sandboxes().CreateSeededSandbox(&context, &sandbox);
   corral::v1::CreateSeededSandboxRequest first;
   *first.mutable_sandbox() = request;
-  RETURN_IF_ERROR(StreamUpload<corral::v1::CreateSeededSandboxRequest>(
-      connection, context, *writer, first,
-      [](corral::v1::CreateSeededSandboxRequest& message,
-         absl::string_view chunk) { SetData(message, chunk); },
-      [&source](const ChunkSink& sink) { return source.Send(sink, true); },
-      interrupts));
-  return sandbox;
+  return Upload(connection, connection.sandboxes(),
+                &corral::v1::Sandboxes::Stub::CreateSeededSandbox, first,
+                source, true, interrupts);
 }
 
 // Pushes `source` into the sandbox with SyncWorkspace.
 absl::StatusOr<corral::v1::SyncWorkspaceResponse> UploadSync(
     Connection& connection, const std::string& id,
     const std::string& destination, bool delete_missing, UploadSource& source) {
-  grpc::ClientContext context;
-  corral::v1::SyncWorkspaceResponse response;
-  auto writer = connection.files().SyncWorkspace(&context, &response);
   corral::v1::SyncWorkspaceRequest first;
   first.mutable_header()->set_sandbox_id(id);
   first.mutable_header()->set_destination(destination);
   first.mutable_header()->set_delete_missing(delete_missing);
-  RETURN_IF_ERROR(StreamUpload<corral::v1::SyncWorkspaceRequest>(
-      connection, context, *writer, first,
-      [](corral::v1::SyncWorkspaceRequest& message, absl::string_view chunk) {
-        SetData(message, chunk);
-      },
-      [&source](const ChunkSink& sink) { return source.Send(sink, true); }));
-  return response;
+  return Upload(connection, connection.files(),
+                &corral::v1::Files::Stub::SyncWorkspace, first, source, true);
 }
 
 // Streams `source` into one file of the sandbox with WriteFile.
 absl::StatusOr<corral::v1::FileInfo> UploadFile(
     Connection& connection, const corral::v1::WriteFileHeader& header,
     UploadSource& source) {
-  grpc::ClientContext context;
-  corral::v1::FileInfo info;
-  auto writer = connection.files().WriteFile(&context, &info);
   corral::v1::WriteFileRequest first;
   *first.mutable_header() = header;
-  RETURN_IF_ERROR(StreamUpload<corral::v1::WriteFileRequest>(
-      connection, context, *writer, first,
-      [](corral::v1::WriteFileRequest& message, absl::string_view chunk) {
-        SetData(message, chunk);
-      },
-      [&source](const ChunkSink& sink) { return source.Send(sink, false); }));
-  return info;
+  return Upload(connection, connection.files(),
+                &corral::v1::Files::Stub::WriteFile, first, source, false);
 }
 
 std::string ExtractJson(const ExtractResult& result) {
@@ -162,8 +106,7 @@ Result CreateSeeded(Connection& connection, bool json,
   ASSIGN_OR_RETURN(UploadSource source, UploadSource::Open(seed, true));
   ASSIGN_OR_RETURN(const corral::v1::Sandbox sandbox,
                    UploadSeeded(connection, request, source, nullptr));
-  RETURN_IF_ERROR(json ? PrintMessage(sandbox)
-                       : Print(absl::StrCat(sandbox.id(), "\n")));
+  RETURN_IF_ERROR(PrintSandboxId(sandbox, json));
   return 0;
 }
 
@@ -220,16 +163,12 @@ Result Fork(Connection& connection, bool json, const std::string& source,
   request.set_sandbox_id(ref.first);
   request.set_name(ref.second);
   ASSIGN_OR_RETURN(*request.mutable_sandbox(), BuildCreateRequest(options));
-  corral::v1::Sandbox sandbox;
   auto& stub = connection.snapshots();
-  RETURN_IF_ERROR(Call(
-      connection, LongContext(),
-      [&stub](grpc::ClientContext* c, const auto& r, auto* s) {
-        return stub.ForkSnapshot(c, r, s);
-      },
-      request, &sandbox));
-  RETURN_IF_ERROR(json ? PrintMessage(sandbox)
-                       : Print(absl::StrCat(sandbox.id(), "\n")));
+  ASSIGN_OR_RETURN(
+      const corral::v1::Sandbox sandbox,
+      UnaryCall(connection, LongContext(), stub,
+                &corral::v1::Snapshots::Stub::ForkSnapshot, request));
+  RETURN_IF_ERROR(PrintSandboxId(sandbox, json));
   return 0;
 }
 
@@ -516,14 +455,10 @@ Result Diff(Connection& connection, bool json,
   request.set_sandbox_id(f.id);
   request.set_snapshot(f.name);
   request.set_no_patch(f.stat || f.name_status);
-  corral::v1::DiffWorkspaceResponse response;
   auto& stub = connection.files();
-  RETURN_IF_ERROR(Call(
-      connection, LongContext(),
-      [&stub](grpc::ClientContext* c, const auto& r, auto* s) {
-        return stub.DiffWorkspace(c, r, s);
-      },
-      request, &response));
+  ASSIGN_OR_RETURN(const corral::v1::DiffWorkspaceResponse response,
+                   UnaryCall(connection, LongContext(), stub,
+                             &corral::v1::Files::Stub::DiffWorkspace, request));
   if (json) {
     RETURN_IF_ERROR(Print(DiffJson(response)));
   } else if (f.name_status) {
@@ -546,14 +481,10 @@ Result Logs(Connection& connection, bool json,
   corral::v1::GetCommandLogRequest request;
   request.set_sandbox_id(f.id);
   request.set_after_sequence(f.after);
-  corral::v1::GetCommandLogResponse response;
   auto& stub = connection.files();
-  RETURN_IF_ERROR(Call(
-      connection, connection.UnaryContext(),
-      [&stub](grpc::ClientContext* c, const auto& r, auto* s) {
-        return stub.GetCommandLog(c, r, s);
-      },
-      request, &response));
+  ASSIGN_OR_RETURN(const corral::v1::GetCommandLogResponse response,
+                   UnaryCall(connection, connection.UnaryContext(), stub,
+                             &corral::v1::Files::Stub::GetCommandLog, request));
   if (json) {
     RETURN_IF_ERROR(Print(CommandLogJson(response, f.output)));
   } else if (f.output) {
@@ -571,13 +502,10 @@ Result Snapshot(Connection& connection, bool json,
     corral::v1::CreateSnapshotRequest request;
     request.set_sandbox_id(f.id);
     request.set_name(f.name);
-    corral::v1::Snapshot snapshot;
-    RETURN_IF_ERROR(Call(
-        connection, LongContext(),
-        [&stub](grpc::ClientContext* c, const auto& r, auto* s) {
-          return stub.CreateSnapshot(c, r, s);
-        },
-        request, &snapshot));
+    ASSIGN_OR_RETURN(
+        const corral::v1::Snapshot snapshot,
+        UnaryCall(connection, LongContext(), stub,
+                  &corral::v1::Snapshots::Stub::CreateSnapshot, request));
     RETURN_IF_ERROR(json ? PrintMessage(snapshot)
                          : Print(absl::StrCat(snapshot.name(), "\n")));
     return 0;
@@ -585,13 +513,10 @@ Result Snapshot(Connection& connection, bool json,
   if (f.snapshot_ls->parsed()) {
     corral::v1::ListSnapshotsRequest request;
     request.set_sandbox_id(f.id);
-    corral::v1::ListSnapshotsResponse response;
-    RETURN_IF_ERROR(Call(
-        connection, connection.UnaryContext(),
-        [&stub](grpc::ClientContext* c, const auto& r, auto* s) {
-          return stub.ListSnapshots(c, r, s);
-        },
-        request, &response));
+    ASSIGN_OR_RETURN(
+        const corral::v1::ListSnapshotsResponse response,
+        UnaryCall(connection, connection.UnaryContext(), stub,
+                  &corral::v1::Snapshots::Stub::ListSnapshots, request));
     RETURN_IF_ERROR(json ? PrintMessage(response)
                          : Print(FormatSnapshots(response, NowSeconds())));
     return 0;
@@ -599,13 +524,10 @@ Result Snapshot(Connection& connection, bool json,
   corral::v1::DeleteSnapshotRequest request;
   request.set_sandbox_id(f.id);
   request.set_name(f.name);
-  corral::v1::DeleteSnapshotResponse response;
-  RETURN_IF_ERROR(Call(
-      connection, connection.UnaryContext(),
-      [&stub](grpc::ClientContext* c, const auto& r, auto* s) {
-        return stub.DeleteSnapshot(c, r, s);
-      },
-      request, &response));
+  ASSIGN_OR_RETURN(
+      const corral::v1::DeleteSnapshotResponse response,
+      UnaryCall(connection, connection.UnaryContext(), stub,
+                &corral::v1::Snapshots::Stub::DeleteSnapshot, request));
   RETURN_IF_ERROR(
       json ? Print(absl::StrCat("{\"removed\":", JsonString(f.name), "}\n"))
            : Print(absl::StrCat(f.name, "\n")));
@@ -617,14 +539,11 @@ Result Reset(Connection& connection, bool json,
   corral::v1::RestoreSnapshotRequest request;
   request.set_sandbox_id(f.id);
   request.set_name(f.name);
-  corral::v1::Sandbox sandbox;
   auto& stub = connection.snapshots();
-  RETURN_IF_ERROR(Call(
-      connection, LongContext(),
-      [&stub](grpc::ClientContext* c, const auto& r, auto* s) {
-        return stub.RestoreSnapshot(c, r, s);
-      },
-      request, &sandbox));
+  ASSIGN_OR_RETURN(
+      const corral::v1::Sandbox sandbox,
+      UnaryCall(connection, LongContext(), stub,
+                &corral::v1::Snapshots::Stub::RestoreSnapshot, request));
   RETURN_IF_ERROR(
       json
           ? PrintMessage(sandbox)
@@ -668,13 +587,9 @@ Result FileCommand(Connection& connection, bool json,
     corral::v1::StatFileRequest request;
     request.set_sandbox_id(f.id);
     request.set_path(f.path);
-    corral::v1::FileInfo info;
-    RETURN_IF_ERROR(Call(
-        connection, connection.UnaryContext(),
-        [&stub](grpc::ClientContext* c, const auto& r, auto* s) {
-          return stub.StatFile(c, r, s);
-        },
-        request, &info));
+    ASSIGN_OR_RETURN(const corral::v1::FileInfo info,
+                     UnaryCall(connection, connection.UnaryContext(), stub,
+                               &corral::v1::Files::Stub::StatFile, request));
     RETURN_IF_ERROR(json ? Print(FileInfoJson(info) + "\n")
                          : Print(FormatFileInfo(info)));
     return 0;
@@ -684,13 +599,10 @@ Result FileCommand(Connection& connection, bool json,
     request.set_sandbox_id(f.id);
     request.set_path(f.path);
     request.set_recursive(f.recursive);
-    corral::v1::ListDirectoryResponse response;
-    RETURN_IF_ERROR(Call(
-        connection, connection.UnaryContext(),
-        [&stub](grpc::ClientContext* c, const auto& r, auto* s) {
-          return stub.ListDirectory(c, r, s);
-        },
-        request, &response));
+    ASSIGN_OR_RETURN(
+        const corral::v1::ListDirectoryResponse response,
+        UnaryCall(connection, connection.UnaryContext(), stub,
+                  &corral::v1::Files::Stub::ListDirectory, request));
     RETURN_IF_ERROR(json ? Print(ListingJson(response))
                          : Print(FormatListing(response, NowSeconds())));
     if (!json && response.truncated()) {
@@ -708,13 +620,10 @@ Result FileCommand(Connection& connection, bool json,
       ASSIGN_OR_RETURN(const uint32_t mode, ParseFileMode(f.mode));
       request.set_mode(mode);
     }
-    corral::v1::FileInfo info;
-    RETURN_IF_ERROR(Call(
-        connection, connection.UnaryContext(),
-        [&stub](grpc::ClientContext* c, const auto& r, auto* s) {
-          return stub.MakeDirectory(c, r, s);
-        },
-        request, &info));
+    ASSIGN_OR_RETURN(
+        const corral::v1::FileInfo info,
+        UnaryCall(connection, connection.UnaryContext(), stub,
+                  &corral::v1::Files::Stub::MakeDirectory, request));
     RETURN_IF_ERROR(print_info(info));
     return 0;
   }
@@ -723,13 +632,9 @@ Result FileCommand(Connection& connection, bool json,
     request.set_sandbox_id(f.id);
     request.set_path(f.path);
     request.set_recursive(f.recursive);
-    corral::v1::RemoveFileResponse response;
-    RETURN_IF_ERROR(Call(
-        connection, LongContext(),
-        [&stub](grpc::ClientContext* c, const auto& r, auto* s) {
-          return stub.RemoveFile(c, r, s);
-        },
-        request, &response));
+    ASSIGN_OR_RETURN(const corral::v1::RemoveFileResponse response,
+                     UnaryCall(connection, LongContext(), stub,
+                               &corral::v1::Files::Stub::RemoveFile, request));
     if (json) {
       RETURN_IF_ERROR(
           Print(absl::StrCat("{\"removed\":", response.removed(), "}\n")));
@@ -740,13 +645,9 @@ Result FileCommand(Connection& connection, bool json,
   request.set_sandbox_id(f.id);
   request.set_from(f.path);
   request.set_to(f.path2);
-  corral::v1::FileInfo info;
-  RETURN_IF_ERROR(Call(
-      connection, connection.UnaryContext(),
-      [&stub](grpc::ClientContext* c, const auto& r, auto* s) {
-        return stub.MoveFile(c, r, s);
-      },
-      request, &info));
+  ASSIGN_OR_RETURN(const corral::v1::FileInfo info,
+                   UnaryCall(connection, connection.UnaryContext(), stub,
+                             &corral::v1::Files::Stub::MoveFile, request));
   RETURN_IF_ERROR(print_info(info));
   return 0;
 }

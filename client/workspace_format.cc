@@ -29,33 +29,25 @@ std::string RelativeOrDash(const google::protobuf::Timestamp& time,
 
 std::string Octal(uint32_t mode) { return absl::StrFormat("%04o", mode); }
 
-char KindLetter(ChangeKind kind) {
-  switch (kind) {
-    case corral::v1::CHANGE_KIND_ADDED:
-      return 'A';
-    case corral::v1::CHANGE_KIND_MODIFIED:
-      return 'M';
-    case corral::v1::CHANGE_KIND_DELETED:
-      return 'D';
-    case corral::v1::CHANGE_KIND_TYPE_CHANGED:
-      return 'T';
-    default:
-      return '?';
-  }
-}
+// How a change kind is shown: its letter in --name-status and --stat, its
+// name in JSON.
+struct KindLabel {
+  char letter;
+  const char* name;
+};
 
-std::string KindName(ChangeKind kind) {
+KindLabel LabelOf(ChangeKind kind) {
   switch (kind) {
     case corral::v1::CHANGE_KIND_ADDED:
-      return "added";
+      return {'A', "added"};
     case corral::v1::CHANGE_KIND_MODIFIED:
-      return "modified";
+      return {'M', "modified"};
     case corral::v1::CHANGE_KIND_DELETED:
-      return "deleted";
+      return {'D', "deleted"};
     case corral::v1::CHANGE_KIND_TYPE_CHANGED:
-      return "type_changed";
+      return {'T', "type_changed"};
     default:
-      return "";
+      return {'?', ""};
   }
 }
 
@@ -233,7 +225,7 @@ std::string ListingJson(const corral::v1::ListDirectoryResponse& response) {
 std::string FormatNameStatus(const corral::v1::DiffWorkspaceResponse& diff) {
   std::string out;
   for (const corral::v1::FileChange& change : diff.changes()) {
-    absl::StrAppend(&out, std::string(1, KindLetter(change.kind())), "\t",
+    absl::StrAppend(&out, std::string(1, LabelOf(change.kind()).letter), "\t",
                     EscapeControl(change.path()), "\n");
   }
   return out;
@@ -258,7 +250,7 @@ std::string FormatDiffStat(const corral::v1::DiffWorkspaceResponse& diff) {
       notes.push_back(absl::StrCat(FormatBytes(change.old_size()), " -> ",
                                    FormatBytes(change.new_size())));
     }
-    absl::StrAppend(&out, std::string(1, KindLetter(change.kind())), "  ",
+    absl::StrAppend(&out, std::string(1, LabelOf(change.kind()).letter), "  ",
                     EscapeControl(change.path()));
     if (!notes.empty())
       absl::StrAppend(&out, "  (", absl::StrJoin(notes, ", "), ")");
@@ -277,7 +269,7 @@ std::string DiffJson(const corral::v1::DiffWorkspaceResponse& diff) {
   for (const corral::v1::FileChange& change : diff.changes()) {
     changes.push_back(absl::StrCat(
         "{\"path\":", JsonString(change.path()),
-        ",\"kind\":", JsonString(KindName(change.kind())),
+        ",\"kind\":", JsonString(LabelOf(change.kind()).name),
         ",\"type\":", JsonString(FileTypeName(change.type())),
         ",\"old_type\":", JsonString(FileTypeName(change.old_type())),
         ",\"old_mode\":", change.old_mode(),

@@ -24,7 +24,8 @@ if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
   # The codec is compiled into the target so that libFuzzer's coverage
   # instrumentation reaches it.
   add_executable(agent_frame_fuzz fuzz/agent_frame_fuzz.cc
-    ${PROJECT_SOURCE_DIR}/guest-agent/wire/frame_codec.cc)
+    ${PROJECT_SOURCE_DIR}/guest-agent/wire/frame_codec.cc
+    ${PROJECT_SOURCE_DIR}/guest-agent/wire/length_prefixed.cc)
   target_link_libraries(agent_frame_fuzz PRIVATE corral::agent_proto)
   target_compile_options(agent_frame_fuzz PRIVATE -fsanitize=fuzzer,address,undefined)
   target_link_options(agent_frame_fuzz PRIVATE -fsanitize=fuzzer,address,undefined)

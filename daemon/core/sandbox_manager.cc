@@ -473,7 +473,9 @@ absl::StatusOr<v1::ExecStreamResponse> RunningCommand::Next(
       const int fd = event.fd == corral::agent::v1::FD_STDERR ? 2 : 1;
       chunk->set_stream(fd == 2 ? v1::OUTPUT_STREAM_STDERR
                                 : v1::OUTPUT_STREAM_STDOUT);
-      chunk->set_sequence(event.sequence);
+      // The agent's frames may have been merged into one event (a lagging
+      // reader); the API numbers its own chunks, consecutively.
+      chunk->set_sequence(next_sequence_++);
       chunk->set_offset(offsets_[fd]);
       offsets_[fd] += event.data.size();
       if (kept_[fd].size() < kCommandLogOutputBytes) {

@@ -92,6 +92,7 @@ class RunningCommand {
   uint64_t oom_kills_before_ = 0;
   bool oom_known_ = false;
   uint64_t offsets_[3] = {0, 0, 0};
+  uint64_t next_sequence_ = 0;  // of the next OutputChunk
   // The first bytes of stdout and stderr, for the command log.
   std::string kept_[3];
   std::string cwd_;

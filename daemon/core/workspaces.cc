@@ -349,19 +349,24 @@ absl::StatusOr<v1::Sandbox> Workspaces::CreateSeeded(
   return sandbox;
 }
 
+absl::StatusOr<std::unique_ptr<FsCall>> Workspaces::StartFs(
+    const Caller& caller, const std::string& sandbox_id,
+    const av1::FsRequest& request, bool with_input) {
+  ASSIGN_OR_RETURN(auto access,
+                   sandboxes_->Access(caller, sandbox_id, Action::kExec));
+  return FsCall::Start(*access.agent, request, with_input,
+                       absl::Now() + limits_.operation_timeout);
+}
+
 absl::Status Workspaces::ReadFile(
     const Caller& caller, const v1::ReadFileRequest& request,
     const std::function<absl::Status(const v1::FileChunk&)>& write) {
-  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
-                                                   Action::kExec));
   av1::FsRequest fs;
   ASSIGN_OR_RETURN(*fs.mutable_read()->mutable_path(),
                    SandboxPath(request.path()));
   fs.mutable_read()->set_offset(request.offset());
   fs.mutable_read()->set_length(request.length());
-  ASSIGN_OR_RETURN(auto call,
-                   FsCall::Start(*access.agent, fs, false,
-                                 absl::Now() + limits_.operation_timeout));
+  ASSIGN_OR_RETURN(auto call, StartFs(caller, request.sandbox_id(), fs, false));
   uint64_t offset = request.offset();
   v1::FileChunk chunk;
   for (;;) {
@@ -380,8 +385,6 @@ absl::Status Workspaces::ReadFile(
 absl::StatusOr<v1::FileInfo> Workspaces::WriteFile(
     const Caller& caller, const v1::WriteFileHeader& header,
     const ChunkReader& data) {
-  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, header.sandbox_id(),
-                                                   Action::kExec));
   av1::FsRequest fs;
   ASSIGN_OR_RETURN(*fs.mutable_write()->mutable_path(),
                    SandboxPath(header.path()));
@@ -390,9 +393,7 @@ absl::StatusOr<v1::FileInfo> Workspaces::WriteFile(
   }
   fs.mutable_write()->set_mode(header.mode());
   fs.mutable_write()->set_create_parents(header.create_parents());
-  ASSIGN_OR_RETURN(auto call,
-                   FsCall::Start(*access.agent, fs, true,
-                                 absl::Now() + limits_.operation_timeout));
+  ASSIGN_OR_RETURN(auto call, StartFs(caller, header.sandbox_id(), fs, true));
   for (;;) {
     ASSIGN_OR_RETURN(auto chunk, data());
     if (!chunk.has_value()) break;
@@ -404,22 +405,16 @@ absl::StatusOr<v1::FileInfo> Workspaces::WriteFile(
 
 absl::StatusOr<v1::FileInfo> Workspaces::StatFile(
     const Caller& caller, const v1::StatFileRequest& request) {
-  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
-                                                   Action::kExec));
   av1::FsRequest fs;
   ASSIGN_OR_RETURN(*fs.mutable_stat()->mutable_path(),
                    SandboxPath(request.path()));
-  ASSIGN_OR_RETURN(auto call,
-                   FsCall::Start(*access.agent, fs, false,
-                                 absl::Now() + limits_.operation_timeout));
+  ASSIGN_OR_RETURN(auto call, StartFs(caller, request.sandbox_id(), fs, false));
   ASSIGN_OR_RETURN(auto summary, call->Finish());
   return ToFileInfo(summary.entry());
 }
 
 absl::StatusOr<v1::ListDirectoryResponse> Workspaces::ListDirectory(
     const Caller& caller, const v1::ListDirectoryRequest& request) {
-  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
-                                                   Action::kExec));
   av1::FsRequest fs;
   ASSIGN_OR_RETURN(*fs.mutable_list()->mutable_path(),
                    SandboxPath(request.path()));
@@ -428,9 +423,7 @@ absl::StatusOr<v1::ListDirectoryResponse> Workspaces::ListDirectory(
                            ? kMaxListEntries
                            : std::min(request.max_entries(), kMaxListEntries);
   fs.mutable_list()->set_max_entries(max);
-  ASSIGN_OR_RETURN(auto call,
-                   FsCall::Start(*access.agent, fs, false,
-                                 absl::Now() + limits_.operation_timeout));
+  ASSIGN_OR_RETURN(auto call, StartFs(caller, request.sandbox_id(), fs, false));
   v1::ListDirectoryResponse response;
   for (;;) {
     ASSIGN_OR_RETURN(auto record, call->Next());
@@ -447,8 +440,6 @@ absl::StatusOr<v1::ListDirectoryResponse> Workspaces::ListDirectory(
 
 absl::StatusOr<v1::FileInfo> Workspaces::MakeDirectory(
     const Caller& caller, const v1::MakeDirectoryRequest& request) {
-  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
-                                                   Action::kExec));
   av1::FsRequest fs;
   ASSIGN_OR_RETURN(*fs.mutable_mkdir()->mutable_path(),
                    SandboxPath(request.path()));
@@ -457,17 +448,13 @@ absl::StatusOr<v1::FileInfo> Workspaces::MakeDirectory(
   }
   fs.mutable_mkdir()->set_parents(request.parents());
   fs.mutable_mkdir()->set_mode(request.mode());
-  ASSIGN_OR_RETURN(auto call,
-                   FsCall::Start(*access.agent, fs, false,
-                                 absl::Now() + limits_.operation_timeout));
+  ASSIGN_OR_RETURN(auto call, StartFs(caller, request.sandbox_id(), fs, false));
   ASSIGN_OR_RETURN(auto summary, call->Finish());
   return ToFileInfo(summary.entry());
 }
 
 absl::StatusOr<v1::RemoveFileResponse> Workspaces::RemoveFile(
     const Caller& caller, const v1::RemoveFileRequest& request) {
-  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
-                                                   Action::kExec));
   av1::FsRequest fs;
   ASSIGN_OR_RETURN(std::string path, SandboxPath(request.path()));
   if (path == "/" || path == kWorkspacePath) {
@@ -476,9 +463,7 @@ absl::StatusOr<v1::RemoveFileResponse> Workspaces::RemoveFile(
   }
   fs.mutable_remove()->set_path(path);
   fs.mutable_remove()->set_recursive(request.recursive());
-  ASSIGN_OR_RETURN(auto call,
-                   FsCall::Start(*access.agent, fs, false,
-                                 absl::Now() + limits_.operation_timeout));
+  ASSIGN_OR_RETURN(auto call, StartFs(caller, request.sandbox_id(), fs, false));
   ASSIGN_OR_RETURN(auto summary, call->Finish());
   v1::RemoveFileResponse response;
   response.set_removed(summary.entries());
@@ -487,16 +472,12 @@ absl::StatusOr<v1::RemoveFileResponse> Workspaces::RemoveFile(
 
 absl::StatusOr<v1::FileInfo> Workspaces::MoveFile(
     const Caller& caller, const v1::MoveFileRequest& request) {
-  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
-                                                   Action::kExec));
   av1::FsRequest fs;
   ASSIGN_OR_RETURN(*fs.mutable_move()->mutable_from(),
                    SandboxPath(request.from(), "from"));
   ASSIGN_OR_RETURN(*fs.mutable_move()->mutable_to(),
                    SandboxPath(request.to(), "to"));
-  ASSIGN_OR_RETURN(auto call,
-                   FsCall::Start(*access.agent, fs, false,
-                                 absl::Now() + limits_.operation_timeout));
+  ASSIGN_OR_RETURN(auto call, StartFs(caller, request.sandbox_id(), fs, false));
   ASSIGN_OR_RETURN(auto summary, call->Finish());
   return ToFileInfo(summary.entry());
 }
@@ -536,8 +517,6 @@ absl::StatusOr<v1::SyncWorkspaceResponse> Workspaces::Sync(
 absl::Status Workspaces::Export(const Caller& caller,
                                 const v1::ExportPathRequest& request,
                                 const ChunkWriter& write) {
-  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
-                                                   Action::kExec));
   ASSIGN_OR_RETURN(std::string path, SandboxPath(request.path()));
   if (path == "/") {
     return absl::InvalidArgumentError("path: cannot export / as a whole");
@@ -548,8 +527,7 @@ absl::Status Workspaces::Export(const Caller& caller,
   pack.mutable_pack()->add_paths(path.substr(slash + 1));
   pack.mutable_pack()->set_recursive(true);
   ASSIGN_OR_RETURN(auto call,
-                   FsCall::Start(*access.agent, pack, false,
-                                 absl::Now() + limits_.operation_timeout));
+                   StartFs(caller, request.sandbox_id(), pack, false));
   workspace::TarWriter tar(
       [&](std::string_view chunk) { return write(std::string(chunk)); });
   RETURN_IF_ERROR(Drain(*call, tar));

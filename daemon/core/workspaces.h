@@ -22,6 +22,7 @@
 #include "corral/v1/sandboxes.pb.h"
 #include "corral/v1/snapshots.pb.h"
 #include "corral/workspace/v1/manifest.pb.h"
+#include "daemon/agent/fs_call.h"
 #include "daemon/core/sandbox_manager.h"
 #include "daemon/workspace/archive_in.h"
 #include "daemon/workspace/content_store.h"
@@ -117,6 +118,12 @@ class Workspaces {
         sandboxes_(sandboxes),
         content_(std::move(content)),
         limits_(limits) {}
+
+  // Starts a file operation on the agent of a running sandbox the caller
+  // may use.
+  absl::StatusOr<std::unique_ptr<FsCall>> StartFs(
+      const Caller& caller, const std::string& sandbox_id,
+      const corral::agent::v1::FsRequest& request, bool with_input);
 
   struct Captured {
     corral::workspace::v1::Manifest manifest;

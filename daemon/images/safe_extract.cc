@@ -22,6 +22,7 @@
 #include "corral/logging.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
+#include "daemon/images/tar_stream.h"
 
 namespace corral::daemon {
 namespace {
@@ -66,64 +67,6 @@ class Sha256 {
   bool ok_ = false;
 };
 
-// State shared with libarchive's read callback: pulls chunks from the
-// caller, hashes and counts them.
-struct Input {
-  const ChunkReader* next_chunk = nullptr;
-  uint64_t max_bytes = 0;
-  std::string chunk;
-  bool eof = false;
-  uint64_t bytes = 0;
-  bool over_limit = false;
-  // The reader's own failure (a cancelled RPC), reported as is.
-  absl::Status reader_status;
-  Sha256 sha256;
-
-  // The next non-empty chunk, or nullptr at the end or on an error.
-  const std::string* Next() {
-    while (!eof) {
-      absl::StatusOr<std::optional<std::string>> next = (*next_chunk)();
-      if (!next.ok()) {
-        reader_status = next.status();
-        return nullptr;
-      }
-      if (!next->has_value()) {
-        eof = true;
-        break;
-      }
-      chunk = std::move(**next);
-      if (chunk.empty()) continue;
-      bytes += chunk.size();
-      if (bytes > max_bytes) {
-        over_limit = true;
-        return nullptr;
-      }
-      sha256.Update(chunk);
-      return &chunk;
-    }
-    return nullptr;
-  }
-};
-
-la_ssize_t ReadCallback(struct archive* archive, void* data,
-                        const void** buffer) {
-  auto* input = static_cast<Input*>(data);
-  const std::string* chunk = input->Next();
-  if (chunk != nullptr) {
-    *buffer = chunk->data();
-    return static_cast<la_ssize_t>(chunk->size());
-  }
-  *buffer = nullptr;
-  if (input->eof) return 0;
-  archive_set_error(archive, input->over_limit ? EFBIG : EIO, "%s",
-                    input->over_limit ? "archive stream over its byte limit"
-                                      : "reading the archive stream failed");
-  return -1;
-}
-
-struct ReadFree {
-  void operator()(struct archive* archive) const { archive_read_free(archive); }
-};
 struct WriteFree {
   void operator()(struct archive* archive) const {
     archive_write_free(archive);
@@ -187,12 +130,9 @@ class Extractor {
  public:
   Extractor(Compression compression, const ChunkReader& next_chunk,
             const ImportLimits& limits)
-      : compression_(compression), limits_(limits) {
-    input_.next_chunk = &next_chunk;
-    // Headers cost up to 2 KiB per entry (tar header, pax header, padding);
-    // anything beyond that and the data is not a rootfs.
-    input_.max_bytes = limits.max_bytes + limits.max_entries * 2048;
-  }
+      : compression_(compression),
+        limits_(limits),
+        stream_(next_chunk, StreamOptions(compression, limits, &sha256_)) {}
 
   absl::StatusOr<ExtractStats> Run();
 
@@ -200,15 +140,19 @@ class Extractor {
   absl::Status Open();
   absl::Status HandleEntry(struct archive_entry* entry);
   absl::Status CopyData(std::string_view name, int64_t declared_size);
-  // Error from the reading side: the reader's own status, the raw size
-  // limit, or a corrupt/truncated archive.
-  absl::Status ReadError(std::string_view context);
   absl::Status CheckCompression();
+
+  // Anything beyond the headers' 2 KiB per entry and the data is not a
+  // rootfs; only the filters the request allows.
+  static TarStreamOptions StreamOptions(Compression compression,
+                                        const ImportLimits& limits,
+                                        Sha256* sha256);
 
   const Compression compression_;
   const ImportLimits limits_;
-  Input input_;
-  std::unique_ptr<struct archive, ReadFree> reader_;
+  // Declared before stream_, which feeds it.
+  Sha256 sha256_;
+  TarStream stream_;
   std::unique_ptr<struct archive, WriteFree> writer_;
   // What each extracted path is (S_IFDIR, S_IFREG, S_IFLNK), to refuse
   // paths through symlinks, type changes and dangling hard links before
@@ -219,49 +163,41 @@ class Extractor {
   ExtractStats stats_;
 };
 
-absl::Status Extractor::ReadError(std::string_view context) {
-  if (!input_.reader_status.ok()) return input_.reader_status;
-  if (input_.over_limit) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("archive is larger than ", input_.max_bytes,
-                     " bytes (the byte limit plus headers)"));
+TarStreamOptions Extractor::StreamOptions(Compression compression,
+                                          const ImportLimits& limits,
+                                          Sha256* sha256) {
+  TarStreamOptions options;
+  options.max_raw_bytes = TarRawByteCap(limits.max_bytes, limits.max_entries);
+  switch (compression) {
+    case Compression::kAuto:
+      options.filters = kTarAnyFilter;
+      break;
+    case Compression::kNone:
+      options.filters = 0;
+      break;
+    case Compression::kGzip:
+      options.filters = kTarGzip;
+      break;
+    case Compression::kXz:
+      options.filters = kTarXz;
+      break;
+    case Compression::kZstd:
+      options.filters = kTarZstd;
+      break;
   }
-  const char* message = archive_error_string(reader_.get());
-  return absl::InvalidArgumentError(absl::StrCat(
-      "archive is corrupt, truncated or not a tar archive (", Sv(context),
-      "): ", message != nullptr ? message : "unknown error"));
+  options.over_limit_message =
+      "archive is larger than $0 bytes (the byte limit plus headers)";
+  options.corrupt_message =
+      "archive is corrupt, truncated or not a tar archive ($0): $1";
+  options.on_chunk = [sha256](std::string_view chunk) {
+    sha256->Update(chunk);
+  };
+  return options;
 }
 
 absl::Status Extractor::Open() {
-  reader_.reset(archive_read_new());
   writer_.reset(archive_write_disk_new());
-  if (!reader_ || !writer_) return absl::ResourceExhaustedError("libarchive");
-  // Only tar (ustar, pax, GNU tar, v7) and three filters: most libarchive
-  // CVEs are in formats a rootfs never needs.
-  if (archive_read_support_format_tar(reader_.get()) != ARCHIVE_OK) {
-    return absl::InternalError("libarchive lacks tar support");
-  }
-  using Support = int (*)(struct archive*);
-  std::vector<std::pair<const char*, Support>> filters;
-  if (compression_ == Compression::kAuto ||
-      compression_ == Compression::kGzip) {
-    filters.emplace_back("gzip", archive_read_support_filter_gzip);
-  }
-  if (compression_ == Compression::kAuto || compression_ == Compression::kXz) {
-    filters.emplace_back("xz", archive_read_support_filter_xz);
-  }
-  if (compression_ == Compression::kAuto ||
-      compression_ == Compression::kZstd) {
-    filters.emplace_back("zstd", archive_read_support_filter_zstd);
-  }
-  for (const auto& [name, support] : filters) {
-    // ARCHIVE_WARN means "only through an external program": a root daemon
-    // must not fork a decompressor on untrusted input.
-    if (support(reader_.get()) != ARCHIVE_OK) {
-      return absl::UnimplementedError(
-          absl::StrCat("libarchive here has no built-in ", name, " support"));
-    }
-  }
+  if (!writer_) return absl::ResourceExhaustedError("libarchive");
   // No ARCHIVE_EXTRACT_OWNER (root owns everything), XATTR, ACL or FFLAGS
   // (security.capability would grant file capabilities). PERM keeps modes
   // exactly, without the umask, after HandleEntry stripped the special bits.
@@ -272,22 +208,12 @@ absl::Status Extractor::Open() {
   if (archive_write_disk_set_options(writer_.get(), flags) != ARCHIVE_OK) {
     return absl::InternalError("archive_write_disk_set_options");
   }
-  if (archive_read_open(reader_.get(), &input_, nullptr, ReadCallback,
-                        nullptr) != ARCHIVE_OK) {
-    return ReadError("opening");
-  }
-  return absl::OkStatus();
+  return stream_.Open("opening");
 }
 
+// TarStream refused a second layer already; this checks the one there is.
 absl::Status Extractor::CheckCompression() {
-  // Filter 0 is the outermost; the last one is the "none" reader of bytes.
-  const int count = archive_filter_count(reader_.get());
-  if (count > 2) {
-    return absl::InvalidArgumentError(
-        "archive is compressed more than once; give a tar with at most one "
-        "gzip, xz or zstd layer");
-  }
-  const int code = archive_filter_code(reader_.get(), 0);
+  const int code = stream_.filter_code();
   int expected = code;
   switch (compression_) {
     case Compression::kAuto:
@@ -306,9 +232,8 @@ absl::Status Extractor::CheckCompression() {
       break;
   }
   if (code != expected) {
-    const char* name = archive_filter_name(reader_.get(), 0);
     return absl::InvalidArgumentError(
-        absl::StrCat("archive compression is ", name != nullptr ? name : "?",
+        absl::StrCat("archive compression is ", Sv(stream_.filter_name()),
                      ", not the one the request named"));
   }
   return absl::OkStatus();
@@ -316,21 +241,19 @@ absl::Status Extractor::CheckCompression() {
 
 absl::Status Extractor::CopyData(std::string_view name, int64_t declared_size) {
   while (true) {
-    const void* buffer = nullptr;
-    size_t size = 0;
-    la_int64_t offset = 0;
-    const int r =
-        archive_read_data_block(reader_.get(), &buffer, &size, &offset);
-    if (r == ARCHIVE_EOF) return absl::OkStatus();
-    if (r < ARCHIVE_WARN) return ReadError(name);
+    ASSIGN_OR_RETURN(std::optional<TarDataBlock> block,
+                     stream_.NextDataBlock(name));
+    if (!block.has_value()) return absl::OkStatus();
     // libarchive keeps blocks within the entry's size; checked anyway since
     // the byte limit relies on it.
-    if (offset < 0 || static_cast<uint64_t>(offset) + size >
-                          static_cast<uint64_t>(declared_size)) {
+    if (block->offset < 0 ||
+        static_cast<uint64_t>(block->offset) + block->data.size() >
+            static_cast<uint64_t>(declared_size)) {
       return Violation(name, "data beyond the entry's declared size");
     }
-    if (archive_write_data_block(writer_.get(), buffer, size, offset) <
-        ARCHIVE_OK) {
+    if (archive_write_data_block(writer_.get(), block->data.data(),
+                                 block->data.size(),
+                                 block->offset) < ARCHIVE_OK) {
       const char* message = archive_error_string(writer_.get());
       return absl::InternalError(
           absl::StrCat("writing ", Sv(name), ": ",
@@ -398,20 +321,14 @@ absl::Status Extractor::HandleEntry(struct archive_entry* entry) {
       case AE_IFREG:
       case AE_IFDIR:
         break;
-      case AE_IFLNK: {
-        const char* target = archive_entry_symlink(entry);
+      case AE_IFLNK:
         // Symlink targets are stored as they are (an absolute target is
         // normal in a rootfs); they are never followed while extracting.
-        if (target == nullptr || *target == '\0') {
-          return Violation(name, "symlink with an empty target");
-        }
-        if (std::string_view(target).size() > limits_.max_path_length) {
-          return Violation(name,
-                           absl::StrCat("symlink target is longer than ",
-                                        limits_.max_path_length, " bytes"));
+        if (auto problem =
+                SymlinkTargetProblem(entry, limits_.max_path_length)) {
+          return Violation(name, *problem);
         }
         break;
-      }
       case AE_IFCHR:
       case AE_IFBLK:
       case AE_IFIFO:
@@ -482,10 +399,10 @@ absl::StatusOr<ExtractStats> Extractor::Run() {
   RETURN_IF_ERROR(Open());
   bool first = true;
   while (true) {
-    struct archive_entry* entry = nullptr;
-    const int r = archive_read_next_header(reader_.get(), &entry);
-    if (r == ARCHIVE_EOF) break;
-    if (r < ARCHIVE_WARN) return ReadError("reading an entry header");
+    ASSIGN_OR_RETURN(struct archive_entry * entry,
+                     stream_.NextHeader("reading an entry header",
+                                        "reading an entry header"));
+    if (entry == nullptr) break;
     if (first) {
       RETURN_IF_ERROR(CheckCompression());
       first = false;
@@ -503,16 +420,14 @@ absl::StatusOr<ExtractStats> Extractor::Run() {
   }
   // The tar end marker may come before the end of the stream (padding):
   // read the rest so that the digest covers the whole file.
-  while (input_.Next() != nullptr) {
-  }
-  if (!input_.eof) return ReadError("reading past the end of the archive");
+  RETURN_IF_ERROR(stream_.ReadToEnd());
   if (stats_.skipped > 0) {
     Logger("images")->warn(
         "skipped {} device nodes, FIFOs and sockets (first: {})",
         stats_.skipped, first_skipped_);
   }
-  stats_.archive_bytes = input_.bytes;
-  ASSIGN_OR_RETURN(stats_.archive_sha256, input_.sha256.HexDigest());
+  stats_.archive_bytes = stream_.raw_bytes();
+  ASSIGN_OR_RETURN(stats_.archive_sha256, sha256_.HexDigest());
   return stats_;
 }
 

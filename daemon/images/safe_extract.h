@@ -6,18 +6,13 @@
 
 #include <cstdint>
 #include <filesystem>
-#include <functional>
-#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "daemon/images/tar_stream.h"
 
 namespace corral::daemon {
-
-// Returns the next chunk of the archive, std::nullopt at the end of the
-// stream, or an error (which aborts the extraction with that error).
-using ChunkReader = std::function<absl::StatusOr<std::optional<std::string>>()>;
 
 struct ImportLimits {
   // Logical bytes of all regular files together (sparse files count at their

@@ -19,6 +19,7 @@
 #include "corral/v1/system.grpc.pb.h"
 #include "daemon/core/sandbox_manager.h"
 #include "daemon/images/image_store.h"
+#include "daemon/rpc/caller.h"
 #include "daemon/rpc/listener.h"
 #include "daemon/store/store.h"
 #include "google/protobuf/util/time_util.h"
@@ -43,15 +44,6 @@ namespace {
 
 namespace v1 = corral::v1;
 using google::protobuf::util::TimeUtil;
-
-// Looks up the caller of an RPC or answers UNAUTHENTICATED.
-#define CALLER_OR_RETURN(var)                                    \
-  auto var##_optional = deps_.listener->CallerOf(*context);      \
-  if (!var##_optional) {                                         \
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,       \
-                        "the caller's credentials are unknown"); \
-  }                                                              \
-  const Caller& var = *var##_optional
 
 grpc::Status NotBuilt(const char* what) {
   return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,

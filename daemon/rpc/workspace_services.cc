@@ -7,6 +7,7 @@
 #include "corral/v1/files.grpc.pb.h"
 #include "corral/v1/snapshots.grpc.pb.h"
 #include "daemon/core/workspaces.h"
+#include "daemon/rpc/caller.h"
 #include "daemon/rpc/listener.h"
 #include "daemon/rpc/services.h"
 
@@ -14,14 +15,6 @@ namespace corral::daemon {
 namespace {
 
 namespace v1 = corral::v1;
-
-#define CALLER_OR_RETURN(var)                                    \
-  auto var##_optional = deps_.listener->CallerOf(*context);      \
-  if (!var##_optional) {                                         \
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,       \
-                        "the caller's credentials are unknown"); \
-  }                                                              \
-  const Caller& var = *var##_optional
 
 // The data messages after a stream's header, as a ChunkReader. A second
 // header is an error.

@@ -4,7 +4,6 @@
 #include <archive_entry.h>
 
 #include <algorithm>
-#include <limits>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -12,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "corral/status_macros.h"
+#include "daemon/images/tar_stream.h"
 #include "daemon/workspace/path_rules.h"
 
 namespace corral::daemon::workspace {
@@ -19,84 +19,9 @@ namespace {
 
 using corral::agent::v1::FsEntry;
 
-absl::string_view Sv(std::string_view text) {
-  return absl::string_view(text.data(), text.size());
-}
-
 absl::Status Violation(std::string_view entry, std::string_view reason) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("archive entry ", QuotePath(entry), ": ", Sv(reason)));
+  return EntryError("archive entry", entry, reason);
 }
-
-uint64_t SaturatingAdd(uint64_t a, uint64_t b) {
-  return a > std::numeric_limits<uint64_t>::max() - b
-             ? std::numeric_limits<uint64_t>::max()
-             : a + b;
-}
-
-uint64_t SaturatingMultiply(uint64_t a, uint64_t b) {
-  if (a != 0 && b > std::numeric_limits<uint64_t>::max() / a) {
-    return std::numeric_limits<uint64_t>::max();
-  }
-  return a * b;
-}
-
-// Pulls chunks from the caller for libarchive's read callback, counting them
-// against the raw stream's cap.
-struct Input {
-  const ChunkReader* next_chunk = nullptr;
-  uint64_t max_bytes = 0;
-  std::string chunk;
-  bool eof = false;
-  bool over_limit = false;
-  uint64_t bytes = 0;
-  // The reader's own failure (a cancelled RPC), returned as is.
-  absl::Status reader_status;
-
-  // The next non-empty chunk, or nullptr at the end or on an error.
-  const std::string* Next() {
-    while (!eof && !over_limit && reader_status.ok()) {
-      absl::StatusOr<std::optional<std::string>> next = (*next_chunk)();
-      if (!next.ok()) {
-        reader_status = next.status();
-        return nullptr;
-      }
-      if (!next->has_value()) {
-        eof = true;
-        break;
-      }
-      chunk = std::move(**next);
-      if (chunk.empty()) continue;
-      bytes = SaturatingAdd(bytes, chunk.size());
-      if (bytes > max_bytes) {
-        over_limit = true;
-        return nullptr;
-      }
-      return &chunk;
-    }
-    return nullptr;
-  }
-};
-
-la_ssize_t ReadCallback(struct archive* archive, void* data,
-                        const void** buffer) {
-  auto* input = static_cast<Input*>(data);
-  const std::string* chunk = input->Next();
-  if (chunk != nullptr) {
-    *buffer = chunk->data();
-    return static_cast<la_ssize_t>(chunk->size());
-  }
-  *buffer = nullptr;
-  if (input->eof) return 0;
-  archive_set_error(archive, input->over_limit ? EFBIG : EIO, "%s",
-                    input->over_limit ? "archive over its byte limit"
-                                      : "reading the upload failed");
-  return -1;
-}
-
-struct ReadFree {
-  void operator()(struct archive* archive) const { archive_read_free(archive); }
-};
 
 // Removes the "./" prefixes tar gives entries of an archive made with
 // `tar -C dir .`.
@@ -112,19 +37,16 @@ class UploadReader {
  public:
   UploadReader(const ChunkReader& next_chunk, const UploadLimits& limits,
                EntrySink& sink)
-      : limits_(limits), sink_(sink) {
-    input_.next_chunk = &next_chunk;
-    input_.max_bytes = SaturatingAdd(
-        SaturatingAdd(limits.max_bytes,
-                      SaturatingMultiply(limits.max_entries, 2048)),
-        1 << 20);
-  }
+      : limits_(limits),
+        sink_(sink),
+        stream_(next_chunk, StreamOptions(limits)) {}
 
   absl::StatusOr<UploadStats> Run();
 
  private:
-  absl::Status Open();
-  absl::Status ReadError(std::string_view context);
+  // The raw stream may hold the content, 2 KiB of headers per entry and
+  // 1 MiB more.
+  static TarStreamOptions StreamOptions(const UploadLimits& limits);
   absl::Status HandleEntry(struct archive_entry* entry);
   // Sends exactly `size` bytes of the current entry's data, holes of a
   // sparse file as zeros.
@@ -133,53 +55,20 @@ class UploadReader {
 
   const UploadLimits limits_;
   EntrySink& sink_;
-  Input input_;
-  std::unique_ptr<struct archive, ReadFree> reader_;
+  TarStream stream_;
   EntryTree tree_;
   uint64_t headers_ = 0;
   UploadStats stats_;
 };
 
-absl::Status UploadReader::ReadError(std::string_view context) {
-  if (!input_.reader_status.ok()) return input_.reader_status;
-  if (input_.over_limit) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("archive exceeds the limit of ", input_.max_bytes,
-                     " raw bytes (the content limit plus headers)"));
-  }
-  const char* message = archive_error_string(reader_.get());
-  return absl::InvalidArgumentError(
-      absl::StrCat(Sv(context), ": ",
-                   message != nullptr ? message : "unknown libarchive error"));
-}
-
-absl::Status UploadReader::Open() {
-  reader_.reset(archive_read_new());
-  if (!reader_) return absl::ResourceExhaustedError("archive_read_new");
-  // Only tar and three filters: most of libarchive's history of CVEs is in
-  // formats nobody needs to upload a source tree.
-  if (archive_read_support_format_tar(reader_.get()) != ARCHIVE_OK) {
-    return absl::InternalError("libarchive lacks tar support");
-  }
-  using Support = int (*)(struct archive*);
-  const std::pair<const char*, Support> filters[] = {
-      {"gzip", archive_read_support_filter_gzip},
-      {"xz", archive_read_support_filter_xz},
-      {"zstd", archive_read_support_filter_zstd},
-  };
-  for (const auto& [name, support] : filters) {
-    // ARCHIVE_WARN means "through an external program": the daemon must
-    // not fork a decompressor for untrusted input.
-    if (support(reader_.get()) != ARCHIVE_OK) {
-      return absl::UnimplementedError(
-          absl::StrCat("libarchive here has no built-in ", name, " support"));
-    }
-  }
-  if (archive_read_open(reader_.get(), &input_, nullptr, ReadCallback,
-                        nullptr) != ARCHIVE_OK) {
-    return ReadError("not a tar archive");
-  }
-  return absl::OkStatus();
+TarStreamOptions UploadReader::StreamOptions(const UploadLimits& limits) {
+  TarStreamOptions options;
+  options.max_raw_bytes =
+      TarRawByteCap(limits.max_bytes, limits.max_entries, 1 << 20);
+  options.over_limit_message =
+      "archive exceeds the limit of $0 raw bytes (the content limit plus "
+      "headers)";
+  return options;
 }
 
 absl::Status UploadReader::SendZeros(uint64_t count) {
@@ -194,29 +83,26 @@ absl::Status UploadReader::SendZeros(uint64_t count) {
 
 absl::Status UploadReader::CopyData(std::string_view name, uint64_t size) {
   uint64_t sent = 0;
+  const std::string context =
+      absl::StrCat("archive is corrupt or truncated in ", QuotePath(name));
   while (true) {
-    const void* buffer = nullptr;
-    size_t length = 0;
-    la_int64_t offset = 0;
-    const int r =
-        archive_read_data_block(reader_.get(), &buffer, &length, &offset);
-    if (r == ARCHIVE_EOF) break;
-    if (r < ARCHIVE_WARN) {
-      return ReadError(
-          absl::StrCat("archive is corrupt or truncated in ", QuotePath(name)));
-    }
+    ASSIGN_OR_RETURN(std::optional<TarDataBlock> block,
+                     stream_.NextDataBlock(context));
+    if (!block.has_value()) break;
+    const int64_t offset = block->offset;
+    std::string_view data = block->data;
     if (offset < 0 || static_cast<uint64_t>(offset) < sent ||
-        static_cast<uint64_t>(offset) > size || length > size - offset) {
+        static_cast<uint64_t>(offset) > size ||
+        data.size() > size - static_cast<uint64_t>(offset)) {
       return Violation(name, "data blocks outside the file's declared size");
     }
     RETURN_IF_ERROR(SendZeros(static_cast<uint64_t>(offset) - sent));
-    std::string_view data(static_cast<const char*>(buffer), length);
+    sent = static_cast<uint64_t>(offset) + data.size();
     while (!data.empty()) {
       const size_t piece = std::min(data.size(), kMaxChunkBytes);
       RETURN_IF_ERROR(sink_.OnData(data.substr(0, piece)));
       data.remove_prefix(piece);
     }
-    sent = static_cast<uint64_t>(offset) + length;
   }
   // A sparse file may end in a hole.
   return SendZeros(size - sent);
@@ -246,11 +132,8 @@ absl::Status UploadReader::HandleEntry(struct archive_entry* entry) {
           PathProblem(path, limits_.max_path, limits_.max_component)) {
     return Violation(name, *problem);
   }
-  if (auto ancestor = tree_.NonDirectoryAncestor(path)) {
-    return Violation(
-        name, absl::StrCat("lies beneath the ",
-                           Sv(EntryTypeName(tree_.TypeOf(*ancestor))), " ",
-                           QuotePath(*ancestor), " of the archive"));
+  if (auto problem = tree_.PlacementProblem(path)) {
+    return Violation(name, absl::StrCat(*problem, " of the archive"));
   }
 
   FsEntry out;
@@ -290,19 +173,13 @@ absl::Status UploadReader::HandleEntry(struct archive_entry* entry) {
       case AE_IFDIR:
         out.set_type(corral::agent::v1::ENTRY_TYPE_DIRECTORY);
         break;
-      case AE_IFLNK: {
-        const char* target = archive_entry_symlink(entry);
-        if (target == nullptr || *target == '\0') {
-          return Violation(name, "symlink with an empty target");
-        }
-        if (std::string_view(target).size() > limits_.max_path) {
-          return Violation(name, absl::StrCat("symlink target is longer than ",
-                                              limits_.max_path, " bytes"));
+      case AE_IFLNK:
+        if (auto problem = SymlinkTargetProblem(entry, limits_.max_path)) {
+          return Violation(name, *problem);
         }
         out.set_type(corral::agent::v1::ENTRY_TYPE_SYMLINK);
-        out.set_link_target(target);
+        out.set_link_target(archive_entry_symlink(entry));
         break;
-      }
       case AE_IFCHR:
       case AE_IFBLK:
         return Violation(name, "device nodes are not allowed");
@@ -336,33 +213,18 @@ absl::Status UploadReader::HandleEntry(struct archive_entry* entry) {
 }
 
 absl::StatusOr<UploadStats> UploadReader::Run() {
-  RETURN_IF_ERROR(Open());
-  bool first = true;
+  RETURN_IF_ERROR(stream_.Open("not a tar archive"));
   while (true) {
-    struct archive_entry* entry = nullptr;
-    const int r = archive_read_next_header(reader_.get(), &entry);
-    if (r == ARCHIVE_EOF) break;
-    if (r < ARCHIVE_WARN) {
-      return ReadError(first ? "not a tar archive"
-                             : "archive is corrupt or truncated");
-    }
-    if (first) {
-      // Filter 0 is the outermost; the last one reads the raw bytes.
-      if (archive_filter_count(reader_.get()) > 2) {
-        return absl::InvalidArgumentError(
-            "archive is compressed more than once; give a tar with at most "
-            "one gzip, xz or zstd layer");
-      }
-      first = false;
-    }
+    ASSIGN_OR_RETURN(struct archive_entry * entry,
+                     stream_.NextHeader("not a tar archive",
+                                        "archive is corrupt or truncated"));
+    if (entry == nullptr) break;
     RETURN_IF_ERROR(HandleEntry(entry));
   }
   // The end-of-archive marker may come before the end of the stream
   // (padding): read the rest, within the same cap.
-  while (input_.Next() != nullptr) {
-  }
-  if (!input_.eof) return ReadError("reading past the end of the archive");
-  stats_.archive_bytes = input_.bytes;
+  RETURN_IF_ERROR(stream_.ReadToEnd());
+  stats_.archive_bytes = stream_.raw_bytes();
   return stats_;
 }
 

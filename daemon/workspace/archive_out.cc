@@ -16,13 +16,8 @@ using corral::agent::v1::FsEntry;
 
 constexpr size_t kMaxOutputChunk = 1 << 20;
 
-absl::string_view Sv(std::string_view text) {
-  return absl::string_view(text.data(), text.size());
-}
-
 absl::Status BadEntry(std::string_view path, std::string_view reason) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("exported entry ", QuotePath(path), ": ", Sv(reason)));
+  return EntryError("exported entry", path, reason);
 }
 
 struct EntryFree {
@@ -97,22 +92,24 @@ absl::Status TarWriter::Open() {
   return absl::OkStatus();
 }
 
-absl::Status TarWriter::OnEntry(const FsEntry& entry) {
+absl::Status TarWriter::StartNext(std::string_view when) {
   if (!status_.ok()) return status_;
   if (finished_) return absl::FailedPreconditionError("archive finished");
   if (!opened_) RETURN_IF_ERROR(Open());
   if (remaining_ > 0) {
     return Fail(absl::DataLossError(absl::StrCat(
         "exported entry ", QuotePath(pending_path_), ": ", remaining_, " of ",
-        pending_size_, " bytes of data missing before the next entry")));
+        pending_size_, " bytes of data missing ", Sv(when))));
   }
+  return absl::OkStatus();
+}
+
+absl::Status TarWriter::OnEntry(const FsEntry& entry) {
+  RETURN_IF_ERROR(StartNext("before the next entry"));
   const std::string& path = entry.path();
   if (auto problem = PathProblem(path)) return Fail(BadEntry(path, *problem));
-  if (auto ancestor = tree_.NonDirectoryAncestor(path)) {
-    return Fail(
-        BadEntry(path, absl::StrCat("lies beneath the ",
-                                    Sv(EntryTypeName(tree_.TypeOf(*ancestor))),
-                                    " ", QuotePath(*ancestor))));
+  if (auto problem = tree_.PlacementProblem(path)) {
+    return Fail(BadEntry(path, *problem));
   }
   std::unique_ptr<struct archive_entry, EntryFree> header(archive_entry_new());
   if (!header) return Fail(absl::ResourceExhaustedError("archive_entry_new"));
@@ -202,14 +199,7 @@ absl::Status TarWriter::OnData(std::string_view data) {
 }
 
 absl::Status TarWriter::Finish() {
-  if (!status_.ok()) return status_;
-  if (finished_) return absl::FailedPreconditionError("archive finished");
-  if (!opened_) RETURN_IF_ERROR(Open());
-  if (remaining_ > 0) {
-    return Fail(absl::DataLossError(absl::StrCat(
-        "exported entry ", QuotePath(pending_path_), ": ", remaining_, " of ",
-        pending_size_, " bytes of data missing at the end of the stream")));
-  }
+  RETURN_IF_ERROR(StartNext("at the end of the stream"));
   finished_ = true;
   if (archive_write_close(archive_.get()) != ARCHIVE_OK) {
     return ArchiveError("finishing the archive");

@@ -48,6 +48,10 @@ class TarWriter : public EntrySink {
   static long WriteCallback(struct archive* archive, void* self,
                             const void* buffer, size_t length);
   absl::Status Open();
+  // Refuses to go on after an error or Finish, and while the last file
+  // still misses data (`when` says where it ended); opens the archive on
+  // first use.
+  absl::Status StartNext(std::string_view when);
   absl::Status Fail(absl::Status status);
   absl::Status ArchiveError(std::string_view what);
 

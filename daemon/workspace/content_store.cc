@@ -13,16 +13,13 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "corral/status_macros.h"
+#include "daemon/workspace/path_rules.h"
 #include "daemon/workspace/sha256.h"
 
 namespace corral::daemon::workspace {
 namespace {
 
 namespace fs = std::filesystem;
-
-absl::string_view Sv(std::string_view text) {
-  return absl::string_view(text.data(), text.size());
-}
 
 // mkdir that accepts an existing directory.
 absl::Status MakeDirectory(const fs::path& path) {

@@ -4,14 +4,13 @@
 #ifndef CORRAL_DAEMON_WORKSPACE_ENTRY_SINK_H_
 #define CORRAL_DAEMON_WORKSPACE_ENTRY_SINK_H_
 
-#include <functional>
-#include <optional>
 #include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "corral/agent/v1/agent.pb.h"
+#include "daemon/images/tar_stream.h"
 
 namespace corral::daemon::workspace {
 
@@ -40,9 +39,8 @@ class TeeSink : public EntrySink {
   EntrySink* second_;
 };
 
-// Returns the next chunk of a byte stream, std::nullopt at its end, or an
-// error (which aborts the reader with that error).
-using ChunkReader = std::function<absl::StatusOr<std::optional<std::string>>()>;
+// The byte streams clients upload, as image imports read them too.
+using ChunkReader = daemon::ChunkReader;
 
 }  // namespace corral::daemon::workspace
 

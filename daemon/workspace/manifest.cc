@@ -19,24 +19,16 @@ using corral::agent::v1::FsEntry;
 using corral::workspace::v1::Manifest;
 using corral::workspace::v1::ManifestEntry;
 
-absl::string_view Sv(std::string_view text) {
-  return absl::string_view(text.data(), text.size());
-}
-
 absl::Status BadEntry(std::string_view path, std::string_view reason) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("entry ", QuotePath(path), ": ", Sv(reason)));
+  return EntryError("entry", path, reason);
 }
 
 // Checks the rules every hostile entry follows whatever its type: a valid
 // path, not beneath a non-directory recorded in `tree`.
 absl::Status CheckPlacement(std::string_view path, const EntryTree& tree) {
   if (auto problem = PathProblem(path)) return BadEntry(path, *problem);
-  if (auto ancestor = tree.NonDirectoryAncestor(path)) {
-    return BadEntry(path,
-                    absl::StrCat("lies beneath the ",
-                                 Sv(EntryTypeName(tree.TypeOf(*ancestor))), " ",
-                                 QuotePath(*ancestor)));
+  if (auto problem = tree.PlacementProblem(path)) {
+    return BadEntry(path, *problem);
   }
   return absl::OkStatus();
 }
@@ -121,14 +113,19 @@ void ManifestBuilder::EraseBeneath(const std::string& path) {
   }
 }
 
-absl::Status ManifestBuilder::OnEntry(const FsEntry& entry) {
+absl::Status ManifestBuilder::StartNext(std::string_view when) {
   if (!status_.ok()) return status_;
   if (finished_) return absl::FailedPreconditionError("manifest finished");
   if (pending_ != nullptr) {
     return Fail(absl::DataLossError(absl::StrCat(
         "entry ", QuotePath(pending_->path()), ": ", remaining_, " of ",
-        pending_->size(), " bytes of data missing before the next entry")));
+        pending_->size(), " bytes of data missing ", Sv(when))));
   }
+  return absl::OkStatus();
+}
+
+absl::Status ManifestBuilder::OnEntry(const FsEntry& entry) {
+  RETURN_IF_ERROR(StartNext("before the next entry"));
   if (limits_.max_entries != 0 && ++entries_seen_ > limits_.max_entries) {
     return Fail(absl::ResourceExhaustedError(
         absl::StrCat("entry ", QuotePath(entry.path()), ": more than ",
@@ -238,13 +235,7 @@ absl::Status ManifestBuilder::OnData(std::string_view data) {
 }
 
 absl::StatusOr<Manifest> ManifestBuilder::Finish() {
-  if (!status_.ok()) return status_;
-  if (finished_) return absl::FailedPreconditionError("manifest finished");
-  if (pending_ != nullptr) {
-    return Fail(absl::DataLossError(absl::StrCat(
-        "entry ", QuotePath(pending_->path()), ": ", remaining_, " of ",
-        pending_->size(), " bytes of data missing at the end of the stream")));
-  }
+  RETURN_IF_ERROR(StartNext("at the end of the stream"));
   finished_ = true;
   Manifest manifest;
   manifest.mutable_entries()->Reserve(static_cast<int>(entries_.size()));

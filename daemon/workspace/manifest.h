@@ -68,6 +68,9 @@ class ManifestBuilder : public EntrySink {
   [[nodiscard]] uint64_t total_bytes() const { return total_bytes_; }
 
  private:
+  // Refuses to go on after an error or Finish, and while the last file
+  // still misses data (`when` says where it ended).
+  absl::Status StartNext(std::string_view when);
   absl::Status Fail(absl::Status status);
   absl::Status CommitFile();
   void EraseBeneath(const std::string& path);

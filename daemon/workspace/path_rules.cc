@@ -28,10 +28,6 @@ uint64_t Step(uint64_t hash, uint64_t multiplier, unsigned char byte) {
   return next;
 }
 
-absl::string_view Sv(std::string_view text) {
-  return absl::string_view(text.data(), text.size());
-}
-
 }  // namespace
 
 std::optional<std::string> PathProblem(std::string_view path, size_t max_path,
@@ -61,6 +57,12 @@ std::optional<std::string> PathProblem(std::string_view path, size_t max_path,
 
 std::string QuotePath(std::string_view path) {
   return absl::StrCat("'", absl::CHexEscape(Sv(path)), "'");
+}
+
+absl::Status EntryError(std::string_view what, std::string_view path,
+                        std::string_view reason) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(Sv(what), " ", QuotePath(path), ": ", Sv(reason)));
 }
 
 std::string_view EntryTypeName(EntryType type) {
@@ -123,6 +125,14 @@ std::optional<std::string_view> EntryTree::NonDirectoryAncestor(
     key.second = Step(key.second, multiplier_[1], byte);
   }
   return std::nullopt;
+}
+
+std::optional<std::string> EntryTree::PlacementProblem(
+    std::string_view path) const {
+  std::optional<std::string_view> ancestor = NonDirectoryAncestor(path);
+  if (!ancestor.has_value()) return std::nullopt;
+  return absl::StrCat("lies beneath the ", Sv(EntryTypeName(TypeOf(*ancestor))),
+                      " ", QuotePath(*ancestor));
 }
 
 void EntryTree::Record(std::string_view path, EntryType type) {

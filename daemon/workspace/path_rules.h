@@ -12,6 +12,8 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "corral/agent/v1/agent.pb.h"
 
 namespace corral::daemon::workspace {
@@ -29,9 +31,21 @@ inline constexpr size_t kMaxChunkBytes = 64 * 1024;
     std::string_view path, size_t max_path = kMaxPathBytes,
     size_t max_component = kMaxComponentBytes);
 
+// Debian's Abseil keeps its own string_view (ABSL_OPTION_USE_STD_STRING_VIEW
+// is 0), which does not convert from std::string_view.
+inline absl::string_view Sv(std::string_view text) {
+  return absl::string_view(text.data(), text.size());
+}
+
 // `path` between single quotes with non-printable bytes, quotes and
 // backslashes escaped: safe to put in a message or a log line.
 [[nodiscard]] std::string QuotePath(std::string_view path);
+
+// INVALID_ARGUMENT "<what> '<path>': <reason>", the form of every complaint
+// about one entry ("archive entry", "exported entry", ...).
+[[nodiscard]] absl::Status EntryError(std::string_view what,
+                                      std::string_view path,
+                                      std::string_view reason);
 
 // "regular file", "directory", ...
 [[nodiscard]] std::string_view EntryTypeName(corral::agent::v1::EntryType type);
@@ -53,6 +67,12 @@ class EntryTree {
   // last recorded as anything but a directory, or nullopt. `path` must
   // follow PathProblem's rules.
   [[nodiscard]] std::optional<std::string_view> NonDirectoryAncestor(
+      std::string_view path) const;
+
+  // Why `path` may not come after the entries recorded so far ("lies
+  // beneath the symlink 'a'"), or nullopt. `path` must follow PathProblem's
+  // rules.
+  [[nodiscard]] std::optional<std::string> PlacementProblem(
       std::string_view path) const;
 
   // Records (or replaces) the type of `path`. HARDLINK counts as REGULAR.

@@ -4,63 +4,7 @@
 namespace corral::agent::wire {
 
 bool AppendFrame(const v1::Frame& frame, std::string* out) {
-  const size_t size = frame.ByteSizeLong();
-  if (size == 0 || size > kMaxFrameBytes) return false;
-  const size_t start = out->size();
-  out->resize(start + kLengthPrefixBytes + size);
-  char* prefix = out->data() + start;
-  prefix[0] = static_cast<char>((size >> 24) & 0xff);
-  prefix[1] = static_cast<char>((size >> 16) & 0xff);
-  prefix[2] = static_cast<char>((size >> 8) & 0xff);
-  prefix[3] = static_cast<char>(size & 0xff);
-  auto* body = reinterpret_cast<uint8_t*>(prefix + kLengthPrefixBytes);
-  if (!frame.SerializeWithCachedSizesToArray(body)) {
-    out->resize(start);
-    return false;
-  }
-  return true;
-}
-
-void FrameDecoder::Feed(std::string_view bytes) {
-  if (failed() || bytes.empty()) return;
-  // Compact before growing: the consumed prefix is never needed again.
-  if (consumed_ > 0 &&
-      (consumed_ == buffer_.size() || consumed_ >= 64 * 1024)) {
-    buffer_.erase(0, consumed_);
-    consumed_ = 0;
-  }
-  buffer_.append(bytes.data(), bytes.size());
-}
-
-bool FrameDecoder::Next(v1::Frame* frame) {
-  if (failed()) return false;
-  const size_t available = buffer_.size() - consumed_;
-  if (available < kLengthPrefixBytes) return false;
-  const auto* p = reinterpret_cast<const uint8_t*>(buffer_.data() + consumed_);
-  const uint32_t length = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) |
-                          (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-  if (length == 0) {
-    error_ = "frame length 0";
-    return false;
-  }
-  if (length > kMaxFrameBytes) {
-    error_ = "frame length " + std::to_string(length) + " exceeds " +
-             std::to_string(kMaxFrameBytes);
-    return false;
-  }
-  if (available - kLengthPrefixBytes < length) return false;
-  frame->Clear();
-  if (!frame->ParseFromArray(p + kLengthPrefixBytes,
-                             static_cast<int>(length))) {
-    error_ = "frame of " + std::to_string(length) + " bytes does not parse";
-    return false;
-  }
-  consumed_ += kLengthPrefixBytes + length;
-  if (consumed_ == buffer_.size()) {
-    buffer_.clear();
-    consumed_ = 0;
-  }
-  return true;
+  return AppendLengthPrefixed(frame, kMaxFrameBytes, out);
 }
 
 }  // namespace corral::agent::wire

@@ -8,9 +8,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
-#include <string_view>
 
 #include "corral/agent/v1/agent.pb.h"
+#include "guest-agent/wire/length_prefixed.h"
 
 namespace corral::agent::wire {
 
@@ -27,37 +27,11 @@ inline constexpr size_t kFsDataChunkBytes = 64u << 10;
 // still serializes (the oneof tag is present), but writers never send one.
 [[nodiscard]] bool AppendFsRecord(const v1::FsRecord& record, std::string* out);
 
-// Incremental decoder: feed bytes as they arrive, pop complete records.
-// A zero or oversized length, or a record that does not parse, is a sticky
-// error: the decoder refuses everything afterwards. Buffers at most one
-// partial record plus the bytes of one Feed call beyond it, as long as the
-// caller pops records after every Feed.
-class FsRecordDecoder {
+// Incremental record decoder (see LengthPrefixedDecoder).
+class FsRecordDecoder final
+    : public LengthPrefixedDecoder<v1::FsRecord, kMaxFsRecordBytes> {
  public:
-  FsRecordDecoder() = default;
-  FsRecordDecoder(const FsRecordDecoder&) = delete;
-  FsRecordDecoder& operator=(const FsRecordDecoder&) = delete;
-
-  // Adds received bytes. Ignored once the decoder has failed.
-  void Feed(std::string_view bytes);
-
-  // Pops the next complete record into `record`. Returns false when no
-  // complete record is buffered or the decoder has failed (see failed()).
-  [[nodiscard]] bool Next(v1::FsRecord* record);
-
-  [[nodiscard]] bool failed() const { return !error_.empty(); }
-  // Why the decoder failed; empty while it has not.
-  [[nodiscard]] const std::string& error() const { return error_; }
-  // Bytes received but not yet returned as records.
-  [[nodiscard]] size_t buffered_bytes() const {
-    return buffer_.size() - consumed_;
-  }
-
- private:
-  std::string buffer_;
-  // Bytes at the front of buffer_ already returned; compacted lazily.
-  size_t consumed_ = 0;
-  std::string error_;
+  FsRecordDecoder() : LengthPrefixedDecoder("fs record") {}
 };
 
 }  // namespace corral::agent::wire

@@ -1,8 +1,6 @@
 // Integration tests: the real corral-agent (from the build tree) on one end of
 // a socketpair, driven through the daemon's AgentConnection.
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -21,78 +19,24 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "corral/child_reaper.h"
 #include "corral/unique_fd.h"
 #include "daemon/agent/agent_connection.h"
-
-extern char** environ;
+#include "tests/integration/agent_test_util.h"
 
 namespace {
 
 namespace v1 = corral::agent::v1;
 using corral::UniqueFd;
+using corral::agent::testing::Agent;
+using corral::agent::testing::Run;
+using corral::agent::testing::SpawnAgent;
+using corral::agent::testing::StartAgent;
+using corral::agent::testing::WaitGone;
 using corral::daemon::AgentConnection;
 using corral::daemon::CollectExec;
 using corral::daemon::ExecEvent;
 using corral::daemon::ExecResult;
 using corral::daemon::ExecSession;
-
-const char kAgentPath[] = CORRAL_BINARY_DIR "/bin/corral-agent";
-
-// Starts corral-agent with `flag` and `fd` as its fd 3, behind `wrapper`
-// (e.g. unshare) when given. Returns the pid of what it started.
-pid_t SpawnAgent(const char* flag, int fd,
-                 std::vector<std::string> wrapper = {}, bool leak_fd = false) {
-  corral::StartChildReaper();
-  // dup2 onto the same number would keep close-on-exec: make sure it differs.
-  UniqueFd high(::fcntl(fd, F_DUPFD_CLOEXEC, 10));
-  REQUIRE(high.valid());
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, high.get(), 3);
-  // A launcher's stray fd, not close-on-exec, that must not reach commands.
-  if (leak_fd) {
-    posix_spawn_file_actions_addopen(&actions, 7, "/dev/null", O_RDONLY, 0);
-  }
-  wrapper.insert(wrapper.end(), {kAgentPath, flag, "3"});
-  std::vector<char*> argv;
-  for (std::string& arg : wrapper) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  int rc =
-      ::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  REQUIRE(rc == 0);
-  return pid;
-}
-
-struct Agent {
-  pid_t pid = -1;
-  std::shared_ptr<AgentConnection> connection;
-};
-
-Agent StartAgent(std::vector<std::string> wrapper = {}, bool leak_fd = false) {
-  int sv[2];
-  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-  UniqueFd ours(sv[0]), theirs(sv[1]);
-  Agent agent;
-  agent.pid = SpawnAgent("--fd", theirs.get(), std::move(wrapper), leak_fd);
-  theirs.Reset();
-  auto connection = AgentConnection::Open(std::move(ours), absl::Seconds(5));
-  REQUIRE(connection.ok());
-  agent.connection = *connection;
-  return agent;
-}
-
-// True once `pid` no longer exists (the reaper collects zombies quickly).
-bool WaitGone(pid_t pid, absl::Duration timeout = absl::Seconds(3)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return false;
-}
 
 v1::ExecStart Command(std::vector<std::string> argv) {
   v1::ExecStart start;
@@ -101,17 +45,6 @@ v1::ExecStart Command(std::vector<std::string> argv) {
   path->set_name("PATH");
   path->set_value("/usr/local/bin:/usr/bin:/bin");
   return start;
-}
-
-ExecResult Run(AgentConnection& connection, const v1::ExecStart& start,
-               std::string_view stdin_data = "",
-               absl::Duration timeout = absl::Seconds(5)) {
-  auto session = connection.StartExec(start);
-  REQUIRE(session.ok());
-  auto result = CollectExec(**session, stdin_data, absl::Now() + timeout);
-  INFO(result.status().ToString());
-  REQUIRE(result.ok());
-  return *std::move(result);
 }
 
 int64_t RssKiB(pid_t pid) {

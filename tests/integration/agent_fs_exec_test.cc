@@ -1,109 +1,40 @@
 // Integration tests: file operations (ExecStart.fs) on the real corral-agent
 // from the build tree, on one end of a socketpair, driven through the
 // daemon's AgentConnection: stdin/stdout windows, exit codes, cancellation.
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "corral/child_reaper.h"
-#include "corral/unique_fd.h"
 #include "daemon/agent/agent_connection.h"
 #include "guest-agent/wire/fs_record_codec.h"
-
-extern char** environ;
+#include "tests/integration/agent_test_util.h"
 
 namespace {
 
 namespace v1 = corral::agent::v1;
 namespace wire = corral::agent::wire;
 namespace fs = std::filesystem;
-using corral::UniqueFd;
+using corral::agent::testing::Agent;
+using corral::agent::testing::ReadFile;
+using corral::agent::testing::Run;
+using corral::agent::testing::StartAgent;
+using corral::agent::testing::TempDir;
+using corral::agent::testing::WaitGone;
 using corral::daemon::AgentConnection;
-using corral::daemon::CollectExec;
 using corral::daemon::ExecEvent;
 using corral::daemon::ExecResult;
-using corral::daemon::ExecSession;
-
-const char kAgentPath[] = CORRAL_BINARY_DIR "/bin/corral-agent";
-
-struct Agent {
-  pid_t pid = -1;
-  std::shared_ptr<AgentConnection> connection;
-};
-
-// corral-agent --fd 3 on one end of a socketpair.
-Agent StartAgent() {
-  corral::StartChildReaper();
-  int sv[2];
-  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-  UniqueFd ours(sv[0]), theirs(sv[1]);
-  // dup2 onto the same number would keep close-on-exec: make sure it differs.
-  UniqueFd high(::fcntl(theirs.get(), F_DUPFD_CLOEXEC, 10));
-  REQUIRE(high.valid());
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, high.get(), 3);
-  std::vector<std::string> args = {kAgentPath, "--fd", "3"};
-  std::vector<char*> argv;
-  for (std::string& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  Agent agent;
-  int rc = ::posix_spawn(&agent.pid, argv[0], &actions, nullptr, argv.data(),
-                         environ);
-  posix_spawn_file_actions_destroy(&actions);
-  REQUIRE(rc == 0);
-  high.Reset();
-  theirs.Reset();
-  auto connection = AgentConnection::Open(std::move(ours), absl::Seconds(5));
-  REQUIRE(connection.ok());
-  agent.connection = *connection;
-  return agent;
-}
-
-bool WaitGone(pid_t pid, absl::Duration timeout = absl::Seconds(5)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return false;
-}
-
-struct TempDir {
-  TempDir() {
-    char dir[] = "/tmp/corral-agent-fs-exec-XXXXXX";
-    REQUIRE(::mkdtemp(dir) != nullptr);
-    path = dir;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
-  std::string operator/(const std::string& name) const {
-    return path + "/" + name;
-  }
-  std::string path;
-};
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
-}
 
 v1::ExecStart FsStart(const v1::FsRequest& request, bool stdin_open) {
   v1::ExecStart start;
@@ -112,16 +43,12 @@ v1::ExecStart FsStart(const v1::FsRequest& request, bool stdin_open) {
   return start;
 }
 
-ExecResult Run(AgentConnection& connection, const v1::ExecStart& start,
-               std::string_view stdin_data = "",
-               absl::Duration timeout = absl::Seconds(60)) {
-  auto session = connection.StartExec(start);
-  INFO(session.status().ToString());
-  REQUIRE(session.ok());
-  auto result = CollectExec(**session, stdin_data, absl::Now() + timeout);
-  INFO(result.status().ToString());
-  REQUIRE(result.ok());
-  return *std::move(result);
+// Runs a file operation to its end. Moving 64 MiB through the windows takes
+// a while: a generous deadline.
+ExecResult RunFs(AgentConnection& connection, const v1::FsRequest& request,
+                 bool stdin_open, std::string_view input = "") {
+  return Run(connection, FsStart(request, stdin_open), input,
+             absl::Seconds(60));
 }
 
 std::vector<v1::FsRecord> Decode(const std::string& bytes) {
@@ -174,7 +101,7 @@ TEST_CASE("pack and unpack a 64 MiB file through the agent's windows",
 
   v1::FsRequest pack;
   pack.mutable_pack()->set_root(dir / "src");
-  ExecResult packed = Run(*agent.connection, FsStart(pack, false));
+  ExecResult packed = RunFs(*agent.connection, pack, false);
   INFO(packed.stderr_data);
   REQUIRE(packed.exit.exit_code() == 0);
   CHECK(packed.stderr_data.empty());
@@ -198,7 +125,7 @@ TEST_CASE("pack and unpack a 64 MiB file through the agent's windows",
   records.clear();
   v1::FsRequest unpack;
   unpack.mutable_unpack()->set_root(dir / "dst/nested");
-  ExecResult unpacked = Run(*agent.connection, FsStart(unpack, true), input);
+  ExecResult unpacked = RunFs(*agent.connection, unpack, true, input);
   INFO(unpacked.stderr_data);
   REQUIRE(unpacked.exit.exit_code() == 0);
   std::vector<v1::FsRecord> summary = Decode(unpacked.stdout_data);
@@ -219,8 +146,7 @@ TEST_CASE("a failing file operation exits 1 with one line on stderr",
   entry.mutable_entry()->set_type(v1::ENTRY_TYPE_REGULAR);
   v1::FsRequest unpack;
   unpack.mutable_unpack()->set_root(dir / "root");
-  ExecResult result =
-      Run(*agent.connection, FsStart(unpack, true), Encode(entry));
+  ExecResult result = RunFs(*agent.connection, unpack, true, Encode(entry));
   CHECK(result.exit.exit_code() == 1);
   CHECK(result.exit.signal() == 0);
   CHECK(result.stdout_data.empty());
@@ -229,7 +155,7 @@ TEST_CASE("a failing file operation exits 1 with one line on stderr",
 
   v1::FsRequest stat;
   stat.mutable_stat()->set_path(dir / "root");
-  ExecResult ok = Run(*agent.connection, FsStart(stat, false));
+  ExecResult ok = RunFs(*agent.connection, stat, false);
   CHECK(ok.exit.exit_code() == 0);
   std::vector<v1::FsRecord> records = Decode(ok.stdout_data);
   REQUIRE(records.size() == 1);
@@ -309,6 +235,6 @@ TEST_CASE("destroying the session kills the file operation's child",
   CHECK(::kill(pid, 0) == 0);
 
   session->reset();
-  CHECK(WaitGone(pid));
+  CHECK(WaitGone(pid, absl::Seconds(5)));
   CHECK(agent.connection->Ping(absl::Seconds(2)).ok());
 }

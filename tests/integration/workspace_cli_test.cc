@@ -31,6 +31,16 @@ std::string ReadFile(const fs::path& path) {
   return out.str();
 }
 
+// `corral create --seed DIR`; returns the new sandbox's id.
+std::string CreateSeeded(const Daemon& daemon, const std::string& dir) {
+  auto created = daemon.Cli({"create", "--ttl", "600", "--seed", dir});
+  INFO(created.err << daemon.log());
+  REQUIRE(created.exit_code == 0);
+  const std::string id = Trim(created.out);
+  REQUIRE(id.size() == 32);
+  return id;
+}
+
 bool Contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
@@ -46,11 +56,7 @@ TEST_CASE(
   WriteFile(root / "remove-me.txt", "x\n");
   fs::create_symlink("src/app.py", root / "entry");
 
-  auto created = daemon.Cli({"create", "--ttl", "600", "--seed", root});
-  INFO(created.err << daemon.log());
-  REQUIRE(created.exit_code == 0);
-  const std::string id = Trim(created.out);
-  REQUIRE(id.size() >= 8);
+  const std::string id = CreateSeeded(daemon, root);
 
   auto cat = daemon.Cli({"exec", id, "--", "cat", "/workspace/src/app.py"});
   REQUIRE(cat.exit_code == 0);
@@ -139,10 +145,7 @@ TEST_CASE("snapshot, reset and fork through the CLI") {
   Daemon daemon;
   TempDir project("corral-project");
   WriteFile(fs::path(project.path()) / "state.txt", "v0\n");
-  auto created =
-      daemon.Cli({"create", "--ttl", "600", "--seed", project.path()});
-  REQUIRE(created.exit_code == 0);
-  const std::string id = Trim(created.out);
+  const std::string id = CreateSeeded(daemon, project.path());
   auto sh = [&](const std::string& id_, const std::string& line) {
     return daemon.Cli({"exec", id_, "--", "sh", "-c", line});
   };
@@ -183,10 +186,7 @@ TEST_CASE(
   Daemon daemon;
   TempDir project("corral-project");
   WriteFile(fs::path(project.path()) / "f.txt", "f\n");
-  auto created =
-      daemon.Cli({"create", "--ttl", "600", "--seed", project.path()});
-  REQUIRE(created.exit_code == 0);
-  const std::string id = Trim(created.out);
+  const std::string id = CreateSeeded(daemon, project.path());
   TempDir out("corral-export");
   TempDir victim("corral-victim");
   const fs::path dest = fs::path(out.path()) / "dest";

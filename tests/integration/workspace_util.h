@@ -18,6 +18,7 @@
 #include "corral/v1/sandboxes.grpc.pb.h"
 #include "corral/v1/snapshots.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "tests/tar_builder.h"
 
 namespace corral::testing {
 
@@ -33,61 +34,30 @@ struct TarEntry {
 
 // A ustar/pax archive of `entries`, in order.
 inline std::string Tar(const std::vector<TarEntry>& entries) {
-  std::string out;
-  archive* a = archive_write_new();
-  archive_write_set_format_pax_restricted(a);
-  archive_write_set_bytes_in_last_block(a, 1);
-  archive_write_open(
-      a, &out, nullptr,
-      [](archive*, void* data, const void* buffer, size_t n) -> la_ssize_t {
-        static_cast<std::string*>(data)->append(
-            static_cast<const char*>(buffer), n);
-        return static_cast<la_ssize_t>(n);
-      },
-      nullptr);
-  for (const auto& e : entries) {
-    archive_entry* entry = archive_entry_new();
-    archive_entry_set_pathname(entry, e.path.c_str());
-    archive_entry_set_perm(entry, e.mode);
-    archive_entry_set_mtime(entry, 1700000000, 0);
+  TarBuilder tar;
+  for (const TarEntry& e : entries) {
     switch (e.type) {
       case TarEntry::kFile:
-        archive_entry_set_filetype(entry, AE_IFREG);
-        archive_entry_set_size(entry,
-                               e.size_override >= 0
-                                   ? e.size_override
-                                   : static_cast<int64_t>(e.content.size()));
+        tar.File(e.path, e.content, e.mode, e.size_override);
         break;
       case TarEntry::kDir:
-        archive_entry_set_filetype(entry, AE_IFDIR);
+        tar.Dir(e.path, e.mode);
         break;
       case TarEntry::kSymlink:
-        archive_entry_set_filetype(entry, AE_IFLNK);
-        archive_entry_set_symlink(entry, e.link.c_str());
+        tar.Symlink(e.path, e.link, e.mode);
         break;
       case TarEntry::kHardlink:
-        archive_entry_set_filetype(entry, AE_IFREG);
-        archive_entry_set_hardlink(entry, e.link.c_str());
-        archive_entry_set_size(entry, 0);
+        tar.Hardlink(e.path, e.link, e.mode);
         break;
       case TarEntry::kCharDevice:
-        archive_entry_set_filetype(entry, AE_IFCHR);
-        archive_entry_set_rdevmajor(entry, 1);
-        archive_entry_set_rdevminor(entry, 3);
+        tar.Special(e.path, AE_IFCHR, e.mode);
         break;
       case TarEntry::kFifo:
-        archive_entry_set_filetype(entry, AE_IFIFO);
+        tar.Special(e.path, AE_IFIFO, e.mode);
         break;
     }
-    archive_write_header(a, entry);
-    if (e.type == TarEntry::kFile && !e.content.empty()) {
-      archive_write_data(a, e.content.data(), e.content.size());
-    }
-    archive_entry_free(entry);
   }
-  archive_write_close(a);
-  archive_write_free(a);
-  return out;
+  return tar.Finish();
 }
 
 struct UntarredEntry {

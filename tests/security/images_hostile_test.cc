@@ -163,49 +163,27 @@ TEST_CASE("hostile: sizes over the byte limit", "[images][security]") {
   limits.max_bytes = 16 << 20;
   SECTION("a sparse file of huge logical size") {
     TarBuilder tar;
-    tar.SparseFile("sparse", int64_t{1} << 40);
+    tar.Sparse("sparse", int64_t{1} << 40, 0, std::string(512, 'x'));
     ExpectRejected(fixture, tar.Finish(), "byte limit", limits);
   }
   SECTION("many files that add up") {
     TarBuilder tar;
     for (int i = 0; i < 5; ++i) {
-      tar.ZeroFile("f" + std::to_string(i), 4 << 20);
+      tar.Zeros("f" + std::to_string(i), 4 << 20);
     }
     ExpectRejected(fixture, tar.Finish(), "byte limit", limits);
   }
   SECTION("a gzip bomb: compressed zeros") {
     TarBuilder tar(archive_write_add_filter_gzip);
-    tar.ZeroFile("zeros", 64 << 20);
+    tar.Zeros("zeros", 64 << 20);
     const std::string archive = tar.Finish();
     CHECK(archive.size() < (1 << 20));
     ExpectRejected(fixture, archive, "byte limit", limits);
   }
   SECTION("a raw stream of compressed zeros that is no tar") {
     // gzip of 64 MiB of zeros: the tar reader sees end-of-archive blocks.
-    struct archive* writer = archive_write_new();
-    REQUIRE(archive_write_set_format_raw(writer) == ARCHIVE_OK);
-    REQUIRE(archive_write_add_filter_gzip(writer) == ARCHIVE_OK);
-    std::string bytes;
-    REQUIRE(archive_write_open(
-                writer, &bytes, nullptr,
-                [](struct archive*, void* data, const void* buffer,
-                   size_t size) -> la_ssize_t {
-                  static_cast<std::string*>(data)->append(
-                      static_cast<const char*>(buffer), size);
-                  return static_cast<la_ssize_t>(size);
-                },
-                nullptr) == ARCHIVE_OK);
-    struct archive_entry* entry = archive_entry_new();
-    archive_entry_set_filetype(entry, AE_IFREG);
-    REQUIRE(archive_write_header(writer, entry) == ARCHIVE_OK);
-    archive_entry_free(entry);
-    const std::string block(1 << 20, '\0');
-    for (int i = 0; i < 64; ++i) {
-      REQUIRE(archive_write_data(writer, block.data(), block.size()) ==
-              static_cast<la_ssize_t>(block.size()));
-    }
-    REQUIRE(archive_write_close(writer) == ARCHIVE_OK);
-    archive_write_free(writer);
+    const std::string bytes = ::corral::testing::CompressedRaw(
+        archive_write_add_filter_gzip, std::string(1 << 20, '\0'), 64);
     ExpectRejected(fixture, bytes, "no entries", limits);
   }
 }

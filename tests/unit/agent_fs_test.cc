@@ -20,6 +20,7 @@
 #include "corral/unique_fd.h"
 #include "guest-agent/fs_ops.h"
 #include "guest-agent/wire/fs_record_codec.h"
+#include "tests/integration/agent_test_util.h"
 
 namespace {
 
@@ -27,24 +28,10 @@ namespace v1 = corral::agent::v1;
 namespace wire = corral::agent::wire;
 namespace fs = std::filesystem;
 using corral::UniqueFd;
+using corral::agent::testing::ReadFile;
+using corral::agent::testing::TempDir;
 
 // ---- Helpers ----------------------------------------------------------------
-
-struct TempDir {
-  TempDir() {
-    char dir[] = "/tmp/corral-agent-fs-XXXXXX";
-    REQUIRE(::mkdtemp(dir) != nullptr);
-    path = dir;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
-  std::string operator/(const std::string& name) const {
-    return path + "/" + name;
-  }
-  std::string path;
-};
 
 void WriteFile(const std::string& path, const std::string& content,
                mode_t mode = 0644) {
@@ -54,11 +41,6 @@ void WriteFile(const std::string& path, const std::string& content,
     out << content;
   }
   REQUIRE(::chmod(path.c_str(), mode) == 0);
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
 }
 
 bool Exists(const std::string& path) {

@@ -25,6 +25,7 @@
 #include "corral/v1/sandboxes.grpc.pb.h"
 #include "corral/v1/system.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "tests/unit/client_fake_daemon.h"
 
 namespace corral::cli {
 namespace {
@@ -174,109 +175,36 @@ class FakeSandboxes final : public corral::v1::Sandboxes::Service {
 // Records what an import sent.
 class FakeImages final : public corral::v1::Images::Service {
  public:
-  corral::v1::ImportImageMetadata metadata;
-  std::string data;
-  size_t largest_chunk = 0;
+  ReceivedUpload<corral::v1::ImportImageRequest> upload;
 
   grpc::Status ImportImage(
       grpc::ServerContext*,
       grpc::ServerReader<corral::v1::ImportImageRequest>* reader,
       corral::v1::Image* image) override {
-    corral::v1::ImportImageRequest request;
-    if (!reader->Read(&request) || !request.has_metadata()) {
-      return {grpc::StatusCode::INVALID_ARGUMENT, "metadata first"};
-    }
-    metadata = request.metadata();
-    data.clear();
-    largest_chunk = 0;
-    while (reader->Read(&request)) {
-      if (request.has_metadata()) {
-        return {grpc::StatusCode::INVALID_ARGUMENT, "metadata twice"};
-      }
-      largest_chunk = std::max(largest_chunk, request.data().size());
-      data += request.data();
-    }
-    image->set_name(metadata.name());
-    return grpc::Status::OK;
+    const grpc::Status status =
+        ReadUpload(reader, &corral::v1::ImportImageRequest::has_metadata,
+                   "metadata", upload);
+    if (status.ok()) image->set_name(upload.first.metadata().name());
+    return status;
   }
 };
 
 // The fake daemon, listening on a socket in a fresh directory.
 class FakeDaemon {
  public:
-  FakeDaemon() {
-    std::string pattern =
-        (fs::temp_directory_path() / "corral-cli-stream-XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    directory_ = pattern;
-    socket_ = (directory_ / "corrald.sock").string();
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("unix:" + socket_,
-                             grpc::InsecureServerCredentials());
-    builder.RegisterService(&exec);
-    builder.RegisterService(&sandboxes);
-    builder.RegisterService(&images);
-    server_ = builder.BuildAndStart();
-    REQUIRE(server_ != nullptr);
-  }
-  ~FakeDaemon() {
-    server_->Shutdown(std::chrono::system_clock::now() +
-                      std::chrono::seconds(2));
-    std::error_code ignored;
-    fs::remove_all(directory_, ignored);
-  }
-  const std::string& socket() const { return socket_; }
+  const std::string& socket() const { return server_.socket(); }
 
   FakeExec exec;
   FakeSandboxes sandboxes;
   FakeImages images;
 
  private:
-  fs::path directory_;
-  std::string socket_;
-  std::unique_ptr<grpc::Server> server_;
+  FakeServer server_{{&exec, &sandboxes, &images}};
 };
 
-std::string ReadAll(int fd) {
-  std::string data;
-  char buffer[4096];
-  ::lseek(fd, 0, SEEK_SET);
-  ssize_t got;
-  while ((got = ::read(fd, buffer, sizeof(buffer))) > 0) {
-    data.append(buffer, static_cast<size_t>(got));
-  }
-  return data;
-}
-
-struct CliRun {
-  int exit_code;
-  std::string out;
-  std::string err;
-};
-
-// Runs the CLI with fds 0, 1 and 2 redirected to files; `input` is stdin.
 CliRun RunCli(const std::vector<std::string>& args,
               const std::string& input = "") {
-  char out_name[] = "/tmp/corral-cli-out-XXXXXX";
-  char err_name[] = "/tmp/corral-cli-err-XXXXXX";
-  char in_name[] = "/tmp/corral-cli-in-XXXXXX";
-  UniqueFd out(::mkstemp(out_name));
-  UniqueFd err(::mkstemp(err_name));
-  UniqueFd in(::mkstemp(in_name));
-  ::unlink(out_name);
-  ::unlink(err_name);
-  ::unlink(in_name);
-  REQUIRE(::write(in.get(), input.data(), input.size()) ==
-          static_cast<ssize_t>(input.size()));
-  ::lseek(in.get(), 0, SEEK_SET);
-  UniqueFd saved[3] = {UniqueFd(::dup(0)), UniqueFd(::dup(1)),
-                       UniqueFd(::dup(2))};
-  ::dup2(in.get(), 0);
-  ::dup2(out.get(), 1);
-  ::dup2(err.get(), 2);
-  const int code = corral::cli::RunCli(args);
-  for (int fd = 0; fd < 3; ++fd) ::dup2(saved[fd].get(), fd);
-  return {code, ReadAll(out.get()), ReadAll(err.get())};
+  return RunCliCaptured(args, input);
 }
 
 TEST_CASE("exec streams output and exits with the command's code",
@@ -431,28 +359,30 @@ TEST_CASE("image import streams a file, stdin or a packed directory",
                         (work / "rootfs.tar.gz").string()});
   CHECK(file.exit_code == 0);
   CHECK(file.out == "img1\n");
-  CHECK(daemon.images.metadata.name() == "img1");
-  CHECK(daemon.images.metadata.replace());
-  CHECK(daemon.images.metadata.labels().at("os") == "test");
-  CHECK(daemon.images.metadata.compression() == corral::v1::COMPRESSION_AUTO);
+  CHECK(daemon.images.upload.first.metadata().name() == "img1");
+  CHECK(daemon.images.upload.first.metadata().replace());
+  CHECK(daemon.images.upload.first.metadata().labels().at("os") == "test");
+  CHECK(daemon.images.upload.first.metadata().compression() ==
+        corral::v1::COMPRESSION_AUTO);
   const bool same_bytes =
-      daemon.images.data == std::string(3 * 1024 * 1024 + 5, 'q');
+      daemon.images.upload.data == std::string(3 * 1024 * 1024 + 5, 'q');
   CHECK(same_bytes);
-  CHECK(daemon.images.largest_chunk == 1024 * 1024);
+  CHECK(daemon.images.upload.largest_chunk == 1024 * 1024);
 
   CliRun from_stdin = RunCli(
       {"--socket", daemon.socket(), "image", "import", "img2", "-"}, "tar!");
   CHECK(from_stdin.exit_code == 0);
-  CHECK(daemon.images.data == "tar!");
+  CHECK(daemon.images.upload.data == "tar!");
 
   CliRun directory = RunCli({"--socket", daemon.socket(), "image", "import",
                              "img3", (work / "tree").string()});
   CHECK(directory.exit_code == 0);
-  CHECK(daemon.images.metadata.compression() == corral::v1::COMPRESSION_NONE);
+  CHECK(daemon.images.upload.first.metadata().compression() ==
+        corral::v1::COMPRESSION_NONE);
   // A tar: 512-byte blocks, holding the file's name and content.
-  CHECK(daemon.images.data.size() % 512 == 0);
-  CHECK(daemon.images.data.find("bin/sh") != std::string::npos);
-  CHECK(daemon.images.data.find("#!/bin/true") != std::string::npos);
+  CHECK(daemon.images.upload.data.size() % 512 == 0);
+  CHECK(daemon.images.upload.data.find("bin/sh") != std::string::npos);
+  CHECK(daemon.images.upload.data.find("#!/bin/true") != std::string::npos);
 
   CliRun missing = RunCli({"--socket", daemon.socket(), "image", "import",
                            "img4", (work / "nope.tar").string()});

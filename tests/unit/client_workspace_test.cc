@@ -32,6 +32,7 @@
 #include "corral/v1/snapshots.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/test_util.h"
+#include "tests/unit/client_fake_daemon.h"
 
 namespace corral::cli {
 namespace {
@@ -140,9 +141,7 @@ std::map<std::string, std::string> Unpack(const std::string& tar) {
 class FakeSandboxes final : public corral::v1::Sandboxes::Service {
  public:
   std::mutex mutex;
-  corral::v1::CreateSandboxRequest created;
-  std::string seed;
-  size_t largest_chunk = 0;
+  ReceivedUpload<corral::v1::CreateSeededSandboxRequest> seeded;
   std::vector<std::string> deleted;
 
   grpc::Status CreateSeededSandbox(
@@ -150,21 +149,11 @@ class FakeSandboxes final : public corral::v1::Sandboxes::Service {
       grpc::ServerReader<corral::v1::CreateSeededSandboxRequest>* reader,
       corral::v1::Sandbox* sandbox) override {
     std::lock_guard<std::mutex> lock(mutex);
-    corral::v1::CreateSeededSandboxRequest request;
-    if (!reader->Read(&request) || !request.has_sandbox()) {
-      return {grpc::StatusCode::INVALID_ARGUMENT, "sandbox first"};
-    }
-    created = request.sandbox();
-    seed.clear();
-    largest_chunk = 0;
-    while (reader->Read(&request)) {
-      if (request.has_sandbox()) {
-        return {grpc::StatusCode::INVALID_ARGUMENT, "sandbox twice"};
-      }
-      largest_chunk = std::max(largest_chunk, request.data().size());
-      seed += request.data();
-    }
-    if (seed.find("hostile") != std::string::npos) {
+    const grpc::Status status =
+        ReadUpload(reader, &corral::v1::CreateSeededSandboxRequest::has_sandbox,
+                   "sandbox", seeded);
+    if (!status.ok()) return status;
+    if (seeded.data.find("hostile") != std::string::npos) {
       return {grpc::StatusCode::INVALID_ARGUMENT,
               "archive entry '../hostile': path contains '..'"};
     }
@@ -210,10 +199,8 @@ class FakeFiles final : public corral::v1::Files::Service {
  public:
   // ExportPath: path -> archive to send.
   std::map<std::string, std::string> exports;
-  corral::v1::SyncWorkspaceHeader sync_header;
-  std::string sync_data;
-  corral::v1::WriteFileHeader write_header;
-  std::string write_data;
+  ReceivedUpload<corral::v1::SyncWorkspaceRequest> sync;
+  ReceivedUpload<corral::v1::WriteFileRequest> write;
   std::string read_content;
   corral::v1::DiffWorkspaceRequest diff_request;
   corral::v1::ListDirectoryRequest list_request;
@@ -226,13 +213,9 @@ class FakeFiles final : public corral::v1::Files::Service {
       grpc::ServerContext*,
       grpc::ServerReader<corral::v1::SyncWorkspaceRequest>* reader,
       corral::v1::SyncWorkspaceResponse* response) override {
-    corral::v1::SyncWorkspaceRequest request;
-    if (!reader->Read(&request) || !request.has_header()) {
-      return {grpc::StatusCode::INVALID_ARGUMENT, "header first"};
-    }
-    sync_header = request.header();
-    sync_data.clear();
-    while (reader->Read(&request)) sync_data += request.data();
+    const grpc::Status status = ReadUpload(
+        reader, &corral::v1::SyncWorkspaceRequest::has_header, "header", sync);
+    if (!status.ok()) return status;
     response->set_entries(3);
     response->set_bytes(12345);
     return grpc::Status::OK;
@@ -242,17 +225,13 @@ class FakeFiles final : public corral::v1::Files::Service {
       grpc::ServerContext*,
       grpc::ServerReader<corral::v1::WriteFileRequest>* reader,
       corral::v1::FileInfo* info) override {
-    corral::v1::WriteFileRequest request;
-    if (!reader->Read(&request) || !request.has_header()) {
-      return {grpc::StatusCode::INVALID_ARGUMENT, "header first"};
-    }
-    write_header = request.header();
-    write_data.clear();
-    while (reader->Read(&request)) write_data += request.data();
-    info->set_path(write_header.path());
+    const grpc::Status status = ReadUpload(
+        reader, &corral::v1::WriteFileRequest::has_header, "header", write);
+    if (!status.ok()) return status;
+    info->set_path(write.first.header().path());
     info->set_type(corral::v1::FILE_TYPE_REGULAR);
-    info->set_size(write_data.size());
-    info->set_mode(write_header.mode());
+    info->set_size(write.data.size());
+    info->set_mode(write.first.header().mode());
     return grpc::Status::OK;
   }
 
@@ -466,58 +445,18 @@ class FakeSnapshots final : public corral::v1::Snapshots::Service {
 
 class FakeDaemon {
  public:
-  FakeDaemon() {
-    socket_ = (directory_.path() / "corrald.sock").string();
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("unix:" + socket_,
-                             grpc::InsecureServerCredentials());
-    builder.RegisterService(&sandboxes);
-    builder.RegisterService(&exec);
-    builder.RegisterService(&files);
-    builder.RegisterService(&snapshots);
-    server_ = builder.BuildAndStart();
-    REQUIRE(server_ != nullptr);
-  }
-  ~FakeDaemon() {
-    server_->Shutdown(std::chrono::system_clock::now() +
-                      std::chrono::seconds(2));
-  }
-
   FakeSandboxes sandboxes;
   FakeExec exec;
   FakeFiles files;
   FakeSnapshots snapshots;
 
-  struct Run {
-    int exit_code;
-    std::string out;
-    std::string err;
-  };
   // Runs the CLI against this daemon with fds 0, 1 and 2 on temp files.
-  Run Cli(std::vector<std::string> args, const std::string& input = "") {
-    args.insert(args.begin(), {"--socket", socket_});
-    const fs::path in_path = directory_.path() / "in";
-    WriteFile(in_path, input);
-    UniqueFd in(::open(in_path.c_str(), O_RDONLY));
-    UniqueFd out(::open((directory_.path() / "out").c_str(),
-                        O_RDWR | O_CREAT | O_TRUNC, 0600));
-    UniqueFd err(::open((directory_.path() / "err").c_str(),
-                        O_RDWR | O_CREAT | O_TRUNC, 0600));
-    UniqueFd saved[3] = {UniqueFd(::dup(0)), UniqueFd(::dup(1)),
-                         UniqueFd(::dup(2))};
-    ::dup2(in.get(), 0);
-    ::dup2(out.get(), 1);
-    ::dup2(err.get(), 2);
-    const int code = RunCli(args);
-    for (int fd = 0; fd < 3; ++fd) ::dup2(saved[fd].get(), fd);
-    return {code, ReadFile(directory_.path() / "out"),
-            ReadFile(directory_.path() / "err")};
+  CliRun Cli(std::vector<std::string> args, const std::string& input = "") {
+    return server_.Cli(std::move(args), input);
   }
 
  private:
-  TempDir directory_{"corral-cli-ws"};
-  std::string socket_;
-  std::unique_ptr<grpc::Server> server_;
+  FakeServer server_{{&sandboxes, &exec, &files, &snapshots}};
 };
 
 // --- argument parsing
@@ -609,10 +548,10 @@ TEST_CASE("create --seed packs a directory and streams it after the request",
   CHECK(run.out == std::string(kNewId) + "\n");
   // The FIFO cannot go into a workspace: skipped with a warning.
   CHECK_THAT(run.err, Catch::Contains("pipe: FIFO, skipped"));
-  CHECK(daemon.sandboxes.created.limits().memory_mib() == 256);
-  CHECK(daemon.sandboxes.created.labels().at("k") == "v");
-  CHECK(daemon.sandboxes.largest_chunk == 1024 * 1024);
-  const auto tree = Unpack(daemon.sandboxes.seed);
+  CHECK(daemon.sandboxes.seeded.first.sandbox().limits().memory_mib() == 256);
+  CHECK(daemon.sandboxes.seeded.first.sandbox().labels().at("k") == "v");
+  CHECK(daemon.sandboxes.seeded.largest_chunk == 1024 * 1024);
+  const auto tree = Unpack(daemon.sandboxes.seeded.data);
   CHECK(tree.size() == 4);
   CHECK(tree.at("src") == "/");
   CHECK(tree.at("src/main.c") == "int main;\n");
@@ -629,12 +568,12 @@ TEST_CASE("create --seed sends an archive as is and reports refusals",
   auto file = daemon.Cli(
       {"--json", "create", "--seed", (work.path() / "seed.tar.zst").string()});
   CHECK(file.exit_code == 0);
-  CHECK(daemon.sandboxes.seed == bytes);
+  CHECK(daemon.sandboxes.seeded.data == bytes);
   CHECK_THAT(file.out, Catch::Contains(std::string("\"id\":\"") + kNewId));
 
   auto from_stdin = daemon.Cli({"create", "--seed", "-"}, "tar on stdin");
   CHECK(from_stdin.exit_code == 0);
-  CHECK(daemon.sandboxes.seed == "tar on stdin");
+  CHECK(daemon.sandboxes.seeded.data == "tar on stdin");
 
   WriteFile(work.path() / "bad.tar", "hostile");
   auto refused =
@@ -660,9 +599,9 @@ TEST_CASE("run --seed creates, execs, and always deletes",
   CHECK(run.exit_code == 7);
   CHECK(run.out == "seeded\n");
   CHECK(daemon.exec.sandbox_id == kNewId);
-  CHECK(daemon.sandboxes.created.limits().cpu_millis() == 1000);
+  CHECK(daemon.sandboxes.seeded.first.sandbox().limits().cpu_millis() == 1000);
   CHECK(daemon.sandboxes.deleted == std::vector<std::string>{kNewId});
-  CHECK(Unpack(daemon.sandboxes.seed).at("f") == "x");
+  CHECK(Unpack(daemon.sandboxes.seeded.data).at("f") == "x");
 
   // The exec fails: corral's error, and the sandbox is still deleted.
   auto failed =
@@ -689,18 +628,18 @@ TEST_CASE("sync pushes a packed directory or an archive",
                          "/workspace/sub", "--delete"});
   CHECK(run.exit_code == 0);
   CHECK(run.out == "3 entries, 12345 bytes\n");
-  CHECK(daemon.files.sync_header.sandbox_id() == kId);
-  CHECK(daemon.files.sync_header.destination() == "/workspace/sub");
-  CHECK(daemon.files.sync_header.delete_missing());
-  CHECK(Unpack(daemon.files.sync_data).at("a.txt") == "alpha");
+  CHECK(daemon.files.sync.first.header().sandbox_id() == kId);
+  CHECK(daemon.files.sync.first.header().destination() == "/workspace/sub");
+  CHECK(daemon.files.sync.first.header().delete_missing());
+  CHECK(Unpack(daemon.files.sync.data).at("a.txt") == "alpha");
 
   WriteFile(work.path() / "x.tar.gz", "gzipped bytes");
   auto json =
       daemon.Cli({"--json", "sync", kId, (work.path() / "x.tar.gz").string()});
   CHECK(json.exit_code == 0);
-  CHECK(daemon.files.sync_header.destination().empty());
-  CHECK_FALSE(daemon.files.sync_header.delete_missing());
-  CHECK(daemon.files.sync_data == "gzipped bytes");
+  CHECK(daemon.files.sync.first.header().destination().empty());
+  CHECK_FALSE(daemon.files.sync.first.header().delete_missing());
+  CHECK(daemon.files.sync.data == "gzipped bytes");
   CHECK(json.out == "{\"entries\":\"3\",\"bytes\":\"12345\"}\n");
 }
 
@@ -715,19 +654,19 @@ TEST_CASE("cp uploads a file with its mode and a directory by sync",
       {"cp", script.string(), std::string(kId) + ":/workspace/run.sh"});
   CHECK(file.exit_code == 0);
   CHECK(file.out.empty());
-  CHECK(daemon.files.write_header.sandbox_id() == kId);
-  CHECK(daemon.files.write_header.path() == "/workspace/run.sh");
-  CHECK(daemon.files.write_header.mode() == 0750);
-  CHECK(daemon.files.write_header.create_parents());
-  CHECK(daemon.files.write_data == "#!/bin/sh\necho hi\n");
+  CHECK(daemon.files.write.first.header().sandbox_id() == kId);
+  CHECK(daemon.files.write.first.header().path() == "/workspace/run.sh");
+  CHECK(daemon.files.write.first.header().mode() == 0750);
+  CHECK(daemon.files.write.first.header().create_parents());
+  CHECK(daemon.files.write.data == "#!/bin/sh\necho hi\n");
 
   WriteFile(work.path() / "a" / "nested" / "n.txt", "nn");
   auto dir = daemon.Cli(
       {"cp", (work.path() / "a").string(), std::string(kId) + ":/workspace/a"});
   CHECK(dir.exit_code == 0);
-  CHECK(daemon.files.sync_header.destination() == "/workspace/a");
-  CHECK_FALSE(daemon.files.sync_header.delete_missing());
-  CHECK(Unpack(daemon.files.sync_data).at("nested/n.txt") == "nn");
+  CHECK(daemon.files.sync.first.header().destination() == "/workspace/a");
+  CHECK_FALSE(daemon.files.sync.first.header().delete_missing());
+  CHECK(Unpack(daemon.files.sync.data).at("nested/n.txt") == "nn");
 
   auto bad = daemon.Cli({"cp", "./x", "./y"});
   CHECK(bad.exit_code == 125);
@@ -969,10 +908,10 @@ TEST_CASE("file cat, write, stat, ls, mkdir, rm, mv", "[client][workspace]") {
                            "--mode", "0600", "--parents"},
                           input);
   CHECK(write.exit_code == 0);
-  CHECK(daemon.files.write_header.path() == "notes/a.txt");
-  CHECK(daemon.files.write_header.mode() == 0600);
-  CHECK(daemon.files.write_header.create_parents());
-  const bool written = daemon.files.write_data == input;
+  CHECK(daemon.files.write.first.header().path() == "notes/a.txt");
+  CHECK(daemon.files.write.first.header().mode() == 0600);
+  CHECK(daemon.files.write.first.header().create_parents());
+  const bool written = daemon.files.write.data == input;
   CHECK(written);
   CHECK_THAT(write.out, Catch::StartsWith("{\"path\":\"notes/a.txt\",\"type\":"
                                           "\"file\",\"size\":3145729,"

@@ -15,8 +15,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
+using testing::ChunksOf;
 using testing::ImagesFixture;
-using testing::ReaderOf;
 using testing::TarBuilder;
 using testing::ValidRootfs;
 
@@ -84,7 +84,7 @@ TEST_CASE("images: a valid rootfs imports", "[images]") {
   corral::v1::ImportImageMetadata metadata;
   metadata.set_name("base");
   (*metadata.mutable_labels())["os"] = "fake";
-  auto image = fixture.images().Import(metadata, ReaderOf(archive, 1000));
+  auto image = fixture.images().Import(metadata, ChunksOf(archive, 1000));
   INFO(image.status().ToString());
   REQUIRE(image.ok());
   CHECK(image->name() == "base");
@@ -154,13 +154,13 @@ TEST_CASE("images: compressed archives import", "[images]") {
     corral::v1::ImportImageMetadata metadata;
     metadata.set_name(std::string(c.name) + "-named");
     metadata.set_compression(c.compression);
-    auto named = fixture.images().Import(metadata, ReaderOf(archive));
+    auto named = fixture.images().Import(metadata, ChunksOf(archive, 64 << 10));
     INFO(named.status().ToString());
     CHECK(named.ok());
     // Naming the wrong compression fails.
     metadata.set_name(std::string(c.name) + "-wrong");
     metadata.set_compression(corral::v1::COMPRESSION_NONE);
-    auto wrong = fixture.images().Import(metadata, ReaderOf(archive));
+    auto wrong = fixture.images().Import(metadata, ChunksOf(archive, 64 << 10));
     CHECK(wrong.status().code() == absl::StatusCode::kInvalidArgument);
   }
   CHECK(fixture.images().List()->size() == 7);
@@ -231,13 +231,13 @@ TEST_CASE("images: bad metadata", "[images]") {
   metadata.set_name("oci");
   metadata.set_source(corral::v1::IMAGE_SOURCE_OCI_ARCHIVE);
   CHECK(fixture.images()
-            .Import(metadata, ReaderOf(ValidRootfs()))
+            .Import(metadata, ChunksOf(ValidRootfs(), 64 << 10))
             .status()
             .code() == absl::StatusCode::kUnimplemented);
   metadata.set_source(corral::v1::IMAGE_SOURCE_ROOTFS_TAR);
   (*metadata.mutable_labels())["bad key!"] = "x";
   CHECK(fixture.images()
-            .Import(metadata, ReaderOf(ValidRootfs()))
+            .Import(metadata, ChunksOf(ValidRootfs(), 64 << 10))
             .status()
             .code() == absl::StatusCode::kInvalidArgument);
   CHECK(fixture.DirectoryNames().empty());

@@ -9,14 +9,23 @@
 namespace corral::daemon::workspace {
 namespace {
 
-using testing::ArchiveWriter;
 using testing::ChunksOf;
 using testing::RecordingSink;
+using testing::TarBuilder;
 
 absl::StatusOr<UploadStats> Read(const std::string& archive,
                                  RecordingSink& sink,
                                  const UploadLimits& limits = {}) {
   return ReadUploadArchive(ChunksOf(archive), limits, sink);
+}
+
+// The upload succeeds.
+UploadStats ReadOk(const std::string& archive, RecordingSink& sink,
+                   const UploadLimits& limits = {}) {
+  auto stats = Read(archive, sink, limits);
+  INFO(stats.status().ToString());
+  REQUIRE(stats.ok());
+  return *stats;
 }
 
 // The upload fails with INVALID_ARGUMENT naming `entry` and mentioning
@@ -40,7 +49,7 @@ TEST_CASE(
     "workspace: upload passes files, directories, symlinks and hard links",
     "[workspace][upload]") {
   const std::string archive =
-      ArchiveWriter(nullptr, archive_write_set_format_pax)
+      TarBuilder(nullptr, archive_write_set_format_pax)
           .Dir("./")
           .Dir("./src/")
           .File("./src/main.cc", "int main() {}\n", 0755)
@@ -50,13 +59,11 @@ TEST_CASE(
           .File("empty", "")
           .Finish();
   RecordingSink sink;
-  auto stats = Read(archive, sink);
-  INFO(stats.status().ToString());
-  REQUIRE(stats.ok());
-  CHECK(stats->entries == 6);
-  CHECK(stats->bytes == 14);
-  CHECK(stats->stripped_modes == 0);
-  CHECK(stats->archive_bytes == archive.size());
+  const UploadStats stats = ReadOk(archive, sink);
+  CHECK(stats.entries == 6);
+  CHECK(stats.bytes == 14);
+  CHECK(stats.stripped_modes == 0);
+  CHECK(stats.archive_bytes == archive.size());
   REQUIRE(sink.items.size() == 6);
 
   CHECK(sink.items[0].entry.path() == "src");
@@ -91,17 +98,15 @@ TEST_CASE("workspace: upload accepts gzip, xz and zstd",
                             archive_write_add_filter_zstd};
   for (Filter filter : filters) {
     const std::string archive =
-        ArchiveWriter(filter).File("a.txt", std::string(100000, 'a')).Finish();
+        TarBuilder(filter).File("a.txt", std::string(100000, 'a')).Finish();
     CHECK(archive.size() < 10000);
     RecordingSink sink;
-    auto stats = Read(archive, sink);
-    INFO(stats.status().ToString());
-    REQUIRE(stats.ok());
+    const UploadStats stats = ReadOk(archive, sink);
     REQUIRE(sink.items.size() == 1);
     CHECK(sink.items[0].data == std::string(100000, 'a'));
     // Data reaches the sink in chunks of at most 64 KiB.
     CHECK(sink.items[0].largest_chunk <= 64 * 1024);
-    CHECK(stats->archive_bytes == archive.size());
+    CHECK(stats.archive_bytes == archive.size());
   }
 }
 
@@ -111,42 +116,37 @@ TEST_CASE(
   // Longer than ustar's 100-byte name field: a GNU long-name header.
   const std::string long_name =
       std::string(150, 'n') + "/" + std::string(150, 'm');
-  const std::string gnu =
-      ArchiveWriter(nullptr, archive_write_set_format_gnutar)
-          .File(long_name, "long name")
-          .Finish();
+  const std::string gnu = TarBuilder(nullptr, archive_write_set_format_gnutar)
+                              .File(long_name, "long name")
+                              .Finish();
   RecordingSink sink;
   REQUIRE(Read(gnu, sink).ok());
   REQUIRE(sink.items.size() == 1);
   CHECK(sink.items[0].entry.path() == long_name);
 
-  const std::string ustar =
-      ArchiveWriter(nullptr, archive_write_set_format_ustar)
-          .File("u", "ustar")
-          .Finish();
+  const std::string ustar = TarBuilder(nullptr, archive_write_set_format_ustar)
+                                .File("u", "ustar")
+                                .Finish();
   RecordingSink ustar_sink;
   REQUIRE(Read(ustar, ustar_sink).ok());
   CHECK(ustar_sink.items.size() == 1);
 
-  const std::string empty = ArchiveWriter().Finish();
+  const std::string empty = TarBuilder().Finish();
   RecordingSink empty_sink;
-  auto stats = Read(empty, empty_sink);
-  INFO(stats.status().ToString());
-  REQUIRE(stats.ok());
-  CHECK(stats->entries == 0);
+  const UploadStats stats = ReadOk(empty, empty_sink);
+  CHECK(stats.entries == 0);
 }
 
 TEST_CASE("workspace: upload refuses what is not a tar archive",
           "[workspace][upload]") {
-  const std::string zip = ArchiveWriter(nullptr, archive_write_set_format_zip)
+  const std::string zip = TarBuilder(nullptr, archive_write_set_format_zip)
                               .File("a", "zipped")
                               .Finish();
-  const std::string cpio = ArchiveWriter(nullptr, archive_write_set_format_cpio)
+  const std::string cpio = TarBuilder(nullptr, archive_write_set_format_cpio)
                                .File("a", "cpio")
                                .Finish();
-  const std::string bzip2 = ArchiveWriter(archive_write_add_filter_bzip2)
-                                .File("a", "bzipped")
-                                .Finish();
+  const std::string bzip2 =
+      TarBuilder(archive_write_add_filter_bzip2).File("a", "bzipped").Finish();
   const std::string garbage(5000, 'g');
   for (const std::string& archive : {zip, cpio, bzip2, garbage}) {
     RecordingSink sink;
@@ -162,31 +162,11 @@ TEST_CASE("workspace: upload refuses what is not a tar archive",
 TEST_CASE("workspace: upload refuses a gzip inside a gzip",
           "[workspace][upload]") {
   const std::string inner =
-      ArchiveWriter(archive_write_add_filter_gzip).File("a", "x").Finish();
+      TarBuilder(archive_write_add_filter_gzip).File("a", "x").Finish();
   // The outer layer: a gzip of the inner gzip, through libarchive's raw
   // format.
-  struct archive* raw = archive_write_new();
-  REQUIRE(archive_write_set_format_raw(raw) == ARCHIVE_OK);
-  REQUIRE(archive_write_add_filter_gzip(raw) == ARCHIVE_OK);
-  std::string outer;
-  REQUIRE(archive_write_open(
-              raw, &outer, nullptr,
-              [](struct archive*, void* out, const void* buffer,
-                 size_t size) -> la_ssize_t {
-                static_cast<std::string*>(out)->append(
-                    static_cast<const char*>(buffer), size);
-                return static_cast<la_ssize_t>(size);
-              },
-              nullptr) == ARCHIVE_OK);
-  struct archive_entry* entry = archive_entry_new();
-  archive_entry_set_filetype(entry, AE_IFREG);
-  archive_entry_set_size(entry, static_cast<la_int64_t>(inner.size()));
-  REQUIRE(archive_write_header(raw, entry) == ARCHIVE_OK);
-  REQUIRE(archive_write_data(raw, inner.data(), inner.size()) ==
-          static_cast<la_ssize_t>(inner.size()));
-  archive_entry_free(entry);
-  REQUIRE(archive_write_close(raw) == ARCHIVE_OK);
-  archive_write_free(raw);
+  const std::string outer =
+      testing::CompressedRaw(archive_write_add_filter_gzip, inner);
 
   RecordingSink sink;
   auto stats = Read(outer, sink);
@@ -197,20 +177,20 @@ TEST_CASE("workspace: upload refuses a gzip inside a gzip",
 
 TEST_CASE("workspace: upload refuses path traversal and bad paths",
           "[workspace][upload]") {
-  ExpectRefused(ArchiveWriter().File("../escape", "x").Finish(), "../escape",
+  ExpectRefused(TarBuilder().File("../escape", "x").Finish(), "../escape",
                 "'..' path component");
-  ExpectRefused(ArchiveWriter().File("a/../../escape", "x").Finish(),
+  ExpectRefused(TarBuilder().File("a/../../escape", "x").Finish(),
                 "a/../../escape", "'..' path component");
-  ExpectRefused(ArchiveWriter().File("/etc/cron.d/evil", "x").Finish(),
+  ExpectRefused(TarBuilder().File("/etc/cron.d/evil", "x").Finish(),
                 "/etc/cron.d/evil", "absolute path");
-  ExpectRefused(ArchiveWriter().File("a//b", "x").Finish(), "a//b",
+  ExpectRefused(TarBuilder().File("a//b", "x").Finish(), "a//b",
                 "empty path component");
-  ExpectRefused(ArchiveWriter().File("a/./b", "x").Finish(), "a/./b",
+  ExpectRefused(TarBuilder().File("a/./b", "x").Finish(), "a/./b",
                 "'.' path component");
   // Nothing before the bad entry is lost, nothing of it is passed on.
   RecordingSink sink;
-  auto stats = Read(
-      ArchiveWriter().File("fine", "ok").File("../bad", "x").Finish(), sink);
+  auto stats =
+      Read(TarBuilder().File("fine", "ok").File("../bad", "x").Finish(), sink);
   REQUIRE_FALSE(stats.ok());
   REQUIRE(sink.items.size() == 1);
   CHECK(sink.items[0].entry.path() == "fine");
@@ -219,8 +199,7 @@ TEST_CASE("workspace: upload refuses path traversal and bad paths",
 TEST_CASE("workspace: upload prints hostile names escaped",
           "[workspace][upload]") {
   RecordingSink sink;
-  auto stats =
-      Read(ArchiveWriter().File("../\x1b[31mred\n", "x").Finish(), sink);
+  auto stats = Read(TarBuilder().File("../\x1b[31mred\n", "x").Finish(), sink);
   REQUIRE_FALSE(stats.ok());
   const std::string message(stats.status().message());
   CHECK(message.find('\x1b') == std::string::npos);
@@ -236,43 +215,42 @@ TEST_CASE(
   for (int i = 0; i < 16; ++i) long_path += std::string(254, 'p') + "/";
   long_path += std::string(4097 - long_path.size(), 'q');
   REQUIRE(long_path.size() == 4097);
-  ExpectRefused(ArchiveWriter().File(long_path, "x").Finish(), long_path,
+  ExpectRefused(TarBuilder().File(long_path, "x").Finish(), long_path,
                 "longer than 4096 bytes");
   // Exactly 4096 is fine.
   RecordingSink sink;
-  REQUIRE(
-      Read(ArchiveWriter().File(long_path.substr(0, 4096), "x").Finish(), sink)
-          .ok());
-
-  const std::string component(256, 'c');
-  ExpectRefused(ArchiveWriter().File("dir/" + component, "x").Finish(),
-                "dir/" + component, "component is longer than 255 bytes");
-  REQUIRE(Read(ArchiveWriter().File(std::string(255, 'c'), "x").Finish(), sink)
+  REQUIRE(Read(TarBuilder().File(long_path.substr(0, 4096), "x").Finish(), sink)
               .ok());
 
+  const std::string component(256, 'c');
+  ExpectRefused(TarBuilder().File("dir/" + component, "x").Finish(),
+                "dir/" + component, "component is longer than 255 bytes");
+  REQUIRE(
+      Read(TarBuilder().File(std::string(255, 'c'), "x").Finish(), sink).ok());
+
   ExpectRefused(
-      ArchiveWriter().Symlink("link", "/" + std::string(4096, 't')).Finish(),
+      TarBuilder().Symlink("link", "/" + std::string(4096, 't')).Finish(),
       "link", "symlink target is longer than 4096 bytes");
 }
 
 TEST_CASE("workspace: upload refuses writes through a symlink of the archive",
           "[workspace][upload]") {
-  ExpectRefused(ArchiveWriter()
+  ExpectRefused(TarBuilder()
                     .Symlink("a", "/etc")
                     .File("a/passwd", "root::0:0::/:/bin/sh\n")
                     .Finish(),
                 "a/passwd", "beneath the symlink 'a'");
   ExpectRefused(
-      ArchiveWriter().Dir("d").Symlink("d/link", "..").Dir("d/link/x").Finish(),
+      TarBuilder().Dir("d").Symlink("d/link", "..").Dir("d/link/x").Finish(),
       // Directory names are stored with a trailing '/'.
       "d/link/x/", "beneath the symlink 'd/link'");
   // A symlink loop is stored as is (never followed); going through it is
   // refused like any other symlink.
   ExpectRefused(
-      ArchiveWriter().Symlink("loop", "loop").File("loop/x", "").Finish(),
+      TarBuilder().Symlink("loop", "loop").File("loop/x", "").Finish(),
       "loop/x", "beneath the symlink 'loop'");
   // A hard link placed beneath a symlink.
-  ExpectRefused(ArchiveWriter()
+  ExpectRefused(TarBuilder()
                     .File("f", "x")
                     .Symlink("s", "/tmp")
                     .Hardlink("s/f", "f")
@@ -280,52 +258,49 @@ TEST_CASE("workspace: upload refuses writes through a symlink of the archive",
                 "s/f", "beneath the symlink 's'");
   // Once replaced by a directory, the path is a directory again.
   RecordingSink sink;
-  REQUIRE(Read(ArchiveWriter()
-                   .Symlink("a", "/etc")
-                   .Dir("a")
-                   .File("a/ok", "x")
-                   .Finish(),
-               sink)
-              .ok());
+  REQUIRE(
+      Read(
+          TarBuilder().Symlink("a", "/etc").Dir("a").File("a/ok", "x").Finish(),
+          sink)
+          .ok());
 }
 
 TEST_CASE("workspace: upload refuses entries beneath a regular file",
           "[workspace][upload]") {
-  ExpectRefused(ArchiveWriter().File("f", "x").File("f/g", "y").Finish(), "f/g",
+  ExpectRefused(TarBuilder().File("f", "x").File("f/g", "y").Finish(), "f/g",
                 "beneath the regular file 'f'");
   ExpectRefused(
-      ArchiveWriter().File("f", "x").Hardlink("h", "f").Dir("h/sub").Finish(),
+      TarBuilder().File("f", "x").Hardlink("h", "f").Dir("h/sub").Finish(),
       "h/sub/", "beneath the regular file 'h'");
 }
 
 TEST_CASE("workspace: upload refuses hard links out of the archive's files",
           "[workspace][upload]") {
-  ExpectRefused(ArchiveWriter().Hardlink("h", "/etc/shadow").Finish(), "h",
+  ExpectRefused(TarBuilder().Hardlink("h", "/etc/shadow").Finish(), "h",
                 "hard link target: absolute path");
-  ExpectRefused(ArchiveWriter().Hardlink("h", "../outside").Finish(), "h",
+  ExpectRefused(TarBuilder().Hardlink("h", "../outside").Finish(), "h",
                 "hard link target: '..' path component");
   // To a file that exists on the host but not earlier in the archive.
-  ExpectRefused(ArchiveWriter().Hardlink("h", "etc/passwd").Finish(), "h",
+  ExpectRefused(TarBuilder().Hardlink("h", "etc/passwd").Finish(), "h",
                 "is not an earlier regular file");
   // To a later entry.
-  ExpectRefused(
-      ArchiveWriter().Hardlink("h", "later").File("later", "x").Finish(), "h",
-      "is not an earlier regular file");
+  ExpectRefused(TarBuilder().Hardlink("h", "later").File("later", "x").Finish(),
+                "h", "is not an earlier regular file");
   // To a directory or a symlink.
-  ExpectRefused(ArchiveWriter().Dir("d").Hardlink("h", "d").Finish(), "h",
+  ExpectRefused(TarBuilder().Dir("d").Hardlink("h", "d").Finish(), "h",
                 "is not an earlier regular file");
   ExpectRefused(
-      ArchiveWriter().Symlink("s", "/etc/passwd").Hardlink("h", "s").Finish(),
-      "h", "is not an earlier regular file");
+      TarBuilder().Symlink("s", "/etc/passwd").Hardlink("h", "s").Finish(), "h",
+      "is not an earlier regular file");
   RecordingSink self_sink;
-  auto self = Read(ArchiveWriter().File("f", "x").Hardlink("f", "f").Finish(),
-                   self_sink);
+  auto self =
+      Read(TarBuilder().File("f", "x").Hardlink("f", "f").Finish(), self_sink);
   CHECK_THAT(std::string(self.status().message()),
              Catch::Contains("archive entry 'f': hard link to itself"));
   CHECK(self_sink.items.size() == 1);
   // A hard link to a hard link of a file is a link to that file.
   RecordingSink sink;
-  auto stats = Read(ArchiveWriter()
+  auto stats = Read(TarBuilder()
                         .File("f", "x")
                         .Hardlink("g", "f")
                         .Hardlink("h", "./g")
@@ -337,18 +312,18 @@ TEST_CASE("workspace: upload refuses hard links out of the archive's files",
 
 TEST_CASE("workspace: upload refuses devices, fifos and sockets",
           "[workspace][upload]") {
-  ExpectRefused(ArchiveWriter().Special("dev/sda", AE_IFBLK).Finish(),
-                "dev/sda", "device nodes are not allowed");
-  ExpectRefused(ArchiveWriter().Special("mem", AE_IFCHR).Finish(), "mem",
+  ExpectRefused(TarBuilder().Special("dev/sda", AE_IFBLK).Finish(), "dev/sda",
                 "device nodes are not allowed");
-  ExpectRefused(ArchiveWriter().Special("pipe", AE_IFIFO).Finish(), "pipe",
+  ExpectRefused(TarBuilder().Special("mem", AE_IFCHR).Finish(), "mem",
+                "device nodes are not allowed");
+  ExpectRefused(TarBuilder().Special("pipe", AE_IFIFO).Finish(), "pipe",
                 "fifos are not allowed");
 }
 
 TEST_CASE("workspace: upload drops setuid, setgid and sticky bits",
           "[workspace][upload]") {
   RecordingSink sink;
-  auto stats = Read(ArchiveWriter()
+  auto stats = Read(TarBuilder()
                         .File("suid", "#!/bin/sh\n", 04755)
                         .File("sgid", "x", 02711)
                         .Dir("tmp", 01777)
@@ -365,7 +340,7 @@ TEST_CASE("workspace: upload drops setuid, setgid and sticky bits",
 
 TEST_CASE("workspace: upload stops a bomb by size", "[workspace][upload]") {
   // 64 MiB of zeros compress to about 64 KiB.
-  const std::string bomb = ArchiveWriter(archive_write_add_filter_gzip)
+  const std::string bomb = TarBuilder(archive_write_add_filter_gzip)
                                .Zeros("zeros", 64 << 20)
                                .Finish();
   REQUIRE(bomb.size() < (1 << 20));
@@ -381,7 +356,7 @@ TEST_CASE("workspace: upload stops a bomb by size", "[workspace][upload]") {
   CHECK(stats->bytes == 64u << 20);
 
   // Many files, each under the limit, add up over it.
-  ExpectRefused(ArchiveWriter()
+  ExpectRefused(TarBuilder()
                     .File("a", std::string(600, 'a'))
                     .File("b", std::string(600, 'b'))
                     .Finish(),
@@ -394,7 +369,7 @@ TEST_CASE("workspace: upload caps the raw stream", "[workspace][upload]") {
   // padding: the raw cap (max_bytes + 2 KiB per entry + 1 MiB) ends it
   // without reading everything.
   const std::string archive =
-      ArchiveWriter().File("small", "x").Finish() + std::string(3 << 20, '\0');
+      TarBuilder().File("small", "x").Finish() + std::string(3 << 20, '\0');
   UploadLimits limits{.max_bytes = 1000, .max_entries = 10};
   RecordingSink sink;
   size_t pulled = 0;
@@ -421,7 +396,7 @@ TEST_CASE("workspace: upload caps the raw stream", "[workspace][upload]") {
 
 TEST_CASE("workspace: upload stops a bomb by entry count",
           "[workspace][upload]") {
-  ArchiveWriter writer(archive_write_add_filter_gzip);
+  TarBuilder writer(archive_write_add_filter_gzip);
   for (int i = 0; i < 200; ++i) writer.File("e" + std::to_string(i), "");
   UploadLimits limits;
   limits.max_entries = 100;
@@ -431,15 +406,12 @@ TEST_CASE("workspace: upload stops a bomb by entry count",
 
 TEST_CASE("workspace: upload counts sparse files at their full size",
           "[workspace][upload]") {
-  const std::string archive =
-      ArchiveWriter(nullptr, archive_write_set_format_pax)
-          .Sparse("sparse", 200000, 100000, "middle")
-          .Finish();
+  const std::string archive = TarBuilder(nullptr, archive_write_set_format_pax)
+                                  .Sparse("sparse", 200000, 100000, "middle")
+                                  .Finish();
   RecordingSink sink;
-  auto stats = Read(archive, sink);
-  INFO(stats.status().ToString());
-  REQUIRE(stats.ok());
-  CHECK(stats->bytes == 200000);
+  const UploadStats stats = ReadOk(archive, sink);
+  CHECK(stats.bytes == 200000);
   REQUIRE(sink.items.size() == 1);
   const std::string& data = sink.items[0].data;
   REQUIRE(data.size() == 200000);
@@ -455,7 +427,7 @@ TEST_CASE("workspace: upload passes duplicate paths on",
           "[workspace][upload]") {
   RecordingSink sink;
   auto stats = Read(
-      ArchiveWriter().File("a", "first").File("./a", "second").Finish(), sink);
+      TarBuilder().File("a", "first").File("./a", "second").Finish(), sink);
   REQUIRE(stats.ok());
   REQUIRE(sink.items.size() == 2);
   CHECK(sink.items[1].data == "second");
@@ -464,7 +436,7 @@ TEST_CASE("workspace: upload passes duplicate paths on",
 TEST_CASE("workspace: upload fails on a truncated archive",
           "[workspace][upload]") {
   const std::string archive =
-      ArchiveWriter().File("big", std::string(50000, 'b')).Finish();
+      TarBuilder().File("big", std::string(50000, 'b')).Finish();
   RecordingSink sink;
   auto stats = Read(archive.substr(0, 20000), sink);
   REQUIRE_FALSE(stats.ok());
@@ -489,7 +461,7 @@ TEST_CASE("workspace: upload returns the reader's and the sink's errors",
     absl::Status OnData(std::string_view) override { return absl::OkStatus(); }
   } failing;
   auto failed = ReadUploadArchive(
-      ChunksOf(ArchiveWriter().File("a", "x").Finish()), {}, failing);
+      ChunksOf(TarBuilder().File("a", "x").Finish()), {}, failing);
   CHECK(failed.status().code() == absl::StatusCode::kUnavailable);
 }
 
@@ -497,9 +469,7 @@ TEST_CASE("workspace: upload keeps names that are not UTF-8",
           "[workspace][upload]") {
   const std::string name = "caf\xe9.txt";
   RecordingSink sink;
-  auto stats = Read(ArchiveWriter().File(name, "latin-1").Finish(), sink);
-  INFO(stats.status().ToString());
-  REQUIRE(stats.ok());
+  ReadOk(TarBuilder().File(name, "latin-1").Finish(), sink);
   REQUIRE(sink.items.size() == 1);
   CHECK(sink.items[0].entry.path() == name);
 }

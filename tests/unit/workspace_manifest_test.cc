@@ -9,23 +9,10 @@
 #include "daemon/workspace/manifest.h"
 #include "tests/unit/workspace_test_util.h"
 
-namespace corral::daemon::workspace {
+// In the helpers' namespace: their names and the entry types need no
+// using-declarations here.
+namespace corral::daemon::workspace::testing {
 namespace {
-
-using corral::agent::v1::ENTRY_TYPE_DIRECTORY;
-using corral::agent::v1::ENTRY_TYPE_HARDLINK;
-using corral::agent::v1::ENTRY_TYPE_OTHER;
-using corral::agent::v1::ENTRY_TYPE_REGULAR;
-using corral::agent::v1::ENTRY_TYPE_SYMLINK;
-using corral::agent::v1::FsEntry;
-using corral::workspace::v1::Manifest;
-using corral::workspace::v1::ManifestEntry;
-using testing::ArchiveWriter;
-using testing::ChunksOf;
-using testing::MakeEntry;
-using testing::ManifestMaker;
-using testing::RecordingSink;
-using testing::StoreFixture;
 
 constexpr int64_t kSecond = 1'000'000'000;
 constexpr int64_t kNow = 1'800'000'000 * kSecond;
@@ -99,7 +86,7 @@ TEST_CASE("workspace: manifest builder turns hard links into regular entries",
           "[workspace][manifest]") {
   StoreFixture fixture;
   const std::string archive =
-      ArchiveWriter()
+      TarBuilder()
           .File("bin/tool", "#!/bin/sh\necho hi\n", 0755)
           .Hardlink("bin/alias", "bin/tool")
           .Finish();
@@ -156,84 +143,29 @@ TEST_CASE(
 TEST_CASE("workspace: manifest builder refuses hostile streams",
           "[workspace][manifest]") {
   StoreFixture fixture;
-  auto expect = [&](const std::function<absl::Status(ManifestBuilder&)>& feed,
-                    absl::StatusCode code, const std::string& needle) {
+  auto expect = [&](const HostileStream& stream) {
     ManifestBuilder builder(&fixture.store());
-    absl::Status status = feed(builder);
-    if (status.ok()) status = builder.Finish().status();
-    INFO(status.ToString());
-    CHECK(status.code() == code);
-    CHECK_THAT(std::string(status.message()), Catch::Contains(needle));
-    // The builder stays failed.
-    CHECK_FALSE(builder.Finish().ok());
+    ExpectRefusal<ManifestBuilder>(
+        builder, [](ManifestBuilder& b) { return b.Finish().status(); },
+        stream);
   };
+  for (const HostileStream& stream : CommonHostileStreams()) expect(stream);
   const auto invalid = absl::StatusCode::kInvalidArgument;
-  expect([](ManifestBuilder& b) { return SendFile(b, "../x", "1"); }, invalid,
-         "'../x': '..' path component");
-  expect([](ManifestBuilder& b) { return SendFile(b, "/abs", "1"); }, invalid,
-         "absolute path");
-  expect([](ManifestBuilder& b) { return SendFile(b, "", "1"); }, invalid,
-         "empty path");
-  expect([](ManifestBuilder& b) { return SendFile(b, "a/", "1"); }, invalid,
-         "empty path component");
-  expect(
-      [](ManifestBuilder& b) {
-        return SendFile(b, std::string("nul\0byte", 8), "1");
-      },
-      invalid, "NUL byte");
-  expect(
-      [](ManifestBuilder& b) {
-        absl::Status s =
-            b.OnEntry(MakeEntry("s", ENTRY_TYPE_SYMLINK, 0777, 0, 0, "/etc"));
-        if (!s.ok()) return s;
-        return SendFile(b, "s/passwd", "x");
-      },
-      invalid, "'s/passwd': lies beneath the symlink 's'");
-  expect(
-      [](ManifestBuilder& b) {
-        absl::Status s = SendFile(b, "f", "x");
-        if (!s.ok()) return s;
-        return b.OnEntry(MakeEntry("f/g", ENTRY_TYPE_DIRECTORY));
-      },
-      invalid, "lies beneath the regular file 'f'");
-  expect(
-      [](ManifestBuilder& b) {
-        absl::Status s = b.OnEntry(MakeEntry("f", ENTRY_TYPE_REGULAR, 0644, 3));
-        if (!s.ok()) return s;
-        return b.OnData("four");
-      },
-      invalid, "'f': more data than its size of 3 bytes");
-  expect(
-      [](ManifestBuilder& b) {
-        absl::Status s = b.OnEntry(MakeEntry("f", ENTRY_TYPE_REGULAR, 0644, 3));
-        if (!s.ok()) return s;
-        s = b.OnData("ab");
-        if (!s.ok()) return s;
-        return b.OnEntry(MakeEntry("g", ENTRY_TYPE_DIRECTORY));
-      },
-      absl::StatusCode::kDataLoss, "'f': 1 of 3 bytes of data missing");
-  expect(
-      [](ManifestBuilder& b) {
-        return b.OnEntry(MakeEntry("f", ENTRY_TYPE_REGULAR, 0644, 3));
-      },
-      absl::StatusCode::kDataLoss, "'f': 3 of 3 bytes");
-  expect(
-      [](ManifestBuilder& b) {
-        absl::Status s = b.OnEntry(MakeEntry("d", ENTRY_TYPE_DIRECTORY));
-        if (!s.ok()) return s;
-        return b.OnData("stray");
-      },
-      invalid, "belongs to no regular file");
-  expect(
-      [](ManifestBuilder& b) {
-        return b.OnEntry(MakeEntry("dev", ENTRY_TYPE_OTHER));
-      },
-      invalid, "special file entries cannot be stored");
-  expect(
-      [](ManifestBuilder& b) {
-        return b.OnEntry(MakeEntry("s", ENTRY_TYPE_SYMLINK, 0777, 0, 0, ""));
-      },
-      invalid, "empty target");
+  expect({[](EntrySink& b) { return SendFile(b, "../x", "1"); }, invalid,
+          "'../x': '..' path component"});
+  expect({[](EntrySink& b) {
+            return b.OnEntry(MakeEntry("f", ENTRY_TYPE_REGULAR, 0644, 3));
+          },
+          absl::StatusCode::kDataLoss, "'f': 3 of 3 bytes"});
+  expect({[](EntrySink& b) {
+            return b.OnEntry(MakeEntry("dev", ENTRY_TYPE_OTHER));
+          },
+          invalid, "special file entries cannot be stored"});
+  expect({[](EntrySink& b) {
+            return b.OnEntry(
+                MakeEntry("s", ENTRY_TYPE_SYMLINK, 0777, 0, 0, ""));
+          },
+          invalid, "empty target"});
 }
 
 TEST_CASE("workspace: manifest builder enforces its limits",
@@ -426,14 +358,13 @@ TEST_CASE("workspace: EmitManifest replays a manifest with its content",
   StoreFixture fixture;
   std::string big(200000, '\0');
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7);
-  const std::string archive =
-      ArchiveWriter(nullptr, archive_write_set_format_pax)
-          .Dir("src")
-          .File("src/big.bin", big, 0600)
-          .File("src/a.txt", "alpha\n")
-          .Symlink("src/link", "a.txt")
-          .File("empty", "")
-          .Finish();
+  const std::string archive = TarBuilder(nullptr, archive_write_set_format_pax)
+                                  .Dir("src")
+                                  .File("src/big.bin", big, 0600)
+                                  .File("src/a.txt", "alpha\n")
+                                  .Symlink("src/link", "a.txt")
+                                  .File("empty", "")
+                                  .Finish();
   ManifestBuilder builder(&fixture.store());
   REQUIRE(ReadUploadArchive(ChunksOf(archive), {}, builder).ok());
   auto manifest = builder.Finish();
@@ -502,4 +433,4 @@ TEST_CASE("workspace: CollectReferences names every content object",
 }
 
 }  // namespace
-}  // namespace corral::daemon::workspace
+}  // namespace corral::daemon::workspace::testing

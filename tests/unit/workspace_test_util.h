@@ -1,15 +1,12 @@
 // Helpers for the workspace library's tests: archives written with
-// libarchive in memory, chunked readers, recording sinks, a store in a
+// libarchive in memory (tests/tar_builder.h), recording sinks, a store in a
 // temporary directory, and manifest builders.
 #ifndef CORRAL_TESTS_UNIT_WORKSPACE_TEST_UTIL_H_
 #define CORRAL_TESTS_UNIT_WORKSPACE_TEST_UTIL_H_
 
-#include <archive.h>
-#include <archive_entry.h>
-#include <sys/sysmacros.h>
-
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -19,158 +16,25 @@
 
 #include "daemon/workspace/content_store.h"
 #include "daemon/workspace/entry_sink.h"
+#include "tests/tar_builder.h"
 #include "tests/test_util.h"
 
 namespace corral::daemon::workspace::testing {
 
+using corral::agent::v1::ENTRY_TYPE_DIRECTORY;
+using corral::agent::v1::ENTRY_TYPE_HARDLINK;
+using corral::agent::v1::ENTRY_TYPE_OTHER;
+using corral::agent::v1::ENTRY_TYPE_REGULAR;
+using corral::agent::v1::ENTRY_TYPE_SYMLINK;
+using corral::agent::v1::ENTRY_TYPE_UNSPECIFIED;
 using corral::agent::v1::EntryType;
 using corral::agent::v1::FsEntry;
 using corral::workspace::v1::Manifest;
 using corral::workspace::v1::ManifestEntry;
 
-// Writes a tar archive entry by entry into a string.
-class ArchiveWriter {
- public:
-  // `filter`: an archive_write_add_filter_* function, or nullptr. Entries
-  // get mtime 1700000000.000000250 (the fraction survives in pax format
-  // only; pax_restricted writes it only when a header needs pax anyway).
-  explicit ArchiveWriter(
-      int (*filter)(struct archive*) = nullptr,
-      int (*format)(struct archive*) = archive_write_set_format_pax_restricted)
-      : archive_(archive_write_new()) {
-    REQUIRE(format(archive_) == ARCHIVE_OK);
-    if (filter != nullptr) REQUIRE(filter(archive_) == ARCHIVE_OK);
-    // libarchive 3.6 takes zero padding after a zstd frame for a broken
-    // frame; `tar --zstd` writes none either.
-    REQUIRE(archive_write_set_bytes_in_last_block(archive_, 1) == ARCHIVE_OK);
-    REQUIRE(archive_write_open(archive_, &bytes_, nullptr, &Append, nullptr) ==
-            ARCHIVE_OK);
-  }
-  ~ArchiveWriter() { archive_write_free(archive_); }
-  ArchiveWriter(const ArchiveWriter&) = delete;
-  ArchiveWriter& operator=(const ArchiveWriter&) = delete;
-
-  ArchiveWriter& File(const std::string& path, const std::string& content,
-                      int mode = 0644) {
-    auto entry = NewEntry(path, AE_IFREG, mode);
-    archive_entry_set_size(entry.get(),
-                           static_cast<la_int64_t>(content.size()));
-    WriteHeader(entry.get());
-    WriteData(content);
-    return *this;
-  }
-  // `size` zero bytes, written a megabyte at a time.
-  ArchiveWriter& Zeros(const std::string& path, size_t size) {
-    auto entry = NewEntry(path, AE_IFREG, 0644);
-    archive_entry_set_size(entry.get(), static_cast<la_int64_t>(size));
-    WriteHeader(entry.get());
-    const std::string block(1 << 20, '\0');
-    for (size_t done = 0; done < size; done += block.size()) {
-      WriteData(std::string_view(block).substr(
-          0, std::min(block.size(), size - done)));
-    }
-    return *this;
-  }
-  // A sparse file of `size` bytes with `data` at `offset` and holes around
-  // it. libarchive takes the whole logical content and leaves the holes out.
-  ArchiveWriter& Sparse(const std::string& path, int64_t size, int64_t offset,
-                        const std::string& data) {
-    auto entry = NewEntry(path, AE_IFREG, 0644);
-    archive_entry_set_size(entry.get(), size);
-    archive_entry_sparse_add_entry(entry.get(), offset,
-                                   static_cast<la_int64_t>(data.size()));
-    WriteHeader(entry.get());
-    std::string logical(static_cast<size_t>(size), '\0');
-    logical.replace(static_cast<size_t>(offset), data.size(), data);
-    WriteData(logical);
-    return *this;
-  }
-  ArchiveWriter& Dir(const std::string& path, int mode = 0755) {
-    auto entry = NewEntry(path, AE_IFDIR, mode);
-    WriteHeader(entry.get());
-    return *this;
-  }
-  ArchiveWriter& Symlink(const std::string& path, const std::string& target) {
-    auto entry = NewEntry(path, AE_IFLNK, 0777);
-    archive_entry_set_symlink(entry.get(), target.c_str());
-    WriteHeader(entry.get());
-    return *this;
-  }
-  ArchiveWriter& Hardlink(const std::string& path, const std::string& target) {
-    auto entry = NewEntry(path, AE_IFREG, 0644);
-    archive_entry_set_hardlink(entry.get(), target.c_str());
-    archive_entry_set_size(entry.get(), 0);
-    WriteHeader(entry.get());
-    return *this;
-  }
-  // AE_IFCHR, AE_IFBLK, AE_IFIFO or AE_IFSOCK.
-  ArchiveWriter& Special(const std::string& path, mode_t type) {
-    auto entry = NewEntry(path, type, 0600);
-    archive_entry_set_rdev(entry.get(), makedev(1, 3));
-    WriteHeader(entry.get());
-    return *this;
-  }
-
-  std::string Finish() {
-    REQUIRE(archive_write_close(archive_) == ARCHIVE_OK);
-    return bytes_;
-  }
-
- private:
-  struct EntryFree {
-    void operator()(struct archive_entry* entry) const {
-      archive_entry_free(entry);
-    }
-  };
-  using EntryPtr = std::unique_ptr<struct archive_entry, EntryFree>;
-
-  static EntryPtr NewEntry(const std::string& path, mode_t type, int mode) {
-    EntryPtr entry(archive_entry_new());
-    archive_entry_set_pathname(entry.get(), path.c_str());
-    archive_entry_set_filetype(entry.get(), type);
-    archive_entry_set_perm(entry.get(), mode);
-    archive_entry_set_mtime(entry.get(), 1'700'000'000, 250);
-    return entry;
-  }
-  void WriteHeader(struct archive_entry* entry) {
-    const int r = archive_write_header(archive_, entry);
-    INFO(archive_error_string(archive_));
-    REQUIRE(r >= ARCHIVE_WARN);
-  }
-  void WriteData(std::string_view data) {
-    if (data.empty()) return;
-    REQUIRE(archive_write_data(archive_, data.data(), data.size()) ==
-            static_cast<la_ssize_t>(data.size()));
-  }
-  static la_ssize_t Append(struct archive*, void* out, const void* buffer,
-                           size_t size) {
-    static_cast<std::string*>(out)->append(static_cast<const char*>(buffer),
-                                           size);
-    return static_cast<la_ssize_t>(size);
-  }
-
-  struct archive* archive_;
-  std::string bytes_;
-};
-
-// Yields `bytes` `chunk` bytes at a time, with empty chunks in between.
-inline ChunkReader ChunksOf(std::string bytes, size_t chunk = 10000) {
-  struct State {
-    std::string bytes;
-    size_t offset = 0;
-    bool empty_next = false;
-  };
-  auto state = std::make_shared<State>();
-  state->bytes = std::move(bytes);
-  return [state, chunk]() -> absl::StatusOr<std::optional<std::string>> {
-    if (state->offset >= state->bytes.size()) return std::nullopt;
-    state->empty_next = !state->empty_next;
-    if (state->empty_next) return std::string();
-    std::string piece = state->bytes.substr(state->offset, chunk);
-    state->offset += piece.size();
-    return piece;
-  };
-}
+using ::corral::testing::ChunksOf;
+using ::corral::testing::CompressedRaw;
+using ::corral::testing::TarBuilder;
 
 // Remembers everything it receives; entries' data concatenated.
 class RecordingSink : public EntrySink {
@@ -239,13 +103,109 @@ inline FsEntry MakeEntry(const std::string& path, EntryType type,
   return entry;
 }
 
+// A stream of entries that breaks the path rules or the EntrySink contract,
+// which every validating sink (TarWriter, ManifestBuilder) must refuse with
+// `code` and a message that contains `needle`.
+struct HostileStream {
+  std::function<absl::Status(EntrySink&)> feed;
+  absl::StatusCode code;
+  std::string needle;
+};
+
+// Sends a regular file of size 4 with `data` (which may be too much or too
+// little), then `next` if given.
+inline absl::Status SendSizeFour(EntrySink& sink, std::string_view data,
+                                 const FsEntry* next = nullptr) {
+  absl::Status status =
+      sink.OnEntry(MakeEntry("f", ENTRY_TYPE_REGULAR, 0644, 4));
+  if (status.ok()) status = sink.OnData(data);
+  if (status.ok() && next != nullptr) status = sink.OnEntry(*next);
+  return status;
+}
+
+// The hostile streams every validating sink refuses alike.
+inline std::vector<HostileStream> CommonHostileStreams() {
+  const auto invalid = absl::StatusCode::kInvalidArgument;
+  const auto lost = absl::StatusCode::kDataLoss;
+  std::vector<HostileStream> streams;
+  const std::pair<std::string, std::string> bad_paths[] = {
+      {"../escape", "'..' path component"},
+      {"/etc/passwd", "absolute path"},
+      {"a/../../b", "'..' path component"},
+      {"a//b", "empty path component"},
+      {"a/", "empty path component"},
+      {"./a", "'.' path component"},
+      {"a/.", "'.' path component"},
+      {"", "empty path"},
+      {std::string("nul\0byte", 8), "NUL byte in the path"},
+      {std::string(4097, 'p'), "path is longer than 4096 bytes"},
+      {"d/" + std::string(256, 'c'), "path component is longer than 255"},
+  };
+  for (const auto& [path, reason] : bad_paths) {
+    const FsEntry entry = MakeEntry(path, ENTRY_TYPE_DIRECTORY);
+    streams.push_back({[entry](EntrySink& sink) { return sink.OnEntry(entry); },
+                       invalid, reason});
+  }
+  streams.push_back(
+      {[](EntrySink& sink) {
+         absl::Status s = sink.OnEntry(
+             MakeEntry("s", ENTRY_TYPE_SYMLINK, 0777, 0, 0, "/etc"));
+         if (!s.ok()) return s;
+         return sink.OnEntry(MakeEntry("s/passwd", ENTRY_TYPE_REGULAR));
+       },
+       invalid, "'s/passwd': lies beneath the symlink 's'"});
+  streams.push_back({[](EntrySink& sink) {
+                       absl::Status s = SendSizeFour(sink, "1234");
+                       if (!s.ok()) return s;
+                       return sink.OnEntry(
+                           MakeEntry("f/g", ENTRY_TYPE_DIRECTORY));
+                     },
+                     invalid, "'f/g': lies beneath the regular file 'f'"});
+  streams.push_back(
+      {[](EntrySink& sink) { return SendSizeFour(sink, "12345"); }, invalid,
+       "'f': more data than its size of 4 bytes"});
+  const FsEntry next = MakeEntry("g", ENTRY_TYPE_DIRECTORY);
+  streams.push_back(
+      {[next](EntrySink& sink) { return SendSizeFour(sink, "12", &next); },
+       lost, "'f': 2 of 4 bytes of data missing before the next entry"});
+  streams.push_back({[](EntrySink& sink) { return SendSizeFour(sink, "123"); },
+                     lost,
+                     "'f': 1 of 4 bytes of data missing at the end of the "
+                     "stream"});
+  streams.push_back({[](EntrySink& sink) {
+                       absl::Status s =
+                           sink.OnEntry(MakeEntry("d", ENTRY_TYPE_DIRECTORY));
+                       if (!s.ok()) return s;
+                       return sink.OnData("x");
+                     },
+                     invalid, "belongs to no regular file"});
+  streams.push_back({[](EntrySink& sink) { return sink.OnData("x"); }, invalid,
+                     "belongs to no regular file"});
+  return streams;
+}
+
+// Feeds `stream` to `sink` and `finish`es it if the stream was taken: the
+// first failure must be the expected one, and the sink must refuse
+// everything afterwards.
+template <typename Sink>
+void ExpectRefusal(Sink& sink, const std::function<absl::Status(Sink&)>& finish,
+                   const HostileStream& stream) {
+  absl::Status status = stream.feed(sink);
+  if (status.ok()) status = finish(sink);
+  INFO(status.ToString());
+  CHECK(status.code() == stream.code);
+  CHECK_THAT(std::string(status.message()), Catch::Contains(stream.needle));
+  CHECK_FALSE(sink.OnEntry(MakeEntry("ok", ENTRY_TYPE_DIRECTORY)).ok());
+  CHECK_FALSE(finish(sink).ok());
+}
+
 // Builds sorted manifests whose files' content lives in a store.
 class ManifestMaker {
  public:
   explicit ManifestMaker(StoreFixture* fixture) : fixture_(fixture) {}
   ManifestMaker& File(const std::string& path, const std::string& content,
                       uint32_t mode = 0644, int64_t mtime_ns = 1) {
-    ManifestEntry& entry = Add(path, corral::agent::v1::ENTRY_TYPE_REGULAR);
+    ManifestEntry& entry = Add(path, ENTRY_TYPE_REGULAR);
     entry.set_mode(mode);
     entry.set_size(content.size());
     entry.set_sha256(fixture_->Put(content));
@@ -253,11 +213,11 @@ class ManifestMaker {
     return *this;
   }
   ManifestMaker& Dir(const std::string& path, uint32_t mode = 0755) {
-    Add(path, corral::agent::v1::ENTRY_TYPE_DIRECTORY).set_mode(mode);
+    Add(path, ENTRY_TYPE_DIRECTORY).set_mode(mode);
     return *this;
   }
   ManifestMaker& Symlink(const std::string& path, const std::string& target) {
-    ManifestEntry& entry = Add(path, corral::agent::v1::ENTRY_TYPE_SYMLINK);
+    ManifestEntry& entry = Add(path, ENTRY_TYPE_SYMLINK);
     entry.set_mode(0777);
     entry.set_link_target(target);
     return *this;
