@@ -2,6 +2,7 @@
 // snapshots, reset, fork and the command log, against the real corrald, its
 // real agent and real linux sandboxes.
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <filesystem>
@@ -43,6 +44,23 @@ size_t CountFiles(const std::string& dir) {
     ++n;
   }
   return n;
+}
+
+// Waits up to 5 s for a directory tree to hold no files (directories may
+// stay).
+bool EventuallyEmpty(const std::string& dir) {
+  for (int i = 0; i < 100; ++i) {
+    size_t files = 0;
+    std::error_code error;
+    for (auto it = std::filesystem::recursive_directory_iterator(dir, error);
+         !error && it != std::filesystem::recursive_directory_iterator();
+         it.increment(error)) {
+      if (!it->is_directory()) ++files;
+    }
+    if (files == 0) return true;
+    usleep(50000);
+  }
+  return false;
 }
 
 std::vector<TarEntry> ProjectSeed() {
@@ -212,6 +230,8 @@ TEST_CASE(
       CHECK(Contains(status.error_message(), c.expect));
       CHECK(CountSandboxes(api) == 0);
       CHECK(CountFiles(daemon.state_dir() + "/workspaces") == 0);
+      // Content the refused seed stored before the bad entry is collected.
+      CHECK(EventuallyEmpty(daemon.state_dir() + "/content/objects"));
       CHECK_FALSE(std::filesystem::exists("/tmp/corral-abs-escape"));
       CHECK_FALSE(std::filesystem::exists("/tmp/corral-through-link"));
     }
@@ -564,6 +584,50 @@ TEST_CASE(
   CHECK(count.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
   CHECK(count.error_message().find("100") != std::string::npos);
   CHECK(CountSandboxes(api) == 0);
+}
+
+}  // namespace
+}  // namespace corral::testing
+
+namespace corral::testing {
+namespace {
+
+TEST_CASE(
+    "baselines and snapshots survive kill -9 of the daemon and still diff "
+    "and reset") {
+  Daemon daemon;
+  v1::Sandbox sandbox;
+  {
+    Api api(daemon.Channel());
+    REQUIRE(api.CreateSeeded(Tar({{"a.txt", TarEntry::kFile, "before\n"}}),
+                             &sandbox)
+                .ok());
+    api.Sh(sandbox.id(), "echo during > /workspace/a.txt");
+    grpc::ClientContext context;
+    v1::CreateSnapshotRequest request;
+    request.set_sandbox_id(sandbox.id());
+    request.set_name("kept");
+    v1::Snapshot snapshot;
+    REQUIRE(api.snapshots->CreateSnapshot(&context, request, &snapshot).ok());
+    api.Sh(sandbox.id(), "echo after > /workspace/a.txt");
+  }
+  daemon.Kill9();
+  daemon.Start();
+  Api api(daemon.Channel());
+  v1::DiffWorkspaceResponse diff;
+  auto status = api.Diff(sandbox.id(), &diff);
+  INFO(status.error_message() << daemon.log());
+  REQUIRE(status.ok());
+  CHECK(diff.patch().find("-before\n+after\n") != std::string::npos);
+  grpc::ClientContext context;
+  v1::RestoreSnapshotRequest restore;
+  restore.set_sandbox_id(sandbox.id());
+  restore.set_name("kept");
+  v1::Sandbox restored;
+  REQUIRE(api.snapshots->RestoreSnapshot(&context, restore, &restored).ok());
+  CHECK(api.Sh(sandbox.id(), "cat /workspace/a.txt") == "during\n");
+  REQUIRE(api.Delete(sandbox.id()).ok());
+  CHECK(EventuallyEmpty(daemon.state_dir() + "/content/objects"));
 }
 
 }  // namespace

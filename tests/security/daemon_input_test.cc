@@ -43,11 +43,18 @@ TEST_CASE("a sandbox belongs to the uid that created it") {
   auto ls = daemon.Cli({"--json", "ls"}, "", kNobody);
   REQUIRE(ls.exit_code == 0);
   CHECK(ls.out.find(id) == std::string::npos);
-  for (auto args :
-       std::vector<std::vector<std::string>>{{"inspect", id},
-                                             {"exec", id, "--", "true"},
-                                             {"rm", id},
-                                             {"extend", id, "--ttl", "60"}}) {
+  for (auto args : std::vector<std::vector<std::string>>{
+           {"inspect", id},
+           {"exec", id, "--", "true"},
+           {"rm", id},
+           {"extend", id, "--ttl", "60"},
+           {"diff", id},
+           {"logs", id},
+           {"file", "cat", id, "/etc/hostname"},
+           {"snapshot", "create", id, "s"},
+           {"snapshot", "ls", id},
+           {"reset", id},
+           {"fork", id}}) {
     auto r = daemon.Cli(args, "", kNobody);
     CHECK(r.exit_code == 125);
     CHECK(r.err.find("no sandbox") != std::string::npos);
