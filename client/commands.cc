@@ -25,6 +25,7 @@
 #include "client/format.h"
 #include "client/options.h"
 #include "client/output.h"
+#include "client/shell_commands.h"
 #include "client/tar_packer.h"
 #include "client/transfer.h"
 #include "client/workspace_commands.h"
@@ -444,6 +445,11 @@ int Fail(absl::string_view message) {
 void NameOptionValues(CLI::App* app) {
   static const std::map<std::string, std::string> kValueNames = {
       {"cpus", "N"},
+      {"cursor", "N"},
+      {"cwd", "DIR"},
+      {"detach-keys", "KEYS"},
+      {"from", "OFFSET|end"},
+      {"max", "BYTES"},
       {"disk", "MIB"},
       {"after", "SEQ"},
       {"env", "KEY=VALUE"},
@@ -653,6 +659,7 @@ int RunCli(const std::vector<std::string>& args) {
       ->group("");
 
   WorkspaceCommands workspace(app);
+  ShellCommands shells(app);
 
   NameOptionValues(&app);
 
@@ -663,6 +670,7 @@ int RunCli(const std::vector<std::string>& args) {
   if (!split.has_separator) {
     run->positionals_at_end();
     exec->positionals_at_end();
+    shells.shell_command()->positionals_at_end();
   }
   std::vector<std::string> reversed(split.options.rbegin(),
                                     split.options.rend());
@@ -678,18 +686,21 @@ int RunCli(const std::vector<std::string>& args) {
     return Fail(absl::StrCat(e.what(), " (see 'corral --help')"));
   }
 
-  const bool takes_command = run->parsed() || exec->parsed();
+  const bool takes_command =
+      run->parsed() || exec->parsed() || shells.shell_command()->parsed();
   if (split.has_separator) {
     if (!takes_command) {
-      return Fail("only 'run' and 'exec' take a command after '--'");
+      return Fail("only 'run', 'exec' and 'shell' take a command after '--'");
     }
-    ExecOptions& target = run->parsed() ? run_exec : exec_options;
-    if (!target.argv.empty()) {
-      return Fail(absl::StrCat("unexpected '", target.argv.front(),
+    std::vector<std::string>& target = run->parsed()    ? run_exec.argv
+                                       : exec->parsed() ? exec_options.argv
+                                                        : shells.shell_argv();
+    if (!target.empty()) {
+      return Fail(absl::StrCat("unexpected '", target.front(),
                                "' before '--': put the whole command after "
                                "'--'"));
     }
-    target.argv = std::move(split.command);
+    target = std::move(split.command);
   }
 
   Connection connection(ResolveSocketPath(global.socket));
@@ -730,6 +741,9 @@ int RunCli(const std::vector<std::string>& args) {
     result = Fork(connection, global.json, fork_source, fork_options);
   } else if (std::optional<Result> done =
                  workspace.Dispatch(connection, global.json)) {
+    result = std::move(*done);
+  } else if (std::optional<Result> done =
+                 shells.Dispatch(connection, global.json)) {
     result = std::move(*done);
   }
   if (!result.ok()) return Fail(result.status().message());

@@ -51,6 +51,7 @@ Connection::Connection(std::string socket_path)
   exec_ = corral::v1::Exec::NewStub(channel_);
   files_ = corral::v1::Files::NewStub(channel_);
   snapshots_ = corral::v1::Snapshots::NewStub(channel_);
+  shells_ = corral::v1::Shells::NewStub(channel_);
 }
 
 std::unique_ptr<grpc::ClientContext> Connection::UnaryContext() const {

@@ -13,6 +13,7 @@
 #include "corral/v1/files.grpc.pb.h"
 #include "corral/v1/images.grpc.pb.h"
 #include "corral/v1/sandboxes.grpc.pb.h"
+#include "corral/v1/shells.grpc.pb.h"
 #include "corral/v1/snapshots.grpc.pb.h"
 #include "corral/v1/system.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -47,6 +48,7 @@ class Connection {
   corral::v1::Exec::Stub& exec() { return *exec_; }
   corral::v1::Files::Stub& files() { return *files_; }
   corral::v1::Snapshots::Stub& snapshots() { return *snapshots_; }
+  corral::v1::Shells::Stub& shells() { return *shells_; }
 
   // A context for a unary call, with kUnaryDeadline.
   std::unique_ptr<grpc::ClientContext> UnaryContext() const;
@@ -65,6 +67,7 @@ class Connection {
   std::unique_ptr<corral::v1::Exec::Stub> exec_;
   std::unique_ptr<corral::v1::Files::Stub> files_;
   std::unique_ptr<corral::v1::Snapshots::Stub> snapshots_;
+  std::unique_ptr<corral::v1::Shells::Stub> shells_;
 };
 
 }  // namespace corral::cli

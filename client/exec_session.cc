@@ -19,6 +19,7 @@
 #include "client/format.h"
 #include "client/output.h"
 #include "client/signal_pipe.h"
+#include "client/stoppable_thread.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
 
@@ -69,21 +70,11 @@ class StreamWriter {
         forward_stdin_(forward_stdin) {}
 
   absl::Status Start() {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoStatus("pipe2");
-    stop_read_.Reset(fds[0]);
-    stop_write_.Reset(fds[1]);
-    thread_ = std::thread([this] { Loop(); });
-    return absl::OkStatus();
+    return worker_.Start([this] { Loop(); });
   }
 
   // Ends the thread; safe to call more than once.
-  void Stop() {
-    if (!thread_.joinable()) return;
-    const char byte = 0;
-    (void)!::write(stop_write_.get(), &byte, 1);
-    thread_.join();
-  }
+  void Stop() { worker_.Stop(); }
 
   ~StreamWriter() { Stop(); }
 
@@ -101,7 +92,7 @@ class StreamWriter {
     std::string buffer(kStdinChunkSize, '\0');
     while (true) {
       std::array<struct pollfd, 3> fds = {};
-      fds[0] = {stop_read_.get(), POLLIN, 0};
+      fds[0] = {worker_.stop_fd(), POLLIN, 0};
       fds[1] = {signals_.read_fd(), POLLIN, 0};
       fds[2] = {stdin_open ? STDIN_FILENO : -1, POLLIN, 0};
       if (::poll(fds.data(), fds.size(), -1) < 0) {
@@ -152,9 +143,7 @@ class StreamWriter {
   // False once a Write failed: the call is over and the reader will see why.
   bool writable_ = true;
   std::atomic<int> abandoned_exit_{0};
-  UniqueFd stop_read_;
-  UniqueFd stop_write_;
-  std::thread thread_;
+  StoppableThread worker_;
 };
 
 // The part of both RPCs after the first request: read until the stream ends,

@@ -14,9 +14,12 @@ namespace {
 
 // Write end of the active pipe; the handler may only do a write(2).
 std::atomic<int> active_write_fd{-1};
+// The active pipe's hook, called by the handler first.
+std::atomic<void (*)()> active_hook{nullptr};
 
 extern "C" void WriteSignalToPipe(int signal_number) {
   const int saved_errno = errno;
+  if (void (*hook)() = active_hook.load(std::memory_order_relaxed)) hook();
   const int fd = active_write_fd.load(std::memory_order_relaxed);
   if (fd >= 0) {
     const unsigned char byte = static_cast<unsigned char>(signal_number);
@@ -27,11 +30,13 @@ extern "C" void WriteSignalToPipe(int signal_number) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<SignalPipe>> SignalPipe::Create() {
+absl::StatusOr<std::unique_ptr<SignalPipe>> SignalPipe::Create(
+    void (*on_signal)()) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) return ErrnoStatus("pipe2");
   std::unique_ptr<SignalPipe> pipe(new SignalPipe(fds[0], fds[1]));
   pipe->previous_fd_ = active_write_fd.exchange(fds[1]);
+  pipe->previous_hook_ = active_hook.exchange(on_signal);
   struct sigaction action = {};
   action.sa_handler = &WriteSignalToPipe;
   sigemptyset(&action.sa_mask);
@@ -50,6 +55,7 @@ SignalPipe::~SignalPipe() {
     ::sigaction(kSignals[i], &previous_[i], nullptr);
   }
   active_write_fd.store(previous_fd_);
+  active_hook.store(previous_hook_);
 }
 
 }  // namespace corral::cli

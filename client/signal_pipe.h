@@ -22,7 +22,11 @@ namespace corral::cli {
 // takes the signals, and the one it replaced gets them again once it goes.
 class SignalPipe {
  public:
-  static absl::StatusOr<std::unique_ptr<SignalPipe>> Create();
+  // `on_signal`, when given, runs inside the signal handler before the byte
+  // is written, so it must be async-signal-safe (the shell session restores
+  // the terminal there, before anything else can go wrong).
+  static absl::StatusOr<std::unique_ptr<SignalPipe>> Create(
+      void (*on_signal)() = nullptr);
   ~SignalPipe();
   SignalPipe(const SignalPipe&) = delete;
   SignalPipe& operator=(const SignalPipe&) = delete;
@@ -38,6 +42,8 @@ class SignalPipe {
   UniqueFd write_;
   // The write end that was active before this pipe (-1: none).
   int previous_fd_ = -1;
+  // The hook that was active before this pipe.
+  void (*previous_hook_)() = nullptr;
   std::array<struct sigaction, kSignals.size()> previous_ = {};
   size_t installed_ = 0;
 };

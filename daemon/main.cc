@@ -21,6 +21,7 @@
 #include "daemon/config/config.h"
 #include "daemon/core/backend.h"
 #include "daemon/core/sandbox_manager.h"
+#include "daemon/core/shells.h"
 #include "daemon/core/workspaces.h"
 #include "daemon/images/image_store.h"
 #include "daemon/rpc/listener.h"
@@ -173,8 +174,10 @@ int Run(int argc, char** argv) {
   // may destroy some before the workspaces exist (their first collection
   // covers those).
   std::atomic<Workspaces*> workspaces_ready{nullptr};
-  core.on_destroyed = [&workspaces_ready](const std::string&) {
+  std::atomic<Shells*> shells_ready{nullptr};
+  core.on_destroyed = [&](const std::string& id) {
     if (Workspaces* w = workspaces_ready.load()) w->RequestGarbageCollection();
+    if (Shells* s = shells_ready.load()) s->ForgetSandbox(id);
   };
   auto manager =
       SandboxManager::Create(core, store->get(), images->get(), plugins->get());
@@ -189,6 +192,8 @@ int Run(int argc, char** argv) {
       Workspaces::Create(state, store->get(), manager->get(), workspace_limits);
   if (!workspaces.ok()) return fail(workspaces.status());
   workspaces_ready = workspaces->get();
+  auto shells = std::make_unique<Shells>(manager->get(), ShellLimits{});
+  shells_ready = shells.get();
 
   ListenerOptions listener_options;
   listener_options.path = config.daemon.socket;
@@ -205,6 +210,7 @@ int Run(int argc, char** argv) {
   deps.listener = listener->get();
   deps.store = store->get();
   deps.workspaces = workspaces->get();
+  deps.shells = shells.get();
   deps.default_runtime = config.defaults.runtime;
   deps.started_at = absl::Now();
   deps.max_image_bytes = config.images.max_bytes;
@@ -253,6 +259,7 @@ int Run(int argc, char** argv) {
   (*listener)->CloseConnections();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   workspaces_ready = nullptr;
+  shells_ready = nullptr;
   return 0;
 }
 

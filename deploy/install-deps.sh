@@ -17,7 +17,7 @@ packages=(
   # static archives for corral-agent's compression filters
   zlib1g-dev liblzma-dev libzstd-dev libbz2-dev liblz4-dev
   # sandboxes, images, tests and benchmarks
-  busybox-static debootstrap bubblewrap util-linux iproute2 procps psmisc
+  busybox-static debootstrap bubblewrap util-linux iproute2 procps psmisc tmux
   sqlite3 python3 e2fsprogs
 )
 

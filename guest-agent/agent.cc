@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -97,7 +98,12 @@ struct Command {
   uint64_t unacked_output = 0;  // sent but not acknowledged by the daemon
   uint64_t next_sequence = 0;
 
-  bool stdin_open = false;  // the request asked for a stdin pipe
+  // With a pty: the terminal's master side, kept until the command is
+  // forgotten for resize, the foreground process group and VEOF. out[0].fd
+  // and stdin_fd are duplicates of it; out[1] is unused.
+  UniqueFd pty;
+
+  bool stdin_open = false;  // the request asked for stdin (or a pty)
   bool stdin_eof = false;   // the daemon sent eof
   UniqueFd stdin_fd;        // invalid once closed
   Watch stdin_watch;
@@ -177,6 +183,8 @@ class Agent {
   void MaybeFinish(Command& command);
   void Forget(Command& command);
   void KillGroup(Command& command, int signal);
+  void SignalCommand(Command& command, int signal);
+  void ResizeTerminal(Command& command, const v1::Resize& resize);
 
   // Signals and timers.
   void OnSignal();
@@ -294,7 +302,8 @@ void Agent::AdoptConnection(UniqueFd fd) {
   v1::Hello* body = hello.mutable_hello();
   body->set_protocol_version(wire::kProtocolVersion);
   body->set_agent_version(kAgentVersion);
-  for (const char* capability : {"exec", "exec.stdin", "exec.signal", "fs"}) {
+  for (const char* capability :
+       {"exec", "exec.stdin", "exec.signal", "fs", "exec.pty"}) {
     body->add_capabilities(capability);
   }
   body->set_pid(static_cast<int32_t>(::getpid()));
@@ -492,9 +501,14 @@ void Agent::HandleFrame(const Frame& frame) {
                             "invalid signal " + std::to_string(signal));
         return;
       }
-      KillGroup(*command, signal);
+      SignalCommand(*command, signal);
       return;
     }
+    case Frame::kResize:
+      // Like a window update, a resize may race with exec_exit: ignore it for
+      // an unknown stream, as for a stream without a pty.
+      if (command != nullptr) ResizeTerminal(*command, frame.resize());
+      return;
     case Frame::kWindowUpdate: {
       // A window update racing with exec_exit is normal: ignore it.
       if (command == nullptr) return;
@@ -564,6 +578,8 @@ void Agent::StartCommand(uint64_t stream_id, const v1::ExecStart& start) {
     invalid = "exec_start: argv must be empty for a file operation";
   } else if (start.fs().op_case() == v1::FsRequest::OP_NOT_SET) {
     invalid = "exec_start: fs names no operation";
+  } else if (start.has_pty()) {
+    invalid = "exec_start: a file operation cannot have a pty";
   }
   if (!invalid.empty()) {
     SendError(stream_id, invalid);
@@ -595,7 +611,9 @@ void Agent::StartCommand(uint64_t stream_id, const v1::ExecStart& start) {
   command->pid = spawned.pid;
   command->start_ns = spawned.start_ns;
   command->output_limit = start.output_limit_bytes();
-  command->stdin_open = start.stdin_open();
+  // A pty's stdin is the terminal: always open.
+  command->stdin_open = start.stdin_open() || start.has_pty();
+  command->pty = std::move(spawned.pty_master);
   command->stdin_fd = std::move(spawned.stdin_write);
   command->stdin_watch =
       Watch{WatchKind::kStdin, command.get(), 0, command->stdin_fd.get(), 0};
@@ -638,6 +656,22 @@ void Agent::HandleStdin(Command& command, const v1::StdinData& stdin_data) {
   }
   command.unacked_stdin += size;
   command.stdin_eof = stdin_data.eof();
+  if (command.stdin_eof && command.pty && command.stdin_fd) {
+    // Closing our end would not end the terminal's input (the master stays
+    // open for output); the terminal's EOF character does, for a program
+    // reading lines (and for line editors, on an empty line). It travels
+    // after the data; FlushStdin acknowledges at most the daemon's bytes.
+    termios modes{};
+    cc_t veof = 4;  // ^D
+    if (::tcgetattr(command.pty.get(), &modes) == 0 &&
+        modes.c_cc[VEOF] != _POSIX_VDISABLE) {
+      veof = modes.c_cc[VEOF];
+    }
+    command.stdin_buffer.append(stdin_data.data());
+    command.stdin_buffer.push_back(static_cast<char>(veof));
+    FlushStdin(command);
+    return;
+  }
   if (!command.stdin_fd) {
     // The command closed its stdin or is gone: drop, but acknowledge so the
     // daemon does not wait for a window that never opens.
@@ -821,6 +855,8 @@ void Agent::Forget(Command& command) {
   if (command.dead) return;
   for (int i = 0; i < 2; ++i) ClosePipe(command, i);
   CloseWatched(command.stdin_watch, command.stdin_fd);
+  // The last master fd: the terminal hangs up, its session gets SIGHUP.
+  command.pty.Reset();
   if (!command.reaped) by_pid_.erase(command.pid);
   command.dead = true;
   auto& commands = command.connection->commands;
@@ -831,10 +867,45 @@ void Agent::Forget(Command& command) {
   }
 }
 
+// The terminal's foreground process group when it is not the command's own
+// (a job an interactive shell started), else 0. It can only be a group of
+// the terminal's session, which the command leads. Never 1: kill(-1) would
+// reach every process.
+pid_t ForegroundGroup(const Command& command) {
+  if (!command.pty) return 0;
+  const pid_t group = ::tcgetpgrp(command.pty.get());
+  return group > 1 && group != command.pid ? group : 0;
+}
+
 void Agent::KillGroup(Command& command, int signal) {
   // Once reaped, the group may be empty and its id reused: leave it alone.
   if (command.reaped || command.pid <= 0) return;
+  // The foreground job of a pty may sit in a group of its own.
+  const pid_t foreground = ForegroundGroup(command);
+  if (foreground > 0) ::kill(-foreground, signal);
   ::kill(-command.pid, signal);
+}
+
+void Agent::SignalCommand(Command& command, int signal) {
+  // SIGKILL ends the whole command, foreground job included: it is also how
+  // the daemon tears a stream down (ExecSession's destructor).
+  if (signal == SIGKILL) {
+    KillGroup(command, signal);
+    return;
+  }
+  if (command.reaped || command.pid <= 0) return;
+  // On a pty the signal is for the job the user sees, as from the keyboard.
+  const pid_t foreground = ForegroundGroup(command);
+  ::kill(-(foreground > 0 ? foreground : command.pid), signal);
+}
+
+void Agent::ResizeTerminal(Command& command, const v1::Resize& resize) {
+  if (!command.pty) return;
+  if (!SetTerminalSize(command.pty.get(), resize.rows(), resize.columns())) {
+    Log("TIOCSWINSZ on stream %llu: %s",
+        static_cast<unsigned long long>(command.stream_id),
+        std::strerror(errno));
+  }
 }
 
 // ---- Signals and timers ---------------------------------------------------

@@ -3,12 +3,15 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string_view>
@@ -18,7 +21,12 @@ namespace corral::agent {
 namespace {
 
 // What the child reports through the error pipe before it _exits.
-enum class ChildStage : int32_t { kSetup = 1, kChdir = 2, kExec = 3 };
+enum class ChildStage : int32_t {
+  kSetup = 1,
+  kChdir = 2,
+  kExec = 3,
+  kTerminal = 4
+};
 struct ChildReport {
   int32_t stage;
   int32_t error;
@@ -49,6 +57,9 @@ struct ChildPlan {
   int stdout_fd;
   int stderr_fd;
   int report_fd;
+  // stdin_fd is a terminal's slave side that becomes the controlling tty of
+  // the child's new session.
+  bool controlling_tty;
   const char* cwd;
   char* const* argv;
   char* const* envp;
@@ -76,6 +87,11 @@ bool CloseFdsAbove2() {
   // Own session and process group: the agent signals the whole group, and the
   // command never holds a terminal of ours.
   ::setsid();
+  // A session leader without a controlling tty acquires this one; the slave
+  // was opened with O_NOCTTY (by the parent, which must never get one).
+  if (plan.controlling_tty && ::ioctl(plan.stdin_fd, TIOCSCTTY, 0) != 0) {
+    ReportAndExit(plan.report_fd, ChildStage::kTerminal, errno);
+  }
   // PID 1 runs with oom_score_adj -1000; commands must not inherit that.
   int oom = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
   if (oom >= 0) {
@@ -145,10 +161,19 @@ std::string Shorten(const std::string& text) {
   return text.substr(0, kMax) + "...";
 }
 
-bool ForkChild(bool stdin_open, const std::string& program, ChildPlan plan,
-               SpawnedCommand* command, SpawnFailure* failure);
+bool ForkChild(bool stdin_open, const v1::Pty* pty, const std::string& program,
+               ChildPlan plan, SpawnedCommand* command, SpawnFailure* failure);
 
 }  // namespace
+
+bool SetTerminalSize(int master_fd, uint32_t rows, uint32_t columns) {
+  winsize size{};
+  size.ws_row = static_cast<unsigned short>(
+      std::min<uint32_t>(rows == 0 ? kDefaultRows : rows, 65535));
+  size.ws_col = static_cast<unsigned short>(
+      std::min<uint32_t>(columns == 0 ? kDefaultColumns : columns, 65535));
+  return ::ioctl(master_fd, TIOCSWINSZ, &size) == 0;
+}
 
 int64_t MonotonicNowNs() {
   timespec now;
@@ -164,6 +189,9 @@ std::string ValidateExecStart(const v1::ExecStart& start) {
     }
   }
   if (start.argv(0).empty()) return "exec_start: argv[0] is empty";
+  if (start.pty().term().find('\0') != std::string::npos) {
+    return "exec_start: pty.term contains a NUL byte";
+  }
   if (start.cwd().find('\0') != std::string::npos) {
     return "exec_start: cwd contains a NUL byte";
   }
@@ -197,6 +225,16 @@ bool Spawn(const v1::ExecStart& start, SpawnedCommand* command,
     }
   }
   if (env.empty()) env.push_back(std::string("PATH=") + kDefaultPath);
+  if (start.has_pty()) {
+    const bool has_term =
+        std::any_of(start.env().begin(), start.env().end(),
+                    [](const v1::EnvVar& var) { return var.name() == "TERM"; });
+    if (!has_term) {
+      env.push_back("TERM=" + (start.pty().term().empty()
+                                   ? std::string(kDefaultTerm)
+                                   : start.pty().term()));
+    }
+  }
   std::vector<char*> envp;
   envp.reserve(env.size() + 1);
   for (std::string& entry : env) envp.push_back(entry.data());
@@ -229,13 +267,15 @@ bool Spawn(const v1::ExecStart& start, SpawnedCommand* command,
                  .stdout_fd = -1,
                  .stderr_fd = -1,
                  .report_fd = -1,
+                 .controlling_tty = false,
                  .cwd = cwd.c_str(),
                  .argv = argv.data(),
                  .envp = envp.data(),
                  .candidates = &candidates,
                  .searching = program.find('/') == std::string::npos,
                  .body = nullptr};
-  return ForkChild(start.stdin_open(), program, plan, command, failure);
+  return ForkChild(start.stdin_open(), start.has_pty() ? &start.pty() : nullptr,
+                   program, plan, command, failure);
 }
 
 bool SpawnFunction(const v1::ExecStart& start, const std::function<int()>& body,
@@ -245,21 +285,113 @@ bool SpawnFunction(const v1::ExecStart& start, const std::function<int()>& body,
                  .stdout_fd = -1,
                  .stderr_fd = -1,
                  .report_fd = -1,
+                 .controlling_tty = false,
                  .cwd = "/",
                  .argv = nullptr,
                  .envp = nullptr,
                  .candidates = &no_candidates,
                  .searching = false,
                  .body = &body};
-  return ForkChild(start.stdin_open(), "fs", plan, command, failure);
+  return ForkChild(start.stdin_open(), /*pty=*/nullptr, "fs", plan, command,
+                   failure);
 }
 
 namespace {
 
-// Creates the stdio and report pipes, forks, runs `plan` in the child (its
-// fds are filled in here) and waits for the report pipe to close.
-bool ForkChild(bool stdin_open, const std::string& program, ChildPlan plan,
-               SpawnedCommand* command, SpawnFailure* failure) {
+// A new pseudo-terminal sized as `pty` asks: the master (non-blocking,
+// close-on-exec) and its slave (close-on-exec, and O_NOCTTY: the agent must
+// never acquire a controlling tty). Returns what failed, or "".
+std::string OpenTerminal(const v1::Pty& pty, UniqueFd* master,
+                         UniqueFd* slave) {
+  master->Reset(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+  if (!*master) return "posix_openpt: " + ErrnoText(errno);
+  if (::grantpt(master->get()) != 0) return "grantpt: " + ErrnoText(errno);
+  if (::unlockpt(master->get()) != 0) return "unlockpt: " + ErrnoText(errno);
+#ifdef TIOCGPTPEER
+  // Opening the slave through the master needs no path, so it works even
+  // where the /dev/pts mounted here is not the instance behind /dev/ptmx.
+  slave->Reset(
+      ::ioctl(master->get(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC));
+#endif
+  if (!*slave) {
+    // Kernels before 4.13: by name.
+    char name[128];
+    const int error = ::ptsname_r(master->get(), name, sizeof(name));
+    if (error != 0) return "ptsname: " + ErrnoText(error);
+    slave->Reset(::open(name, O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!*slave) return std::string("open ") + name + ": " + ErrnoText(errno);
+  }
+  // Sized before the fork, so the command sees its size from the start.
+  if (!SetTerminalSize(master->get(), pty.rows(), pty.columns())) {
+    return "TIOCSWINSZ: " + ErrnoText(errno);
+  }
+  if (!SetNonBlocking(master->get())) {
+    return "fcntl O_NONBLOCK: " + ErrnoText(errno);
+  }
+  return "";
+}
+
+// Without a pty: stdin (a pipe, or /dev/null), stdout and stderr pipes. The
+// parent ends are non-blocking; every end is close-on-exec. Returns false with
+// `error` set.
+bool OpenPipes(bool stdin_open, UniqueFd* stdin_read, UniqueFd* stdin_write,
+               UniqueFd* stdout_read, UniqueFd* stdout_write,
+               UniqueFd* stderr_read, UniqueFd* stderr_write,
+               std::string* error) {
+  auto make_pipe = [error](UniqueFd* read_end, UniqueFd* write_end) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+      *error = "pipe: " + ErrnoText(errno);
+      return false;
+    }
+    read_end->Reset(fds[0]);
+    write_end->Reset(fds[1]);
+    return true;
+  };
+  if (stdin_open) {
+    if (!make_pipe(stdin_read, stdin_write)) return false;
+  } else {
+    stdin_read->Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!*stdin_read) {
+      // Images without /dev/null: an empty pipe whose writer is gone reads
+      // as EOF just the same.
+      UniqueFd gone;
+      if (!make_pipe(stdin_read, &gone)) return false;
+    }
+  }
+  if (!make_pipe(stdout_read, stdout_write) ||
+      !make_pipe(stderr_read, stderr_write)) {
+    return false;
+  }
+  if ((*stdin_write && !SetNonBlocking(stdin_write->get())) ||
+      !SetNonBlocking(stdout_read->get()) ||
+      !SetNonBlocking(stderr_read->get())) {
+    *error = "fcntl O_NONBLOCK: " + ErrnoText(errno);
+    return false;
+  }
+  return true;
+}
+
+// With a pty: the master, and two duplicates of it that the caller watches
+// and closes separately as the command's stdin and output.
+bool SetUpTerminal(const v1::Pty& pty, UniqueFd* master, UniqueFd* slave,
+                   UniqueFd* stdin_write, UniqueFd* stdout_read,
+                   std::string* error) {
+  *error = OpenTerminal(pty, master, slave);
+  if (!error->empty()) return false;
+  stdin_write->Reset(::fcntl(master->get(), F_DUPFD_CLOEXEC, 3));
+  stdout_read->Reset(::fcntl(master->get(), F_DUPFD_CLOEXEC, 3));
+  if (!*stdin_write || !*stdout_read) {
+    *error = "dup: " + ErrnoText(errno);
+    return false;
+  }
+  return true;
+}
+
+// Creates the stdio (or terminal) and report pipes, forks, runs `plan` in the
+// child (its fds are filled in here) and waits for the report pipe to close.
+bool ForkChild(bool stdin_open, const v1::Pty* pty, const std::string& program,
+               ChildPlan plan, SpawnedCommand* command, SpawnFailure* failure) {
   auto fail = [&](int exit_code, std::string message) {
     failure->exit_code = exit_code;
     failure->message = std::move(message);
@@ -267,42 +399,34 @@ bool ForkChild(bool stdin_open, const std::string& program, ChildPlan plan,
   };
 
   int fds[2];
+  UniqueFd report_read, report_write;
+  if (::pipe2(fds, O_CLOEXEC) != 0)
+    return fail(126, "pipe: " + ErrnoText(errno));
+  report_read.Reset(fds[0]);
+  report_write.Reset(fds[1]);
+
   UniqueFd stdin_read, stdin_write;
-  if (stdin_open) {
-    if (::pipe2(fds, O_CLOEXEC) != 0)
-      return fail(126, "pipe: " + ErrnoText(errno));
-    stdin_read.Reset(fds[0]);
-    stdin_write.Reset(fds[1]);
-  } else {
-    stdin_read.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    if (!stdin_read) {
-      // Images without /dev/null: an empty pipe whose writer is gone reads
-      // as EOF just the same.
-      if (::pipe2(fds, O_CLOEXEC) != 0)
-        return fail(126, "pipe: " + ErrnoText(errno));
-      stdin_read.Reset(fds[0]);
-      ::close(fds[1]);
+  UniqueFd stdout_read, stdout_write;
+  UniqueFd stderr_read, stderr_write;
+  UniqueFd master;
+  if (pty != nullptr) {
+    std::string error;
+    if (!SetUpTerminal(*pty, &master, &stdin_read, &stdin_write, &stdout_read,
+                       &error)) {
+      return fail(126, error);
     }
+    plan.stdin_fd = plan.stdout_fd = plan.stderr_fd = stdin_read.get();
+    plan.controlling_tty = true;
+  } else if (!OpenPipes(stdin_open, &stdin_read, &stdin_write, &stdout_read,
+                        &stdout_write, &stderr_read, &stderr_write,
+                        &failure->message)) {
+    failure->exit_code = 126;
+    return false;
+  } else {
+    plan.stdin_fd = stdin_read.get();
+    plan.stdout_fd = stdout_write.get();
+    plan.stderr_fd = stderr_write.get();
   }
-  if (::pipe2(fds, O_CLOEXEC) != 0)
-    return fail(126, "pipe: " + ErrnoText(errno));
-  UniqueFd stdout_read(fds[0]), stdout_write(fds[1]);
-  if (::pipe2(fds, O_CLOEXEC) != 0)
-    return fail(126, "pipe: " + ErrnoText(errno));
-  UniqueFd stderr_read(fds[0]), stderr_write(fds[1]);
-  if (::pipe2(fds, O_CLOEXEC) != 0)
-    return fail(126, "pipe: " + ErrnoText(errno));
-  UniqueFd report_read(fds[0]), report_write(fds[1]);
-
-  if ((stdin_write && !SetNonBlocking(stdin_write.get())) ||
-      !SetNonBlocking(stdout_read.get()) ||
-      !SetNonBlocking(stderr_read.get())) {
-    return fail(126, "fcntl O_NONBLOCK: " + ErrnoText(errno));
-  }
-
-  plan.stdin_fd = stdin_read.get();
-  plan.stdout_fd = stdout_write.get();
-  plan.stderr_fd = stderr_write.get();
   plan.report_fd = report_write.get();
   const int64_t start_ns = MonotonicNowNs();
   failure->start_ns = start_ns;
@@ -331,6 +455,7 @@ bool ForkChild(bool stdin_open, const std::string& program, ChildPlan plan,
     command->stdin_write = std::move(stdin_write);
     command->stdout_read = std::move(stdout_read);
     command->stderr_read = std::move(stderr_read);
+    command->pty_master = std::move(master);
     return true;
   }
   failure->pid = pid;
@@ -345,6 +470,9 @@ bool ForkChild(bool stdin_open, const std::string& program, ChildPlan plan,
         return fail(127, name + ": " + ErrnoText(ENOENT));
       }
       return fail(126, name + ": " + ErrnoText(report.error));
+    case ChildStage::kTerminal:
+      return fail(
+          126, name + ": acquiring the terminal: " + ErrnoText(report.error));
     case ChildStage::kSetup:
     default:
       return fail(126, name + ": setting up stdio: " + ErrnoText(report.error));

@@ -1,8 +1,8 @@
 // Starting one command for corral-agent: fork, set the child up with only
-// async-signal-safe calls (own session, stdio pipes, clean signal state),
-// search PATH in the request's environment, and report exec failures through a
-// close-on-exec pipe. File operations use the same child setup but run a
-// function instead of exec'ing.
+// async-signal-safe calls (own session, stdio pipes or a new pseudo-terminal,
+// clean signal state), search PATH in the request's environment, and report
+// exec failures through a close-on-exec pipe. File operations use the same
+// child setup but run a function instead of exec'ing.
 #ifndef CORRAL_GUEST_AGENT_SPAWN_H_
 #define CORRAL_GUEST_AGENT_SPAWN_H_
 
@@ -20,6 +20,11 @@ namespace corral::agent {
 // PATH used when the request's environment has none.
 inline constexpr char kDefaultPath[] =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+// TERM of a pty command whose request sets neither TERM nor pty.term.
+inline constexpr char kDefaultTerm[] = "xterm-256color";
+// Terminal size for a Pty or Resize field of 0.
+inline constexpr uint32_t kDefaultRows = 24;
+inline constexpr uint32_t kDefaultColumns = 80;
 
 struct SpawnedCommand {
   pid_t pid = -1;
@@ -27,9 +32,14 @@ struct SpawnedCommand {
   int64_t start_ns = 0;
   // Parent ends, non-blocking and close-on-exec. stdin_write is invalid when
   // the request did not open stdin.
+  //
+  // With a pty: pty_master is the terminal's master side; stdin_write and
+  // stdout_read are duplicates of it (so that each can be watched and closed
+  // on its own) and stderr_read is invalid (the terminal merges stderr).
   UniqueFd stdin_write;
   UniqueFd stdout_read;
   UniqueFd stderr_read;
+  UniqueFd pty_master;  // invalid without a pty
 };
 
 struct SpawnFailure {
@@ -50,6 +60,12 @@ std::string ValidateExecStart(const v1::ExecStart& start);
 // Forks and execs `start`. Precondition: ValidateExecStart(start) is empty and
 // fds 0, 1 and 2 are open (so that new pipes never land on them). Blocks until
 // the child has exec'd or failed (a close-on-exec pipe tells which).
+//
+// With start.pty set, the child runs on a new pseudo-terminal instead of
+// pipes: it leads a new session whose controlling tty is the terminal's slave
+// side (its stdin, stdout and stderr), sized start.pty rows x columns, with
+// TERM=start.pty.term (default kDefaultTerm) appended to the environment
+// unless the request sets TERM.
 [[nodiscard]] bool Spawn(const v1::ExecStart& start, SpawnedCommand* command,
                          SpawnFailure* failure);
 
@@ -62,6 +78,12 @@ std::string ValidateExecStart(const v1::ExecStart& start);
                                  const std::function<int()>& body,
                                  SpawnedCommand* command,
                                  SpawnFailure* failure);
+
+// Sets the window size of the terminal whose master is `master_fd`
+// (TIOCSWINSZ; the foreground process group gets SIGWINCH). 0 means
+// kDefaultRows / kDefaultColumns; values above 65535 are clamped. Returns
+// false with errno set when the ioctl fails.
+bool SetTerminalSize(int master_fd, uint32_t rows, uint32_t columns);
 
 // CLOCK_MONOTONIC in nanoseconds.
 int64_t MonotonicNowNs();

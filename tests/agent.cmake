@@ -44,3 +44,10 @@ corral_test(NAME agent_fs_exec_test
   LIBS corral::agent_client
   LABELS integration)
 add_dependencies(agent_fs_exec_test corral-agent)
+
+# Commands on a pseudo-terminal (ExecStart.pty) over the real agent.
+corral_test(NAME agent_pty_test
+  SOURCES integration/agent_pty_test.cc
+  LIBS corral::agent_client
+  LABELS integration)
+add_dependencies(agent_pty_test corral-agent)

@@ -27,3 +27,10 @@ corral_test(NAME client_workspace_test
   SOURCES unit/client_workspace_test.cc
   LIBS corral::cli
   LABELS unit client)
+
+# The shell commands (shell, attach, ps, kill, shell-read, shell-write)
+# against an in-process fake corrald, partly on a real pseudo-terminal.
+corral_test(NAME client_shell_test
+  SOURCES unit/client_shell_test.cc
+  LIBS corral::cli
+  LABELS unit client)

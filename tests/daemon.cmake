@@ -47,3 +47,17 @@ corral_test(NAME workspace_cli_test
   LIBS corral_daemon_harness
   LABELS integration)
 add_dependencies(workspace_cli_test corrald corral corral-agent)
+
+# Shells: a real pty in a real sandbox, through the API.
+corral_test(NAME shell_api_test
+  SOURCES integration/shell_api_test.cc
+  LIBS corral_daemon_harness
+  LABELS integration shells)
+add_dependencies(shell_api_test corrald corral corral-agent)
+
+# corral shell/attach in a real terminal (tmux).
+corral_test(NAME shell_cli_test
+  SOURCES integration/shell_cli_test.cc
+  LIBS corral_daemon_harness
+  LABELS integration shells)
+add_dependencies(shell_cli_test corrald corral corral-agent)

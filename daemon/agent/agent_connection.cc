@@ -152,6 +152,8 @@ const char* BodyName(const agent_v1::Frame& frame) {
       return "pong";
     case agent_v1::Frame::kError:
       return "error";
+    case agent_v1::Frame::kResize:
+      return "resize";
     case agent_v1::Frame::BODY_NOT_SET:
       break;
   }
@@ -726,14 +728,26 @@ absl::Status ExecSession::Signal(int signal) {
   if (signal <= 0 || signal >= NSIG) {
     return absl::InvalidArgumentError(absl::StrCat("invalid signal ", signal));
   }
+  agent_v1::Frame frame;
+  frame.mutable_signal()->set_signal(signal);
+  return SendWhileRunning(frame);
+}
+
+absl::Status ExecSession::Resize(uint32_t rows, uint32_t columns) {
+  agent_v1::Frame frame;
+  agent_v1::Resize* resize = frame.mutable_resize();
+  resize->set_rows(rows);
+  resize->set_columns(columns);
+  return SendWhileRunning(frame);
+}
+
+absl::Status ExecSession::SendWhileRunning(agent_v1::Frame& frame) {
   AgentConnection& connection = *connection_;
   absl::MutexLock lock(&connection.mu_);
   if (stream_->finished()) {
     return absl::FailedPreconditionError("the command has exited");
   }
-  agent_v1::Frame frame;
   frame.set_stream_id(stream_id_);
-  frame.mutable_signal()->set_signal(signal);
   return connection.SendLocked(frame);
 }
 

@@ -133,8 +133,9 @@ class AgentConnection : public std::enable_shared_from_this<AgentConnection> {
   absl::flat_hash_map<uint64_t, bool> pings_ ABSL_GUARDED_BY(mu_);
 };
 
-// One running command. Not thread-safe itself except that WriteStdin/Signal
-// may be called from one thread while another calls Next (CollectExec does).
+// One running command. Not thread-safe itself except that WriteStdin, Signal
+// and Resize may be called from one thread while another calls Next
+// (CollectExec does).
 class ExecSession {
  public:
   ExecSession(const ExecSession&) = delete;
@@ -155,9 +156,15 @@ class ExecSession {
   // has exited; UNAVAILABLE if the connection is lost.
   absl::Status WriteStdin(std::string_view data, bool eof,
                           absl::Time deadline = absl::InfiniteFuture());
-  // Sends `signal` to the command's process group. FAILED_PRECONDITION once
-  // the command has exited.
+  // Sends `signal` to the command's process group (on a pty, to the
+  // terminal's foreground process group; SIGKILL to both). FAILED_PRECONDITION
+  // once the command has exited.
   absl::Status Signal(int signal);
+  // Changes the terminal size of a session started with `pty` (the agent
+  // ignores it otherwise); 0 means the default (24 rows, 80 columns).
+  // FAILED_PRECONDITION once the command has exited; UNAVAILABLE if the
+  // connection is lost.
+  absl::Status Resize(uint32_t rows, uint32_t columns);
 
   uint64_t stream_id() const { return stream_id_; }
   const corral::agent::v1::ExecStart& start() const { return start_; }
@@ -167,6 +174,10 @@ class ExecSession {
   ExecSession(std::shared_ptr<AgentConnection> connection,
               std::shared_ptr<agent_internal::StreamState> stream,
               uint64_t stream_id, corral::agent::v1::ExecStart start);
+
+  // Sends a frame on this stream unless the command has exited
+  // (FAILED_PRECONDITION).
+  absl::Status SendWhileRunning(corral::agent::v1::Frame& frame);
 
   std::shared_ptr<AgentConnection> connection_;
   std::shared_ptr<agent_internal::StreamState> stream_;

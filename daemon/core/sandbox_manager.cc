@@ -455,6 +455,23 @@ absl::StatusOr<std::unique_ptr<RunningCommand>> SandboxManager::StartExec(
   return command;
 }
 
+absl::StatusOr<std::unique_ptr<ExecSession>> SandboxManager::StartSession(
+    const Caller& caller, const v1::ExecStart& request,
+    const std::function<void(corral::agent::v1::ExecStart&)>& adjust) {
+  ASSIGN_OR_RETURN(auto live, Find(caller, request.sandbox_id()));
+  CheckAgent(live);
+  std::shared_ptr<AgentConnection> agent;
+  corral::agent::v1::ExecStart start;
+  {
+    std::lock_guard lock(live->mutex);
+    RETURN_IF_ERROR(CheckAllowed(live->view, Action::kExec));
+    ASSIGN_OR_RETURN(start, PlanExec(request, live->view, options_.rules));
+    agent = live->agent;
+  }
+  if (adjust) adjust(start);
+  return agent->StartExec(start);
+}
+
 RunningCommand::~RunningCommand() = default;
 
 absl::StatusOr<v1::ExecStreamResponse> RunningCommand::Next(

@@ -136,6 +136,11 @@ class SandboxManager {
                                                     uint64_t ttl_seconds);
   absl::StatusOr<std::unique_ptr<RunningCommand>> StartExec(
       const Caller& caller, const corral::v1::ExecStart& request);
+  // Starts a command planned like StartExec's, then changed by `adjust`, as
+  // a bare agent session (no command log, no OOM check): for shells.
+  absl::StatusOr<std::unique_ptr<ExecSession>> StartSession(
+      const Caller& caller, const corral::v1::ExecStart& request,
+      const std::function<void(corral::agent::v1::ExecStart&)>& adjust);
 
   // Sandboxes by state name, for health.
   std::map<std::string, uint32_t> CountByState();

@@ -19,7 +19,7 @@
 #include "corral/v1/system.grpc.pb.h"
 #include "daemon/core/sandbox_manager.h"
 #include "daemon/images/image_store.h"
-#include "daemon/rpc/caller.h"
+#include "daemon/rpc/handler.h"
 #include "daemon/rpc/listener.h"
 #include "daemon/store/store.h"
 #include "google/protobuf/util/time_util.h"
@@ -401,35 +401,11 @@ class ExecService final : public v1::Exec::Service {
   const ServiceDeps deps_;
 };
 
-// Services declared in the API and not built yet: every method answers
-// UNIMPLEMENTED with its name.
-#define NOT_BUILT_UNARY(Method, Request, Response)                             \
-  grpc::Status Method(grpc::ServerContext*, const v1::Request*, v1::Response*) \
-      override {                                                               \
-    return NotBuilt(#Method);                                                  \
-  }
-
-class ShellsService final : public v1::Shells::Service {
- public:
-  NOT_BUILT_UNARY(OpenShell, OpenShellRequest, Shell)
-  NOT_BUILT_UNARY(ReadShell, ReadShellRequest, ReadShellResponse)
-  NOT_BUILT_UNARY(WriteShell, WriteShellRequest, WriteShellResponse)
-  NOT_BUILT_UNARY(ResizeShell, ResizeShellRequest, Shell)
-  NOT_BUILT_UNARY(SignalShell, SignalShellRequest, Shell)
-  NOT_BUILT_UNARY(CloseShell, CloseShellRequest, Shell)
-  NOT_BUILT_UNARY(ListShells, ListShellsRequest, ListShellsResponse)
-  grpc::Status AttachShell(
-      grpc::ServerContext*,
-      grpc::ServerReaderWriter<v1::AttachShellResponse,
-                               v1::AttachShellRequest>*) override {
-    return NotBuilt("AttachShell");
-  }
-};
-
 }  // namespace
 
 std::unique_ptr<grpc::Service> MakeImagesService(const ServiceDeps& deps);
 std::unique_ptr<grpc::Service> MakeFilesService(const ServiceDeps& deps);
+std::unique_ptr<grpc::Service> MakeShellsService(const ServiceDeps& deps);
 std::unique_ptr<grpc::Service> MakeSnapshotsService(const ServiceDeps& deps);
 
 std::vector<std::unique_ptr<grpc::Service>> MakeServices(
@@ -439,7 +415,7 @@ std::vector<std::unique_ptr<grpc::Service>> MakeServices(
   services.push_back(MakeImagesService(deps));
   services.push_back(std::make_unique<SandboxesService>(deps));
   services.push_back(std::make_unique<ExecService>(deps));
-  services.push_back(std::make_unique<ShellsService>());
+  services.push_back(MakeShellsService(deps));
   services.push_back(MakeFilesService(deps));
   services.push_back(MakeSnapshotsService(deps));
   return services;

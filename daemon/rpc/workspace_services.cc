@@ -7,7 +7,7 @@
 #include "corral/v1/files.grpc.pb.h"
 #include "corral/v1/snapshots.grpc.pb.h"
 #include "daemon/core/workspaces.h"
-#include "daemon/rpc/caller.h"
+#include "daemon/rpc/handler.h"
 #include "daemon/rpc/listener.h"
 #include "daemon/rpc/services.h"
 
@@ -32,15 +32,6 @@ Workspaces::ChunkReader DataReader(grpc::ServerReader<Request>* reader) {
     }
     return std::optional<std::string>();
   };
-}
-
-// Unary handlers: caller, call, copy the result.
-template <typename Result, typename Response, typename Call>
-grpc::Status Answer(Call call, Response* response) {
-  absl::StatusOr<Result> result = call();
-  if (!result.ok()) return ToGrpcStatus(result.status());
-  *response = std::move(*result);
-  return grpc::Status::OK;
 }
 
 class FilesService final : public v1::Files::Service {

@@ -88,8 +88,8 @@ TEST_CASE("agent sends hello and answers pings", "[agent_exec]") {
   CHECK(hello.agent_version() == "0.1.0");
   std::vector<std::string> caps(hello.capabilities().begin(),
                                 hello.capabilities().end());
-  CHECK(caps ==
-        std::vector<std::string>{"exec", "exec.stdin", "exec.signal", "fs"});
+  CHECK(caps == std::vector<std::string>{"exec", "exec.stdin", "exec.signal",
+                                         "fs", "exec.pty"});
   CHECK(hello.pid() == agent.pid);
   CHECK(agent.connection->Ping(absl::Seconds(2)).ok());
   CHECK(agent.connection->Ping(absl::Seconds(2)).ok());

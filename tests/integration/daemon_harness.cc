@@ -82,6 +82,17 @@ int DecodeStatus(int status) {
 
 }  // namespace
 
+long ProcStatusKib(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0) {
+      return std::strtol(line.c_str() + field.size() + 1, nullptr, 10);
+    }
+  }
+  return -1;
+}
+
 std::string BinaryDir() { return std::string(CORRAL_BINARY_DIR) + "/bin"; }
 
 std::string Trim(const std::string& s) {

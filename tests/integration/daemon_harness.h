@@ -68,6 +68,8 @@ class Daemon {
 };
 
 std::string BinaryDir();
+// A field of /proc/PID/status in KiB ("VmRSS", "VmHWM"), or -1.
+long ProcStatusKib(pid_t pid, const std::string& field);
 std::string Trim(const std::string& s);
 std::vector<std::string> Lines(const std::string& s);
 

@@ -3,8 +3,6 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-#include <fstream>
-#include <sstream>
 
 #include "tests/integration/daemon_harness.h"
 #include "tests/integration/workspace_util.h"
@@ -13,21 +11,6 @@ namespace corral::testing {
 namespace {
 
 namespace v1 = corral::v1;
-
-// A field of /proc/<pid>/status in KiB ("VmHWM", "VmRSS").
-long StatusKib(pid_t pid, const std::string& field) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field + ":", 0) == 0) {
-      std::istringstream fields(line.substr(field.size() + 1));
-      long kib = -1;
-      fields >> kib;
-      return kib;
-    }
-  }
-  return -1;
-}
 
 // Deterministic content: byte i of the file.
 char ByteAt(uint64_t i) { return static_cast<char>((i * 2654435761u) >> 13); }
@@ -44,7 +27,7 @@ TEST_CASE(
       api.CreateSeeded(Tar({{"seed.txt", TarEntry::kFile, "s\n"}}), &sandbox)
           .ok());
   const std::string id = sandbox.id();
-  const long before = StatusKib(daemon.pid(), "VmRSS");
+  const long before = ProcStatusKib(daemon.pid(), "VmRSS");
   REQUIRE(before > 0);
 
   // Sync: a tar with one 1 GiB file, produced and sent 1 MiB at a time.
@@ -125,7 +108,7 @@ TEST_CASE(
     CHECK(content == kSize);
     CHECK(mismatches == 0);
   }
-  const long peak = StatusKib(daemon.pid(), "VmHWM");
+  const long peak = ProcStatusKib(daemon.pid(), "VmHWM");
   INFO("daemon VmRSS before " << before << " KiB, peak " << peak << " KiB");
   // 1 GiB went through; the daemon's peak may grow by a few buffers only.
   CHECK(peak - before < 96 * 1024);

@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "corral/v1/shells.grpc.pb.h"
+#include "corral/v1/snapshots.grpc.pb.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "tests/integration/daemon_harness.h"
 
@@ -155,13 +156,23 @@ TEST_CASE("a hostile rootfs tar is refused and leaves no image behind") {
 
 TEST_CASE("declared but unbuilt RPCs answer UNIMPLEMENTED with a message") {
   Daemon daemon;
-  auto stub = corral::v1::Shells::NewStub(daemon.Channel());
+  auto exec = corral::v1::Exec::NewStub(daemon.Channel());
   grpc::ClientContext context;
-  corral::v1::Shell shell;
-  auto status =
-      stub->OpenShell(&context, corral::v1::OpenShellRequest(), &shell);
+  corral::v1::ListProcessesResponse processes;
+  auto status = exec->ListProcesses(
+      &context, corral::v1::ListProcessesRequest(), &processes);
   CHECK(status.error_code() == grpc::StatusCode::UNIMPLEMENTED);
-  CHECK(status.error_message().find("OpenShell is not built yet") !=
+  CHECK(status.error_message().find("ListProcesses is not built yet") !=
+        std::string::npos);
+  // Memory snapshots: the RPC is built, that option is not.
+  auto snapshots = corral::v1::Snapshots::NewStub(daemon.Channel());
+  grpc::ClientContext memory_context;
+  corral::v1::CreateSnapshotRequest memory;
+  memory.set_memory(true);
+  corral::v1::Snapshot snapshot;
+  auto refused = snapshots->CreateSnapshot(&memory_context, memory, &snapshot);
+  CHECK(refused.error_code() == grpc::StatusCode::UNIMPLEMENTED);
+  CHECK(refused.error_message().find("memory snapshots are not built yet") !=
         std::string::npos);
 }
 

@@ -1,18 +1,26 @@
 // Scaffolding for testing the CLI against an in-process fake corrald: a
 // gRPC server on a Unix socket in a fresh directory, running the CLI with
-// its stdin, stdout and stderr on files, and reading an upload the way the
-// daemon does (header first, then data).
+// its stdin, stdout and stderr on files or on a pseudo-terminal, and reading
+// an upload the way the daemon does (header first, then data).
 #ifndef CORRAL_TESTS_UNIT_CLIENT_FAKE_DAEMON_H_
 #define CORRAL_TESTS_UNIT_CLIENT_FAKE_DAEMON_H_
 
+#include <poll.h>
+#include <pty.h>
 #include <stdlib.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "client/commands.h"
@@ -62,6 +70,113 @@ inline CliRun RunCliCaptured(const std::vector<std::string>& args,
   const int code = corral::cli::RunCli(args);
   for (int fd = 0; fd < 3; ++fd) ::dup2(saved[fd].get(), fd);
   return {code, ReadAll(out.get()), ReadAll(err.get())};
+}
+
+// The master side of the pseudo-terminal that RunCliOnPty gives the CLI:
+// what the test types, and everything the CLI wrote so far. Used from the
+// test's driver thread while the CLI runs on the test's main thread.
+class PtyMaster {
+ public:
+  PtyMaster(int master, int slave) : master_(master), slave_(slave) {}
+
+  int slave() const { return slave_; }
+
+  // Types `keys` (one write, so the CLI normally reads them in one go).
+  bool Type(const std::string& keys) const {
+    return ::write(master_, keys.data(), keys.size()) ==
+           static_cast<ssize_t>(keys.size());
+  }
+
+  // Everything the CLI wrote to the terminal until now.
+  std::string output() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return output_;
+  }
+
+  // Reads what the CLI writes until Stop(); runs on its own thread, so the
+  // CLI never blocks on a full terminal.
+  void Collect() {
+    while (!stop_.load()) {
+      struct pollfd fd = {master_, POLLIN, 0};
+      if (::poll(&fd, 1, 20) <= 0) continue;
+      char buffer[4096];
+      const ssize_t got = ::read(master_, buffer, sizeof(buffer));
+      if (got <= 0) continue;
+      std::lock_guard<std::mutex> lock(mutex_);
+      output_.append(buffer, static_cast<size_t>(got));
+    }
+  }
+  void Stop() { stop_.store(true); }
+
+ private:
+  const int master_;
+  const int slave_;
+  mutable std::mutex mutex_;
+  std::string output_;
+  std::atomic<bool> stop_{false};
+};
+
+struct PtyRun {
+  int exit_code = -1;
+  // What the CLI wrote to the terminal (stdout and stderr both).
+  std::string output;
+  // The terminal's settings before and after the CLI ran.
+  struct termios before = {};
+  struct termios after = {};
+};
+
+// Runs the CLI with fds 0, 1 and 2 on the slave side of a new pty of
+// `size`, while `drive` gets the master on another thread. `drive` must not
+// use Catch's assertions (they are not thread-safe): it records what it
+// saw for the test to check afterwards.
+inline PtyRun RunCliOnPty(const std::vector<std::string>& args,
+                          struct winsize size,
+                          const std::function<void(PtyMaster&)>& drive) {
+  int master_fd = -1;
+  int slave_fd = -1;
+  REQUIRE(::openpty(&master_fd, &slave_fd, nullptr, nullptr, &size) == 0);
+  UniqueFd master(master_fd);
+  UniqueFd slave(slave_fd);
+  PtyRun run;
+  REQUIRE(::tcgetattr(slave.get(), &run.before) == 0);
+
+  PtyMaster terminal(master.get(), slave.get());
+  std::thread collector([&terminal] { terminal.Collect(); });
+  std::thread driver([&terminal, &drive] { drive(terminal); });
+  UniqueFd saved[3] = {UniqueFd(::dup(0)), UniqueFd(::dup(1)),
+                       UniqueFd(::dup(2))};
+  for (int fd = 0; fd < 3; ++fd) ::dup2(slave.get(), fd);
+  run.exit_code = corral::cli::RunCli(args);
+  for (int fd = 0; fd < 3; ++fd) ::dup2(saved[fd].get(), fd);
+  driver.join();
+  ::tcgetattr(slave.get(), &run.after);
+  // Let the last output through before the collector stops.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  terminal.Stop();
+  collector.join();
+  run.output = terminal.output();
+  return run;
+}
+
+// True when two terminal settings are the same in every field a program
+// changes (flags and control characters).
+inline bool SameTerminalSettings(const struct termios& a,
+                                 const struct termios& b) {
+  return a.c_iflag == b.c_iflag && a.c_oflag == b.c_oflag &&
+         a.c_cflag == b.c_cflag && a.c_lflag == b.c_lflag &&
+         std::equal(std::begin(a.c_cc), std::end(a.c_cc), std::begin(b.c_cc));
+}
+
+// Waits up to `timeout` for `condition`, polling; true when it held.
+inline bool Eventually(
+    const std::function<bool()>& condition,
+    std::chrono::milliseconds timeout = std::chrono::milliseconds(5000)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
 }
 
 // A gRPC server with `services` on "corrald.sock" in a fresh directory. The
