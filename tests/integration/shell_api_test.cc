@@ -223,7 +223,13 @@ TEST_CASE(
   CHECK(r.output() == std::string(4096, 'x'));
   const long peak = ProcStatusKib(daemon.pid(), "VmHWM");
   INFO("daemon peak RSS " << before << " -> " << peak << " KiB");
+#ifndef __SANITIZE_ADDRESS__
   CHECK(peak - before < 64 * 1024);
+#else
+  // ASan's quarantine keeps freed buffers (256 MiB by default): the peak
+  // says nothing about the daemon's own use.
+  WARN("ASan build: memory bound not checked");
+#endif
 }
 
 TEST_CASE("shells are listed, closed, and bounded per sandbox") {

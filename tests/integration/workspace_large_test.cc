@@ -111,7 +111,13 @@ TEST_CASE(
   const long peak = ProcStatusKib(daemon.pid(), "VmHWM");
   INFO("daemon VmRSS before " << before << " KiB, peak " << peak << " KiB");
   // 1 GiB went through; the daemon's peak may grow by a few buffers only.
+#ifndef __SANITIZE_ADDRESS__
   CHECK(peak - before < 96 * 1024);
+#else
+  // ASan's quarantine keeps freed buffers (256 MiB by default): the peak
+  // says nothing about the daemon's own use.
+  WARN("ASan build: memory bound not checked");
+#endif
   REQUIRE(api.Delete(id).ok());
 }
 
