@@ -159,6 +159,19 @@ class Store::Statement {
     }
   }
 
+  // Steps through every remaining row, turning each into a value with
+  // `from_row(*this)`.
+  template <typename FromRow>
+  auto Collect(FromRow from_row)
+      -> absl::StatusOr<std::vector<decltype(from_row(*this))>> {
+    std::vector<decltype(from_row(*this))> rows;
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, Step());
+      if (!row) return rows;
+      rows.push_back(from_row(*this));
+    }
+  }
+
   Statement& Int(int index, int64_t value) {
     Check(sqlite3_bind_int64(stmt_, index, value));
     return *this;
@@ -513,26 +526,23 @@ absl::StatusOr<uint32_t> Store::InsertSandboxWithHostUid(
 
 absl::StatusOr<std::vector<SandboxRecord>> Store::QuerySandboxes(
     Statement& stmt) {
-  std::vector<SandboxRecord> records;
-  while (true) {
-    ASSIGN_OR_RETURN(bool row, stmt.Step());
-    if (!row) break;
-    SandboxRecord& r = records.emplace_back();
-    r.id = stmt.ColumnBytes(0);
-    r.owner_uid = static_cast<uint32_t>(stmt.ColumnInt(1));
-    r.owner_gid = static_cast<uint32_t>(stmt.ColumnInt(2));
-    r.runtime = stmt.ColumnBytes(3);
-    r.image = stmt.ColumnBytes(4);
-    r.state = static_cast<int>(stmt.ColumnInt(5));
-    r.created_at = stmt.ColumnTime(6);
-    r.expires_at = stmt.ColumnTime(7);
+  return stmt.Collect([](Statement& row) {
+    SandboxRecord r;
+    r.id = row.ColumnBytes(0);
+    r.owner_uid = static_cast<uint32_t>(row.ColumnInt(1));
+    r.owner_gid = static_cast<uint32_t>(row.ColumnInt(2));
+    r.runtime = row.ColumnBytes(3);
+    r.image = row.ColumnBytes(4);
+    r.state = static_cast<int>(row.ColumnInt(5));
+    r.created_at = row.ColumnTime(6);
+    r.expires_at = row.ColumnTime(7);
     r.host_uid =
-        stmt.ColumnIsNull(8) ? 0 : static_cast<uint32_t>(stmt.ColumnInt(8));
-    r.failure = stmt.ColumnBytes(9);
-    r.spec = stmt.ColumnBytes(10);
-    r.backend_handle = stmt.ColumnBytes(11);
-  }
-  return records;
+        row.ColumnIsNull(8) ? 0 : static_cast<uint32_t>(row.ColumnInt(8));
+    r.failure = row.ColumnBytes(9);
+    r.spec = row.ColumnBytes(10);
+    r.backend_handle = row.ColumnBytes(11);
+    return r;
+  });
 }
 
 absl::StatusOr<SandboxRecord> Store::GetSandbox(std::string_view id) {
@@ -762,13 +772,7 @@ absl::StatusOr<std::vector<ImageRecord>> Store::ListImages() {
   std::lock_guard lock(mutex_);
   static const std::string kSql = absl::StrCat(kSelectImages, " ORDER BY name");
   ASSIGN_OR_RETURN(Statement stmt, Prepare(kSql.c_str()));
-  std::vector<ImageRecord> records;
-  while (true) {
-    ASSIGN_OR_RETURN(bool row, stmt.Step());
-    if (!row) break;
-    records.push_back(ImageFromRow(stmt));
-  }
-  return records;
+  return stmt.Collect(ImageFromRow);
 }
 
 absl::Status Store::DeleteImage(std::string_view name) {
@@ -824,18 +828,15 @@ absl::StatusOr<std::vector<EventRecord>> Store::ListEvents(
   // LIMIT -1 means no limit in SQLite.
   stmt.Int(1, after_sequence).Int(2, limit > 0 ? limit : -1);
   if (!sandbox_id.empty()) stmt.Text(3, sandbox_id);
-  std::vector<EventRecord> events;
-  while (true) {
-    ASSIGN_OR_RETURN(bool row, stmt.Step());
-    if (!row) break;
-    EventRecord& e = events.emplace_back();
-    e.sequence = stmt.ColumnInt(0);
-    e.time = stmt.ColumnTime(1);
-    e.sandbox_id = stmt.ColumnBytes(2);
-    e.type = stmt.ColumnBytes(3);
-    e.message = stmt.ColumnBytes(4);
-  }
-  return events;
+  return stmt.Collect([](Statement& row) {
+    EventRecord e;
+    e.sequence = row.ColumnInt(0);
+    e.time = row.ColumnTime(1);
+    e.sandbox_id = row.ColumnBytes(2);
+    e.type = row.ColumnBytes(3);
+    e.message = row.ColumnBytes(4);
+    return e;
+  });
 }
 
 absl::StatusOr<int64_t> Store::TrimEventsLocked(int64_t keep) {
@@ -885,21 +886,18 @@ absl::StatusOr<std::vector<CommandRecord>> Store::ListCommands(
       "ORDER BY sequence";
   ASSIGN_OR_RETURN(Statement stmt, Prepare(kSql));
   stmt.Text(1, sandbox_id);
-  std::vector<CommandRecord> commands;
-  while (true) {
-    ASSIGN_OR_RETURN(bool row, stmt.Step());
-    if (!row) break;
-    CommandRecord& c = commands.emplace_back();
-    c.sequence = stmt.ColumnInt(0);
-    c.sandbox_id = stmt.ColumnBytes(1);
-    c.argv = stmt.ColumnBytes(2);
-    c.exit_code = static_cast<int>(stmt.ColumnInt(3));
-    c.signal = static_cast<int>(stmt.ColumnInt(4));
-    c.started_at = stmt.ColumnTime(5);
-    c.duration = absl::Microseconds(stmt.ColumnInt(6));
-    c.details = stmt.ColumnBytes(7);
-  }
-  return commands;
+  return stmt.Collect([](Statement& row) {
+    CommandRecord c;
+    c.sequence = row.ColumnInt(0);
+    c.sandbox_id = row.ColumnBytes(1);
+    c.argv = row.ColumnBytes(2);
+    c.exit_code = static_cast<int>(row.ColumnInt(3));
+    c.signal = static_cast<int>(row.ColumnInt(4));
+    c.started_at = row.ColumnTime(5);
+    c.duration = absl::Microseconds(row.ColumnInt(6));
+    c.details = row.ColumnBytes(7);
+    return c;
+  });
 }
 
 // --- Snapshots ---
@@ -947,20 +945,17 @@ constexpr char kSnapshotColumns[] =
 
 absl::StatusOr<std::vector<SnapshotRecord>> Store::QuerySnapshots(
     Statement& stmt) {
-  std::vector<SnapshotRecord> result;
-  while (true) {
-    ASSIGN_OR_RETURN(bool row, stmt.Step());
-    if (!row) break;
-    SnapshotRecord& r = result.emplace_back();
-    r.sandbox_id = stmt.ColumnBytes(0);
-    r.name = stmt.ColumnBytes(1);
-    r.manifest = stmt.ColumnBytes(2);
-    r.created_at = stmt.ColumnTime(3);
-    r.entries = static_cast<uint64_t>(stmt.ColumnInt(4));
-    r.size_bytes = static_cast<uint64_t>(stmt.ColumnInt(5));
-    r.new_bytes = static_cast<uint64_t>(stmt.ColumnInt(6));
-  }
-  return result;
+  return stmt.Collect([](Statement& row) {
+    SnapshotRecord r;
+    r.sandbox_id = row.ColumnBytes(0);
+    r.name = row.ColumnBytes(1);
+    r.manifest = row.ColumnBytes(2);
+    r.created_at = row.ColumnTime(3);
+    r.entries = static_cast<uint64_t>(row.ColumnInt(4));
+    r.size_bytes = static_cast<uint64_t>(row.ColumnInt(5));
+    r.new_bytes = static_cast<uint64_t>(row.ColumnInt(6));
+    return r;
+  });
 }
 
 absl::StatusOr<SnapshotRecord> Store::GetSnapshot(std::string_view sandbox_id,
@@ -1009,13 +1004,7 @@ absl::StatusOr<std::vector<std::string>> Store::ListSnapshotManifests() {
   std::lock_guard lock(mutex_);
   static constexpr char kSql[] = "SELECT DISTINCT manifest FROM snapshots";
   ASSIGN_OR_RETURN(Statement stmt, Prepare(kSql));
-  std::vector<std::string> result;
-  while (true) {
-    ASSIGN_OR_RETURN(bool row, stmt.Step());
-    if (!row) break;
-    result.push_back(stmt.ColumnBytes(0));
-  }
-  return result;
+  return stmt.Collect([](Statement& row) { return row.ColumnBytes(0); });
 }
 
 }  // namespace corral::daemon

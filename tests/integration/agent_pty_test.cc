@@ -137,6 +137,28 @@ pid_t WaitChild(pid_t parent, const std::string& name) {
 
 }  // namespace
 
+// An interactive shell that has shown its prompt, and what it printed so far.
+struct AtPrompt {
+  Started shell;
+  std::string seen;
+  size_t consumed = 0;
+};
+
+AtPrompt ShellAtPrompt(Agent& agent) {
+  AtPrompt at;
+  at.shell = Start(agent, InteractiveShell());
+  REQUIRE(ReadUntil(*at.shell.session, "$ ", &at.seen, &at.consumed));
+  return at;
+}
+
+// Types `line`, which runs a sleep in the foreground, and returns its pid.
+pid_t StartSleep(AtPrompt& at, const std::string& line) {
+  REQUIRE(at.shell.session->WriteStdin(line, false).ok());
+  const pid_t pid = WaitChild(at.shell.pid, "sleep");
+  REQUIRE(pid > 0);
+  return pid;
+}
+
 TEST_CASE("hello announces exec.pty", "[agent_pty]") {
   Agent agent = StartAgent();
   const auto& caps = agent.connection->hello().capabilities();
@@ -244,10 +266,10 @@ TEST_CASE("Resize on a stream without a pty is ignored", "[agent_pty]") {
 
 TEST_CASE("typing into an interactive shell", "[agent_pty]") {
   Agent agent = StartAgent();
-  Started shell = Start(agent, InteractiveShell());
-  std::string seen;
-  size_t consumed = 0;
-  REQUIRE(ReadUntil(*shell.session, "$ ", &seen, &consumed));
+  AtPrompt at = ShellAtPrompt(agent);
+  Started& shell = at.shell;
+  std::string& seen = at.seen;
+  size_t& consumed = at.consumed;
   // The terminal echoes the line, which has $((6*7)) rather than 42.
   REQUIRE(shell.session->WriteStdin("echo $((6*7))\n", false).ok());
   CHECK(ReadUntil(*shell.session, "42\r\n", &seen, &consumed));
@@ -286,13 +308,11 @@ TEST_CASE("stdin eof on a pty ends the input like ^D", "[agent_pty]") {
 
 TEST_CASE("^C interrupts the foreground job, not the shell", "[agent_pty]") {
   Agent agent = StartAgent();
-  Started shell = Start(agent, InteractiveShell());
-  std::string seen;
-  size_t consumed = 0;
-  REQUIRE(ReadUntil(*shell.session, "$ ", &seen, &consumed));
-  REQUIRE(shell.session->WriteStdin("sleep 100\n", false).ok());
-  const pid_t sleep_pid = WaitChild(shell.pid, "sleep");
-  REQUIRE(sleep_pid > 0);
+  AtPrompt at = ShellAtPrompt(agent);
+  Started& shell = at.shell;
+  std::string& seen = at.seen;
+  size_t& consumed = at.consumed;
+  const pid_t sleep_pid = StartSleep(at, "sleep 100\n");
   REQUIRE(shell.session->WriteStdin("\x03", false).ok());
   CHECK(WaitGone(sleep_pid));
   REQUIRE(shell.session->WriteStdin("echo al\"\"ive\n", false).ok());
@@ -302,13 +322,11 @@ TEST_CASE("^C interrupts the foreground job, not the shell", "[agent_pty]") {
 
 TEST_CASE("Signal goes to the terminal's foreground job", "[agent_pty]") {
   Agent agent = StartAgent();
-  Started shell = Start(agent, InteractiveShell());
-  std::string seen;
-  size_t consumed = 0;
-  REQUIRE(ReadUntil(*shell.session, "$ ", &seen, &consumed));
-  REQUIRE(shell.session->WriteStdin("sleep 100\n", false).ok());
-  const pid_t sleep_pid = WaitChild(shell.pid, "sleep");
-  REQUIRE(sleep_pid > 0);
+  AtPrompt at = ShellAtPrompt(agent);
+  Started& shell = at.shell;
+  std::string& seen = at.seen;
+  size_t& consumed = at.consumed;
+  const pid_t sleep_pid = StartSleep(at, "sleep 100\n");
   // The interactive shell put the sleep in a group of its own: sent to the
   // shell's group, SIGINT would not reach it.
   CHECK(::getpgid(sleep_pid) != shell.pid);
@@ -414,15 +432,11 @@ TEST_CASE("tearing down a pty stream kills the command and its job",
   // ~ExecSession sends SIGKILL: on a pty it must reach both the shell and
   // the job in the foreground group of its own.
   Agent agent = StartAgent();
-  Started shell = Start(agent, InteractiveShell());
-  std::string seen;
-  size_t consumed = 0;
-  REQUIRE(ReadUntil(*shell.session, "$ ", &seen, &consumed));
+  AtPrompt at = ShellAtPrompt(agent);
+  Started& shell = at.shell;
   // The job ignores SIGHUP, so only the agent's kill of the foreground group
   // ends it.
-  REQUIRE(shell.session->WriteStdin("trap '' HUP; sleep 100\n", false).ok());
-  const pid_t sleep_pid = WaitChild(shell.pid, "sleep");
-  REQUIRE(sleep_pid > 0);
+  const pid_t sleep_pid = StartSleep(at, "trap '' HUP; sleep 100\n");
   shell.session.reset();
   CHECK(WaitGone(shell.pid));
   CHECK(WaitGone(sleep_pid));
