@@ -25,6 +25,7 @@
 #include "client/format.h"
 #include "client/options.h"
 #include "client/output.h"
+#include "client/process_commands.h"
 #include "client/shell_commands.h"
 #include "client/tar_packer.h"
 #include "client/transfer.h"
@@ -267,8 +268,24 @@ Result Run(Connection& connection, const GlobalOptions& global,
       {.json = global.json, .timeout_seconds = exec.timeout_seconds});
 }
 
+// `exec -d`: the command runs in the background, detached from corral.
+struct DetachOptions {
+  bool detach = false;
+  std::string tag;
+};
+
 Result Exec(Connection& connection, const GlobalOptions& global,
-            const std::string& id, const ExecOptions& exec) {
+            const std::string& id, const ExecOptions& exec,
+            const DetachOptions& detach) {
+  if (detach.detach) {
+    ASSIGN_OR_RETURN(const corral::v1::StartProcessRequest request,
+                     BuildStartProcessRequest(exec, id, detach.tag));
+    return StartProcess(connection, request, global.json);
+  }
+  if (!detach.tag.empty()) {
+    return absl::InvalidArgumentError(
+        "--tag names a background process: give -d too");
+  }
   ASSIGN_OR_RETURN(const corral::v1::ExecStart start, BuildExecStart(exec, id));
   return ExecCommand(
       connection, start,
@@ -470,6 +487,7 @@ void NameOptionValues(CLI::App* app) {
       {"snapshot", "NAME"},
       {"socket", "PATH"},
       {"state", "STATE"},
+      {"tag", "TAG"},
       {"timeout", "SECONDS"},
       {"to", "SNAPSHOT"},
       {"ttl", "SECONDS"},
@@ -608,11 +626,19 @@ int RunCli(const std::vector<std::string>& args) {
   exec->add_option("--workdir", exec_options.workdir,
                    "Working directory (default: the sandbox's)");
   AddExecFlags(exec, exec_options);
+  DetachOptions exec_detach;
+  exec->add_flag("-d,--detach", exec_detach.detach,
+                 "Start the command in the background and print its process "
+                 "id (see corral ps, attach, kill)");
+  exec->add_option("--tag", exec_detach.tag,
+                   "With -d: a name for the process, usable wherever its id "
+                   "is");
   exec->add_option("COMMAND", exec_options.argv,
                    "Command and arguments (after '--')");
   exec->footer(
       absl::StrCat("Usage: corral exec [OPTIONS] ID -- COMMAND [ARGS...]\n",
-                   kExitCodesFooter));
+                   kExitCodesFooter,
+                   " With -d: 0 once the process started (its id on stdout)."));
 
   ListOptions list_options;
   CLI::App* list = app.add_subcommand("ls", "List sandboxes");
@@ -728,7 +754,7 @@ int RunCli(const std::vector<std::string>& args) {
     // command; --timeout belongs to the command.
     result = Run(connection, global, run_create, run_exec);
   } else if (exec->parsed()) {
-    result = Exec(connection, global, exec_id, exec_options);
+    result = Exec(connection, global, exec_id, exec_options, exec_detach);
   } else if (list->parsed()) {
     result = List(connection, global, list_options);
   } else if (app.got_subcommand("inspect")) {

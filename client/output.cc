@@ -9,9 +9,7 @@
 #include "corral/status_macros.h"
 
 namespace corral::cli {
-namespace {
 
-// 0, or the errno of the failed write(2).
 int WriteAllOrErrno(int fd, absl::string_view data) {
   while (!data.empty()) {
     const ssize_t written = ::write(fd, data.data(), data.size());
@@ -23,8 +21,6 @@ int WriteAllOrErrno(int fd, absl::string_view data) {
   }
   return 0;
 }
-
-}  // namespace
 
 absl::Status WriteAll(int fd, absl::string_view data) {
   const int error = WriteAllOrErrno(fd, data);

@@ -15,6 +15,9 @@ namespace corral::cli {
 // Writes all of `data` to `fd` with write(2), retrying short writes and
 // EINTR; no stdio buffering, so output interleaves as the command wrote it.
 absl::Status WriteAll(int fd, absl::string_view data);
+// The same, returning 0 or the errno of the failed write(2) (EPIPE when the
+// reader went away).
+int WriteAllOrErrno(int fd, absl::string_view data);
 
 // Prints "corral: warning: <message>" on `fd`.
 void Warn(absl::string_view message, int fd = 2);

@@ -5,12 +5,12 @@
 #include <cstdint>
 
 #include "CLI/CLI.hpp"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "client/command_support.h"
 #include "client/detach_keys.h"
 #include "client/options.h"
 #include "client/output.h"
+#include "client/process_commands.h"
 #include "client/shell_format.h"
 #include "client/shell_session.h"
 #include "client/terminal.h"
@@ -31,13 +31,16 @@ struct ShellCommands::Flags {
 
   // Shared by the commands; each parse fills only what its command uses.
   std::string id;
+  // SHELL_ID, or for attach and kill PROC (a process id or tag).
   std::string shell_id;
   std::vector<std::string> argv;
   std::string cwd;
   std::vector<std::string> env;
   std::string detach_keys = kDefaultDetachKeys;
   std::string from = "0";
-  std::string signal = "TERM";
+  bool no_follow = false;
+  // Empty: kill's default (see KillOptions).
+  std::string signal;
   bool remove = false;
   uint64_t cursor = 0;
   uint32_t max_bytes = 0;
@@ -66,27 +69,21 @@ CLI::App* AddIds(CLI::App* command, ShellCommands::Flags& f) {
   return command;
 }
 
+// For the commands that take any process, shells included.
+CLI::App* AddProcessIds(CLI::App* command, ShellCommands::Flags& f) {
+  command->add_option("ID", f.id, "Sandbox id")->required();
+  command
+      ->add_option("PROC", f.shell_id,
+                   "Process or shell: its id or its tag (see corral ps)")
+      ->required();
+  return command;
+}
+
 void AddDetachKeys(CLI::App* command, std::string& keys) {
   command->add_option(
       "--detach-keys", keys,
       "Keys that detach and leave the shell running: characters or ctrl-X, "
       "separated by commas; '' turns detaching off (default: ctrl-p,ctrl-q)");
-}
-
-absl::StatusOr<corral::v1::Shell> FindShell(Connection& connection,
-                                            const std::string& sandbox_id,
-                                            const std::string& shell_id) {
-  corral::v1::ListShellsRequest request;
-  request.set_sandbox_id(sandbox_id);
-  ASSIGN_OR_RETURN(
-      const corral::v1::ListShellsResponse response,
-      UnaryCall(connection, connection.UnaryContext(), connection.shells(),
-                &Shells::Stub::ListShells, request));
-  for (const corral::v1::Shell& shell : response.shells()) {
-    if (shell.shell_id() == shell_id) return shell;
-  }
-  return absl::NotFoundError(
-      absl::StrCat("no shell ", shell_id, " in sandbox ", sandbox_id));
 }
 
 Result OpenShell(Connection& connection, const ShellCommands::Flags& f) {
@@ -111,63 +108,22 @@ Result OpenShell(Connection& connection, const ShellCommands::Flags& f) {
 }
 
 Result Attach(Connection& connection, const ShellCommands::Flags& f) {
-  ASSIGN_OR_RETURN(const std::string detach_sequence,
-                   ParseDetachKeys(f.detach_keys));
-  AttachTarget target;
-  target.sandbox_id = f.id;
-  target.shell_id = f.shell_id;
-  if (f.from == "end") {
-    // Only what comes from now on: start at the shell's current end.
-    ASSIGN_OR_RETURN(const corral::v1::Shell shell,
-                     FindShell(connection, f.id, f.shell_id));
-    target.cursor = shell.output_end();
-  } else if (!absl::SimpleAtoi(f.from, &target.cursor)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--from expects an output offset or 'end', got '", f.from, "'"));
-  }
-  return AttachToShell(connection, target, detach_sequence);
-}
-
-Result ListShells(Connection& connection, bool json,
-                  const ShellCommands::Flags& f) {
-  corral::v1::ListShellsRequest request;
-  request.set_sandbox_id(f.id);
-  ASSIGN_OR_RETURN(
-      const corral::v1::ListShellsResponse response,
-      UnaryCall(connection, connection.UnaryContext(), connection.shells(),
-                &Shells::Stub::ListShells, request));
-  RETURN_IF_ERROR(json ? PrintMessage(response)
-                       : Print(FormatShells(response, NowSeconds())));
-  return 0;
+  AttachOptions options;
+  options.sandbox_id = f.id;
+  options.process = f.shell_id;
+  options.from = f.from;
+  options.no_follow = f.no_follow;
+  options.detach_keys = f.detach_keys;
+  return AttachProcess(connection, options);
 }
 
 Result Kill(Connection& connection, bool json, const ShellCommands::Flags& f) {
-  ASSIGN_OR_RETURN(const int signal_number, ParseSignal(f.signal));
-  corral::v1::SignalShellRequest request;
-  request.set_sandbox_id(f.id);
-  request.set_shell_id(f.shell_id);
-  request.set_signal(signal_number);
-  corral::v1::Shell shell;
-  grpc::Status status;
-  {
-    auto context = connection.UnaryContext();
-    status = connection.shells().SignalShell(context.get(), request, &shell);
-  }
-  // With --rm an exited shell is what one wants to clean up: that it can no
-  // longer be signalled does not matter, CloseShell forgets it.
-  const bool already_exited =
-      f.remove && status.error_code() == grpc::StatusCode::FAILED_PRECONDITION;
-  if (!status.ok() && !already_exited) return connection.CallError(status);
-  if (f.remove) {
-    corral::v1::CloseShellRequest close;
-    close.set_sandbox_id(f.id);
-    close.set_shell_id(f.shell_id);
-    ASSIGN_OR_RETURN(shell, UnaryCall(connection, connection.UnaryContext(),
-                                      connection.shells(),
-                                      &Shells::Stub::CloseShell, close));
-  }
-  if (json) RETURN_IF_ERROR(PrintMessage(shell));
-  return 0;
+  KillOptions options;
+  options.sandbox_id = f.id;
+  options.process = f.shell_id;
+  options.signal = f.signal;
+  options.remove = f.remove;
+  return KillProcess(connection, options, json);
 }
 
 Result ReadShell(Connection& connection, bool json,
@@ -237,23 +193,37 @@ ShellCommands::ShellCommands(CLI::App& app)
       "detaching; 128+N when signal N ended corral (the shell keeps "
       "running); 125 for errors of corral itself.");
 
-  f.attach = AddIds(
-      app.add_subcommand("attach", "Attach to a running shell again"), f);
+  f.attach = AddProcessIds(
+      app.add_subcommand("attach",
+                         "Attach to a shell again, or follow a background "
+                         "process's output"),
+      f);
   f.attach->add_option("--from", f.from,
                        "Replay output from OFFSET (default 0: all the ring "
                        "still holds), or 'end' for only new output");
+  f.attach->add_flag("--no-follow", f.no_follow,
+                     "Print the output there is now and exit, without "
+                     "waiting for more");
   AddDetachKeys(f.attach, f.detach_keys);
+  f.attach->footer(
+      "Exit codes: the process's own (124 when its timeout killed it, "
+      "128+N when signal N did); 0 after detaching (Ctrl-C for a background "
+      "process, the detach keys for a shell) or with --no-follow while it "
+      "runs; 128+N when signal N ended an attached shell session; 125 for "
+      "errors of corral itself and processes lost without a status.");
 
-  f.ps = app.add_subcommand("ps", "List the shells of a sandbox");
+  f.ps = app.add_subcommand(
+      "ps", "List the background processes and shells of a sandbox");
   f.ps->add_option("ID", f.id, "Sandbox id")->required();
 
-  f.kill = AddIds(app.add_subcommand("kill", "Send a signal to a shell"), f);
+  f.kill = AddProcessIds(
+      app.add_subcommand("kill", "Send a signal to a process or shell"), f);
   f.kill->add_option("SIGNAL", f.signal,
                      "TERM (default), INT, KILL, HUP, QUIT, TSTP, CONT, ... "
                      "with or without SIG, or a number");
   f.kill->add_flag("--rm", f.remove,
-                   "Then close the shell: kill what is left of it and forget "
-                   "it and its output");
+                   "Remove it: kill what is left of it (SIGKILL) and forget "
+                   "it and its output (after SIGNAL, when one is given)");
 
   f.read = AddIds(app.add_subcommand(
                       "shell-read",
@@ -287,7 +257,7 @@ std::optional<Result> ShellCommands::Dispatch(Connection& connection,
   const Flags& f = *flags_;
   if (f.shell->parsed()) return OpenShell(connection, f);
   if (f.attach->parsed()) return Attach(connection, f);
-  if (f.ps->parsed()) return ListShells(connection, json, f);
+  if (f.ps->parsed()) return ListProcesses(connection, f.id, json);
   if (f.kill->parsed()) return Kill(connection, json, f);
   if (f.read->parsed()) return ReadShell(connection, json, f);
   if (f.write->parsed()) return WriteShell(connection, f);

@@ -1,6 +1,8 @@
-// The shell commands of the corral CLI (issue 4): shell, attach, ps, kill,
-// shell-read and shell-write. Their flags are defined here too;
-// commands.cc registers them and dispatches.
+// The shell and process commands of the corral CLI (issue 4): shell,
+// attach, ps, kill, shell-read and shell-write. Their flags are defined
+// here; attach, ps and kill, which work on every process (shells included),
+// are carried out by process_commands.h. commands.cc registers them and
+// dispatches.
 #ifndef CORRAL_CLIENT_SHELL_COMMANDS_H_
 #define CORRAL_CLIENT_SHELL_COMMANDS_H_
 

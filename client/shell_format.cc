@@ -2,26 +2,16 @@
 
 #include <string.h>
 
-#include <vector>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "client/format.h"
-#include "client/workspace_format.h"
 
 namespace corral::cli {
 namespace {
 
 constexpr int kMaxSignal = 64;
-
-std::string TerminalSizeText(const corral::v1::TerminalSize& size) {
-  // 0 is the daemon's default, 24x80.
-  return absl::StrCat(size.rows() != 0 ? size.rows() : 24, "x",
-                      size.columns() != 0 ? size.columns() : 80);
-}
 
 }  // namespace
 
@@ -47,33 +37,6 @@ absl::StatusOr<int> ParseSignal(absl::string_view text) {
 int ShellExitCode(int exit_code, int signal_number) {
   if (signal_number > 0) return 128 + signal_number;
   return exit_code & 0xff;
-}
-
-std::string ShellState(const corral::v1::Shell& shell) {
-  if (shell.running()) return "running";
-  if (shell.signal() > 0) return "killed " + SignalName(shell.signal());
-  return absl::StrCat("exited ", shell.exit_code());
-}
-
-std::string FormatShells(const corral::v1::ListShellsResponse& response,
-                         int64_t now_seconds) {
-  std::vector<std::vector<std::string>> rows;
-  for (const corral::v1::Shell& shell : response.shells()) {
-    // Whoever opened the shell chose its argv: escaped, so that it cannot
-    // drive the terminal of whoever lists it.
-    const std::string command =
-        shell.argv().empty() ? std::string("/bin/sh -i")
-                             : EscapeControl(absl::StrJoin(shell.argv(), " "));
-    const std::string created =
-        shell.has_created_at()
-            ? FormatRelative(shell.created_at().seconds() - now_seconds)
-            : std::string("-");
-    rows.push_back({shell.shell_id(), command, ShellState(shell),
-                    TerminalSizeText(shell.size()),
-                    FormatBytes(shell.output_end()), created});
-  }
-  return FormatTable({"SHELL", "COMMAND", "STATE", "SIZE", "OUTPUT", "CREATED"},
-                     rows);
 }
 
 std::string FormatShellReadJson(const corral::v1::ReadShellResponse& response) {

@@ -1,6 +1,6 @@
 // Pure helpers of the shell commands (issue 4): signal names, a shell's
-// state and exit code, and the `corral ps` and `corral shell-read --json`
-// renderings. No I/O, so tests can drive them.
+// exit code, and the `corral shell-read --json` rendering (`corral ps` is
+// process_format.h's). No I/O, so tests can drive them.
 #ifndef CORRAL_CLIENT_SHELL_FORMAT_H_
 #define CORRAL_CLIENT_SHELL_FORMAT_H_
 
@@ -21,13 +21,6 @@ absl::StatusOr<int> ParseSignal(absl::string_view text);
 // The CLI's exit code for a shell that ended: 128+N when signal N killed
 // it, else its exit status (8 bits, as shells report it).
 int ShellExitCode(int exit_code, int signal_number);
-
-// "running", "exited 3" or "killed SIGKILL".
-std::string ShellState(const corral::v1::Shell& shell);
-
-// `corral ps`: SHELL COMMAND STATE SIZE OUTPUT CREATED.
-std::string FormatShells(const corral::v1::ListShellsResponse& response,
-                         int64_t now_seconds);
 
 // `corral shell-read --json`: {"output": text (invalid UTF-8 replaced),
 // "output_base64": the exact bytes, "offset", "next_cursor", "missed",

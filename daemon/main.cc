@@ -20,8 +20,8 @@
 #include "corral/unique_fd.h"
 #include "daemon/config/config.h"
 #include "daemon/core/backend.h"
+#include "daemon/core/processes.h"
 #include "daemon/core/sandbox_manager.h"
-#include "daemon/core/shells.h"
 #include "daemon/core/workspaces.h"
 #include "daemon/images/image_store.h"
 #include "daemon/rpc/listener.h"
@@ -174,10 +174,10 @@ int Run(int argc, char** argv) {
   // may destroy some before the workspaces exist (their first collection
   // covers those).
   std::atomic<Workspaces*> workspaces_ready{nullptr};
-  std::atomic<Shells*> shells_ready{nullptr};
+  std::atomic<Processes*> processes_ready{nullptr};
   core.on_destroyed = [&](const std::string& id) {
     if (Workspaces* w = workspaces_ready.load()) w->RequestGarbageCollection();
-    if (Shells* s = shells_ready.load()) s->ForgetSandbox(id);
+    if (Processes* p = processes_ready.load()) p->ForgetSandbox(id);
   };
   auto manager =
       SandboxManager::Create(core, store->get(), images->get(), plugins->get());
@@ -192,8 +192,12 @@ int Run(int argc, char** argv) {
       Workspaces::Create(state, store->get(), manager->get(), workspace_limits);
   if (!workspaces.ok()) return fail(workspaces.status());
   workspaces_ready = workspaces->get();
-  auto shells = std::make_unique<Shells>(manager->get(), ShellLimits{});
-  shells_ready = shells.get();
+  // Processes and shells a previous daemon left are taken up before
+  // serving.
+  auto processes = std::make_unique<Processes>(
+      manager->get(), state + "/processes", ProcessLimits{});
+  if (auto s = processes->Recover(); !s.ok()) return fail(s);
+  processes_ready = processes.get();
 
   ListenerOptions listener_options;
   listener_options.path = config.daemon.socket;
@@ -210,7 +214,7 @@ int Run(int argc, char** argv) {
   deps.listener = listener->get();
   deps.store = store->get();
   deps.workspaces = workspaces->get();
-  deps.shells = shells.get();
+  deps.processes = processes.get();
   deps.default_runtime = config.defaults.runtime;
   deps.started_at = absl::Now();
   deps.max_image_bytes = config.images.max_bytes;
@@ -255,11 +259,14 @@ int Run(int argc, char** argv) {
   // No new clients; no reaper or agent traffic (sandboxes keep running);
   // then the clients still connected, whose calls end now.
   (*listener)->Stop();
+  // Processes first: their pumps stop and let go of the commands, which
+  // the agents keep for the next daemon.
+  processes->Shutdown();
   (*manager)->Shutdown();
   (*listener)->CloseConnections();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   workspaces_ready = nullptr;
-  shells_ready = nullptr;
+  processes_ready = nullptr;
   return 0;
 }
 

@@ -17,9 +17,11 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -48,6 +50,10 @@ constexpr size_t kMaxConnectionBacklog = 1u << 20;
 // Reads per readiness event, so that one busy fd cannot starve the others.
 constexpr int kReadsPerEvent = 16;
 constexpr size_t kReadChunk = 64u << 10;
+// Detached commands (ExecStart.detach_key) the agent holds at most, and the
+// longest key (agent.proto).
+constexpr size_t kMaxDetachedCommands = 256;
+constexpr size_t kMaxDetachKeyBytes = 128;
 
 void Log(const char* format, ...) __attribute__((format(printf, 1, 2)));
 void Log(const char* format, ...) {
@@ -86,9 +92,25 @@ struct OutputPipe {
   int64_t drain_left = -1;
 };
 
+// Output of a detached command that was sent (or, while no stream is
+// attached, read) and not yet acknowledged: what a resume sends again.
+struct KeptOutput {
+  int index = 0;        // which output pipe
+  uint64_t offset = 0;  // of data's first byte within its fd
+  std::string data;
+};
+
 struct Command {
+  // The connection whose stream the command is attached to; nullptr for a
+  // detached command attached to no stream (it then lives in
+  // Agent::unattached_). Never a dropped connection.
   Connection* connection = nullptr;
-  uint64_t stream_id = 0;
+  uint64_t stream_id = 0;  // 0 while unattached
+  // Non-empty: the command outlives its connection (ExecStart.detach_key).
+  std::string detach_key;
+  // Detached commands only: the unacknowledged output in send order; its
+  // bytes always add up to unacked_output, so at most one window.
+  std::deque<KeptOutput> kept;
   pid_t pid = -1;
   int64_t start_ns = 0;
   bool dead = false;  // forgotten; memory kept until the loop iteration ends
@@ -110,6 +132,12 @@ struct Command {
   std::string stdin_buffer;  // received, not yet written to the pipe
   size_t stdin_offset = 0;
   uint64_t unacked_stdin = 0;  // received but not yet acknowledged
+  // Bytes at the front of stdin_buffer that an earlier stream sent: written,
+  // but acknowledged to nobody (that stream is gone).
+  uint64_t stdin_orphaned = 0;
+  // A stream before a resume sent eof on a pipe: stdin stays closed, and
+  // stdin frames of the new stream are acknowledged and dropped.
+  bool stdin_closed_earlier = false;
 
   bool reaped = false;
   int wait_status = 0;
@@ -123,6 +151,8 @@ struct Command {
            std::min<uint64_t>(unacked_output, wire::kInitialWindowBytes);
   }
   bool outputs_closed() const { return !out[0].fd && !out[1].fd; }
+  bool attached() const { return connection != nullptr; }
+  bool detachable() const { return !detach_key.empty(); }
 };
 
 struct Connection {
@@ -170,13 +200,21 @@ class Agent {
   void HandleFrame(const Frame& frame);
   void HandleControlFrame(const Frame& frame);
   void StartCommand(uint64_t stream_id, const v1::ExecStart& start);
+  std::string CheckDetachKey(const v1::ExecStart& start) const;
+  void ResumeCommand(uint64_t stream_id, const v1::Resume& resume);
   void HandleStdin(Command& command, const v1::StdinData& stdin_data);
   void StreamProtocolError(Command& command, const std::string& message);
 
   // Commands.
   Command* FindCommand(uint64_t stream_id);
+  // Every command not forgotten, attached or not.
+  std::vector<Command*> LiveCommands() const;
   void RefreshCommand(Command& command);
   void OnOutputReadable(Command& command, int index);
+  void SendOutput(Command& command, int index, uint64_t offset,
+                  std::string_view data);
+  void DropKept(Command& command, uint64_t bytes);
+  void Detach(std::unique_ptr<Command> command);
   void ClosePipe(Command& command, int index);
   void FlushStdin(Command& command);
   void CloseStdin(Command& command, bool acknowledge_dropped);
@@ -209,6 +247,10 @@ class Agent {
 
   // Commands by pid until reaped; the reaper finds its command here.
   std::unordered_map<pid_t, Command*> by_pid_;
+  // Every command with a detach key that is not forgotten, attached or not.
+  std::map<std::string, Command*> keyed_;
+  // Detached commands attached to no stream, owned here until a resume.
+  std::map<std::string, std::unique_ptr<Command>> unattached_;
   // Objects removed during one epoll batch; later events of the same batch
   // may still point at them, so they are freed after the batch.
   std::vector<std::unique_ptr<Command>> dead_commands_;
@@ -303,10 +345,12 @@ void Agent::AdoptConnection(UniqueFd fd) {
   body->set_protocol_version(wire::kProtocolVersion);
   body->set_agent_version(kAgentVersion);
   for (const char* capability :
-       {"exec", "exec.stdin", "exec.signal", "fs", "exec.pty"}) {
+       {"exec", "exec.stdin", "exec.signal", "fs", "exec.pty", "exec.detach"}) {
     body->add_capabilities(capability);
   }
   body->set_pid(static_cast<int32_t>(::getpid()));
+  // The previous connection (if any) is gone: every detached command waits.
+  for (const auto& [key, command] : unattached_) body->add_detached(key);
   Send(hello);
   RefreshConnection();
 }
@@ -315,16 +359,22 @@ void Agent::DropConnection(const char* why) {
   if (!connection_) return;
   if (why != nullptr) Log("closing connection: %s", why);
   std::unique_ptr<Connection> connection = std::move(connection_);
-  // Commands do not outlive the connection that started them (yet): kill
+  // Detached commands wait for a later connection's resume, unless the
+  // agent exits with this connection. The others do not outlive it: kill
   // their process groups; the reaper still collects the pids later.
   auto commands = std::move(connection->commands);
   for (auto& [stream_id, command] : commands) {
+    if (command->detachable() && !exit_when_disconnected_) {
+      Detach(std::move(command));
+      continue;
+    }
     KillGroup(*command, SIGKILL);
     for (int i = 0; i < 2; ++i) {
       CloseWatched(command->out[i].watch, command->out[i].fd);
     }
     CloseWatched(command->stdin_watch, command->stdin_fd);
     if (!command->reaped) by_pid_.erase(command->pid);
+    if (command->detachable()) keyed_.erase(command->detach_key);
     command->dead = true;
     dead_commands_.push_back(std::move(command));
   }
@@ -332,6 +382,21 @@ void Agent::DropConnection(const char* why) {
   connection->dead = true;
   dead_connections_.push_back(std::move(connection));
   if (exit_when_disconnected_) done_ = true;
+}
+
+// A detached command whose connection dropped: it keeps running, reads its
+// output only while the window allows (keeping what it reads), and waits
+// for a resume.
+void Agent::Detach(std::unique_ptr<Command> command) {
+  Command* raw = command.get();
+  raw->connection = nullptr;
+  raw->stream_id = 0;
+  // Stdin the dropped stream sent is still written, but its acknowledgements
+  // have nobody to go to.
+  raw->unacked_stdin = 0;
+  raw->stdin_orphaned = raw->stdin_buffer.size() - raw->stdin_offset;
+  unattached_[raw->detach_key] = std::move(command);
+  RefreshCommand(*raw);
 }
 
 void Agent::OnAccept() {
@@ -483,6 +548,13 @@ void Agent::HandleFrame(const Frame& frame) {
       }
       StartCommand(stream_id, frame.exec_start());
       return;
+    case Frame::kResume:
+      if (command != nullptr) {
+        StreamProtocolError(*command, "resume on a stream in use");
+        return;
+      }
+      ResumeCommand(stream_id, frame.resume());
+      return;
     case Frame::kStdin:
       if (command == nullptr) {
         SendError(stream_id, "stdin for an unknown stream");
@@ -519,7 +591,10 @@ void Agent::HandleFrame(const Frame& frame) {
         return;
       }
       command->unacked_output -= bytes;
+      DropKept(*command, bytes);
       RefreshCommand(*command);
+      // A detached command's exit may have waited for this.
+      MaybeFinish(*command);
       return;
     }
     case Frame::kError:
@@ -581,6 +656,7 @@ void Agent::StartCommand(uint64_t stream_id, const v1::ExecStart& start) {
   } else if (start.has_pty()) {
     invalid = "exec_start: a file operation cannot have a pty";
   }
+  if (invalid.empty()) invalid = CheckDetachKey(start);
   if (!invalid.empty()) {
     SendError(stream_id, invalid);
     return;
@@ -608,6 +684,7 @@ void Agent::StartCommand(uint64_t stream_id, const v1::ExecStart& start) {
   auto command = std::make_unique<Command>();
   command->connection = connection_.get();
   command->stream_id = stream_id;
+  command->detach_key = start.detach_key();
   command->pid = spawned.pid;
   command->start_ns = spawned.start_ns;
   command->output_limit = start.output_limit_bytes();
@@ -631,6 +708,7 @@ void Agent::StartCommand(uint64_t stream_id, const v1::ExecStart& start) {
   }
   Command* raw = command.get();
   by_pid_[raw->pid] = raw;
+  if (raw->detachable()) keyed_[raw->detach_key] = raw;
   connection_->commands[stream_id] = std::move(command);
 
   Frame started;
@@ -640,16 +718,125 @@ void Agent::StartCommand(uint64_t stream_id, const v1::ExecStart& start) {
   RefreshCommand(*raw);
 }
 
+bool IsDetachKeyByte(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+         (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' || c == '-';
+}
+
+// The first reason `start.detach_key` cannot be used, or an empty string (also
+// for no key at all).
+std::string Agent::CheckDetachKey(const v1::ExecStart& start) const {
+  const std::string& key = start.detach_key();
+  if (key.empty()) return "";
+  if (start.has_fs()) return "exec_start: a file operation cannot be detached";
+  if (key.size() > kMaxDetachKeyBytes ||
+      !std::all_of(key.begin(), key.end(), IsDetachKeyByte)) {
+    return "exec_start: detach_key must be 1 to 128 bytes of [A-Za-z0-9._:-]";
+  }
+  if (keyed_.count(key) != 0) {
+    return "exec_start: detach_key " + key + " is in use";
+  }
+  if (keyed_.size() >= kMaxDetachedCommands) {
+    return "exec_start: the agent already holds " +
+           std::to_string(kMaxDetachedCommands) + " detached commands";
+  }
+  return "";
+}
+
+// Attaches the stream to a detached command: exec_started, the kept output
+// from the requested offsets on, then the stream goes on as one that
+// exec_start opened (agent.proto, Resume).
+void Agent::ResumeCommand(uint64_t stream_id, const v1::Resume& resume) {
+  auto found = keyed_.find(resume.key());
+  if (found == keyed_.end()) {
+    // The key is the daemon's own: still, never echo a long one.
+    SendError(stream_id, "resume: no detached command with key " +
+                             resume.key().substr(0, kMaxDetachKeyBytes));
+    return;
+  }
+  Command& command = *found->second;
+  const uint64_t wanted[2] = {resume.stdout_offset(), resume.stderr_offset()};
+  for (int i = 0; i < 2; ++i) {
+    if (wanted[i] > command.out[i].sent) {
+      SendError(stream_id, std::string("resume: ") +
+                               (i == 0 ? "stdout" : "stderr") + " offset " +
+                               std::to_string(wanted[i]) + " is past the " +
+                               std::to_string(command.out[i].sent) +
+                               " bytes the command wrote");
+      return;
+    }
+  }
+
+  std::unique_ptr<Command> owned;
+  if (command.attached()) {
+    // Another stream of this connection has it: that stream ends.
+    const uint64_t old_stream = command.stream_id;
+    auto it = connection_->commands.find(old_stream);
+    owned = std::move(it->second);
+    connection_->commands.erase(it);
+    SendError(old_stream, "resumed on stream " + std::to_string(stream_id));
+  } else {
+    auto it = unattached_.find(command.detach_key);
+    owned = std::move(it->second);
+    unattached_.erase(it);
+  }
+  command.connection = connection_.get();
+  command.stream_id = stream_id;
+  command.next_sequence = 0;
+  // Stdin of an earlier stream still in the buffer is acknowledged to nobody.
+  command.unacked_stdin = 0;
+  command.stdin_orphaned = command.stdin_buffer.size() - command.stdin_offset;
+  if (command.pty) {
+    // Eof on a terminal was only a ^D: it takes input again.
+    command.stdin_eof = false;
+  } else if (command.stdin_eof) {
+    command.stdin_closed_earlier = true;
+  }
+  connection_->commands[stream_id] = std::move(owned);
+
+  Frame started;
+  started.set_stream_id(stream_id);
+  started.mutable_exec_started()->set_pid(command.pid);
+  Send(started);
+
+  // What the daemon has is no longer needed; the rest goes out again, in the
+  // order it was first sent, and stays kept until acknowledged anew.
+  std::deque<KeptOutput> resent;
+  uint64_t resent_bytes = 0;
+  for (KeptOutput& piece : command.kept) {
+    const uint64_t from = wanted[piece.index];
+    if (piece.offset + piece.data.size() <= from) continue;
+    if (piece.offset < from) {
+      piece.data.erase(0, from - piece.offset);
+      piece.offset = from;
+    }
+    SendOutput(command, piece.index, piece.offset, piece.data);
+    resent_bytes += piece.data.size();
+    resent.push_back(std::move(piece));
+  }
+  command.kept = std::move(resent);
+  command.unacked_output = resent_bytes;
+  RefreshCommand(command);
+  // Exited meanwhile: exec_exit once the replay is acknowledged (at once if
+  // there was nothing to replay).
+  MaybeFinish(command);
+}
+
 void Agent::HandleStdin(Command& command, const v1::StdinData& stdin_data) {
   if (!command.stdin_open) {
     StreamProtocolError(command, "stdin for a command without stdin_open");
+    return;
+  }
+  const uint64_t size = stdin_data.data().size();
+  if (command.stdin_closed_earlier) {
+    // A stream before the resume closed stdin: it stays closed.
+    SendWindowUpdate(command.stream_id, size);
     return;
   }
   if (command.stdin_eof) {
     StreamProtocolError(command, "stdin after eof");
     return;
   }
-  const uint64_t size = stdin_data.data().size();
   if (command.unacked_stdin + size > wire::kInitialWindowBytes) {
     StreamProtocolError(command, "stdin beyond the flow-control window");
     return;
@@ -697,10 +884,25 @@ Command* Agent::FindCommand(uint64_t stream_id) {
   return it == connection_->commands.end() ? nullptr : it->second.get();
 }
 
+std::vector<Command*> Agent::LiveCommands() const {
+  std::vector<Command*> commands;
+  if (connection_) {
+    for (const auto& [stream_id, command] : connection_->commands) {
+      commands.push_back(command.get());
+    }
+  }
+  for (const auto& [key, command] : unattached_) {
+    commands.push_back(command.get());
+  }
+  return commands;
+}
+
 void Agent::RefreshCommand(Command& command) {
   if (command.dead) return;
-  const bool can_send = !command.connection->closing &&
-                        command.connection->backlog() <= kMaxConnectionBacklog;
+  // Unattached, output is read into `kept` (still bounded by the window).
+  const bool can_send = !command.attached() || (!command.connection->closing &&
+                                                command.connection->backlog() <=
+                                                    kMaxConnectionBacklog);
   for (int i = 0; i < 2; ++i) {
     OutputPipe& pipe = command.out[i];
     uint32_t events = 0;
@@ -724,19 +926,24 @@ void Agent::OnOutputReadable(Command& command, int index) {
   OutputPipe& pipe = command.out[index];
   char buffer[kReadChunk];
   for (int i = 0; i < kReadsPerEvent && pipe.fd; ++i) {
-    if (command.connection->backlog() > kMaxConnectionBacklog) break;
+    if (command.attached() &&
+        command.connection->backlog() > kMaxConnectionBacklog) {
+      break;
+    }
     const bool at_limit =
         command.output_limit > 0 && pipe.sent >= command.output_limit;
     size_t want = sizeof(buffer);
     if (!at_limit) want = std::min<uint64_t>(want, command.send_window());
+    // No window: wait for one, also while draining (closing the pipe here
+    // would lose what is left of the drain).
+    if (want == 0) break;
     if (pipe.drain_left >= 0) {
-      want = std::min<uint64_t>(want, static_cast<uint64_t>(pipe.drain_left));
-      if (want == 0) {
+      if (pipe.drain_left == 0) {
         ClosePipe(command, index);
         break;
       }
+      want = std::min<uint64_t>(want, static_cast<uint64_t>(pipe.drain_left));
     }
-    if (want == 0) break;
     ssize_t n = ::read(pipe.fd.get(), buffer, want);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -759,13 +966,13 @@ void Agent::OnOutputReadable(Command& command, int index) {
     }
     if (keep < got) pipe.truncated = true;
     if (keep > 0) {
-      Frame frame;
-      frame.set_stream_id(command.stream_id);
-      v1::Output* output = frame.mutable_output();
-      output->set_fd(index == 0 ? v1::FD_STDOUT : v1::FD_STDERR);
-      output->set_data(buffer, keep);
-      output->set_sequence(command.next_sequence++);
-      Send(frame);
+      const std::string_view data(buffer, keep);
+      if (command.attached()) SendOutput(command, index, pipe.sent, data);
+      // Unattached, these bytes are "sent" to the kept queue: they count
+      // against the window and go out on a resume.
+      if (command.detachable()) {
+        command.kept.push_back(KeptOutput{index, pipe.sent, std::string(data)});
+      }
       pipe.sent += keep;
       command.unacked_output += keep;
     }
@@ -776,6 +983,32 @@ void Agent::OnOutputReadable(Command& command, int index) {
   }
   RefreshCommand(command);
   MaybeFinish(command);
+}
+
+void Agent::SendOutput(Command& command, int index, uint64_t offset,
+                       std::string_view data) {
+  Frame frame;
+  frame.set_stream_id(command.stream_id);
+  v1::Output* output = frame.mutable_output();
+  output->set_fd(index == 0 ? v1::FD_STDOUT : v1::FD_STDERR);
+  output->set_data(data.data(), data.size());
+  output->set_sequence(command.next_sequence++);
+  output->set_offset(offset);
+  Send(frame);
+}
+
+// The daemon acknowledged `bytes`: the oldest kept output, in send order.
+void Agent::DropKept(Command& command, uint64_t bytes) {
+  while (bytes > 0 && !command.kept.empty()) {
+    KeptOutput& oldest = command.kept.front();
+    if (oldest.data.size() > bytes) {
+      oldest.data.erase(0, bytes);
+      oldest.offset += bytes;
+      return;
+    }
+    bytes -= oldest.data.size();
+    command.kept.pop_front();
+  }
 }
 
 void Agent::ClosePipe(Command& command, int index) {
@@ -806,12 +1039,17 @@ void Agent::FlushStdin(Command& command) {
     command.stdin_buffer.erase(0, command.stdin_offset);
     command.stdin_offset = 0;
   }
-  consumed = std::min(consumed, command.unacked_stdin);
+  // Bytes of an earlier stream went first; they are acknowledged to nobody.
+  const uint64_t orphaned = std::min(consumed, command.stdin_orphaned);
+  command.stdin_orphaned -= orphaned;
+  consumed = std::min(consumed - orphaned, command.unacked_stdin);
   command.unacked_stdin -= consumed;
-  SendWindowUpdate(command.stream_id, consumed);
+  if (command.attached()) SendWindowUpdate(command.stream_id, consumed);
   if (broken) {
     CloseStdin(command, /*acknowledge_dropped=*/true);
-  } else if (command.stdin_eof && command.stdin_buffer.empty()) {
+  } else if (command.stdin_eof && command.stdin_buffer.empty() &&
+             !command.pty) {
+    // A terminal stays open after its ^D: a resumed stream types again.
     CloseStdin(command, /*acknowledge_dropped=*/false);
   }
   RefreshCommand(command);
@@ -821,7 +1059,8 @@ void Agent::CloseStdin(Command& command, bool acknowledge_dropped) {
   CloseWatched(command.stdin_watch, command.stdin_fd);
   command.stdin_buffer.clear();
   command.stdin_offset = 0;
-  if (acknowledge_dropped && command.unacked_stdin > 0) {
+  command.stdin_orphaned = 0;
+  if (acknowledge_dropped && command.unacked_stdin > 0 && command.attached()) {
     SendWindowUpdate(command.stream_id, command.unacked_stdin);
     command.unacked_stdin = 0;
   }
@@ -829,6 +1068,15 @@ void Agent::CloseStdin(Command& command, bool acknowledge_dropped) {
 
 void Agent::MaybeFinish(Command& command) {
   if (command.dead || !command.reaped || !command.outputs_closed()) return;
+  if (!command.attached()) {
+    // The exit waits for a resume. The terminal has nothing more to give.
+    command.pty.Reset();
+    return;
+  }
+  // A detached command is forgotten with its exit, so the exit waits until
+  // the daemon has acknowledged all output: a daemon that dies before
+  // storing the last bytes gets them (and the exit) again on a resume.
+  if (command.detachable() && command.unacked_output > 0) return;
   Frame frame;
   frame.set_stream_id(command.stream_id);
   v1::ExecExit* exit = frame.mutable_exec_exit();
@@ -848,9 +1096,9 @@ void Agent::MaybeFinish(Command& command) {
   Forget(command);
 }
 
-// Removes the command from its connection; its memory lives until the end of
-// the current loop iteration. A command not yet reaped is reaped as an
-// unknown pid later.
+// Removes the command from its connection (or, unattached, from the agent);
+// its memory lives until the end of the current loop iteration. A command
+// not yet reaped is reaped as an unknown pid later.
 void Agent::Forget(Command& command) {
   if (command.dead) return;
   for (int i = 0; i < 2; ++i) ClosePipe(command, i);
@@ -859,11 +1107,20 @@ void Agent::Forget(Command& command) {
   command.pty.Reset();
   if (!command.reaped) by_pid_.erase(command.pid);
   command.dead = true;
-  auto& commands = command.connection->commands;
-  auto it = commands.find(command.stream_id);
-  if (it != commands.end()) {
-    dead_commands_.push_back(std::move(it->second));
-    commands.erase(it);
+  if (command.detachable()) keyed_.erase(command.detach_key);
+  if (command.attached()) {
+    auto& commands = command.connection->commands;
+    auto it = commands.find(command.stream_id);
+    if (it != commands.end()) {
+      dead_commands_.push_back(std::move(it->second));
+      commands.erase(it);
+    }
+  } else {
+    auto it = unattached_.find(command.detach_key);
+    if (it != unattached_.end()) {
+      dead_commands_.push_back(std::move(it->second));
+      unattached_.erase(it);
+    }
   }
 }
 
@@ -988,12 +1245,8 @@ void Agent::OnTimer() {
     done_ = true;
     return;
   }
-  if (!connection_) return;
-  std::vector<Command*> due;
-  for (auto& [stream_id, command] : connection_->commands) {
-    due.push_back(command.get());
-  }
-  for (Command* command : due) {
+  // Unattached commands too: their timeouts run while nobody watches.
+  for (Command* command : LiveCommands()) {
     if (command->dead) continue;
     if (command->timeout_at_ns != 0 && now >= command->timeout_at_ns) {
       command->timeout_at_ns = 0;
@@ -1013,11 +1266,9 @@ void Agent::RearmTimer() {
     if (deadline != 0 && (next == 0 || deadline < next)) next = deadline;
   };
   if (shutting_down_) consider(shutdown_at_ns_);
-  if (connection_) {
-    for (auto& [stream_id, command] : connection_->commands) {
-      consider(command->timeout_at_ns);
-      consider(command->grace_at_ns);
-    }
+  for (const Command* command : LiveCommands()) {
+    consider(command->timeout_at_ns);
+    consider(command->grace_at_ns);
   }
   if (next == armed_timer_ns_) return;
   itimerspec spec{};
@@ -1084,9 +1335,11 @@ int Agent::Run() {
     RefreshConnection();
     dead_commands_.clear();
     dead_connections_.clear();
-    // Shutdown ends once every command has reported its exit (or at the
-    // deadline, in OnTimer).
-    if (shutting_down_ && (!connection_ || connection_->commands.empty())) {
+    // Shutdown ends once every attached command has reported its exit and
+    // every unattached one has been reaped (or at the deadline, in OnTimer).
+    if (shutting_down_ && (!connection_ || connection_->commands.empty()) &&
+        std::none_of(unattached_.begin(), unattached_.end(),
+                     [](const auto& entry) { return !entry.second->reaped; })) {
       done_ = true;
     }
   }

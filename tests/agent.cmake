@@ -51,3 +51,11 @@ corral_test(NAME agent_pty_test
   LIBS corral::agent_client
   LABELS integration)
 add_dependencies(agent_pty_test corral-agent)
+
+# Detached commands (ExecStart.detach_key, Resume) over the real agent in
+# listen mode, and the daemon's checks of them against a fake agent.
+corral_test(NAME agent_detach_test
+  SOURCES integration/agent_detach_test.cc
+  LIBS corral::agent_client
+  LABELS integration)
+add_dependencies(agent_detach_test corral-agent)

@@ -34,3 +34,10 @@ corral_test(NAME client_shell_test
   SOURCES unit/client_shell_test.cc
   LIBS corral::cli
   LABELS unit client)
+
+# The background-process commands (exec -d, ps, attach, kill) against an
+# in-process fake of corrald's process calls.
+corral_test(NAME client_process_test
+  SOURCES unit/client_process_test.cc
+  LIBS corral::cli
+  LABELS unit client)

@@ -8,7 +8,7 @@ target_compile_definitions(corral_daemon_harness PRIVATE
   CORRAL_BINARY_DIR="${CMAKE_BINARY_DIR}")
 
 corral_test(NAME daemon_unit_test
-  SOURCES unit/daemon_spec_test.cc
+  SOURCES unit/daemon_spec_test.cc unit/output_log_test.cc
   LIBS corral::daemon_core
   LABELS unit)
 
@@ -61,3 +61,18 @@ corral_test(NAME shell_cli_test
   LIBS corral_daemon_harness
   LABELS integration shells)
 add_dependencies(shell_cli_test corrald corral corral-agent)
+
+# Background processes through the API, and processes and shells surviving
+# kill -9 and restarts of the daemon.
+corral_test(NAME process_api_test
+  SOURCES integration/process_api_test.cc
+  LIBS corral_daemon_harness
+  LABELS integration shells)
+add_dependencies(process_api_test corrald corral corral-agent)
+
+# corral exec -d, ps, attach and kill, across a kill -9 of the daemon.
+corral_test(NAME process_cli_test
+  SOURCES integration/process_cli_test.cc
+  LIBS corral_daemon_harness
+  LABELS integration shells)
+add_dependencies(process_cli_test corrald corral corral-agent)

@@ -41,16 +41,27 @@ struct StreamState {
   // Output received from the agent and not yet acknowledged; at most the
   // window (the agent may not send more).
   uint64_t unacked_output = 0;
-  // Output the caller consumed but not yet acknowledged (acks are batched).
+  // Output Next returned but not yet acknowledged (acks are batched, or
+  // left to the caller under manual acknowledgement).
   uint64_t consumed_unacked = 0;
+  bool manual_ack = false;
   uint64_t expected_sequence = 0;
+  // Per fd (0 stdout, 1 stderr): the Output.offset the next frame must
+  // carry. On a resumed stream, until the fd's first frame, the least it may
+  // carry (may_skip).
+  uint64_t next_offset[2] = {0, 0};
+  bool may_skip[2] = {false, false};
   bool started = false;
   bool exited = false;          // exec_exit received
   bool delivered_exit = false;  // ... and handed to the caller
   // The agent ended the stream with an Error frame.
   absl::Status terminal = absl::OkStatus();
-  // The session is gone; frames are drained and dropped until the end.
-  bool detached = false;
+  // The session is gone and killed the command; frames are drained and
+  // dropped (and acknowledged) until the end.
+  bool released = false;
+  // The session let go without killing the command: frames are dropped
+  // unacknowledged and unchecked until the end.
+  bool abandoned = false;
 
   bool stdin_eof_sent = false;
   // Stdin bytes sent and not yet acknowledged by the agent.
@@ -78,6 +89,19 @@ constexpr size_t kMaxOutboxBytes = 16u << 20;
 constexpr size_t kReadChunk = 64u << 10;
 // Longest piece of agent-supplied text copied into a status or a log line.
 constexpr size_t kMaxAgentText = 256;
+// Detached commands an agent may list in its hello, and the longest key
+// (agent.proto, ExecStart.detach_key).
+constexpr int kMaxDetachedCommands = 256;
+constexpr size_t kMaxDetachKeyBytes = 128;
+
+bool ValidDetachKey(std::string_view key) {
+  if (key.empty() || key.size() > kMaxDetachKeyBytes) return false;
+  return std::all_of(key.begin(), key.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+           (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
+           c == '-';
+  });
+}
 
 std::string AgentText(std::string_view text) {
   std::string out(text.substr(0, kMaxAgentText));
@@ -154,6 +178,8 @@ const char* BodyName(const agent_v1::Frame& frame) {
       return "error";
     case agent_v1::Frame::kResize:
       return "resize";
+    case agent_v1::Frame::kResume:
+      return "resume";
     case agent_v1::Frame::BODY_NOT_SET:
       break;
   }
@@ -377,8 +403,14 @@ std::string AgentConnection::HandleFrameLocked(const agent_v1::Frame& frame) {
     hello_ = frame.hello();
     // Agent-chosen strings end up in logs and API replies: bound them.
     if (hello_.agent_version().size() > kMaxAgentText ||
-        hello_.capabilities_size() > 64) {
+        hello_.capabilities_size() > 64 ||
+        hello_.detached_size() > kMaxDetachedCommands) {
       return "hello carries oversized fields";
+    }
+    // Detached keys name commands corrald started; they reach logs and the
+    // process table.
+    for (const std::string& key : hello_.detached()) {
+      if (!ValidDetachKey(key)) return "hello lists an invalid detached key";
     }
     hello_received_ = true;
     control_changed_.SignalAll();
@@ -423,6 +455,12 @@ std::string AgentConnection::HandleStreamFrameLocked(
     return absl::StrCat(BodyName(frame), " for unknown stream ", id);
   }
   StreamState& stream = *it->second;
+  if (stream.abandoned) {
+    // The agent keeps what it sends for a later resume: drop it, do not
+    // acknowledge it; forget the stream once it ends.
+    if (frame.has_exec_exit() || frame.has_error()) streams_.erase(it);
+    return "";
+  }
   switch (frame.body_case()) {
     case agent_v1::Frame::kExecStarted:
       if (stream.started || stream.finished()) {
@@ -433,7 +471,7 @@ std::string AgentConnection::HandleStreamFrameLocked(
                             frame.exec_started().pid(), " on stream ", id);
       }
       stream.started = true;
-      if (!stream.detached) {
+      if (!stream.released) {
         ExecEvent event;
         event.kind = ExecEvent::Kind::kStarted;
         event.pid = frame.exec_started().pid();
@@ -458,6 +496,19 @@ std::string AgentConnection::HandleStreamFrameLocked(
                             stream.expected_sequence);
       }
       const uint64_t size = output.data().size();
+      const int index = output.fd() == agent_v1::FD_STDOUT ? 0 : 1;
+      const uint64_t offset = output.offset();
+      const bool offset_ok = stream.may_skip[index]
+                                 ? offset >= stream.next_offset[index]
+                                 : offset == stream.next_offset[index];
+      if (!offset_ok || offset > UINT64_MAX - size) {
+        return absl::StrCat("output offset ", offset, " for fd ", output.fd(),
+                            " on stream ", id, ", expected ",
+                            stream.may_skip[index] ? "at least " : "",
+                            stream.next_offset[index]);
+      }
+      stream.may_skip[index] = false;
+      stream.next_offset[index] = offset + size;
       if (stream.unacked_output + size > wire::kInitialWindowBytes) {
         return absl::StrCat("output beyond the flow-control window on stream ",
                             id, " (", stream.unacked_output + size, " > ",
@@ -466,15 +517,16 @@ std::string AgentConnection::HandleStreamFrameLocked(
       }
       ++stream.expected_sequence;
       stream.unacked_output += size;
-      if (stream.detached) {
+      if (stream.released) {
         // Nobody will read it: drop and let the agent go on draining.
         AcknowledgeLocked(stream, size);
         return "";
       }
-      if (!stream.events.empty() &&
-          stream.events.back().kind == ExecEvent::Kind::kOutput &&
-          stream.events.back().fd == output.fd()) {
-        stream.events.back().data.append(output.data());
+      ExecEvent* last = stream.events.empty() ? nullptr : &stream.events.back();
+      if (last != nullptr && last->kind == ExecEvent::Kind::kOutput &&
+          last->fd == output.fd() &&
+          last->offset + last->data.size() == offset) {
+        last->data.append(output.data());
       } else {
         if (stream.events.size() >= kMaxQueuedEvents) {
           return absl::StrCat("more than ", kMaxQueuedEvents,
@@ -485,6 +537,7 @@ std::string AgentConnection::HandleStreamFrameLocked(
         event.fd = output.fd();
         event.data = output.data();
         event.sequence = output.sequence();
+        event.offset = offset;
         stream.events.push_back(std::move(event));
       }
       break;
@@ -494,7 +547,7 @@ std::string AgentConnection::HandleStreamFrameLocked(
         return absl::StrCat("second exec_exit on stream ", id);
       }
       stream.exited = true;
-      if (stream.detached) {
+      if (stream.released) {
         streams_.erase(it);
         return "";
       }
@@ -521,7 +574,7 @@ std::string AgentConnection::HandleStreamFrameLocked(
       if (stream.finished()) return "";
       stream.terminal = absl::InternalError(absl::StrCat(
           "the agent ended the command: ", AgentText(frame.error().message())));
-      if (stream.detached) {
+      if (stream.released) {
         streams_.erase(it);
         return "";
       }
@@ -556,14 +609,45 @@ absl::StatusOr<std::unique_ptr<ExecSession>> AgentConnection::StartExec(
         absl::StrCat("agent connection closed: ", close_reason_));
   }
   const uint64_t id = next_stream_id_++;
-  auto stream = std::make_shared<StreamState>(id, start.stdin_open());
   agent_v1::Frame frame;
-  frame.set_stream_id(id);
   *frame.mutable_exec_start() = start;
+  return OpenStreamLocked(
+      frame, std::make_shared<StreamState>(id, start.stdin_open()), start);
+}
+
+absl::StatusOr<std::unique_ptr<ExecSession>> AgentConnection::ResumeExec(
+    const agent_v1::Resume& resume, bool stdin_open) {
+  if (resume.key().empty()) {
+    return absl::InvalidArgumentError("resume needs the command's key");
+  }
+  absl::MutexLock lock(&mu_);
+  if (closed_) {
+    return absl::UnavailableError(
+        absl::StrCat("agent connection closed: ", close_reason_));
+  }
+  const uint64_t id = next_stream_id_++;
+  auto stream = std::make_shared<StreamState>(id, stdin_open);
+  // The replay starts at the requested offsets, or past them where the agent
+  // no longer had the bytes.
+  stream->next_offset[0] = resume.stdout_offset();
+  stream->next_offset[1] = resume.stderr_offset();
+  stream->may_skip[0] = stream->may_skip[1] = true;
+  agent_v1::Frame frame;
+  *frame.mutable_resume() = resume;
+  agent_v1::ExecStart start;
+  start.set_stdin_open(stdin_open);
+  return OpenStreamLocked(frame, std::move(stream), std::move(start));
+}
+
+absl::StatusOr<std::unique_ptr<ExecSession>> AgentConnection::OpenStreamLocked(
+    agent_v1::Frame& frame, std::shared_ptr<StreamState> stream,
+    agent_v1::ExecStart start) {
+  const uint64_t id = stream->id;
+  frame.set_stream_id(id);
   RETURN_IF_ERROR(SendLocked(frame));
   streams_.emplace(id, stream);
-  return std::unique_ptr<ExecSession>(
-      new ExecSession(shared_from_this(), std::move(stream), id, start));
+  return std::unique_ptr<ExecSession>(new ExecSession(
+      shared_from_this(), std::move(stream), id, std::move(start)));
 }
 
 absl::Status AgentConnection::Ping(absl::Duration timeout) {
@@ -601,6 +685,8 @@ absl::Status AgentConnection::Ping(absl::Duration timeout) {
 void AgentConnection::ReleaseStream(
     const std::shared_ptr<StreamState>& stream) {
   absl::MutexLock lock(&mu_);
+  // An abandoned stream stays until its end, unacknowledged (AbandonStream).
+  if (stream->abandoned) return;
   auto it = streams_.find(stream->id);
   if (it == streams_.end()) return;
   if (stream->finished() || closed_) {
@@ -608,7 +694,7 @@ void AgentConnection::ReleaseStream(
     return;
   }
   // Still running: kill it, and drain whatever it sends until its exit.
-  stream->detached = true;
+  stream->released = true;
   stream->events.clear();
   stream->consumed_unacked = 0;
   agent_v1::Frame frame;
@@ -616,6 +702,25 @@ void AgentConnection::ReleaseStream(
   frame.mutable_signal()->set_signal(SIGKILL);
   (void)SendLocked(frame);
   AcknowledgeLocked(*stream, stream->unacked_output);
+}
+
+void AgentConnection::AbandonStream(
+    const std::shared_ptr<StreamState>& stream) {
+  absl::MutexLock lock(&mu_);
+  if (stream->abandoned) return;
+  stream->abandoned = true;
+  // What Next returned under automatic acknowledgement was consumed: the
+  // agent need not send it again. Events not returned were not.
+  if (!stream->manual_ack) {
+    AcknowledgeLocked(*stream, stream->consumed_unacked);
+    stream->consumed_unacked = 0;
+  }
+  stream->events.clear();
+  auto it = streams_.find(stream->id);
+  if (it != streams_.end() && (stream->finished() || closed_)) {
+    streams_.erase(it);
+  }
+  stream->changed.SignalAll();
 }
 
 // ---- ExecSession ------------------------------------------------------------
@@ -635,11 +740,15 @@ absl::StatusOr<ExecEvent> ExecSession::Next(absl::Time deadline) {
   absl::MutexLock lock(&connection.mu_);
   StreamState& stream = *stream_;
   for (;;) {
+    if (stream.abandoned) {
+      return absl::FailedPreconditionError("the session was abandoned");
+    }
     if (!stream.events.empty()) {
       ExecEvent event = std::move(stream.events.front());
       stream.events.pop_front();
       if (event.kind == ExecEvent::Kind::kOutput) {
         stream.consumed_unacked += event.data.size();
+        if (stream.manual_ack) return event;
         const bool more_output =
             !stream.events.empty() &&
             stream.events.front().kind == ExecEvent::Kind::kOutput;
@@ -667,6 +776,33 @@ absl::StatusOr<ExecEvent> ExecSession::Next(absl::Time deadline) {
   }
 }
 
+void ExecSession::SetManualAck() {
+  AgentConnection& connection = *connection_;
+  absl::MutexLock lock(&connection.mu_);
+  StreamState& stream = *stream_;
+  if (stream.manual_ack) return;
+  stream.manual_ack = true;
+  connection.AcknowledgeLocked(stream, stream.consumed_unacked);
+  stream.consumed_unacked = 0;
+}
+
+absl::Status ExecSession::Acknowledge(uint64_t bytes) {
+  AgentConnection& connection = *connection_;
+  absl::MutexLock lock(&connection.mu_);
+  StreamState& stream = *stream_;
+  if (bytes > stream.consumed_unacked) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "acknowledging ", bytes, " bytes, but only ", stream.consumed_unacked,
+        " bytes of output were returned and not acknowledged"));
+  }
+  stream.consumed_unacked -= bytes;
+  // Nothing goes out once the command exited or the connection closed.
+  connection.AcknowledgeLocked(stream, bytes);
+  return absl::OkStatus();
+}
+
+void ExecSession::Abandon() { connection_->AbandonStream(stream_); }
+
 absl::Status ExecSession::WriteStdin(std::string_view data, bool eof,
                                      absl::Time deadline) {
   if (!start_.stdin_open()) {
@@ -676,6 +812,9 @@ absl::Status ExecSession::WriteStdin(std::string_view data, bool eof,
   AgentConnection& connection = *connection_;
   absl::MutexLock lock(&connection.mu_);
   StreamState& stream = *stream_;
+  if (stream.abandoned) {
+    return absl::FailedPreconditionError("the session was abandoned");
+  }
   if (stream.stdin_eof_sent) {
     return absl::FailedPreconditionError("stdin is already closed");
   }
@@ -691,6 +830,9 @@ absl::Status ExecSession::WriteStdin(std::string_view data, bool eof,
         }
         if (stream.finished()) {
           return absl::FailedPreconditionError("the command has exited");
+        }
+        if (stream.abandoned) {
+          return absl::FailedPreconditionError("the session was abandoned");
         }
         if (stream.stdin_in_flight < wire::kInitialWindowBytes) break;
         if (stream.changed.WaitWithDeadline(&connection.mu_, deadline) &&
@@ -744,6 +886,9 @@ absl::Status ExecSession::Resize(uint32_t rows, uint32_t columns) {
 absl::Status ExecSession::SendWhileRunning(agent_v1::Frame& frame) {
   AgentConnection& connection = *connection_;
   absl::MutexLock lock(&connection.mu_);
+  if (stream_->abandoned) {
+    return absl::FailedPreconditionError("the session was abandoned");
+  }
   if (stream_->finished()) {
     return absl::FailedPreconditionError("the command has exited");
   }

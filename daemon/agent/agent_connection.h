@@ -31,6 +31,13 @@ struct ExecEvent {  // one event of a running command
   // When the caller lags, consecutive frames of the same fd are merged into
   // one event, so sequence numbers may skip.
   uint64_t sequence = 0;
+  // kOutput: offset within its fd of data's first byte (Output.offset: the
+  // fd's bytes the agent sent before it; bytes dropped by output_limit_bytes
+  // do not count). Checked by the connection: on a StartExec stream it is
+  // the fd's bytes received so far; on a ResumeExec stream the first event
+  // of each fd may start past the requested offset (the agent no longer had
+  // the bytes in between), never before it, and the rest follow on.
+  uint64_t offset = 0;
   corral::agent::v1::ExecExit exit;  // kExit
 };
 
@@ -71,14 +78,31 @@ class AgentConnection : public std::enable_shared_from_this<AgentConnection> {
   // UNAVAILABLE when the connection is closed.
   absl::StatusOr<std::unique_ptr<ExecSession>> StartExec(
       const corral::agent::v1::ExecStart& start);
+  // Takes up a detached command (started with ExecStart.detach_key; those
+  // attached to no stream are listed in hello().detached()) on a new stream
+  // carrying `resume`. Events are as for StartExec: kStarted with the pid;
+  // the output the agent still kept from resume's offsets on
+  // (ExecEvent.offset says where each event starts); then new output and
+  // kExit. The agent forgets a detached command with its exit, so it sends
+  // the exit (on a StartExec or a ResumeExec stream) only once all output is
+  // acknowledged. An unknown key or an offset past what the command wrote
+  // ends the stream: Next returns INTERNAL with the agent's reason. A
+  // command attached to another stream of this connection moves to the new
+  // one, and the old session's Next returns INTERNAL ("resumed on stream
+  // N"). `stdin_open`: whether WriteStdin is allowed (true for a pty
+  // command; a pipe that an earlier stream closed stays closed, the agent
+  // acknowledging and dropping its stdin). INVALID_ARGUMENT for an empty
+  // key, UNAVAILABLE when the connection is closed.
+  absl::StatusOr<std::unique_ptr<ExecSession>> ResumeExec(
+      const corral::agent::v1::Resume& resume, bool stdin_open);
   // Round trip on the control stream: DEADLINE_EXCEEDED after `timeout`,
   // UNAVAILABLE if the connection is lost.
   absl::Status Ping(absl::Duration timeout);
   // Closes the connection; wakes every session with UNAVAILABLE. Idempotent.
   void Close();
 
-  // Number of streams the connection still tracks (live or being torn
-  // down). For tests and diagnostics.
+  // Number of streams the connection still tracks (live, being torn down,
+  // or abandoned and not yet ended). For tests and diagnostics.
   size_t stream_count() const;
 
  private:
@@ -106,6 +130,13 @@ class AgentConnection : public std::enable_shared_from_this<AgentConnection> {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Called by ~ExecSession.
   void ReleaseStream(const std::shared_ptr<StreamState>& stream);
+  // Called by ExecSession::Abandon.
+  void AbandonStream(const std::shared_ptr<StreamState>& stream);
+  // Registers a stream whose opening frame is `frame` and returns its
+  // session.
+  absl::StatusOr<std::unique_ptr<ExecSession>> OpenStreamLocked(
+      corral::agent::v1::Frame& frame, std::shared_ptr<StreamState> stream,
+      corral::agent::v1::ExecStart start) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   // Signalled on hello, pong, and close.
@@ -140,16 +171,46 @@ class ExecSession {
  public:
   ExecSession(const ExecSession&) = delete;
   ExecSession& operator=(const ExecSession&) = delete;
-  // If the command has not exited: SIGKILL its process group, forget the
-  // stream (later frames of it are drained and dropped).
+  // If the command has not exited and the session was not abandoned:
+  // SIGKILL its process group, forget the stream (later frames of it are
+  // drained and dropped).
   ~ExecSession();
 
   // Next event in order; blocks until one arrives or the deadline passes
   // (DEADLINE_EXCEEDED), UNAVAILABLE if the connection is lost, INTERNAL if
-  // the agent ended the stream with an error, OUT_OF_RANGE after kExit.
-  // Acknowledges consumed output (WindowUpdate) so a slow caller slows the
+  // the agent ended the stream with an error, OUT_OF_RANGE after kExit,
+  // FAILED_PRECONDITION after Abandon. Unless SetManualAck was called,
+  // acknowledges consumed output (WindowUpdate) so a slow caller slows the
   // command, not the daemon's memory.
   absl::StatusOr<ExecEvent> Next(absl::Time deadline = absl::InfiniteFuture());
+
+  // From now on Next does not acknowledge output: the caller does, with
+  // Acknowledge, once it has consumed the bytes for good (the process table
+  // after writing them to disk). The agent keeps the output of a detached
+  // command until it is acknowledged and sends it again on a resume, so a
+  // daemon that dies in between loses nothing. Output Next already returned
+  // under automatic acknowledgement is acknowledged now. The agent sends at
+  // most one window (256 KiB) unacknowledged, and a detached command's exit
+  // only once everything is acknowledged: a caller that does not
+  // acknowledge what it consumed stalls the command and never sees kExit.
+  // Call before the first Next.
+  void SetManualAck();
+  // Acknowledges the oldest `bytes` of output that Next returned and that
+  // are not acknowledged yet (output of both fds, in the order Next
+  // returned it). INVALID_ARGUMENT when that is more than Next returned and
+  // was not acknowledged; OK (and nothing sent) once the command exited or
+  // the connection closed.
+  absl::Status Acknowledge(uint64_t bytes);
+  // Lets the stream go WITHOUT ending the command, as corrald does on a
+  // clean shutdown so that its successor resumes the detached command: no
+  // SIGKILL is sent, events not yet returned are dropped, later frames of
+  // the stream are dropped without acknowledging them (the agent keeps
+  // them for a resume) and never close the connection. Under automatic
+  // acknowledgement, output Next returned is acknowledged first; under
+  // manual acknowledgement, Acknowledge still works for it. Afterwards
+  // Next, WriteStdin, Signal and Resize return FAILED_PRECONDITION, and the
+  // destructor does nothing more. Idempotent.
+  void Abandon();
 
   // Sends stdin, waiting for window as needed (until `deadline`).
   // FAILED_PRECONDITION without stdin_open, after eof, or once the command
@@ -167,6 +228,7 @@ class ExecSession {
   absl::Status Resize(uint32_t rows, uint32_t columns);
 
   uint64_t stream_id() const { return stream_id_; }
+  // The request; for a session from ResumeExec only stdin_open is set.
   const corral::agent::v1::ExecStart& start() const { return start_; }
 
  private:
@@ -175,8 +237,8 @@ class ExecSession {
               std::shared_ptr<agent_internal::StreamState> stream,
               uint64_t stream_id, corral::agent::v1::ExecStart start);
 
-  // Sends a frame on this stream unless the command has exited
-  // (FAILED_PRECONDITION).
+  // Sends a frame on this stream unless the command has exited or the
+  // session was abandoned (FAILED_PRECONDITION).
   absl::Status SendWhileRunning(corral::agent::v1::Frame& frame);
 
   std::shared_ptr<AgentConnection> connection_;

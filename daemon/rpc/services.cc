@@ -17,6 +17,7 @@
 #include "corral/v1/shells.grpc.pb.h"
 #include "corral/v1/snapshots.grpc.pb.h"
 #include "corral/v1/system.grpc.pb.h"
+#include "daemon/core/processes.h"
 #include "daemon/core/sandbox_manager.h"
 #include "daemon/images/image_store.h"
 #include "daemon/rpc/handler.h"
@@ -386,15 +387,100 @@ class ExecService final : public v1::Exec::Service {
         });
   }
 
-  grpc::Status ListProcesses(grpc::ServerContext*,
-                             const v1::ListProcessesRequest*,
-                             v1::ListProcessesResponse*) override {
-    return NotBuilt("ListProcesses");
+  grpc::Status StartProcess(grpc::ServerContext* context,
+                            const v1::StartProcessRequest* request,
+                            v1::Process* response) override {
+    CALLER_OR_RETURN(caller);
+    return Answer<v1::Process>(
+        [&] { return deps_.processes->Start(caller, *request); }, response);
   }
-  grpc::Status SignalProcess(grpc::ServerContext*,
-                             const v1::SignalProcessRequest*,
-                             v1::SignalProcessResponse*) override {
-    return NotBuilt("SignalProcess");
+
+  grpc::Status GetProcess(grpc::ServerContext* context,
+                          const v1::GetProcessRequest* request,
+                          v1::Process* response) override {
+    CALLER_OR_RETURN(caller);
+    return Answer<v1::Process>(
+        [&] {
+          return deps_.processes->GetProcess(caller, request->sandbox_id(),
+                                             request->process_id());
+        },
+        response);
+  }
+
+  grpc::Status ListProcesses(grpc::ServerContext* context,
+                             const v1::ListProcessesRequest* request,
+                             v1::ListProcessesResponse* response) override {
+    CALLER_OR_RETURN(caller);
+    return Answer<v1::ListProcessesResponse>(
+        [&] {
+          return deps_.processes->ListProcesses(caller, request->sandbox_id());
+        },
+        response);
+  }
+
+  grpc::Status ReadProcess(grpc::ServerContext* context,
+                           const v1::ReadProcessRequest* request,
+                           v1::ReadProcessResponse* response) override {
+    CALLER_OR_RETURN(caller);
+    if (request->wait_ms() > 60000) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "wait_ms: at most 60000");
+    }
+    const absl::Time deadline =
+        request->wait_ms() == 0
+            ? absl::InfinitePast()
+            : absl::Now() + absl::Milliseconds(request->wait_ms());
+    return Answer<v1::ReadProcessResponse>(
+        [&] {
+          return deps_.processes->ReadProcess(caller, *request, deadline);
+        },
+        response);
+  }
+
+  grpc::Status AttachProcess(
+      grpc::ServerContext* context, const v1::ReadProcessRequest* request,
+      grpc::ServerWriter<v1::ReadProcessResponse>* writer) override {
+    CALLER_OR_RETURN(caller);
+    v1::ReadProcessRequest read = *request;
+    bool first = true;
+    for (;;) {
+      if (context->IsCancelled()) return grpc::Status::OK;
+      // Short waits, so that a client that left is noticed while the
+      // process is quiet.
+      auto chunk = deps_.processes->ReadProcess(
+          caller, read, absl::Now() + absl::Milliseconds(500));
+      if (!chunk.ok()) return ToGrpcStatus(chunk.status());
+      const bool news = chunk->output_size() > 0 || chunk->missed() > 0 ||
+                        chunk->exited() || first;
+      read.set_cursor(chunk->next_cursor());
+      if (!news) continue;
+      // The process's state goes with the first and the last response.
+      if (!first && !chunk->exited()) chunk->clear_process();
+      first = false;
+      if (!writer->Write(*chunk)) return grpc::Status::OK;
+      if (chunk->exited()) return grpc::Status::OK;
+    }
+  }
+
+  grpc::Status SignalProcess(grpc::ServerContext* context,
+                             const v1::SignalProcessRequest* request,
+                             v1::Process* response) override {
+    CALLER_OR_RETURN(caller);
+    return Answer<v1::Process>(
+        [&] { return deps_.processes->SignalProcess(caller, *request); },
+        response);
+  }
+
+  grpc::Status RemoveProcess(grpc::ServerContext* context,
+                             const v1::RemoveProcessRequest* request,
+                             v1::Process* response) override {
+    CALLER_OR_RETURN(caller);
+    return Answer<v1::Process>(
+        [&] {
+          return deps_.processes->RemoveProcess(caller, request->sandbox_id(),
+                                                request->process_id());
+        },
+        response);
   }
 
  private:

@@ -20,7 +20,7 @@ class PluginHost;
 class Listener;
 class Store;
 class Workspaces;
-class Shells;
+class Processes;
 
 // The one place where internal errors become gRPC errors. absl and gRPC share
 // their code numbering; the message is kept as it is.
@@ -33,7 +33,7 @@ struct ServiceDeps {
   Listener* listener = nullptr;
   Store* store = nullptr;
   Workspaces* workspaces = nullptr;
-  Shells* shells = nullptr;
+  Processes* processes = nullptr;
   std::string default_runtime;
   absl::Time started_at;
   // Largest image archive accepted, in bytes of extracted content.

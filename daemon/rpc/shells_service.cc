@@ -1,13 +1,13 @@
-// corral.v1.Shells: unary calls go straight to the core's Shells; AttachShell
-// streams output from a cursor while a second thread forwards the client's
-// keystrokes and resizes.
+// corral.v1.Shells: unary calls go straight to the core's Processes;
+// AttachShell streams output from a cursor while a second thread forwards the
+// client's keystrokes and resizes.
 #include <atomic>
 #include <thread>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/time/clock.h"
 #include "corral/v1/shells.grpc.pb.h"
-#include "daemon/core/shells.h"
+#include "daemon/core/processes.h"
 #include "daemon/rpc/handler.h"
 #include "daemon/rpc/services.h"
 
@@ -29,7 +29,7 @@ class ShellsService final : public v1::Shells::Service {
                          v1::Shell* response) override {
     CALLER_OR_RETURN(caller);
     return Answer<v1::Shell>(
-        [&] { return deps_.shells->Open(caller, *request); }, response);
+        [&] { return deps_.processes->OpenShell(caller, *request); }, response);
   }
 
   grpc::Status ReadShell(grpc::ServerContext* context,
@@ -37,14 +37,18 @@ class ShellsService final : public v1::Shells::Service {
                          v1::ReadShellResponse* response) override {
     CALLER_OR_RETURN(caller);
     return Answer<v1::ReadShellResponse>(
-        [&] { return deps_.shells->Read(caller, *request); }, response);
+        [&] {
+          return deps_.processes->ReadShell(caller, *request,
+                                            absl::InfinitePast());
+        },
+        response);
   }
 
   grpc::Status WriteShell(grpc::ServerContext* context,
                           const v1::WriteShellRequest* request,
                           v1::WriteShellResponse*) override {
     CALLER_OR_RETURN(caller);
-    return ToGrpcStatus(deps_.shells->Write(caller, *request));
+    return ToGrpcStatus(deps_.processes->WriteShell(caller, *request));
   }
 
   grpc::Status ResizeShell(grpc::ServerContext* context,
@@ -52,7 +56,8 @@ class ShellsService final : public v1::Shells::Service {
                            v1::Shell* response) override {
     CALLER_OR_RETURN(caller);
     return Answer<v1::Shell>(
-        [&] { return deps_.shells->Resize(caller, *request); }, response);
+        [&] { return deps_.processes->ResizeShell(caller, *request); },
+        response);
   }
 
   grpc::Status SignalShell(grpc::ServerContext* context,
@@ -60,7 +65,8 @@ class ShellsService final : public v1::Shells::Service {
                            v1::Shell* response) override {
     CALLER_OR_RETURN(caller);
     return Answer<v1::Shell>(
-        [&] { return deps_.shells->Signal(caller, *request); }, response);
+        [&] { return deps_.processes->SignalShell(caller, *request); },
+        response);
   }
 
   grpc::Status CloseShell(grpc::ServerContext* context,
@@ -68,7 +74,8 @@ class ShellsService final : public v1::Shells::Service {
                           v1::Shell* response) override {
     CALLER_OR_RETURN(caller);
     return Answer<v1::Shell>(
-        [&] { return deps_.shells->Close(caller, *request); }, response);
+        [&] { return deps_.processes->CloseShell(caller, *request); },
+        response);
   }
 
   grpc::Status ListShells(grpc::ServerContext* context,
@@ -76,7 +83,10 @@ class ShellsService final : public v1::Shells::Service {
                           v1::ListShellsResponse* response) override {
     CALLER_OR_RETURN(caller);
     return Answer<v1::ListShellsResponse>(
-        [&] { return deps_.shells->List(caller, *request); }, response);
+        [&] {
+          return deps_.processes->ListShells(caller, request->sandbox_id());
+        },
+        response);
   }
 
   grpc::Status AttachShell(
@@ -91,7 +101,8 @@ class ShellsService final : public v1::Shells::Service {
     }
     v1::ReadShellRequest read = first.attach();
     // Checks the shell exists and the caller may see it before streaming.
-    auto shell = deps_.shells->Get(caller, read.sandbox_id(), read.shell_id());
+    auto shell =
+        deps_.processes->GetShell(caller, read.sandbox_id(), read.shell_id());
     if (!shell.ok()) return ToGrpcStatus(shell.status());
 
     // Keystrokes and resizes, until the client half-closes or goes away.
@@ -104,13 +115,13 @@ class ShellsService final : public v1::Shells::Service {
           write.set_sandbox_id(read.sandbox_id());
           write.set_shell_id(read.shell_id());
           write.set_input(request.input());
-          (void)deps_.shells->Write(caller, write);
+          (void)deps_.processes->WriteShell(caller, write);
         } else if (request.has_resize()) {
           v1::ResizeShellRequest resize;
           resize.set_sandbox_id(read.sandbox_id());
           resize.set_shell_id(read.shell_id());
           *resize.mutable_size() = request.resize();
-          (void)deps_.shells->Resize(caller, resize);
+          (void)deps_.processes->ResizeShell(caller, resize);
         }
       }
       input_done = true;
@@ -125,7 +136,7 @@ class ShellsService final : public v1::Shells::Service {
     for (;;) {
       if (context->IsCancelled() || input_done) return grpc::Status::OK;
       auto chunk =
-          deps_.shells->WaitRead(caller, read, absl::Now() + kAttachSlice);
+          deps_.processes->ReadShell(caller, read, absl::Now() + kAttachSlice);
       if (!chunk.ok()) return ToGrpcStatus(chunk.status());
       v1::AttachShellResponse response;
       if (!chunk->output().empty() || (first_response && chunk->missed())) {
@@ -135,8 +146,8 @@ class ShellsService final : public v1::Shells::Service {
       }
       read.set_cursor(chunk->next_cursor());
       if (chunk->exited()) {
-        auto final_state =
-            deps_.shells->Get(caller, read.sandbox_id(), read.shell_id());
+        auto final_state = deps_.processes->GetShell(caller, read.sandbox_id(),
+                                                     read.shell_id());
         response.set_offset(chunk->offset());
         response.set_exited(true);
         if (final_state.ok()) {

@@ -127,3 +127,45 @@ bench_keep_log() {
   fi
   return 0
 }
+
+# For a script that runs its own daemon: checks root and the build in $1
+# (or $CORRAL_BUILD, or <repo>/build), makes a work directory
+# $bench_cache/NAME.XXXXXX with the daemon's socket, state and sandbox list,
+# and installs the EXIT trap that removes the sandboxes, stops the daemon
+# and keeps its log. Sets build, corrald, corral, work, socket, state, ids,
+# daemon_pid, results ($bench_cache/NAME.txt).
+bench_setup_daemon_run() {
+  local name=$1
+  [ "$(id -u)" -eq 0 ] || bench_die "corrald must run as root"
+  build=$(readlink -f "${2:-${CORRAL_BUILD:-$repo_root/build}}")
+  corrald=$build/bin/corrald
+  corral=$build/bin/corral
+  [ -x "$corrald" ] && [ -x "$corral" ] || bench_die "build corrald and corral in $build first"
+  mkdir -p "$bench_cache"
+  work=$(mktemp -d "$bench_cache/$name.XXXXXX")
+  socket=$work/corrald.sock
+  state=$work/state
+  ids=$work/ids
+  : >"$ids"
+  daemon_pid=
+  results=$bench_cache/$name.txt
+  trap bench_cleanup_daemon_run EXIT
+  trap 'exit 130' INT TERM
+}
+
+bench_cleanup_daemon_run() {
+  local status=$?
+  set +e
+  bench_stop_daemon
+  bench_keep_log "$status"
+  rm -rf --one-file-system "$work"
+  exit "$status"
+}
+
+# The CLI against the script's daemon.
+cli() { timeout 600 "$corral" --socket "$socket" "$@"; }
+now_ns() { date +%s%N; }
+# Milliseconds since $1 (from now_ns).
+since_ms() { echo $((($(now_ns) - $1) / 1000000)); }
+# MiB/s for MIB in MS milliseconds.
+rate() { awk -v m="$1" -v t="$2" 'BEGIN { if (t <= 0) t = 1; printf "%.0f", m * 1000 / t }'; }

@@ -45,37 +45,7 @@ for v in "$size_mib" "$files" "$repeat"; do
   case $v in '' | *[!0-9]* | 0) usage ;; esac
 done
 [ "$size_mib" -gt 64 ] && [ "$size_mib" -le 250 ] || bench_die "-s must be more than 64 and at most 250"
-[ "$(id -u)" -eq 0 ] || bench_die "corrald must run as root"
-build=$(readlink -f "${1:-${CORRAL_BUILD:-$repo_root/build}}")
-corrald=$build/bin/corrald
-corral=$build/bin/corral
-[ -x "$corrald" ] && [ -x "$corral" ] || bench_die "build corrald and corral in $build first"
-
-mkdir -p "$bench_cache"
-work=$(mktemp -d "$bench_cache/workspace.XXXXXX")
-socket=$work/corrald.sock
-state=$work/state
-ids=$work/ids
-: >"$ids"
-daemon_pid=
-results=$bench_cache/workspace.txt
-cleanup() {
-  local status=$?
-  set +e
-  bench_stop_daemon
-  bench_keep_log "$status"
-  rm -rf --one-file-system "$work"
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-cli() { timeout 600 "$corral" --socket "$socket" "$@"; }
-now_ns() { date +%s%N; }
-# Milliseconds since $1 (from now_ns).
-since_ms() { echo $((($(now_ns) - $1) / 1000000)); }
-# MiB/s for MIB in MS milliseconds.
-rate() { awk -v m="$1" -v t="$2" 'BEGIN { if (t <= 0) t = 1; printf "%.0f", m * 1000 / t }'; }
+bench_setup_daemon_run workspace "${1:-}"
 # Median of the numbers on stdin.
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 

@@ -89,7 +89,7 @@ TEST_CASE("agent sends hello and answers pings", "[agent_exec]") {
   std::vector<std::string> caps(hello.capabilities().begin(),
                                 hello.capabilities().end());
   CHECK(caps == std::vector<std::string>{"exec", "exec.stdin", "exec.signal",
-                                         "fs", "exec.pty"});
+                                         "fs", "exec.pty", "exec.detach"});
   CHECK(hello.pid() == agent.pid);
   CHECK(agent.connection->Ping(absl::Seconds(2)).ok());
   CHECK(agent.connection->Ping(absl::Seconds(2)).ok());

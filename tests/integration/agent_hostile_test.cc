@@ -137,13 +137,16 @@ uint64_t StartRunning(FakeAgent& agent, AgentConnection& connection,
   return id;
 }
 
+// An output frame; `offset` is where it starts within its fd (the fd's
+// bytes in earlier frames).
 v1::Frame Output(uint64_t id, size_t size, uint64_t sequence,
-                 v1::Fd fd = v1::FD_STDOUT) {
+                 v1::Fd fd = v1::FD_STDOUT, uint64_t offset = 0) {
   v1::Frame frame;
   frame.set_stream_id(id);
   frame.mutable_output()->set_fd(fd);
   frame.mutable_output()->set_data(std::string(size, 'o'));
   frame.mutable_output()->set_sequence(sequence);
+  frame.mutable_output()->set_offset(offset);
   return frame;
 }
 
@@ -254,7 +257,8 @@ TEST_CASE("output beyond the window closes", "[agent_hostile]") {
   const uint64_t id = StartRunning(agent, *connection, &session);
   // Nobody consumes: 4 x 64 KiB fill the window exactly, the fifth is over.
   for (uint64_t i = 0; i < 5; ++i) {
-    agent.Send(Output(id, wire::kMaxChunkBytes, i));
+    agent.Send(Output(id, wire::kMaxChunkBytes, i, v1::FD_STDOUT,
+                      i * wire::kMaxChunkBytes));
   }
   CHECK(ClosedReason(*connection).find("window") != std::string::npos);
 }
@@ -266,10 +270,12 @@ TEST_CASE("a well-behaved agent gets its window back", "[agent_hostile]") {
   const uint64_t id = StartRunning(agent, *connection, &session);
   // Three full windows, each one acknowledged before the next is sent.
   uint64_t sequence = 0;
+  uint64_t offsets[2] = {0, 0};  // stdout, stderr
   for (int round = 0; round < 3; ++round) {
     for (int i = 0; i < 4; ++i) {
       agent.Send(Output(id, wire::kMaxChunkBytes, sequence++,
-                        i % 2 ? v1::FD_STDERR : v1::FD_STDOUT));
+                        i % 2 ? v1::FD_STDERR : v1::FD_STDOUT, offsets[i % 2]));
+      offsets[i % 2] += wire::kMaxChunkBytes;
     }
     uint64_t consumed = 0;
     while (consumed < wire::kInitialWindowBytes) {
@@ -425,7 +431,7 @@ TEST_CASE("a dropped session is killed and drained", "[agent_hostile]") {
   REQUIRE(agent.ReceiveKind(v1::Frame::kWindowUpdate, &frame));
   CHECK(frame.window_update().bytes() == 1000);
   // Output still in flight is accepted and dropped; the exit forgets it.
-  agent.Send(Output(id, 500, 1));
+  agent.Send(Output(id, 500, 1, v1::FD_STDOUT, 1000));
   REQUIRE(agent.ReceiveKind(v1::Frame::kWindowUpdate, &frame));
   CHECK(frame.window_update().bytes() == 500);
   v1::Frame exit;
@@ -451,7 +457,8 @@ TEST_CASE("many tiny alternating outputs cannot grow memory without bound",
   std::string burst;
   for (uint64_t i = 0; i < 20000; ++i) {
     REQUIRE(wire::AppendFrame(
-        Output(id, 1, i, i % 2 ? v1::FD_STDERR : v1::FD_STDOUT), &burst));
+        Output(id, 1, i, i % 2 ? v1::FD_STDERR : v1::FD_STDOUT, i / 2),
+        &burst));
   }
   agent.SendRaw(burst);
   CHECK(ClosedReason(*connection).find("unread output events") !=

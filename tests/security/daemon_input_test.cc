@@ -8,6 +8,7 @@
 
 #include "corral/v1/shells.grpc.pb.h"
 #include "corral/v1/snapshots.grpc.pb.h"
+#include "corral/v1/system.grpc.pb.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "tests/integration/daemon_harness.h"
 
@@ -156,13 +157,14 @@ TEST_CASE("a hostile rootfs tar is refused and leaves no image behind") {
 
 TEST_CASE("declared but unbuilt RPCs answer UNIMPLEMENTED with a message") {
   Daemon daemon;
-  auto exec = corral::v1::Exec::NewStub(daemon.Channel());
+  auto system = corral::v1::System::NewStub(daemon.Channel());
   grpc::ClientContext context;
-  corral::v1::ListProcessesResponse processes;
-  auto status = exec->ListProcesses(
-      &context, corral::v1::ListProcessesRequest(), &processes);
+  auto events = system->WatchEvents(&context, corral::v1::WatchEventsRequest());
+  corral::v1::Event event;
+  CHECK_FALSE(events->Read(&event));
+  auto status = events->Finish();
   CHECK(status.error_code() == grpc::StatusCode::UNIMPLEMENTED);
-  CHECK(status.error_message().find("ListProcesses is not built yet") !=
+  CHECK(status.error_message().find("WatchEvents is not built yet") !=
         std::string::npos);
   // Memory snapshots: the RPC is built, that option is not.
   auto snapshots = corral::v1::Snapshots::NewStub(daemon.Channel());

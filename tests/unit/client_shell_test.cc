@@ -1,7 +1,10 @@
 // Tests of the shell commands (shell, attach, ps, kill, shell-read,
 // shell-write) against an in-process fake of corrald's Shells service that
 // records what it got, including runs of the CLI on a real pseudo-terminal
-// for raw mode, window-size changes and the detach keys.
+// for raw mode, window-size changes and the detach keys. The daemon lists
+// shells as processes on a terminal too (FakeProcesses): attach, ps and kill
+// go through the Exec service. Background processes have their own tests
+// (client_process_test.cc).
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <termios.h>
@@ -41,8 +44,6 @@ struct Received {
   int half_closes = 0;
   int cancels = 0;
   std::vector<corral::v1::WriteShellRequest> writes;
-  std::vector<corral::v1::SignalShellRequest> signals;
-  std::vector<corral::v1::CloseShellRequest> closes;
 };
 
 // Sandbox "box1" has three shells:
@@ -173,63 +174,37 @@ class FakeShells final : public corral::v1::Shells::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status SignalShell(grpc::ServerContext*,
-                           const corral::v1::SignalShellRequest* request,
-                           corral::v1::Shell* shell) override {
-    Record([&](Received& r) { r.signals.push_back(*request); });
-    if (request->shell_id() == "done") {
-      return {grpc::StatusCode::FAILED_PRECONDITION, "shell done has exited"};
-    }
-    shell->set_shell_id(request->shell_id());
-    shell->set_running(true);
-    return grpc::Status::OK;
-  }
-
-  grpc::Status CloseShell(grpc::ServerContext*,
-                          const corral::v1::CloseShellRequest* request,
-                          corral::v1::Shell* shell) override {
-    Record([&](Received& r) { r.closes.push_back(*request); });
-    shell->set_shell_id(request->shell_id());
-    return grpc::Status::OK;
-  }
-
-  grpc::Status ListShells(grpc::ServerContext*,
-                          const corral::v1::ListShellsRequest* request,
-                          corral::v1::ListShellsResponse* response) override {
-    if (request->sandbox_id() != "box1") return NoSandbox(*request);
-    *response = List(std::time(nullptr));
-    return grpc::Status::OK;
-  }
-
-  // The three shells as ListShells reports them, created 2 minutes, 3 hours
-  // and 2 days before `now`.
-  static corral::v1::ListShellsResponse List(int64_t now) {
-    corral::v1::ListShellsResponse list;
-    corral::v1::Shell* sh1 = list.add_shells();
-    sh1->set_shell_id("sh1");
-    sh1->add_argv("/bin/bash");
-    sh1->add_argv("-l");
-    sh1->mutable_size()->set_rows(30);
-    sh1->mutable_size()->set_columns(100);
-    sh1->set_running(true);
-    sh1->set_output_end(2048);
-    sh1->mutable_created_at()->set_seconds(now - 120);
-    corral::v1::Shell* done = list.add_shells();
-    done->set_shell_id("done");
-    done->set_signal(9);
-    done->set_output_end(4);
-    done->mutable_created_at()->set_seconds(now - 3 * 3600);
-    corral::v1::Shell* old = list.add_shells();
-    old->set_shell_id("old");
-    old->add_argv("make");
-    old->add_argv("test");
-    old->set_exit_code(3);
-    old->set_output_start(kOldStart);
-    old->set_output_end(4242);
-    old->mutable_size()->set_rows(24);
-    old->mutable_size()->set_columns(80);
-    old->mutable_created_at()->set_seconds(now - 2 * 86400);
-    return list;
+  // The three shells as the Exec service lists them (processes on a
+  // terminal), into `processes`.
+  static void AddTo(FakeProcesses& processes) {
+    processes.AddSandbox("box1");
+    corral::v1::Process sh1;
+    sh1.set_sandbox_id("box1");
+    sh1.set_process_id("sh1");
+    sh1.set_pty(true);
+    sh1.add_argv("/bin/bash");
+    sh1.add_argv("-l");
+    sh1.set_pid(41);
+    sh1.set_running(true);
+    processes.Add(sh1);
+    processes.Write("box1", "sh1", corral::v1::OUTPUT_STREAM_STDOUT, "$ ");
+    corral::v1::Process done;
+    done.set_sandbox_id("box1");
+    done.set_process_id("done");
+    done.set_pty(true);
+    done.set_signal(9);
+    processes.Add(done);
+    processes.Write("box1", "done", corral::v1::OUTPUT_STREAM_STDOUT, "bye\n");
+    corral::v1::Process old;
+    old.set_sandbox_id("box1");
+    old.set_process_id("old");
+    old.set_pty(true);
+    old.add_argv("make");
+    old.add_argv("test");
+    old.set_exit_code(3);
+    processes.Add(old, kOldStart);
+    processes.Write("box1", "old", corral::v1::OUTPUT_STREAM_STDOUT,
+                    kOldOutput);
   }
 
  private:
@@ -261,7 +236,10 @@ class FakeShells final : public corral::v1::Shells::Service {
 
 class FakeDaemon {
  public:
+  FakeDaemon() { FakeShells::AddTo(processes); }
+
   FakeShells shells;
+  FakeProcesses processes;
 
   CliRun Cli(std::vector<std::string> args, const std::string& input = "") {
     return server_.Cli(std::move(args), input);
@@ -281,7 +259,7 @@ class FakeDaemon {
   }
 
  private:
-  FakeServer server_{{&shells}};
+  FakeServer server_{{&shells, &processes}};
 };
 
 bool IsRaw(int fd) {
@@ -375,34 +353,10 @@ TEST_CASE("signals parse by name, with or without SIG, or number",
   }
 }
 
-TEST_CASE("shell states and exit codes", "[client][shell]") {
-  const corral::v1::ListShellsResponse list = FakeShells::List(1000000);
-  CHECK(ShellState(list.shells(0)) == "running");
-  CHECK(ShellState(list.shells(1)) == "killed SIGKILL");
-  CHECK(ShellState(list.shells(2)) == "exited 3");
+TEST_CASE("shell exit codes", "[client][shell]") {
   CHECK(ShellExitCode(3, 0) == 3);
   CHECK(ShellExitCode(0, 9) == 137);
   CHECK(ShellExitCode(256 + 7, 0) == 7);
-}
-
-TEST_CASE("ps escapes control characters in commands", "[client][shell]") {
-  corral::v1::ListShellsResponse list;
-  corral::v1::Shell* shell = list.add_shells();
-  shell->set_shell_id("s");
-  shell->add_argv("printf");
-  shell->add_argv("\x1b]0;owned\x07");
-  shell->set_running(true);
-  const std::string table = FormatShells(list, 0);
-  CHECK(table.find('\x1b') == std::string::npos);
-  CHECK_THAT(table, Catch::Contains("printf \\x1b]0;owned\\x07"));
-}
-
-TEST_CASE("ps table", "[client][shell]") {
-  CHECK(FormatShells(FakeShells::List(1000000), 1000000) ==
-        "SHELL   COMMAND        STATE            SIZE     OUTPUT    CREATED\n"
-        "sh1     /bin/bash -l   running          30x100   2.0 KiB   2m ago\n"
-        "done    /bin/sh -i     killed SIGKILL   24x80    4 B       3h ago\n"
-        "old     make test      exited 3         24x80    4.1 KiB   2d ago\n");
 }
 
 // --- against the fake daemon ------------------------------------------------
@@ -476,7 +430,13 @@ TEST_CASE("attach --from: offsets, 'end', and the missed notice",
   CHECK(end.exit_code == 3);
   CHECK(end.err.empty());
   REQUIRE(daemon.shells.received().attaches.size() == 1);
-  CHECK(daemon.shells.received().attaches[0].cursor() == 4242);
+  // The end as GetProcess reports it; the shell is attached by its id.
+  CHECK(daemon.shells.received().attaches[0].cursor() == 1010);
+  CHECK(daemon.shells.received().attaches[0].shell_id() == "old");
+  REQUIRE(daemon.processes.received().gets.size() == 1);
+  CHECK(daemon.processes.received().gets[0].process_id() == "old");
+  // A shell is attached interactively, never through AttachProcess.
+  CHECK(daemon.processes.received().attaches.empty());
 
   CliRun missed = daemon.Cli({"attach", "box1", "old", "--from", "10"});
   CHECK(missed.exit_code == 3);
@@ -501,75 +461,94 @@ TEST_CASE("attach --from: offsets, 'end', and the missed notice",
                                          "key 'ctrl-1'"));
   CliRun missing = daemon.Cli({"attach", "box1", "nope", "--from", "end"});
   CHECK(missing.exit_code == 125);
-  CHECK(missing.err == "corral: no shell nope in sandbox box1\n");
-  CHECK(daemon.shells.received().attaches.size() == 3);
-
+  CHECK(missing.err == "corral: no process nope in sandbox box1\n");
   CliRun unknown = daemon.Cli({"attach", "box1", "nope"});
   CHECK(unknown.exit_code == 125);
-  CHECK(unknown.err == "corral: no shell nope\n");
+  CHECK(unknown.err == "corral: no process nope in sandbox box1\n");
+  CHECK(daemon.shells.received().attaches.size() == 3);
 }
 
-TEST_CASE("ps prints a table or JSON", "[client][shell]") {
+TEST_CASE("attach --no-follow prints a shell's ring and exits",
+          "[client][shell]") {
+  FakeDaemon daemon;
+  CliRun old = daemon.Cli({"attach", "--no-follow", "box1", "old"});
+  CHECK(old.exit_code == 3);
+  CHECK(old.out == "abcdefghij");
+  CHECK(old.err ==
+        "corral: 1000 bytes of output are no longer kept; reading from "
+        "offset 1000\n");
+  CliRun running = daemon.Cli({"attach", "--no-follow", "box1", "sh1"});
+  CHECK(running.exit_code == 0);
+  CHECK(running.out == "$ ");
+  CHECK(running.err ==
+        "corral: process sh1 is running; continue: corral attach box1 sh1 "
+        "--from 2\n");
+  CHECK(daemon.shells.received().attaches.empty());
+}
+
+TEST_CASE("ps lists shells as processes on a terminal", "[client][shell]") {
   FakeDaemon daemon;
   CliRun table = daemon.Cli({"ps", "box1"});
   CHECK(table.exit_code == 0);
-  // CREATED depends on the clock; the rest of the table does not.
-  CHECK_THAT(table.out,
-             Catch::StartsWith("SHELL   COMMAND        STATE            SIZE   "
-                               "  OUTPUT    CREATED\nsh1     /bin/bash -l   "
-                               "running          30x100   2.0 KiB   2m ago\n"));
-  CHECK_THAT(table.out, Catch::Contains("killed SIGKILL"));
-
+  // CREATED is empty in this fake ("-"); the rest is the shells' own.
+  CHECK(table.out ==
+        "ID     TAG   TYPE    PID   STATE               OUTPUT   CREATED   "
+        "COMMAND\n"
+        "sh1    -     shell   41    running             2 B      -         "
+        "/bin/bash -l\n"
+        "done   -     shell   -     killed by SIGKILL   4 B      -         "
+        "/bin/sh -i\n"
+        "old    -     shell   -     exited 3            1010 B   -         "
+        "make test\n");
   CliRun json = daemon.Cli({"ps", "box1", "--json"});
   CHECK(json.exit_code == 0);
-  CHECK_THAT(json.out, Catch::StartsWith("{\"shells\":[{"));
-  CHECK_THAT(json.out, Catch::Contains("\"shell_id\":\"old\""));
-  CHECK_THAT(json.out, Catch::Contains("\"output_end\":\"4242\""));
+  CHECK_THAT(json.out, Catch::StartsWith("{\"processes\":[{"));
+  CHECK_THAT(json.out, Catch::Contains("\"process_id\":\"old\""));
+  CHECK_THAT(json.out, Catch::Contains("\"pty\":true"));
   CHECK(std::count(json.out.begin(), json.out.end(), '\n') == 1);
-
-  CliRun missing = daemon.Cli({"ps", "nobox"});
-  CHECK(missing.exit_code == 125);
-  CHECK(missing.err == "corral: no sandbox nobox\n");
 }
 
-TEST_CASE("kill sends the signal, and --rm closes", "[client][shell]") {
+TEST_CASE("kill signals a shell, and --rm removes it", "[client][shell]") {
   FakeDaemon daemon;
   CHECK(daemon.Cli({"kill", "box1", "sh1"}).exit_code == 0);
   CHECK(daemon.Cli({"kill", "box1", "sh1", "KILL"}).exit_code == 0);
   CHECK(daemon.Cli({"kill", "box1", "sh1", "SIGINT"}).exit_code == 0);
   CHECK(daemon.Cli({"kill", "box1", "sh1", "hup"}).exit_code == 0);
   CHECK(daemon.Cli({"kill", "box1", "sh1", "20"}).exit_code == 0);
-  Received received = daemon.shells.received();
+  FakeProcesses::Received received = daemon.processes.received();
   REQUIRE(received.signals.size() == 5);
   CHECK(received.signals[0].signal() == SIGTERM);
   CHECK(received.signals[0].sandbox_id() == "box1");
-  CHECK(received.signals[0].shell_id() == "sh1");
+  CHECK(received.signals[0].process_id() == "sh1");
   CHECK(received.signals[1].signal() == SIGKILL);
   CHECK(received.signals[2].signal() == SIGINT);
   CHECK(received.signals[3].signal() == SIGHUP);
   CHECK(received.signals[4].signal() == 20);
-  CHECK(received.closes.empty());
+  CHECK(received.removes.empty());
 
   CliRun bad = daemon.Cli({"kill", "box1", "sh1", "FOO"});
   CHECK(bad.exit_code == 125);
   CHECK_THAT(bad.err, Catch::StartsWith("corral: unknown signal 'FOO'"));
-  CHECK(daemon.shells.received().signals.size() == 5);
+  CHECK(daemon.processes.received().signals.size() == 5);
 
-  // An exited shell cannot be signalled; with --rm it is closed anyway.
+  // An exited shell cannot be signalled; with --rm it is removed anyway.
   CliRun exited = daemon.Cli({"kill", "box1", "done"});
   CHECK(exited.exit_code == 125);
-  CHECK(exited.err == "corral: shell done has exited\n");
+  CHECK(exited.err == "corral: process done has exited\n");
   CliRun remove = daemon.Cli({"kill", "--rm", "box1", "done", "KILL"});
   CHECK(remove.exit_code == 0);
-  received = daemon.shells.received();
-  REQUIRE(received.closes.size() == 1);
-  CHECK(received.closes[0].shell_id() == "done");
+  received = daemon.processes.received();
+  REQUIRE(received.removes.size() == 1);
+  CHECK(received.removes[0].process_id() == "done");
   CHECK(received.signals.back().signal() == SIGKILL);
+  CHECK(received.signals.size() == 7);
 
   CliRun json = daemon.Cli({"--json", "kill", "--rm", "box1", "sh1"});
   CHECK(json.exit_code == 0);
-  CHECK_THAT(json.out, Catch::Contains("\"shell_id\":\"sh1\""));
-  CHECK(daemon.shells.received().closes.size() == 2);
+  CHECK_THAT(json.out, Catch::Contains("\"process_id\":\"sh1\""));
+  CHECK(daemon.processes.received().removes.size() == 2);
+  // --rm alone removes without a signal first.
+  CHECK(daemon.processes.received().signals.size() == 7);
 }
 
 TEST_CASE("shell-read prints output and the next cursor", "[client][shell]") {
