@@ -258,6 +258,16 @@ void Processes::Stop(const EntryPtr& entry, bool kill) {
   entry->changed.notify_all();
 }
 
+void Processes::StopAll(const std::vector<EntryPtr>& entries, bool kill) {
+  // Every pump is told first, so that their waits for the agent (up to a
+  // pump slice each) end together rather than one after another.
+  for (const auto& entry : entries) {
+    std::lock_guard lock(entry->mutex);
+    entry->stopping = true;
+  }
+  for (const auto& entry : entries) Stop(entry, kill);
+}
+
 void Processes::Shutdown() {
   std::vector<EntryPtr> all;
   {
@@ -267,7 +277,7 @@ void Processes::Shutdown() {
       for (auto& [id, entry] : entries) all.push_back(entry);
     }
   }
-  for (auto& entry : all) Stop(entry, /*kill=*/false);
+  StopAll(all, /*kill=*/false);
 }
 
 void Processes::Drop(const EntryPtr& entry) {
@@ -294,7 +304,9 @@ void Processes::ForgetSandbox(const std::string& sandbox_id) {
       entries_.erase(it);
     }
   }
-  for (auto& [id, entry] : gone) Stop(entry, /*kill=*/true);
+  std::vector<EntryPtr> stopping;
+  for (auto& [id, entry] : gone) stopping.push_back(entry);
+  StopAll(stopping, /*kill=*/true);
   std::error_code ignored;
   std::filesystem::remove_all(SandboxDir(sandbox_id), ignored);
 }

@@ -125,6 +125,7 @@ class Processes {
   static void Pump(Entry* entry);
   // Stops the pump; `kill` ends the command, otherwise the agent keeps it.
   static void Stop(const EntryPtr& entry, bool kill);
+  static void StopAll(const std::vector<EntryPtr>& entries, bool kill);
 
   SandboxManager* const sandboxes_;  // not owned
   const std::string dir_;
