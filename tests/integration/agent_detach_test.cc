@@ -34,6 +34,8 @@ namespace {
 namespace v1 = corral::agent::v1;
 namespace wire = corral::agent::wire;
 using corral::UniqueFd;
+using corral::agent::testing::FrameSocket;
+using corral::agent::testing::SocketPair;
 using corral::agent::testing::SpawnAgent;
 using corral::agent::testing::StartAgent;
 using corral::agent::testing::TempDir;
@@ -251,35 +253,14 @@ bool FirstPhaseRead(const Collected& c) {
 // ---- Raw frames ---------------------------------------------------------
 
 // The daemon's end spoken by hand, for exact frames.
-class RawClient {
+class RawClient : public FrameSocket {
  public:
-  explicit RawClient(UniqueFd fd) : fd_(std::move(fd)) {}
+  explicit RawClient(UniqueFd fd) : FrameSocket(std::move(fd)) {}
 
-  void Send(const v1::Frame& frame) {
-    std::string bytes;
-    REQUIRE(wire::AppendFrame(frame, &bytes));
-    size_t done = 0;
-    while (done < bytes.size()) {
-      ssize_t n = ::send(fd_.get(), bytes.data() + done, bytes.size() - done,
-                         MSG_NOSIGNAL);
-      REQUIRE(n > 0);
-      done += static_cast<size_t>(n);
-    }
-  }
+  void Send(const v1::Frame& frame) { REQUIRE(FrameSocket::Send(frame)); }
 
   bool Receive(v1::Frame* frame, absl::Duration timeout = kWait) {
-    const absl::Time deadline = absl::Now() + timeout;
-    char buffer[65536];
-    while (!decoder_.Next(frame)) {
-      const int64_t wait_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
-      if (wait_ms <= 0) return false;
-      pollfd pfd{fd_.get(), POLLIN, 0};
-      if (::poll(&pfd, 1, static_cast<int>(wait_ms)) <= 0) return false;
-      ssize_t n = ::read(fd_.get(), buffer, sizeof(buffer));
-      if (n <= 0) return false;
-      decoder_.Feed(std::string_view(buffer, static_cast<size_t>(n)));
-    }
-    return true;
+    return FrameSocket::Receive(frame, timeout);
   }
 
   v1::Frame Expect(v1::Frame::BodyCase body) {
@@ -289,12 +270,6 @@ class RawClient {
     REQUIRE(frame.body_case() == body);
     return frame;
   }
-
-  void Close() { fd_.Reset(); }
-
- private:
-  UniqueFd fd_;
-  wire::FrameDecoder decoder_;
 };
 
 // ---- A fake agent, for the daemon's checks --------------------------------
@@ -302,10 +277,9 @@ class RawClient {
 class FakeAgent {
  public:
   FakeAgent() {
-    int sv[2];
-    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-    daemon_end_.Reset(sv[0]);
-    peer_ = std::make_unique<RawClient>(UniqueFd(sv[1]));
+    auto [daemon_end, peer] = SocketPair();
+    daemon_end_ = std::move(daemon_end);
+    peer_ = std::make_unique<RawClient>(std::move(peer));
   }
 
   std::shared_ptr<AgentConnection> Open(

@@ -18,43 +18,26 @@
 #include "corral/unique_fd.h"
 #include "daemon/agent/agent_connection.h"
 #include "guest-agent/wire/frame_codec.h"
+#include "tests/integration/agent_test_util.h"
 
 namespace {
 
 namespace v1 = corral::agent::v1;
 namespace wire = corral::agent::wire;
 using corral::UniqueFd;
+using corral::agent::testing::FrameSocket;
+using corral::agent::testing::SocketPair;
 using corral::daemon::AgentConnection;
 using corral::daemon::ExecEvent;
 using corral::daemon::ExecSession;
 
-// The test's end of the socket, speaking the protocol by hand.
-class FakeAgent {
+// The test's end of the socket, speaking the protocol by hand. Sends to a
+// daemon that hung up are ignored: fine for these tests.
+class FakeAgent : public FrameSocket {
  public:
-  FakeAgent() {
-    int sv[2];
-    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-    daemon_end_.Reset(sv[0]);
-    fd_.Reset(sv[1]);
-  }
+  FakeAgent() : FakeAgent(SocketPair()) {}
 
   UniqueFd TakeDaemonEnd() { return std::move(daemon_end_); }
-
-  void SendRaw(const std::string& bytes) {
-    size_t done = 0;
-    while (done < bytes.size()) {
-      ssize_t n = ::send(fd_.get(), bytes.data() + done, bytes.size() - done,
-                         MSG_NOSIGNAL);
-      if (n <= 0) return;  // the daemon hung up: fine for these tests
-      done += static_cast<size_t>(n);
-    }
-  }
-
-  void Send(const v1::Frame& frame) {
-    std::string bytes;
-    REQUIRE(wire::AppendFrame(frame, &bytes));
-    SendRaw(bytes);
-  }
 
   void SendHello(uint32_t version = 1) {
     v1::Frame frame;
@@ -62,22 +45,6 @@ class FakeAgent {
     frame.mutable_hello()->set_agent_version("fake");
     frame.mutable_hello()->set_pid(1);
     Send(frame);
-  }
-
-  // Next frame from the daemon, or false after `timeout`.
-  bool Receive(v1::Frame* frame, absl::Duration timeout = absl::Seconds(3)) {
-    const absl::Time deadline = absl::Now() + timeout;
-    char buffer[65536];
-    while (!decoder_.Next(frame)) {
-      const int64_t wait_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
-      if (wait_ms <= 0) return false;
-      pollfd pfd{fd_.get(), POLLIN, 0};
-      if (::poll(&pfd, 1, static_cast<int>(wait_ms)) <= 0) return false;
-      ssize_t n = ::read(fd_.get(), buffer, sizeof(buffer));
-      if (n <= 0) return false;
-      decoder_.Feed(std::string_view(buffer, static_cast<size_t>(n)));
-    }
-    return true;
   }
 
   // Reads frames until one with `body` arrives.
@@ -93,18 +60,20 @@ class FakeAgent {
     const absl::Time deadline = absl::Now() + timeout;
     char buffer[65536];
     while (absl::Now() < deadline) {
-      pollfd pfd{fd_.get(), POLLIN, 0};
+      pollfd pfd{fd(), POLLIN, 0};
       if (::poll(&pfd, 1, 50) <= 0) continue;
-      ssize_t n = ::read(fd_.get(), buffer, sizeof(buffer));
+      ssize_t n = ::read(fd(), buffer, sizeof(buffer));
       if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return true;
     }
     return false;
   }
 
  private:
+  explicit FakeAgent(std::pair<UniqueFd, UniqueFd> ends)
+      : FrameSocket(std::move(ends.second)),
+        daemon_end_(std::move(ends.first)) {}
+
   UniqueFd daemon_end_;
-  UniqueFd fd_;
-  wire::FrameDecoder decoder_;
 };
 
 std::shared_ptr<AgentConnection> OpenWithHello(FakeAgent& agent) {

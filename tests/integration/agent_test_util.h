@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -28,6 +29,7 @@
 #include "corral/child_reaper.h"
 #include "corral/unique_fd.h"
 #include "daemon/agent/agent_connection.h"
+#include "guest-agent/wire/frame_codec.h"
 #include "tests/test_util.h"
 
 extern char** environ;
@@ -55,6 +57,63 @@ inline std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), {});
 }
+
+// ---- The protocol by hand ---------------------------------------------------
+
+// Two connected ends of a Unix stream socket.
+inline std::pair<UniqueFd, UniqueFd> SocketPair() {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  return {UniqueFd(sv[0]), UniqueFd(sv[1])};
+}
+
+// One end of an agent-protocol stream spoken by hand: bytes and frames out,
+// frames in.
+class FrameSocket {
+ public:
+  explicit FrameSocket(UniqueFd fd) : fd_(std::move(fd)) {}
+
+  // False once the other end hung up.
+  bool SendRaw(std::string_view bytes) {
+    size_t done = 0;
+    while (done < bytes.size()) {
+      ssize_t n = ::send(fd_.get(), bytes.data() + done, bytes.size() - done,
+                         MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      done += static_cast<size_t>(n);
+    }
+    return true;
+  }
+
+  bool Send(const v1::Frame& frame) {
+    std::string bytes;
+    REQUIRE(wire::AppendFrame(frame, &bytes));
+    return SendRaw(bytes);
+  }
+
+  // The next frame, or false after `timeout` or at the end of the stream.
+  bool Receive(v1::Frame* frame, absl::Duration timeout = absl::Seconds(3)) {
+    const absl::Time deadline = absl::Now() + timeout;
+    char buffer[65536];
+    while (!decoder_.Next(frame)) {
+      const int64_t wait_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+      if (wait_ms <= 0) return false;
+      pollfd pfd{fd_.get(), POLLIN, 0};
+      if (::poll(&pfd, 1, static_cast<int>(wait_ms)) <= 0) return false;
+      ssize_t n = ::read(fd_.get(), buffer, sizeof(buffer));
+      if (n <= 0) return false;
+      decoder_.Feed(std::string_view(buffer, static_cast<size_t>(n)));
+    }
+    return true;
+  }
+
+  int fd() const { return fd_.get(); }
+  void Close() { fd_.Reset(); }
+
+ private:
+  UniqueFd fd_;
+  wire::FrameDecoder decoder_;
+};
 
 // ---- The real agent ---------------------------------------------------------
 
