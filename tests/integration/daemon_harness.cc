@@ -320,4 +320,17 @@ std::shared_ptr<grpc::Channel> Daemon::Channel() const {
                                    grpc::InsecureChannelCredentials(), args);
 }
 
+std::string Daemon::CreateSandbox(uint64_t ttl_seconds) const {
+  auto stub = corral::v1::Sandboxes::NewStub(Channel());
+  grpc::ClientContext context;
+  corral::v1::CreateSandboxRequest request;
+  request.set_ttl_seconds(ttl_seconds);
+  corral::v1::Sandbox sandbox;
+  grpc::Status status = stub->CreateSandbox(&context, request, &sandbox);
+  if (!status.ok()) {
+    throw std::runtime_error("CreateSandbox: " + status.error_message());
+  }
+  return sandbox.id();
+}
+
 }  // namespace corral::testing

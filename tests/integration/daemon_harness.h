@@ -60,6 +60,9 @@ class Daemon {
                     const std::string& stdin_data = "", int uid = -1) const;
 
   std::shared_ptr<grpc::Channel> Channel() const;
+  // A sandbox with default limits, through the API; its id. Throws (a test
+  // failure) with the daemon's message when the create fails.
+  std::string CreateSandbox(uint64_t ttl_seconds = 600) const;
 
  private:
   std::string dir_, socket_, state_dir_, config_path_;

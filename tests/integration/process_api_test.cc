@@ -27,17 +27,6 @@ struct ProcessApi {
     shells = v1::Shells::NewStub(channel);
   }
 
-  std::string CreateSandbox() {
-    grpc::ClientContext context;
-    v1::CreateSandboxRequest request;
-    request.set_ttl_seconds(600);
-    v1::Sandbox sandbox;
-    auto status = sandboxes->CreateSandbox(&context, request, &sandbox);
-    INFO(status.error_message());
-    REQUIRE(status.ok());
-    return sandbox.id();
-  }
-
   grpc::Status TryStart(const std::string& id, const std::string& shell,
                         const std::string& tag, v1::Process* process,
                         bool stdin_open = false) {
@@ -170,7 +159,7 @@ TEST_CASE(
     "stderr kept in order, its exit status recorded") {
   Daemon daemon;
   ProcessApi api(daemon);
-  const std::string id = api.CreateSandbox();
+  const std::string id = daemon.CreateSandbox();
   v1::Process started = api.Start(
       id, "echo out1; sleep 0.3; echo err1 >&2; sleep 0.3; echo out2; exit 3",
       "job");
@@ -245,7 +234,7 @@ TEST_CASE(
     "change nothing") {
   Daemon daemon;
   ProcessApi api(daemon);
-  const std::string id = api.CreateSandbox();
+  const std::string id = daemon.CreateSandbox();
   v1::Process sleeper = api.Start(id, "exec sleep 1000", "sleeper");
 
   v1::Process process;
@@ -328,7 +317,7 @@ TEST_CASE(
     "a restart every number still in the ring arrives once and in order") {
   Daemon daemon;
   ProcessApi api(daemon);
-  const std::string id = api.CreateSandbox();
+  const std::string id = daemon.CreateSandbox();
   constexpr int kCount = 300000;  // about 2 MB: more than the 1 MiB ring
   const std::string expected = Numbers(kCount);
   v1::Process writer =
@@ -387,7 +376,7 @@ TEST_CASE(
 TEST_CASE("a shell survives kill -9 of the daemon and takes input again") {
   Daemon daemon;
   ProcessApi api(daemon);
-  const std::string id = api.CreateSandbox();
+  const std::string id = daemon.CreateSandbox();
   v1::Shell shell;
   {
     grpc::ClientContext context;
@@ -447,7 +436,7 @@ TEST_CASE(
     "and its output file bounded") {
   Daemon daemon;
   ProcessApi api(daemon);
-  const std::string id = api.CreateSandbox();
+  const std::string id = daemon.CreateSandbox();
   const long before = ProcStatusKib(daemon.pid(), "VmHWM");
   v1::Process flood =
       api.Start(id, "head -c 200000000 /dev/zero | tr '\\0' x; echo done >&2");

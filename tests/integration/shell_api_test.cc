@@ -14,18 +14,7 @@ namespace v1 = corral::v1;
 
 struct ShellApi {
   explicit ShellApi(const Daemon& daemon)
-      : sandboxes(v1::Sandboxes::NewStub(daemon.Channel())),
-        shells(v1::Shells::NewStub(daemon.Channel())) {}
-
-  std::string CreateSandbox() {
-    grpc::ClientContext context;
-    v1::CreateSandboxRequest request;
-    request.set_ttl_seconds(600);
-    v1::Sandbox sandbox;
-    auto status = sandboxes->CreateSandbox(&context, request, &sandbox);
-    REQUIRE(status.ok());
-    return sandbox.id();
-  }
+      : shells(v1::Shells::NewStub(daemon.Channel())) {}
 
   v1::Shell Open(const std::string& id, std::vector<std::string> argv = {},
                  uint32_t rows = 0, uint32_t columns = 0) {
@@ -97,7 +86,6 @@ struct ShellApi {
     return {};
   }
 
-  std::unique_ptr<v1::Sandboxes::Stub> sandboxes;
   std::unique_ptr<v1::Shells::Stub> shells;
 };
 
@@ -106,7 +94,7 @@ TEST_CASE(
     "resize and Ctrl-C") {
   Daemon daemon;
   ShellApi api(daemon);
-  const std::string id = api.CreateSandbox();
+  const std::string id = daemon.CreateSandbox();
   v1::Shell shell = api.Open(id, {}, 30, 100);
   CHECK(shell.running());
   CHECK(shell.size().rows() == 30);
@@ -159,7 +147,7 @@ TEST_CASE(
     "nothing lost or repeated") {
   Daemon daemon;
   ShellApi api(daemon);
-  const std::string id = api.CreateSandbox();
+  const std::string id = daemon.CreateSandbox();
   v1::Shell shell = api.Open(
       id, {"sh", "-c",
            "stty -echo; for i in $(seq 1 300); do echo line$i; sleep 0.005; "
@@ -208,7 +196,7 @@ TEST_CASE(
     "much it missed, and the daemon's memory stays bounded") {
   Daemon daemon;
   ShellApi api(daemon);
-  const std::string id = api.CreateSandbox();
+  const std::string id = daemon.CreateSandbox();
   const long before = ProcStatusKib(daemon.pid(), "VmHWM");
   v1::Shell shell = api.Open(
       id, {"sh", "-c", "head -c 200000000 /dev/zero | tr '\\0' x; exit 0"});
@@ -235,7 +223,7 @@ TEST_CASE(
 TEST_CASE("shells are listed, closed, and bounded per sandbox") {
   Daemon daemon;
   ShellApi api(daemon);
-  const std::string id = api.CreateSandbox();
+  const std::string id = daemon.CreateSandbox();
   v1::Shell a = api.Open(id);
   v1::Shell b = api.Open(id, {"sleep", "1000"});
   grpc::ClientContext list_context;
