@@ -14,11 +14,16 @@ packages=(
   libseccomp-dev libcap-dev libcli11-dev libtomlplusplus-dev libsystemd-dev
   # SHA-256 of imported image archives
   libssl-dev
+  # JSON of OCI bundles (config.json), OCI image manifests and the Docker
+  # Engine API
+  nlohmann-json3-dev
   # static archives for corral-agent's compression filters
   zlib1g-dev liblzma-dev libzstd-dev libbz2-dev liblz4-dev
   # sandboxes, images, tests and benchmarks
   busybox-static debootstrap bubblewrap util-linux iproute2 procps psmisc tmux
   sqlite3 python3 e2fsprogs
+  # the oci and docker runtimes, and the engines their tests run against
+  runc crun docker.io podman uidmap skopeo umoci
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,146 +1,19 @@
-// The C ABI of the linux runtime plugin (backends/include/corral/
-// backend_abi.h): parses each request, calls linux_runtime.h, serializes the
-// answer. No exception crosses this boundary.
-#include <cstdlib>
-#include <cstring>
-#include <exception>
-#include <string>
-
-#include "absl/status/status.h"
+// The linux runtime's operations, for the shared C ABI glue
+// (backends/common/plugin_glue.h).
+#include "backends/common/plugin_glue.h"
 #include "backends/linux/linux_runtime.h"
-#include "corral/backend_abi.h"
 
-namespace corral::linux_runtime {
-namespace {
+namespace corral::backend_plugin {
 
-char* CopyString(absl::string_view text) {
-  char* copy = static_cast<char*>(std::malloc(text.size() + 1));
-  if (copy == nullptr) return nullptr;
-  std::memcpy(copy, text.data(), text.size());
-  copy[text.size()] = '\0';
-  return copy;
-}
-
-int Fail(const absl::Status& status, corral_result* result) {
-  result->error_message = CopyString(status.message());
-  int code = static_cast<int>(status.code());
-  return code == 0 ? static_cast<int>(absl::StatusCode::kInternal) : code;
-}
-
-int Respond(const google::protobuf::MessageLite& response,
-            corral_result* result) {
-  std::string bytes = response.SerializeAsString();
-  result->response =
-      static_cast<uint8_t*>(std::malloc(bytes.empty() ? 1 : bytes.size()));
-  if (result->response == nullptr) {
-    return Fail(absl::ResourceExhaustedError("out of memory"), result);
-  }
-  std::memcpy(result->response, bytes.data(), bytes.size());
-  result->response_size = bytes.size();
-  return 0;
-}
-
-// Runs one operation: parse, call, answer; turns exceptions (bad_alloc) into
-// INTERNAL.
-template <typename Request, typename Operation>
-int Call(const uint8_t* data, size_t size, corral_result* result,
-         Operation operation) {
-  try {
-    Request request;
-    if (!request.ParseFromArray(data, static_cast<int>(size))) {
-      return Fail(absl::InvalidArgumentError("request does not parse"), result);
-    }
-    return operation(request);
-  } catch (const std::exception& error) {
-    return Fail(absl::InternalError(error.what()), result);
-  } catch (...) {
-    return Fail(absl::InternalError("unknown exception"), result);
-  }
-}
-
-int ProbeCall(const uint8_t* data, size_t size, corral_result* result) {
-  return Call<bv1::ProbeRequest>(data, size, result, [&](const auto& request) {
-    return Respond(Probe(request), result);
-  });
-}
-
-int CreateCall(const uint8_t* data, size_t size, corral_result* result) {
-  return Call<bv1::CreateRequest>(data, size, result, [&](const auto& request) {
-    UniqueFd agent_fd;
-    auto response = Create(request, &agent_fd);
-    if (!response.ok()) return Fail(response.status(), result);
-    int rc = Respond(*response, result);
-    if (rc == 0) result->agent_fd = agent_fd.Release();
-    return rc;
-  });
-}
-
-int AttachCall(const uint8_t* data, size_t size, corral_result* result) {
-  return Call<bv1::AttachRequest>(data, size, result, [&](const auto& request) {
-    UniqueFd agent_fd;
-    auto response = Attach(request, &agent_fd);
-    if (!response.ok()) return Fail(response.status(), result);
-    int rc = Respond(*response, result);
-    if (rc == 0) result->agent_fd = agent_fd.Release();
-    return rc;
-  });
-}
-
-int DestroyCall(const uint8_t* data, size_t size, corral_result* result) {
-  return Call<bv1::DestroyRequest>(
-      data, size, result, [&](const auto& request) {
-        absl::Status status = Destroy(request);
-        if (!status.ok()) return Fail(status, result);
-        return Respond(bv1::DestroyResponse(), result);
-      });
-}
-
-int StatsCall(const uint8_t* data, size_t size, corral_result* result) {
-  return Call<bv1::StatsRequest>(data, size, result, [&](const auto& request) {
-    auto response = Stats(request);
-    if (!response.ok()) return Fail(response.status(), result);
-    return Respond(*response, result);
-  });
-}
-
-int ReconcileCall(const uint8_t* data, size_t size, corral_result* result) {
-  return Call<bv1::ReconcileRequest>(data, size, result,
-                                     [&](const auto& request) {
-                                       auto response = Reconcile(request);
-                                       if (!response.ok())
-                                         return Fail(response.status(), result);
-                                       return Respond(*response, result);
-                                     });
-}
-
-void FreeResult(corral_result* result) {
-  if (result == nullptr) return;
-  std::free(result->response);
-  std::free(result->error_message);
-  result->response = nullptr;
-  result->response_size = 0;
-  result->error_message = nullptr;
-}
-
-constexpr corral_backend_v1 kTable = {
-    CORRAL_BACKEND_ABI_VERSION,
-    sizeof(corral_backend_v1),
+const Operations kOperations = {
     "linux",
     "0.1.0",
-    ProbeCall,
-    CreateCall,
-    AttachCall,
-    DestroyCall,
-    StatsCall,
-    ReconcileCall,
-    FreeResult,
+    linux_runtime::Probe,
+    linux_runtime::Create,
+    linux_runtime::Attach,
+    linux_runtime::Destroy,
+    linux_runtime::Stats,
+    linux_runtime::Reconcile,
 };
 
-}  // namespace
-}  // namespace corral::linux_runtime
-
-extern "C" __attribute__((visibility("default"))) const corral_backend_v1*
-corral_backend_entry(uint32_t abi_version) {
-  if (abi_version != CORRAL_BACKEND_ABI_VERSION) return nullptr;
-  return &corral::linux_runtime::kTable;
-}
+}  // namespace corral::backend_plugin
