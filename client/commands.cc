@@ -567,14 +567,17 @@ int RunCli(const std::vector<std::string>& args) {
       ->required();
   ImportOptions import_options;
   CLI::App* image_import =
-      image->add_subcommand("import", "Import a root filesystem as an image");
+      image->add_subcommand("import",
+                            "Import a root filesystem, OCI image layout or "
+                            "docker save archive as an image");
   image_import->add_option("NAME", import_options.name, "Name of the new image")
       ->required();
   image_import
       ->add_option("SOURCE", import_options.source,
-                   "A tar archive (plain, gzip, xz or zstd), a directory "
-                   "(packed into a tar here, on the client), or - for a tar "
-                   "on stdin")
+                   "A tar archive (plain, gzip, xz or zstd) of a root "
+                   "filesystem, an OCI image layout (oci-archive) or a docker "
+                   "save; a directory (packed into a tar here, on the "
+                   "client: a rootfs or an OCI layout); or - for stdin")
       ->required();
   image_import->add_flag("--replace", import_options.replace,
                          "Replace an existing image of that name");

@@ -267,7 +267,9 @@ absl::StatusOr<corral::v1::ImportImageMetadata> BuildImportMetadata(
     const ImportOptions& options, bool packed_directory) {
   corral::v1::ImportImageMetadata metadata;
   metadata.set_name(options.name);
-  metadata.set_source(corral::v1::IMAGE_SOURCE_ROOTFS_TAR);
+  // Unspecified: the daemon tells a rootfs tar from an OCI image layout or
+  // docker save archive by its members (a packed OCI layout directory too).
+  metadata.set_source(corral::v1::IMAGE_SOURCE_UNSPECIFIED);
   metadata.set_compression(packed_directory ? corral::v1::COMPRESSION_NONE
                                             : corral::v1::COMPRESSION_AUTO);
   metadata.set_replace(options.replace);

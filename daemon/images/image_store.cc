@@ -15,10 +15,12 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "corral/logging.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
+#include "daemon/images/oci_archive.h"
 #include "daemon/store/store.h"
 
 namespace corral::daemon {
@@ -145,6 +147,60 @@ class TempDir {
   explicit TempDir(fs::path path) : path_(std::move(path)) {}
   fs::path path_;
 };
+
+// Writes `text` to a new file `path` (0644) and syncs nothing: the caller
+// syncs the whole staging tree.
+absl::Status WriteNewFile(const fs::path& path, std::string_view text) {
+  UniqueFd fd(::open(path.c_str(),
+                     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                     0644));
+  if (!fd) return ErrnoStatus(absl::StrCat("create ", path.string()));
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t wrote =
+        ::write(fd.get(), text.data() + done, text.size() - done);
+    if (wrote < 0 && errno == EINTR) continue;
+    if (wrote < 0) return ErrnoStatus(absl::StrCat("write ", path.string()));
+    done += static_cast<size_t>(wrote);
+  }
+  return absl::OkStatus();
+}
+
+// An OCI image layout or docker save archive into <staging>/rootfs: the
+// members are spooled under <staging>/spool (removed again), the image is
+// chosen and verified, its layers applied in order, and its config kept as
+// <staging>/config.json for the runtimes.
+absl::StatusOr<ExtractStats> ImportImageArchive(const fs::path& staging,
+                                                Compression compression,
+                                                const ChunkReader& reader,
+                                                const ImportLimits& limits,
+                                                const std::string& name) {
+  const fs::path spool = staging / "spool";
+  if (::mkdir(spool.c_str(), 0700) != 0) {
+    return ErrnoStatus(absl::StrCat("mkdir ", spool.string()));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<ImageArchive> archive,
+                   ImageArchive::Spool(spool, compression, reader, limits));
+  ASSIGN_OR_RETURN(ResolvedImage image, archive->Resolve());
+  ASSIGN_OR_RETURN(ExtractStats stats,
+                   ApplyLayers(staging / "rootfs", image.layers, limits));
+  RETURN_IF_ERROR(RemoveTree(spool));
+  RETURN_IF_ERROR(WriteNewFile(staging / kConfigFile, image.config_json));
+  stats.archive_bytes = archive->archive_bytes();
+  stats.archive_sha256 = archive->archive_sha256();
+  // The config's strings are the archive's: escaped for the log.
+  Logger("images")->info(
+      "image {}: {} archive, manifest {}, {} layers, entrypoint [{}], cmd "
+      "[{}], workdir \"{}\", user \"{}\", {} env",
+      name, image.format,
+      image.manifest_digest.empty() ? "-" : image.manifest_digest,
+      image.layers.size(),
+      absl::CHexEscape(absl::StrJoin(image.run.entrypoint, " ")),
+      absl::CHexEscape(absl::StrJoin(image.run.cmd, " ")),
+      absl::CHexEscape(image.run.working_dir), absl::CHexEscape(image.run.user),
+      image.run.env.size());
+  return stats;
+}
 
 google::protobuf::Timestamp ToTimestamp(absl::Time time) {
   google::protobuf::Timestamp timestamp;
@@ -290,6 +346,31 @@ absl::StatusOr<fs::path> ImageStore::RootfsDir(std::string_view name) {
   return images_dir_ / record.name / "rootfs";
 }
 
+absl::StatusOr<ImageRunConfig> ImageStore::RunConfig(std::string_view name) {
+  if (IsBuiltin(name)) return ImageRunConfig{};
+  ASSIGN_OR_RETURN(fs::path rootfs, RootfsDir(name));
+  const fs::path path = rootfs.parent_path() / kConfigFile;
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOENT) return ImageRunConfig{};
+    return ErrnoStatus(absl::StrCat("open ", path.string()));
+  }
+  // Written by Import from a config it read within 16 MiB.
+  std::string text;
+  char buffer[64 << 10];
+  while (true) {
+    const ssize_t got = ::read(fd.get(), buffer, sizeof(buffer));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return ErrnoStatus(absl::StrCat("read ", path.string()));
+    if (got == 0) break;
+    text.append(buffer, static_cast<size_t>(got));
+    if (text.size() > (16u << 20)) {
+      return absl::DataLossError(absl::StrCat(path.string(), " is too large"));
+    }
+  }
+  return ParseImageRunConfig(text);
+}
+
 absl::Status ImageStore::Delete(std::string_view name) {
   if (IsBuiltin(name)) {
     return absl::FailedPreconditionError("image host is built in");
@@ -341,13 +422,15 @@ absl::StatusOr<v1::Image> ImageStore::Import(
     return absl::FailedPreconditionError(
         "image host is built in and cannot be imported or replaced");
   }
+  // Unspecified: told apart by the archive's first member.
+  std::optional<v1::ImageSource> source;
   switch (metadata.source()) {
     case v1::IMAGE_SOURCE_UNSPECIFIED:
-    case v1::IMAGE_SOURCE_ROOTFS_TAR:
       break;
+    case v1::IMAGE_SOURCE_ROOTFS_TAR:
     case v1::IMAGE_SOURCE_OCI_ARCHIVE:
-      return absl::UnimplementedError(
-          "importing OCI archives is not built yet");
+      source = metadata.source();
+      break;
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("image source ", static_cast<int>(metadata.source()),
@@ -382,8 +465,21 @@ absl::StatusOr<v1::Image> ImageStore::Import(
   if (::mkdir(rootfs.c_str(), 0755) != 0) {
     return ErrnoStatus(absl::StrCat("mkdir ", rootfs.string()));
   }
-  ASSIGN_OR_RETURN(ExtractStats stats,
-                   ExtractTar(rootfs, compression, next_chunk, limits));
+  ChunkReader reader = next_chunk;
+  if (!source.has_value()) {
+    ASSIGN_OR_RETURN(DetectedArchive detected,
+                     DetectImageArchive(compression, next_chunk));
+    source = detected.image_archive ? v1::IMAGE_SOURCE_OCI_ARCHIVE
+                                    : v1::IMAGE_SOURCE_ROOTFS_TAR;
+    reader = std::move(detected.replay);
+  }
+  ExtractStats stats;
+  if (*source == v1::IMAGE_SOURCE_OCI_ARCHIVE) {
+    ASSIGN_OR_RETURN(stats, ImportImageArchive(staging.path(), compression,
+                                               reader, limits, name));
+  } else {
+    ASSIGN_OR_RETURN(stats, ExtractTar(rootfs, compression, reader, limits));
+  }
   RETURN_IF_ERROR(EnsureMountPoints(rootfs));
   // The store's record is synced on commit; the tree it points to must be
   // on disk first, or a power loss could leave a recorded image half-written.
@@ -401,7 +497,7 @@ absl::StatusOr<v1::Image> ImageStore::Import(
 
   ImageRecord record;
   record.name = name;
-  record.source = v1::IMAGE_SOURCE_ROOTFS_TAR;
+  record.source = *source;
   record.size_bytes = stats.logical_bytes;
   record.entries = stats.entries;
   record.archive_sha256 = stats.archive_sha256;

@@ -6,6 +6,7 @@
 #include <limits>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/substitute.h"
 
@@ -193,6 +194,18 @@ absl::Status TarStream::Failure(std::string_view context) const {
   return absl::InvalidArgumentError(
       absl::Substitute(options_.corrupt_message, Sv(context),
                        message != nullptr ? message : "unknown error"));
+}
+
+bool TarStream::EndedInsideBlock() const {
+  if (!input_->eof || input_->over_limit || !input_->reader_status.ok() ||
+      reader_ == nullptr) {
+    return false;
+  }
+  const char* message = archive_error_string(reader_.get());
+  // libarchive's words for a short block: "Truncated tar archive" and
+  // "Truncated input file (needed 512 bytes, only N available)".
+  return message != nullptr &&
+         absl::StartsWith(absl::string_view(message), "Truncated");
 }
 
 int TarStream::filter_code() const {

@@ -103,6 +103,13 @@ class TarStream {
   // else over_limit_message when over the cap, else corrupt_message.
   [[nodiscard]] absl::Status Failure(std::string_view context) const;
 
+  // True when the last read failed only because the stream ended inside a
+  // 512-byte block, with the whole input read: a writer left out the last
+  // entry's padding or the end-of-archive blocks (umoci's layers do; Go's
+  // tar reader accepts that). Callers decide whether to accept it after a
+  // complete entry.
+  [[nodiscard]] bool EndedInsideBlock() const;
+
   // The outermost filter's ARCHIVE_FILTER_* code and name (after a header).
   [[nodiscard]] int filter_code() const;
   [[nodiscard]] std::string_view filter_name() const;
