@@ -17,27 +17,6 @@
 namespace corral::linux_runtime {
 namespace {
 
-// Namespace flags of clone(2) (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS |
-// CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET = 0x7E020000).
-constexpr uint64_t kCloneNamespaceFlags[] = {
-    CLONE_NEWNS,   CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC,
-    CLONE_NEWUSER, CLONE_NEWPID,    CLONE_NEWNET};
-
-// personality(2) values a program may set, as Docker allows: PER_LINUX,
-// PER_LINUX32, UNAME26, PER_LINUX32|UNAME26, and 0xffffffff (query). Every
-// other bit (ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC, foreign personalities...)
-// is refused.
-constexpr uint64_t kAllowedPersonalityBits = 0x0020008;
-constexpr uint64_t kPersonalityQuery = 0xffffffff;
-
-// Socket families a sandbox may use: AF_UNIX(1), AF_INET(2), AF_INET6(10),
-// AF_NETLINK(16), AF_PACKET(17, needs CAP_NET_RAW anyway). The rest
-// (AF_VSOCK, AF_ALG, AF_KEY, AF_TIPC, AF_RDS, ...) hold most of the socket
-// CVEs and have no use in a sandbox with only loopback.
-constexpr int kMaxAllowedFamily = AF_PACKET;
-constexpr int kAllowedFamilies[] = {AF_UNIX, AF_INET, AF_INET6, AF_NETLINK,
-                                    AF_PACKET};
-
 absl::Status SeccompError(int rc, absl::string_view what) {
   return absl::ErrnoToStatus(-rc, absl::StrCat("seccomp ", what));
 }

@@ -192,10 +192,15 @@ Daemon::Daemon(const std::string& config_toml, bool socket_activated)
   ::chmod(dir_.c_str(), 0755);
   socket_ = dir_ + "/corrald.sock";
   state_dir_ = dir_ + "/state";
-  if (!config_toml.empty()) {
-    config_path_ = dir_ + "/corrald.toml";
-    std::ofstream(config_path_) << config_toml;
+  cgroup_parent_ = "corral-it/" + dir_.substr(dir_.rfind('/') + 1);
+  std::string config = config_toml;
+  if (config.find("runtimes.linux") == std::string::npos &&
+      config.find("[runtimes]") == std::string::npos) {
+    config +=
+        "\n[runtimes.linux]\ncgroup_parent = \"" + cgroup_parent_ + "\"\n";
   }
+  config_path_ = dir_ + "/corrald.toml";
+  std::ofstream(config_path_) << config;
   Start();
 }
 
@@ -210,6 +215,10 @@ Daemon::~Daemon() {
     }
     Stop();
   }
+  // The daemon's own cgroup parent, in every hierarchy; it is empty once its
+  // sandboxes are gone (rmdir leaves it otherwise).
+  Sh("rmdir /sys/fs/cgroup/" + cgroup_parent_ + " /sys/fs/cgroup/*/" +
+     cgroup_parent_ + " 2>/dev/null");
   Sh("rm -rf '" + dir_ + "'");
 }
 
@@ -321,16 +330,21 @@ std::shared_ptr<grpc::Channel> Daemon::Channel() const {
 }
 
 std::string Daemon::CreateSandbox(uint64_t ttl_seconds) const {
-  auto stub = corral::v1::Sandboxes::NewStub(Channel());
-  grpc::ClientContext context;
   corral::v1::CreateSandboxRequest request;
   request.set_ttl_seconds(ttl_seconds);
+  return CreateSandbox(request).id();
+}
+
+corral::v1::Sandbox Daemon::CreateSandbox(
+    const corral::v1::CreateSandboxRequest& request) const {
+  auto stub = corral::v1::Sandboxes::NewStub(Channel());
+  grpc::ClientContext context;
   corral::v1::Sandbox sandbox;
   grpc::Status status = stub->CreateSandbox(&context, request, &sandbox);
   if (!status.ok()) {
     throw std::runtime_error("CreateSandbox: " + status.error_message());
   }
-  return sandbox.id();
+  return sandbox;
 }
 
 }  // namespace corral::testing

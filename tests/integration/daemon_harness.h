@@ -38,6 +38,12 @@ CommandResult Sh(const std::string& command_line);
 class Daemon {
  public:
   // Starts corrald; `config_toml` (may be empty) is written to a config file.
+  // Unless it has a [runtimes.linux] table of its own, one is added that
+  // gives the linux runtime cgroups of this daemon's own (cgroup_parent()):
+  // at start the runtime removes every sandbox under its cgroup parent that
+  // its store does not know, so test daemons sharing one (tests run in
+  // parallel, or by several people on one machine) would destroy each
+  // other's sandboxes.
   // With `socket_activated`, the harness plays systemd: it binds the socket
   // itself and passes it as fd 3 with LISTEN_FDS/LISTEN_PID.
   explicit Daemon(const std::string& config_toml = "",
@@ -53,6 +59,8 @@ class Daemon {
   const std::string& socket() const { return socket_; }
   const std::string& state_dir() const { return state_dir_; }
   const std::string& dir() const { return dir_; }
+  // "corral-it/<name of dir()>": a cgroup parent no other daemon uses.
+  const std::string& cgroup_parent() const { return cgroup_parent_; }
   std::string log() const;
 
   // Runs the corral CLI against this daemon: Cli({"run", "--", "true"}).
@@ -63,9 +71,13 @@ class Daemon {
   // A sandbox with default limits, through the API; its id. Throws (a test
   // failure) with the daemon's message when the create fails.
   std::string CreateSandbox(uint64_t ttl_seconds = 600) const;
+  // A sandbox made from `request` as given (runtime, limits, require...);
+  // the daemon's answer. Throws like the one above.
+  corral::v1::Sandbox CreateSandbox(
+      const corral::v1::CreateSandboxRequest& request) const;
 
  private:
-  std::string dir_, socket_, state_dir_, config_path_;
+  std::string dir_, socket_, state_dir_, config_path_, cgroup_parent_;
   pid_t pid_ = -1;
   bool socket_activated_ = false;
 };

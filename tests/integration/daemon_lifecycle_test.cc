@@ -1,5 +1,7 @@
-// Lifecycle across time and crashes: TTL expiry, kill -9 of the daemon and a
-// restart that re-attaches, and reconciliation of host leftovers.
+// Lifecycle of the daemon and its sandboxes over time: TTL expiry and
+// socket activation. Crash recovery (kill -9 and re-attach, sandboxes killed
+// from the host, reconciliation of what the store forgot) is checked on
+// every runtime by the conformance suite (tests/conformance/).
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <thread>
@@ -36,71 +38,6 @@ TEST_CASE("the reaper destroys a sandbox when its TTL expires") {
   CHECK_FALSE(Listed(daemon, id));
   CHECK(Leftovers(daemon, id, host_uid).empty());
   CHECK(daemon.log().find("expired sandbox " + id) != std::string::npos);
-}
-
-TEST_CASE("after kill -9 and a restart, running sandboxes are re-attached") {
-  Daemon daemon;
-  const std::string id = Create(daemon);
-  const std::string host_uid = HostUidOf(daemon, id);
-  // State that only this very sandbox has: a file in its private /tmp and a
-  // background process.
-  REQUIRE(
-      daemon.Cli({"exec", id, "--", "sh", "-c", "echo before > /tmp/marker"})
-          .exit_code == 0);
-
-  daemon.Kill9();
-  daemon.Start();
-
-  auto marker = daemon.Cli({"exec", id, "--", "cat", "/tmp/marker"});
-  INFO(marker.err << daemon.log());
-  REQUIRE(marker.exit_code == 0);
-  CHECK(marker.out == "before\n");
-  CHECK(daemon.log().find("re-attached sandbox " + id) != std::string::npos);
-
-  // A clean stop (SIGTERM) keeps sandboxes too.
-  daemon.Stop();
-  daemon.Start();
-  CHECK(daemon.Cli({"exec", id, "--", "cat", "/tmp/marker"}).out == "before\n");
-
-  REQUIRE(daemon.Cli({"rm", id}).exit_code == 0);
-  CHECK(Leftovers(daemon, id, host_uid).empty());
-}
-
-TEST_CASE("a restart removes sandboxes the store does not know") {
-  Daemon daemon;
-  const std::string id = Create(daemon);
-  const std::string host_uid = HostUidOf(daemon, id);
-  daemon.Kill9();
-  // Forget the sandbox behind the daemon's back, as if the crash had come
-  // between making it and recording it.
-  auto forgot =
-      Sh("sqlite3 '" + daemon.state_dir() +
-         "/corral.db' \"DELETE FROM sandboxes WHERE id = '" + id + "'\"");
-  REQUIRE(forgot.exit_code == 0);
-  daemon.Start();
-  CHECK(Leftovers(daemon, id, host_uid).empty());
-  CHECK_FALSE(Listed(daemon, id));
-}
-
-TEST_CASE(
-    "a sandbox whose processes die is reported failed and can be removed") {
-  Daemon daemon;
-  const std::string id = Create(daemon);
-  const std::string host_uid = HostUidOf(daemon, id);
-  // Kill the sandbox's init (the agent) from the host.
-  REQUIRE(Sh("pkill -KILL -u " + host_uid).exit_code == 0);
-  std::string state;
-  for (int i = 0; i < 50; ++i) {
-    state = daemon.Cli({"--json", "inspect", id}).out;
-    if (state.find("SANDBOX_STATE_FAILED") != std::string::npos) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  CHECK(state.find("SANDBOX_STATE_FAILED") != std::string::npos);
-  auto exec = daemon.Cli({"exec", id, "--", "true"});
-  CHECK(exec.exit_code == 125);
-  CHECK(exec.err.find("failed") != std::string::npos);
-  REQUIRE(daemon.Cli({"rm", id}).exit_code == 0);
-  CHECK(Leftovers(daemon, id, host_uid).empty());
 }
 
 TEST_CASE("under socket activation corrald serves the socket systemd passes") {

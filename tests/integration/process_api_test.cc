@@ -1,6 +1,7 @@
-// Background processes through the API, and processes and shells surviving
-// kill -9 and a clean restart of the daemon: the real daemon, real
-// sandboxes, the real agent.
+// Background processes through the API, and processes surviving kill -9
+// and a clean restart of the daemon: the real daemon, real sandboxes, the
+// real agent. A shell surviving kill -9 is checked on every runtime by the
+// conformance suite (tests/conformance/).
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -371,64 +372,6 @@ TEST_CASE(
   CHECK(received + missed == expected.size());
   // The reader never fell a ring behind, so nothing may be missing.
   CHECK(missed == 0);
-}
-
-TEST_CASE("a shell survives kill -9 of the daemon and takes input again") {
-  Daemon daemon;
-  ProcessApi api(daemon);
-  const std::string id = daemon.CreateSandbox();
-  v1::Shell shell;
-  {
-    grpc::ClientContext context;
-    v1::OpenShellRequest open;
-    open.set_sandbox_id(id);
-    REQUIRE(api.shells->OpenShell(&context, open, &shell).ok());
-  }
-  auto write = [&](const std::string& text) {
-    grpc::ClientContext context;
-    v1::WriteShellRequest request;
-    request.set_sandbox_id(id);
-    request.set_shell_id(shell.shell_id());
-    request.set_input(text);
-    v1::WriteShellResponse response;
-    auto status = api.shells->WriteShell(&context, request, &response);
-    INFO(status.error_message());
-    REQUIRE(status.ok());
-  };
-  auto read_until = [&](uint64_t from, const std::string& needle) {
-    std::string seen;
-    for (int i = 0; i < 200 && seen.find(needle) == std::string::npos; ++i) {
-      grpc::ClientContext context;
-      v1::ReadShellRequest request;
-      request.set_sandbox_id(id);
-      request.set_shell_id(shell.shell_id());
-      request.set_cursor(from);
-      v1::ReadShellResponse response;
-      REQUIRE(api.shells->ReadShell(&context, request, &response).ok());
-      seen += response.output();
-      from = response.next_cursor();
-      if (response.output().empty()) usleep(50000);
-    }
-    return seen;
-  };
-  write("echo before-$((40+2))\n");
-  CHECK(read_until(0, "before-42").find("before-42") != std::string::npos);
-
-  daemon.Kill9();
-  daemon.Start();
-  api.Connect(daemon);
-  // What the ring held is still there, and the shell still answers.
-  CHECK(read_until(0, "before-42").find("before-42") != std::string::npos);
-  write("echo after-$((1+1))\n");
-  CHECK(read_until(0, "after-2").find("after-2") != std::string::npos);
-  write("exit 7\n");
-  for (int i = 0; i < 100; ++i) {
-    if (!api.Get(id, shell.shell_id()).running()) break;
-    usleep(50000);
-  }
-  v1::Process ended = api.Get(id, shell.shell_id());
-  CHECK_FALSE(ended.running());
-  CHECK(ended.exit_code() == 7);
 }
 
 TEST_CASE(

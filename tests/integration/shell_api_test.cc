@@ -1,5 +1,7 @@
 // Shells through the API: a real pty in a real sandbox, output kept in the
-// daemon's ring and read back through cursors and attached streams.
+// daemon's ring and read back through cursors and attached streams. Typing
+// into a shell on a terminal is checked on every runtime by the conformance
+// suite (tests/conformance/).
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -88,59 +90,6 @@ struct ShellApi {
 
   std::unique_ptr<v1::Shells::Stub> shells;
 };
-
-TEST_CASE(
-    "a shell runs on a real terminal: prompt, typed commands, stty size, "
-    "resize and Ctrl-C") {
-  Daemon daemon;
-  ShellApi api(daemon);
-  const std::string id = daemon.CreateSandbox();
-  v1::Shell shell = api.Open(id, {}, 30, 100);
-  CHECK(shell.running());
-  CHECK(shell.size().rows() == 30);
-  uint64_t cursor = 0;
-  api.Write(shell, "tty; stty size\n");
-  auto out = api.ReadUntil(shell, &cursor, "30 100");
-  INFO(out);
-  CHECK(out.find("/dev/pts/") != std::string::npos);
-  CHECK(out.find("30 100") != std::string::npos);
-
-  grpc::ClientContext context;
-  v1::ResizeShellRequest resize;
-  resize.set_sandbox_id(id);
-  resize.set_shell_id(shell.shell_id());
-  resize.mutable_size()->set_rows(40);
-  resize.mutable_size()->set_columns(120);
-  v1::Shell resized;
-  REQUIRE(api.shells->ResizeShell(&context, resize, &resized).ok());
-  CHECK(resized.size().columns() == 120);
-  api.Write(shell, "stty size\n");
-  CHECK(api.ReadUntil(shell, &cursor, "40 120").find("40 120") !=
-        std::string::npos);
-
-  // A program that reads a line.
-  api.Write(shell, "read name; echo hello-$name\n");
-  api.Write(shell, "corral\n");
-  CHECK(api.ReadUntil(shell, &cursor, "hello-corral").find("hello-corral") !=
-        std::string::npos);
-
-  // Ctrl-C interrupts the foreground sleep; the shell lives on.
-  api.Write(shell, "sleep 100\n");
-  usleep(300000);
-  api.Write(shell, "\x03");
-  api.Write(shell, "echo alive-$((40+2))\n");
-  CHECK(api.ReadUntil(shell, &cursor, "alive-42").find("alive-42") !=
-        std::string::npos);
-  CHECK(api.Get(shell).running());
-
-  api.Write(shell, "exit 7\n");
-  for (int i = 0; i < 100 && api.Get(shell).running(); ++i) usleep(50000);
-  v1::Shell ended = api.Get(shell);
-  CHECK_FALSE(ended.running());
-  CHECK(ended.exit_code() == 7);
-  auto tail = api.Read(shell, ended.output_end());
-  CHECK(tail.exited());
-}
 
 TEST_CASE(
     "a client that detaches and comes back continues from its cursor with "

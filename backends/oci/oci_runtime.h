@@ -1,0 +1,40 @@
+// The operations of the oci runtime plugin: every sandbox is an OCI
+// container run by runc or crun (backends/oci/README.md), on the messages of
+// proto/corral/backend/v1/backend.proto (the plugin's protobuf-lite build).
+// plugin_entry.cc puts them behind the C ABI.
+#ifndef CORRAL_BACKENDS_OCI_OCI_RUNTIME_H_
+#define CORRAL_BACKENDS_OCI_OCI_RUNTIME_H_
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "corral/backend/v1/backend.pb.h"
+#include "corral/unique_fd.h"
+
+namespace corral::oci_runtime {
+
+namespace bv1 = ::corral::backend::v1;
+
+// Never fails: answers available=false with the reason.
+[[nodiscard]] bv1::ProbeResponse Probe(const bv1::ProbeRequest& request);
+
+// Creates and starts a sandbox; `agent_fd` receives a connection to its
+// agent. On failure nothing of the sandbox remains on the host.
+[[nodiscard]] absl::StatusOr<bv1::CreateResponse> Create(
+    const bv1::CreateRequest& request, UniqueFd* agent_fd);
+
+// alive=false (and no fd) when the container is gone.
+[[nodiscard]] absl::StatusOr<bv1::AttachResponse> Attach(
+    const bv1::AttachRequest& request, UniqueFd* agent_fd);
+
+// Idempotent.
+[[nodiscard]] absl::Status Destroy(const bv1::DestroyRequest& request);
+
+[[nodiscard]] absl::StatusOr<bv1::StatsResponse> Stats(
+    const bv1::StatsRequest& request);
+
+[[nodiscard]] absl::StatusOr<bv1::ReconcileResponse> Reconcile(
+    const bv1::ReconcileRequest& request);
+
+}  // namespace corral::oci_runtime
+
+#endif  // CORRAL_BACKENDS_OCI_OCI_RUNTIME_H_

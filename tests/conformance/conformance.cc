@@ -1,0 +1,370 @@
+#include "tests/conformance/conformance.h"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cctype>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace corral::testing::conformance {
+namespace {
+
+constexpr const char* kDefaultDockerSocket =
+    "/run/corral-test-engines/docker.sock";
+constexpr const char* kDefaultPodmanSocket =
+    "/run/corral-test-engines/podman.sock";
+
+std::string EnvOr(const char* name, const std::string& fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? value : fallback;
+}
+
+// The runtime as the first test case of this process found it.
+std::optional<v1::Runtime>& CachedRuntime() {
+  static std::optional<v1::Runtime> runtime;
+  return runtime;
+}
+
+std::string GuaranteeList(const google::protobuf::RepeatedField<int>& list) {
+  std::string out;
+  for (int g : list) {
+    if (!out.empty()) out += ", ";
+    out += GuaranteeName(static_cast<v1::Guarantee>(g));
+  }
+  return out.empty() ? "none" : out;
+}
+
+std::string ReadWhole(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Reads one host process; false when it is gone or unreadable.
+bool ReadHostProcess(pid_t pid, HostProcess* process) {
+  const std::string dir = "/proc/" + std::to_string(pid);
+  const std::string stat = ReadWhole(dir + "/stat");
+  // The command name (field 2) may hold spaces and parentheses: the fields
+  // after it start behind the last ')'.
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos || close + 2 > stat.size()) return false;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string skipped;
+  for (int field = 3; field < 22; ++field) fields >> skipped;
+  if (!(fields >> process->start_time)) return false;  // field 22
+  process->pid = pid;
+  std::istringstream status(ReadWhole(dir + "/status"));
+  for (std::string line; std::getline(status, line);) {
+    std::istringstream words(line);
+    std::string key;
+    words >> key;
+    if (key == "Uid:") {
+      words >> process->uid;
+    } else if (key == "NSpid:") {
+      for (pid_t ns_pid; words >> ns_pid;) process->ns_pid = ns_pid;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+Variant VariantNamed(const std::string& name) {
+  if (name == "linux") return {"linux", "linux", ""};
+  if (name == "oci-runc") {
+    return {name, "oci", "[runtimes.oci]\nruntime = \"runc\"\n"};
+  }
+  if (name == "oci-crun") {
+    return {name, "oci", "[runtimes.oci]\nruntime = \"crun\"\n"};
+  }
+  if (name == "docker") {
+    return {name, "docker",
+            "[runtimes.docker]\nsocket = \"" +
+                EnvOr("CORRAL_TEST_DOCKER_SOCKET", kDefaultDockerSocket) +
+                "\"\n"};
+  }
+  if (name == "podman") {
+    return {name, "docker",
+            "[runtimes.docker]\nsocket = \"" +
+                EnvOr("CORRAL_TEST_PODMAN_SOCKET", kDefaultPodmanSocket) +
+                "\"\n"};
+  }
+  throw std::invalid_argument(
+      "unknown CORRAL_CONFORMANCE_VARIANT '" + name +
+      "' (known: linux, oci-runc, oci-crun, docker, podman)");
+}
+
+const Variant& CurrentVariant() {
+  static const Variant variant =
+      VariantNamed(EnvOr("CORRAL_CONFORMANCE_VARIANT", "linux"));
+  return variant;
+}
+
+std::string GuaranteeName(v1::Guarantee guarantee) {
+  std::string name = v1::Guarantee_Name(guarantee);
+  const std::string prefix = "GUARANTEE_";
+  if (name.rfind(prefix, 0) == 0) name.erase(0, prefix.size());
+  for (char& c : name) c = c == '_' ? '-' : static_cast<char>(std::tolower(c));
+  return name;
+}
+
+Conformance::Conformance(const std::string& extra_toml)
+    : variant_(CurrentVariant()) {
+  std::string config = variant_.config_toml;
+  if (variant_.runtime == "oci") {
+    // As the harness does for linux: cgroups no other daemon uses, so that
+    // no other daemon's start-up reconciliation takes this one's sandboxes
+    // for leftovers. The [runtimes.oci] table is the fragment's last.
+    static int count = 0;
+    oci_cgroup_parent_ = "corral-it/conformance-" + std::to_string(::getpid()) +
+                         "-" + std::to_string(++count);
+    config += "cgroup_parent = \"" + oci_cgroup_parent_ + "\"\n";
+  }
+  daemon_ = std::make_unique<Daemon>(config + extra_toml);
+  RequireRuntime();
+}
+
+Conformance::~Conformance() {
+  daemon_.reset();
+  if (!oci_cgroup_parent_.empty()) {
+    corral::testing::Sh("rmdir /sys/fs/cgroup/" + oci_cgroup_parent_ +
+                        " /sys/fs/cgroup/*/" + oci_cgroup_parent_ +
+                        " 2>/dev/null");
+  }
+}
+
+namespace {
+
+bool VariantRequired(const std::string& name) {
+  const char* required = std::getenv("CORRAL_CONFORMANCE_REQUIRE");
+  if (required == nullptr) return false;
+  std::istringstream words(required);
+  std::string word;
+  while (words >> word) {
+    if (word == name) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+void Conformance::RequireRuntime() {
+  if (CachedRuntime()) return;
+  auto system = v1::System::NewStub(daemon_->Channel());
+  grpc::ClientContext context;
+  v1::ListRuntimesResponse response;
+  grpc::Status status = system->ListRuntimes(&context, {}, &response);
+  INFO(status.error_message());
+  REQUIRE(status.ok());
+  std::optional<v1::Runtime> found;
+  for (const auto& listed : response.runtimes()) {
+    if (listed.name() == runtime()) found = listed;
+  }
+  std::string reason;
+  if (!found) {
+    reason = "the daemon does not know this runtime";
+  } else if (!found->available()) {
+    reason = found->reason().empty() ? "unavailable, no reason given"
+                                     : found->reason();
+  }
+  if (!reason.empty()) {
+    // CI names the variants its machine must run (CORRAL_CONFORMANCE_REQUIRE,
+    // space-separated): there an unavailable runtime is a failure, so a
+    // broken install cannot pass as "skipped".
+    if (VariantRequired(variant_.name)) {
+      FAIL("variant " << variant_.name << " is required here but runtime "
+                      << runtime() << " is unavailable: " << reason);
+    }
+    // Stop the daemon and remove its directory before leaving: exiting from
+    // inside a test case skips every destructor on the stack.
+    daemon_.reset();
+    std::printf("SKIPPED: %s: %s\n", runtime().c_str(), reason.c_str());
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::_Exit(kSkipExitCode);
+  }
+  std::string unclaimed;
+  for (int g = v1::Guarantee_MIN; g <= v1::Guarantee_MAX; ++g) {
+    if (g == v1::GUARANTEE_UNSPECIFIED || !v1::Guarantee_IsValid(g)) continue;
+    if (std::find(found->guarantees().begin(), found->guarantees().end(), g) ==
+        found->guarantees().end()) {
+      unclaimed += " " + GuaranteeName(static_cast<v1::Guarantee>(g));
+    }
+  }
+  std::printf(
+      "conformance variant %s: runtime %s claims: %s; not claimed (not "
+      "checked):%s\n",
+      variant_.name.c_str(), runtime().c_str(),
+      GuaranteeList(found->guarantees()).c_str(), unclaimed.c_str());
+  std::fflush(stdout);
+  CachedRuntime() = *found;
+}
+
+const v1::Runtime& Conformance::runtime_info() const {
+  return *CachedRuntime();
+}
+
+bool Conformance::RuntimeClaims(v1::Guarantee guarantee) const {
+  const auto& list = runtime_info().guarantees();
+  return std::find(list.begin(), list.end(), guarantee) != list.end();
+}
+
+std::string Conformance::Create(const std::vector<std::string>& flags) {
+  std::vector<std::string> args = {"create", "--runtime", runtime()};
+  args.insert(args.end(), flags.begin(), flags.end());
+  auto created = daemon_->Cli(args);
+  INFO(created.err << daemon_->log());
+  REQUIRE(created.exit_code == 0);
+  const std::string id = Trim(created.out);
+  REQUIRE(id.size() == 32);
+  // A default-runtime fallback must never let a test pass on another runtime.
+  REQUIRE(Get(id).runtime() == runtime());
+  return id;
+}
+
+v1::Sandbox Conformance::CreateApi(v1::CreateSandboxRequest request) {
+  request.set_runtime(runtime());
+  v1::Sandbox sandbox;
+  try {
+    sandbox = daemon_->CreateSandbox(request);
+  } catch (const std::exception& e) {
+    FAIL(e.what() << "\n" << daemon_->log());
+  }
+  REQUIRE(sandbox.runtime() == runtime());
+  return sandbox;
+}
+
+v1::Sandbox Conformance::Get(const std::string& id) {
+  auto stub = v1::Sandboxes::NewStub(daemon_->Channel());
+  grpc::ClientContext context;
+  v1::GetSandboxRequest request;
+  request.set_id(id);
+  v1::Sandbox sandbox;
+  grpc::Status status = stub->GetSandbox(&context, request, &sandbox);
+  INFO(status.error_message());
+  REQUIRE(status.ok());
+  return sandbox;
+}
+
+CommandResult Conformance::Cli(const std::vector<std::string>& args,
+                               const std::string& stdin_data) const {
+  return daemon_->Cli(args, stdin_data);
+}
+
+CommandResult Conformance::Run(const std::vector<std::string>& args,
+                               const std::string& stdin_data) const {
+  std::vector<std::string> all = {"run", "--runtime", runtime()};
+  all.insert(all.end(), args.begin(), args.end());
+  return daemon_->Cli(all, stdin_data);
+}
+
+CommandResult Conformance::Sh(
+    const std::string& id, const std::string& script,
+    const std::vector<std::string>& exec_flags) const {
+  std::vector<std::string> args = {"exec"};
+  args.insert(args.end(), exec_flags.begin(), exec_flags.end());
+  args.insert(args.end(), {id, "--", "sh", "-c", script});
+  return daemon_->Cli(args);
+}
+
+void Conformance::NoteUnclaimed(const v1::Sandbox& sandbox,
+                                v1::Guarantee guarantee) const {
+  std::printf("runtime %s does not claim %s for sandbox %s: not checked\n",
+              runtime().c_str(), GuaranteeName(guarantee).c_str(),
+              sandbox.id().c_str());
+  std::fflush(stdout);
+}
+
+bool HasGuarantee(const v1::Sandbox& sandbox, v1::Guarantee guarantee) {
+  const auto& list = sandbox.guarantees();
+  return std::find(list.begin(), list.end(), guarantee) != list.end();
+}
+
+std::string PidNamespaceOf(const Conformance& suite, const std::string& id) {
+  auto r = suite.Sh(id, "readlink /proc/self/ns/pid");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const std::string ns = Trim(r.out);
+  REQUIRE(ns.rfind("pid:[", 0) == 0);
+  return ns;
+}
+
+std::vector<HostProcess> HostProcessesIn(const std::string& pid_namespace) {
+  std::vector<HostProcess> found;
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return found;
+  while (dirent* entry = ::readdir(proc)) {
+    char* end = nullptr;
+    const long pid = std::strtol(entry->d_name, &end, 10);
+    if (pid <= 0 || *end != '\0') continue;
+    char link[128];
+    const std::string path = "/proc/" + std::string(entry->d_name) + "/ns/pid";
+    const ssize_t n = ::readlink(path.c_str(), link, sizeof(link) - 1);
+    if (n <= 0 || std::string(link, n) != pid_namespace) continue;
+    HostProcess process;
+    if (ReadHostProcess(static_cast<pid_t>(pid), &process)) {
+      found.push_back(process);
+    }
+  }
+  ::closedir(proc);
+  return found;
+}
+
+std::vector<HostProcess> StillAlive(const std::vector<HostProcess>& processes) {
+  std::vector<HostProcess> alive;
+  for (const HostProcess& process : processes) {
+    HostProcess now;
+    if (ReadHostProcess(process.pid, &now) &&
+        now.start_time == process.start_time) {
+      alive.push_back(process);
+    }
+  }
+  return alive;
+}
+
+std::string Leftovers(const Daemon& daemon, const std::string& id,
+                      const std::vector<HostProcess>& processes) {
+  std::string found;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    found.clear();
+    for (const HostProcess& process : StillAlive(processes)) {
+      found += "process " + std::to_string(process.pid) + "\n";
+    }
+    auto cgroups = Sh("find /sys/fs/cgroup -maxdepth 6 -type d -name '*" + id +
+                      "*' 2>/dev/null");
+    if (!Trim(cgroups.out).empty()) found += "cgroups:\n" + cgroups.out;
+    auto files = Sh("find '" + daemon.state_dir() + "' -name '*" + id +
+                    "*' 2>/dev/null");
+    if (!Trim(files.out).empty()) found += "files:\n" + files.out;
+    auto mounts = Sh("grep -F '" + id + "' /proc/self/mountinfo");
+    if (!Trim(mounts.out).empty()) found += "mounts:\n" + mounts.out;
+    if (found.empty()) return found;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return found;
+}
+
+v1::Sandbox WaitForState(Conformance& suite, const std::string& id,
+                         v1::SandboxState state, int seconds) {
+  v1::Sandbox sandbox;
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  do {
+    sandbox = suite.Get(id);
+    if (sandbox.state() == state) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  } while (std::chrono::steady_clock::now() < deadline);
+  return sandbox;
+}
+
+}  // namespace corral::testing::conformance

@@ -1,0 +1,171 @@
+// The conformance suite, part 2: each guarantee a sandbox's runtime claims
+// (Sandbox.guarantees) is checked for what it promises. A guarantee a
+// runtime does not claim is printed and not checked.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "tests/conformance/conformance.h"
+
+namespace corral::testing::conformance {
+namespace {
+
+bool Contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+TEST_CASE(
+    "guarantee user-namespace: root inside is an unprivileged user on the "
+    "host") {
+  Conformance suite;
+  const std::string id = suite.Create();
+  const v1::Sandbox sandbox = suite.Get(id);
+  if (!HasGuarantee(sandbox, v1::GUARANTEE_USER_NAMESPACE)) {
+    suite.NoteUnclaimed(sandbox, v1::GUARANTEE_USER_NAMESPACE);
+    return;
+  }
+  // uid_map: "0 <host uid> <count>"; root inside is a plain uid outside.
+  std::istringstream map(suite.Sh(id, "cat /proc/self/uid_map").out);
+  std::string inside;
+  unsigned long outside = 0;
+  map >> inside >> outside;
+  CHECK(inside == "0");
+  CHECK(outside != 0);
+  CHECK(outside >= 65536);  // not an account of the host's
+  CHECK(Trim(suite.Sh(id, "id -u").out) == "0");
+  // The host agrees: the sandbox's processes run as that uid.
+  auto processes = HostProcessesIn(PidNamespaceOf(suite, id));
+  REQUIRE_FALSE(processes.empty());
+  for (const HostProcess& process : processes) {
+    CHECK(process.uid == outside);
+  }
+}
+
+TEST_CASE(
+    "guarantee seccomp: a filter is loaded and namespace and mount calls fail "
+    "with EPERM") {
+  Conformance suite;
+  const std::string id = suite.Create();
+  const v1::Sandbox sandbox = suite.Get(id);
+  if (!HasGuarantee(sandbox, v1::GUARANTEE_SECCOMP)) {
+    suite.NoteUnclaimed(sandbox, v1::GUARANTEE_SECCOMP);
+    return;
+  }
+  CHECK(Contains(suite.Sh(id, "grep Seccomp: /proc/self/status").out,
+                 "Seccomp:\t2"));
+  auto unshare = suite.Sh(id, "unshare -U true 2>&1; echo rc=$?");
+  CHECK(Contains(unshare.out, "Operation not permitted"));
+  CHECK_FALSE(Contains(unshare.out, "rc=0"));
+  auto mount = suite.Sh(id, "mount -t tmpfs none /tmp 2>&1; echo rc=$?");
+  CHECK((Contains(mount.out, "ermission denied") ||
+         Contains(mount.out, "not permitted")));
+  CHECK_FALSE(Contains(mount.out, "rc=0"));
+}
+
+TEST_CASE(
+    "guarantee network-isolation: the sandbox has its own network stack and "
+    "cannot reach the host's loopback") {
+  Conformance suite;
+  const std::string id = suite.Create();
+  const v1::Sandbox sandbox = suite.Get(id);
+  if (!HasGuarantee(sandbox, v1::GUARANTEE_NETWORK_ISOLATION)) {
+    suite.NoteUnclaimed(sandbox, v1::GUARANTEE_NETWORK_ISOLATION);
+    return;
+  }
+  auto inside = suite.Sh(id, "readlink /proc/self/ns/net");
+  REQUIRE(inside.exit_code == 0);
+  CHECK(Trim(inside.out) != Trim(Sh("readlink /proc/self/ns/net").out));
+  CHECK(Trim(suite.Sh(id, "tail -n +3 /proc/net/dev | cut -d: -f1").out) ==
+        "lo");
+
+  // A port listening on the host's loopback is not the sandbox's loopback.
+  int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(listener >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&address),
+                 sizeof(address)) == 0);
+  REQUIRE(::listen(listener, 4) == 0);
+  socklen_t length = sizeof(address);
+  REQUIRE(::getsockname(listener, reinterpret_cast<sockaddr*>(&address),
+                        &length) == 0);
+  const std::string port = std::to_string(ntohs(address.sin_port));
+  auto connect = suite.Sh(
+      id,
+      "python3 -c \"import socket; socket.create_connection(('127.0.0.1', " +
+          port + "), 2)\" 2>&1; echo rc=$?");
+  ::close(listener);
+  INFO(connect.out << connect.err);
+  CHECK(Contains(connect.out, "Connection refused"));
+  CHECK_FALSE(Contains(connect.out, "rc=0"));
+}
+
+TEST_CASE(
+    "guarantee cgroup-limits: the memory limit ends a memory hog, the exit "
+    "says why, and the sandbox lives on") {
+  Conformance suite;
+  const std::string id = suite.Create({"--memory", "64"});
+  const v1::Sandbox sandbox = suite.Get(id);
+  CHECK(sandbox.limits().memory_mib() == 64);
+  if (!HasGuarantee(sandbox, v1::GUARANTEE_CGROUP_LIMITS)) {
+    suite.NoteUnclaimed(sandbox, v1::GUARANTEE_CGROUP_LIMITS);
+    return;
+  }
+  auto hog =
+      suite.Sh(id, "python3 -c \"x = b'a' * (300 << 20); print(len(x))\"");
+  INFO(hog.out << hog.err);
+  CHECK(hog.exit_code == 137);
+  CHECK(Contains(hog.err, "out of memory"));
+  auto json = suite.Cli(
+      {"--json", "exec", id, "--", "python3", "-c", "x = b'a' * (300 << 20)"});
+  CHECK(Contains(json.out, "\"oom_killed\":true"));
+  // A command that stays within the limit is not flagged.
+  auto small = suite.Cli(
+      {"--json", "exec", id, "--", "python3", "-c", "x = b'a' * (8 << 20)"});
+  CHECK(small.exit_code == 0);
+  CHECK_FALSE(Contains(small.out, "\"oom_killed\":true"));
+  // The agent survived.
+  CHECK(suite.Sh(id, "echo alive").out == "alive\n");
+}
+
+TEST_CASE(
+    "guarantee cgroup-limits: the pids limit contains a fork bomb and the "
+    "sandbox recovers") {
+  Conformance suite;
+  const std::string id = suite.Create({"--pids", "32"});
+  const v1::Sandbox sandbox = suite.Get(id);
+  CHECK(sandbox.limits().pids() == 32);
+  if (!HasGuarantee(sandbox, v1::GUARANTEE_CGROUP_LIMITS)) {
+    suite.NoteUnclaimed(sandbox, v1::GUARANTEE_CGROUP_LIMITS);
+    return;
+  }
+  const std::string pid_namespace = PidNamespaceOf(suite, id);
+  // The shell stops at the first fork the limit refuses.
+  auto bomb =
+      suite.Sh(id, "i=0; while [ $i -lt 200 ]; do sleep 4 & i=$((i+1)); done");
+  CHECK(bomb.exit_code != 0);
+  CHECK(Contains(bomb.err, "fork"));
+  // Counted from the host, while the sleepers run: never more processes than
+  // the limit, and most of it used.
+  const size_t count = HostProcessesIn(pid_namespace).size();
+  CHECK(count <= 32);
+  CHECK(count >= 20);
+  // Once the sleepers end, the sandbox answers again.
+  std::string alive;
+  for (int i = 0; i < 50 && alive != "alive\n"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    alive = suite.Sh(id, "echo alive").out;
+  }
+  CHECK(alive == "alive\n");
+}
+
+}  // namespace
+}  // namespace corral::testing::conformance
