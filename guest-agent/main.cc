@@ -3,7 +3,10 @@
 #include <fcntl.h>
 #include <linux/close_range.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -18,10 +21,14 @@ namespace {
 
 void Usage() {
   std::fprintf(stderr,
-               "usage: corral-agent --listen-fd N | --fd N | --version\n"
+               "usage: corral-agent --listen-fd N | --listen PATH | --fd N | "
+               "--version\n"
                "  --listen-fd N  accept connections on the listening Unix "
                "socket N;\n"
                "                 a new connection replaces the current one\n"
+               "  --listen PATH  bind a Unix socket at PATH (mode 0600) and "
+               "serve it\n"
+               "                 like --listen-fd\n"
                "  --fd N         serve the connected stream N; exit when it "
                "closes\n");
 }
@@ -37,6 +44,51 @@ bool ParseFd(const char* text, int* fd) {
   if (::fcntl(static_cast<int>(value), F_GETFD) < 0) return false;
   *fd = static_cast<int>(value);
   return true;
+}
+
+// Binds and listens on a Unix socket at `path` (for runtimes that cannot pass
+// a listening fd, such as a container engine: the socket's directory is
+// bind-mounted from the host). A leftover socket from an earlier agent is
+// replaced; any other file at `path` is an error. Returns the fd or -1 after
+// printing why.
+int ListenOnPath(const char* path) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  size_t length = std::strlen(path);
+  if (length == 0 || length >= sizeof(address.sun_path)) {
+    std::fprintf(stderr, "corral-agent: --listen: path too long: %s\n", path);
+    return -1;
+  }
+  std::memcpy(address.sun_path, path, length);
+  struct stat st {};
+  if (::lstat(path, &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      std::fprintf(stderr,
+                   "corral-agent: --listen: %s exists and is no "
+                   "socket\n",
+                   path);
+      return -1;
+    }
+    ::unlink(path);
+  }
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    std::fprintf(stderr, "corral-agent: socket: %s\n", std::strerror(errno));
+    return -1;
+  }
+  // 0600 from the start: nobody else may connect between bind and chmod.
+  mode_t old_mask = ::umask(0177);
+  int bound =
+      ::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address));
+  int bind_errno = errno;
+  ::umask(old_mask);
+  if (bound != 0 || ::listen(fd, 16) != 0) {
+    std::fprintf(stderr, "corral-agent: --listen %s: %s\n", path,
+                 std::strerror(bound != 0 ? bind_errno : errno));
+    ::close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 // PID 1 in a fresh sandbox may start without stdin/stdout/stderr. Occupy the
@@ -82,6 +134,7 @@ void MarkInheritedFdsCloseOnExec() {
 
 int main(int argc, char** argv) {
   corral::agent::AgentOptions options;
+  const char* listen_path = nullptr;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--version") {
@@ -102,17 +155,29 @@ int main(int argc, char** argv) {
       (arg == "--fd" ? options.connection_fd : options.listen_fd) = fd;
       continue;
     }
+    if (arg == "--listen" && i + 1 < argc) {
+      listen_path = argv[++i];
+      continue;
+    }
     std::fprintf(stderr, "corral-agent: unknown argument: %s\n", arg.c_str());
     Usage();
     return 2;
   }
-  if ((options.listen_fd < 0) == (options.connection_fd < 0)) {
+  int given = (options.listen_fd >= 0) + (options.connection_fd >= 0) +
+              (listen_path != nullptr);
+  if (given != 1) {
     std::fprintf(stderr,
-                 "corral-agent: give exactly one of --listen-fd and --fd\n");
+                 "corral-agent: give exactly one of --listen-fd, --listen "
+                 "and --fd\n");
     Usage();
     return 2;
   }
   MarkInheritedFdsCloseOnExec();
   FillStandardFds();
+  if (listen_path != nullptr) {
+    // After FillStandardFds: the socket must not land on 0, 1 or 2.
+    options.listen_fd = ListenOnPath(listen_path);
+    if (options.listen_fd < 0) return 1;
+  }
   return corral::agent::RunAgent(options);
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds Corral (Debug) and runs every test with CTest: unit, integration
-# (the real daemon, CLI and sandboxes) and security tests. Needs root: the
+# (the real daemon, CLI and sandboxes) and security tests, and the
+# conformance suite on every runtime this machine can run. Needs root: the
 # tests create real sandboxes. Extra arguments go to ctest (e.g. -R linux).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,5 +15,11 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build "$build" -j2
 # Image archives used by the tests, cached in the build tree.
 bash "$root/deploy/images/build-busybox.sh" "$build/images/busybox.tar"
+# A private Docker engine (and Podman service) for the docker runtime's
+# tests, with their own data roots and sockets under
+# /run/corral-test-engines; stopped again when the tests end. An engine that
+# cannot start here makes its tests report "skipped", with the reason.
+trap 'bash "$root/tests/engines.sh" stop' EXIT
+bash "$root/tests/engines.sh" start
 cd "$build"
 ctest --output-on-failure --timeout 600 "$@"
