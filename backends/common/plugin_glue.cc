@@ -66,7 +66,7 @@ int Call(const uint8_t* data, size_t size, corral_result* result,
 // Create and attach also hand over a connection to the agent.
 template <typename Request, typename Response>
 int CallWithAgent(absl::StatusOr<Response> (*operation)(const Request&,
-                                                         UniqueFd*),
+                                                        UniqueFd*),
                   const uint8_t* data, size_t size, corral_result* result) {
   return Call<Request>(data, size, result, [&](const Request& request) {
     UniqueFd agent_fd;

@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -154,6 +156,18 @@ int PidfdOpen(pid_t pid) {
 int PidfdSendSignal(int pidfd, int signal) {
   return static_cast<int>(
       ::syscall(SYS_pidfd_send_signal, pidfd, signal, nullptr, 0));
+}
+
+void KillProcessAndWait(pid_t pid, uint64_t start_time, int timeout_ms) {
+  if (pid <= 0) return;
+  UniqueFd pidfd(PidfdOpen(pid));
+  if (!pidfd) return;
+  // Checked after the pidfd is open: from then on the pid cannot be reused.
+  auto stat = ReadProcStat(pid);
+  if (!stat.ok() || stat->start_time != start_time) return;
+  if (PidfdSendSignal(pidfd.get(), SIGKILL) != 0) return;
+  pollfd exited{pidfd.get(), POLLIN, 0};
+  ::poll(&exited, 1, timeout_ms);
 }
 
 bool ValidSandboxId(absl::string_view id) {

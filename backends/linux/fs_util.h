@@ -47,6 +47,12 @@ struct ProcStat {
 [[nodiscard]] int PidfdOpen(pid_t pid);
 int PidfdSendSignal(int pidfd, int signal);
 
+// Sends SIGKILL to `pid` through a pidfd when the process still has
+// `start_time` (a pid alone may belong to another process by now), and waits
+// up to `timeout_ms` for it to exit. Best effort: a process that is gone, or
+// is another one, is left alone.
+void KillProcessAndWait(pid_t pid, uint64_t start_time, int timeout_ms);
+
 // True when `id` is a sandbox id as the daemon makes them: 32 lowercase hex
 // characters. Ids become path components, and reconcile removes only
 // entries named like this, so nothing else may pass.

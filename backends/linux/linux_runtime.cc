@@ -371,14 +371,7 @@ absl::StatusOr<LaunchReport> RunLauncher(const Settings& settings,
 // it has exited: PID 1 dying takes its whole pid namespace along, so the
 // cgroups are then usually empty and need no freezing.
 void KillInit(pid_t pid, uint64_t start_time) {
-  if (pid <= 0) return;
-  UniqueFd pidfd(PidfdOpen(pid));
-  if (!pidfd) return;
-  auto stat = ReadProcStat(pid);
-  if (!stat.ok() || stat->start_time != start_time) return;
-  if (PidfdSendSignal(pidfd.get(), SIGKILL) != 0) return;
-  pollfd exited{pidfd.get(), POLLIN, 0};
-  ::poll(&exited, 1, /*timeout_ms=*/500);
+  KillProcessAndWait(pid, start_time, /*timeout_ms=*/500);
 }
 
 // Removes every host trace of a sandbox: processes, cgroups, runtime files.

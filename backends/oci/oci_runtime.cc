@@ -1024,6 +1024,11 @@ absl::Status Destroy(const bv1::DestroyRequest& request) {
     return absl::InvalidArgumentError(
         "sandbox handle: the state belongs to another id");
   }
+  // Killing the container's init first (its pid namespace goes with it)
+  // spares `delete --force` its kill-and-poll loop: runc sleeps 100 ms
+  // before it first checks whether a killed container has stopped.
+  linux_runtime::KillProcessAndWait(record->init_pid, record->init_start_time,
+                                    /*timeout_ms=*/500);
   return TearDown(MakeRunner(settings.helper_path, record->runtime_path,
                              record->runtime_kind, record->state_root, layout),
                   record->cgroup_parent, record->sandbox_dir, record->id);

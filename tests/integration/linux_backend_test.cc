@@ -287,7 +287,8 @@ TEST_CASE("linux create failures leave nothing behind",
     for (const char* root : {"/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids",
                              "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/freezer",
                              "/sys/fs/cgroup/unified", "/sys/fs/cgroup"}) {
-      CHECK_FALSE(Exists(std::string(root) + "/corral-test/" + id));
+      CHECK_FALSE(
+          Exists(std::string(root) + "/" + env.cgroup_parent() + "/" + id));
     }
   };
 

@@ -93,19 +93,31 @@ class Environment {
   ~Environment() {
     std::error_code error;
     std::filesystem::remove_all(base_, error);
+    // The test's own cgroup parent, in every hierarchy (empty by now).
+    for (const auto& hierarchy :
+         std::filesystem::directory_iterator("/sys/fs/cgroup", error)) {
+      ::rmdir((hierarchy.path().string() + "/" + cgroup_parent()).c_str());
+    }
+    ::rmdir(("/sys/fs/cgroup/" + cgroup_parent()).c_str());
   }
   Environment(const Environment&) = delete;
   Environment& operator=(const Environment&) = delete;
 
   std::string runtime_dir() const { return base_ + "/runtime"; }
   std::string base() const { return base_; }
+  // Each test process gets its own cgroup parent: a reconcile removes every
+  // sandbox-named cgroup under its parent that it does not know, which would
+  // include the sandboxes of tests running beside it.
+  std::string cgroup_parent() const {
+    return "corral-test/" + std::filesystem::path(base_).filename().string();
+  }
 
   bv1::PluginConfig Config() const {
     bv1::PluginConfig config;
     config.set_runtime_dir(runtime_dir());
     config.set_agent_path(std::string(CORRAL_BINARY_DIR) + "/bin/corral-agent");
     config.set_plugin_dir(std::string(CORRAL_BINARY_DIR) + "/lib/corral");
-    (*config.mutable_options())["cgroup_parent"] = "corral-test";
+    (*config.mutable_options())["cgroup_parent"] = cgroup_parent();
     return config;
   }
 

@@ -12,6 +12,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -25,7 +26,28 @@ namespace bv1 = corral::backend::v1;
 
 namespace {
 
-constexpr char kCgroupParent[] = "corral-test-oci";
+// One cgroup parent per test process: the reconcile test removes every
+// sandbox-named cgroup under its parent that it does not know, which would
+// include the sandboxes of tests running beside it.
+const std::string& CgroupParent() {
+  static const std::string parent =
+      "corral-test-oci/p" + std::to_string(::getpid());
+  return parent;
+}
+
+// Removes this process's (by then empty) cgroup parent at exit.
+struct CgroupParentCleanup {
+  // Makes the name first, so that it is destroyed after this object.
+  CgroupParentCleanup() { CgroupParent(); }
+  ~CgroupParentCleanup() {
+    std::error_code error;
+    for (const auto& hierarchy :
+         std::filesystem::directory_iterator("/sys/fs/cgroup", error)) {
+      ::rmdir((hierarchy.path().string() + "/" + CgroupParent()).c_str());
+    }
+    ::rmdir(("/sys/fs/cgroup/" + CgroupParent()).c_str());
+  }
+} cgroup_parent_cleanup;
 
 const corral_backend_v1* OciPlugin() {
   static const corral_backend_v1* table = [] {
@@ -161,7 +183,7 @@ class Environment {
     config.set_runtime_dir(runtime_dir());
     config.set_agent_path(std::string(CORRAL_BINARY_DIR) + "/bin/corral-agent");
     config.set_plugin_dir(std::string(CORRAL_BINARY_DIR) + "/lib/corral");
-    (*config.mutable_options())["cgroup_parent"] = kCgroupParent;
+    (*config.mutable_options())["cgroup_parent"] = CgroupParent();
     (*config.mutable_options())["runtime"] = runtime_;
     return config;
   }
@@ -190,7 +212,7 @@ class Environment {
     if (Exists(runtime_dir() + "/" + id)) found += " sandbox-dir";
     if (Exists(runtime_dir() + "/state/" + id)) found += " runtime-state";
     for (const std::string& mount : CgroupMounts()) {
-      std::string dir = mount + "/" + kCgroupParent + "/" + id;
+      std::string dir = mount + "/" + CgroupParent() + "/" + id;
       if (Exists(dir)) found += " " + dir;
     }
     return found;
@@ -306,7 +328,7 @@ TEST_CASE("oci probe reports the runtime and guarantees",
       response.details().at("runtime_version").rfind(runtime + " version", 0) ==
       0);
   CHECK(response.details().at("seccomp") == "yes");
-  CHECK(response.details().at("cgroup_parent") == kCgroupParent);
+  CHECK(response.details().at("cgroup_parent") == CgroupParent());
 
   // A runtime that is not there: unavailable, saying which.
   (*request.mutable_config()->mutable_options())["runtime"] =
@@ -391,7 +413,7 @@ TEST_CASE("oci create, attach, destroy", "[oci][integration]") {
   SECTION("cgroup limits are written") {
     std::string memory, pids, cpu;
     CgroupMounts(&memory, &pids, &cpu);
-    const std::string tail = std::string("/") + kCgroupParent + "/" + spec.id();
+    const std::string tail = "/" + CgroupParent() + "/" + spec.id();
     REQUIRE_FALSE(memory.empty());
     if (Exists(memory + tail + "/memory.limit_in_bytes")) {
       CHECK(Trim(ReadAll(memory + tail + "/memory.limit_in_bytes")) ==
