@@ -25,6 +25,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "backends/common/spec_checks.h"
 #include "backends/docker/container_spec.h"
 #include "backends/docker/docker_state.h"
 #include "backends/docker/engine.h"
@@ -49,8 +50,6 @@ constexpr int kGuaranteeUserNamespace = 6;
 constexpr char kDefaultSocket[] = "/var/run/docker.sock";
 constexpr char kRunDirName[] = "run";
 constexpr uint64_t kDefaultTmpBytes = 64u << 20;
-constexpr uint64_t kMinMemoryBytes = 8u << 20;
-constexpr uint32_t kMinPids = 4;
 // How long the agent may take to listen after the container started.
 constexpr absl::Duration kAgentTimeout = absl::Seconds(10);
 // Engine facts (seccomp, userns, Podman or Docker) are re-read this often.
@@ -120,69 +119,6 @@ absl::StatusOr<EngineInfo> CachedInfo(const Engine& engine, bool refresh) {
   std::lock_guard lock(mutex);
   (*cache)[key] = Entry{info, absl::Now()};
   return info;
-}
-
-bool ValidHostname(absl::string_view name) {
-  if (name.empty() || name.size() > 63 || name.front() == '-') return false;
-  for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '-' || c == '.';
-    if (!ok) return false;
-  }
-  return true;
-}
-
-absl::Status CheckDirectory(const std::string& path, absl::string_view what) {
-  if (!absl::StartsWith(path, "/")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " '", path, "' is not an absolute path"));
-  }
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " ", path, " is not a directory"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ValidateSpec(const bv1::SandboxSpec& spec) {
-  if (!ValidSandboxId(spec.id())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sandbox id '", spec.id(), "' is not 32 lowercase hex"));
-  }
-  if (!ValidHostname(spec.hostname())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("hostname '", spec.hostname(), "' is not valid"));
-  }
-  if (spec.memory_bytes() < kMinMemoryBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "memory limit ", spec.memory_bytes(), " is below ", kMinMemoryBytes));
-  }
-  if (spec.pids() < kMinPids) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("pids limit ", spec.pids(), " is below ", kMinPids));
-  }
-  if (spec.cpu_millis() == 0) {
-    return absl::InvalidArgumentError("cpu limit must be > 0");
-  }
-  RETURN_IF_ERROR(CheckDirectory(spec.workspace_dir(), "workspace"));
-  switch (spec.rootfs().source_case()) {
-    case bv1::RootFs::kHost:
-      if (!spec.rootfs().host()) {
-        return absl::InvalidArgumentError("rootfs.host must be true when set");
-      }
-      break;
-    case bv1::RootFs::kDirectory:
-      RETURN_IF_ERROR(CheckDirectory(spec.rootfs().directory(), "rootfs"));
-      break;
-    default:
-      return absl::InvalidArgumentError("the sandbox spec has no rootfs");
-  }
-  return absl::OkStatus();
 }
 
 // The only runtime option is userns=true|false; true needs an engine that
@@ -468,7 +404,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   const absl::Time started = absl::Now();
   const bv1::SandboxSpec& spec = request.spec();
   ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
-  RETURN_IF_ERROR(ValidateSpec(spec));
+  RETURN_IF_ERROR(backend_plugin::ValidateSpec(spec));
   Engine engine(settings.socket);
   ASSIGN_OR_RETURN(EngineInfo info, CachedInfo(engine, /*refresh=*/false));
   RETURN_IF_ERROR(CheckRuntimeOptions(spec, info));

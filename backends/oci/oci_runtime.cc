@@ -30,6 +30,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "backends/common/host_root.h"
+#include "backends/common/spec_checks.h"
 #include "backends/linux/agent_image.h"
 #include "backends/linux/cgroups.h"
 #include "backends/linux/fs_util.h"
@@ -59,8 +60,6 @@ constexpr char kPidFileName[] = "init.pid";
 constexpr char kLogName[] = "runtime.log";
 constexpr uint64_t kDefaultTmpBytes = 64u << 20;
 // The agent and a shell need some room; below this a sandbox cannot start.
-constexpr uint64_t kMinMemoryBytes = 8u << 20;
-constexpr uint32_t kMinPids = 4;
 constexpr absl::Duration kTeardownTimeout = absl::Seconds(5);
 constexpr absl::Duration kRuntimeTimeout = absl::Seconds(30);
 // Where corral-oci-exec may mount the rootfs when the sandbox has a user
@@ -460,92 +459,6 @@ absl::StatusOr<std::string> RootMountPoint(
       " is missing or holds a path the runtime needs"));
 }
 
-bool ValidHostname(absl::string_view name) {
-  if (name.empty() || name.size() > 63 || name.front() == '-') return false;
-  for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '-' || c == '.';
-    if (!ok) return false;
-  }
-  return true;
-}
-
-absl::Status CheckDirectory(const std::string& path, absl::string_view what) {
-  if (!absl::StartsWith(path, "/")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " '", path, "' is not an absolute path"));
-  }
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " ", path, " is not a directory"));
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<bool> UseUserNamespace(const bv1::SandboxSpec& spec) {
-  bool use = spec.host_uid() > 0;
-  for (const auto& [key, value] : spec.runtime_options()) {
-    if (key != "userns") {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown runtime option '", key,
-                       "' for the oci runtime (known: userns)"));
-    }
-    if (value == "false") {
-      use = false;
-    } else if (value == "true") {
-      if (spec.host_uid() == 0) {
-        return absl::InvalidArgumentError(
-            "runtime option userns=true needs a host uid for the sandbox");
-      }
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "runtime option userns must be true or false, not '", value, "'"));
-    }
-  }
-  return use;
-}
-
-absl::Status ValidateSpec(const bv1::SandboxSpec& spec) {
-  if (!linux_runtime::ValidSandboxId(spec.id())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sandbox id '", spec.id(), "' is not 32 lowercase hex"));
-  }
-  if (!ValidHostname(spec.hostname())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("hostname '", spec.hostname(), "' is not valid"));
-  }
-  if (spec.memory_bytes() < kMinMemoryBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "memory limit ", spec.memory_bytes(), " is below ", kMinMemoryBytes));
-  }
-  if (spec.pids() < kMinPids) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("pids limit ", spec.pids(), " is below ", kMinPids));
-  }
-  if (spec.cpu_millis() == 0) {
-    return absl::InvalidArgumentError("cpu limit must be > 0");
-  }
-  RETURN_IF_ERROR(CheckDirectory(spec.workspace_dir(), "workspace"));
-  switch (spec.rootfs().source_case()) {
-    case bv1::RootFs::kHost:
-      if (!spec.rootfs().host()) {
-        return absl::InvalidArgumentError("rootfs.host must be true when set");
-      }
-      break;
-    case bv1::RootFs::kDirectory:
-      RETURN_IF_ERROR(CheckDirectory(spec.rootfs().directory(), "rootfs"));
-      break;
-    default:
-      return absl::InvalidArgumentError("the sandbox spec has no rootfs");
-  }
-  return absl::OkStatus();
-}
-
 // An image directory must carry its mount points as real directories: the
 // runtime would create missing ones inside the shared image, and follows
 // symlinks (a link planted in an image must not redirect a mount).
@@ -788,8 +701,9 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   const bv1::SandboxSpec& spec = request.spec();
   ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
   RETURN_IF_ERROR(RequireRuntime(settings));
-  RETURN_IF_ERROR(ValidateSpec(spec));
-  ASSIGN_OR_RETURN(bool user_namespace, UseUserNamespace(spec));
+  RETURN_IF_ERROR(backend_plugin::ValidateSpec(spec));
+  ASSIGN_OR_RETURN(bool user_namespace,
+                   backend_plugin::UserNamespaceOption(spec, "oci"));
   ASSIGN_OR_RETURN(CgroupLayout layout, CgroupLayout::Detect());
   ASSIGN_OR_RETURN(std::shared_ptr<const UniqueFd> image,
                    linux_runtime::AgentImage(settings.agent_path));

@@ -1,0 +1,43 @@
+// Checks of a SandboxSpec that every runtime plugin makes before it touches
+// the host. The daemon validates requests already; a plugin checks again
+// because it is the one that turns these fields into paths, mounts and
+// limits.
+#ifndef CORRAL_BACKENDS_COMMON_SPEC_CHECKS_H_
+#define CORRAL_BACKENDS_COMMON_SPEC_CHECKS_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "corral/backend/v1/backend.pb.h"
+
+namespace corral::backend_plugin {
+
+// The smallest limits a sandbox can start with.
+inline constexpr uint64_t kMinMemoryBytes = 8u << 20;
+inline constexpr uint32_t kMinPids = 4;
+
+// 1-63 characters of [A-Za-z0-9.-], not starting with '-'.
+[[nodiscard]] bool ValidHostname(absl::string_view name);
+
+// `path` is absolute and an existing directory, not a symlink to one.
+// INVALID_ARGUMENT naming `what` otherwise.
+[[nodiscard]] absl::Status CheckDirectory(const std::string& path,
+                                          absl::string_view what);
+
+// The id, hostname, limits, workspace and rootfs of a spec.
+[[nodiscard]] absl::Status ValidateSpec(
+    const ::corral::backend::v1::SandboxSpec& spec);
+
+// The one runtime option every runtime knows, userns=true|false: whether
+// the sandbox asks for a user namespace (default: when it has a host uid).
+// Any other key, or another value, is INVALID_ARGUMENT naming `runtime`;
+// userns=true without a host uid too.
+[[nodiscard]] absl::StatusOr<bool> UserNamespaceOption(
+    const ::corral::backend::v1::SandboxSpec& spec, absl::string_view runtime);
+
+}  // namespace corral::backend_plugin
+
+#endif  // CORRAL_BACKENDS_COMMON_SPEC_CHECKS_H_
