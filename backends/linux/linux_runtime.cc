@@ -28,6 +28,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "backends/common/agent_socket.h"
 #include "backends/common/spec_checks.h"
 #include "backends/linux/agent_image.h"
 #include "backends/linux/cgroups.h"
@@ -49,7 +50,6 @@ constexpr int kGuaranteeNetworkIsolation = 4;
 constexpr int kGuaranteeUserNamespace = 6;
 
 constexpr char kDefaultCgroupParent[] = "corral";
-constexpr char kSocketName[] = "agent.sock";
 constexpr char kStagingName[] = "root";
 constexpr uint64_t kDefaultTmpBytes = 64u << 20;
 // The agent and a shell need some room; below this a sandbox cannot start.
@@ -123,53 +123,6 @@ absl::StatusOr<Settings> ReadSettings(const bv1::PluginConfig& config) {
 
 std::string SandboxDir(const Settings& settings, absl::string_view id) {
   return absl::StrCat(settings.runtime_dir, "/", id);
-}
-
-// Opens <dir> as an O_PATH fd and names <dir>/agent.sock through
-// /proc/self/fd: sun_path holds 108 bytes, runtime_dir may be longer.
-struct SocketAddress {
-  UniqueFd dir;
-  sockaddr_un address{};
-  socklen_t length = 0;
-};
-
-absl::StatusOr<SocketAddress> AgentSocketAddress(const std::string& dir) {
-  SocketAddress result;
-  result.dir.Reset(
-      ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!result.dir) return ErrnoStatus(absl::StrCat("open ", dir));
-  std::string path =
-      absl::StrCat("/proc/self/fd/", result.dir.get(), "/", kSocketName);
-  result.address.sun_family = AF_UNIX;
-  std::memcpy(result.address.sun_path, path.c_str(), path.size() + 1);
-  result.length =
-      static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
-  return result;
-}
-
-absl::StatusOr<UniqueFd> ConnectAgent(const std::string& sandbox_dir) {
-  ASSIGN_OR_RETURN(SocketAddress address, AgentSocketAddress(sandbox_dir));
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return ErrnoStatus("socket AF_UNIX");
-  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address.address),
-                address.length) != 0) {
-    return ErrnoStatus(absl::StrCat("connect ", sandbox_dir, "/", kSocketName));
-  }
-  return fd;
-}
-
-absl::StatusOr<UniqueFd> ListenAgent(const std::string& sandbox_dir) {
-  ASSIGN_OR_RETURN(SocketAddress address, AgentSocketAddress(sandbox_dir));
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return ErrnoStatus("socket AF_UNIX");
-  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address.address),
-             address.length) != 0) {
-    return ErrnoStatus(absl::StrCat("bind ", sandbox_dir, "/", kSocketName));
-  }
-  if (::listen(fd.get(), 64) != 0) {
-    return ErrnoStatus(absl::StrCat("listen ", sandbox_dir, "/", kSocketName));
-  }
-  return fd;
 }
 
 // Starts the launcher with exactly the fds of launch_config.h and waits for
@@ -442,10 +395,12 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
                                       spec.host_uid(), ":", spec.host_gid()));
     }
   }
-  ASSIGN_OR_RETURN(UniqueFd listen_fd, ListenAgent(state.sandbox_dir));
+  ASSIGN_OR_RETURN(UniqueFd listen_fd,
+                   backend_plugin::ListenAgent(state.sandbox_dir));
   // Connecting before the agent runs is fine: the connection waits in the
   // listen backlog until the agent accepts it.
-  ASSIGN_OR_RETURN(UniqueFd connection, ConnectAgent(state.sandbox_dir));
+  ASSIGN_OR_RETURN(UniqueFd connection,
+                   backend_plugin::ConnectAgent(state.sandbox_dir));
 
   LaunchConfig config;
   config.id = spec.id();
@@ -518,7 +473,7 @@ absl::StatusOr<bv1::AttachResponse> Attach(const bv1::AttachRequest& request,
                                      ") has exited (not yet reaped)"));
     return response;
   }
-  auto connection = ConnectAgent(state.sandbox_dir);
+  auto connection = backend_plugin::ConnectAgent(state.sandbox_dir);
   if (!connection.ok()) {
     response.set_reason(std::string(connection.status().message()));
     return response;

@@ -29,6 +29,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "backends/common/agent_socket.h"
 #include "backends/common/host_root.h"
 #include "backends/common/spec_checks.h"
 #include "backends/linux/agent_image.h"
@@ -53,7 +54,6 @@ constexpr int kGuaranteeSeccomp = 3;
 constexpr int kGuaranteeNetworkIsolation = 4;
 constexpr int kGuaranteeUserNamespace = 6;
 
-constexpr char kSocketName[] = "agent.sock";
 constexpr char kConfigName[] = "config.json";
 constexpr char kRootName[] = "rootfs";
 constexpr char kPidFileName[] = "init.pid";
@@ -478,53 +478,6 @@ absl::Status CheckImageMountPoints(const std::string& image) {
   return absl::OkStatus();
 }
 
-// <dir>/agent.sock through /proc/self/fd/<dir fd>: sun_path holds 108
-// bytes, runtime_dir may be longer.
-struct SocketAddress {
-  UniqueFd dir;
-  sockaddr_un address{};
-  socklen_t length = 0;
-};
-
-absl::StatusOr<SocketAddress> AgentSocketAddress(const std::string& dir) {
-  SocketAddress result;
-  result.dir.Reset(
-      ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!result.dir) return ErrnoStatus(absl::StrCat("open ", dir));
-  std::string path =
-      absl::StrCat("/proc/self/fd/", result.dir.get(), "/", kSocketName);
-  result.address.sun_family = AF_UNIX;
-  std::memcpy(result.address.sun_path, path.c_str(), path.size() + 1);
-  result.length =
-      static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
-  return result;
-}
-
-absl::StatusOr<UniqueFd> ConnectAgent(const std::string& sandbox_dir) {
-  ASSIGN_OR_RETURN(SocketAddress address, AgentSocketAddress(sandbox_dir));
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return ErrnoStatus("socket AF_UNIX");
-  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address.address),
-                address.length) != 0) {
-    return ErrnoStatus(absl::StrCat("connect ", sandbox_dir, "/", kSocketName));
-  }
-  return fd;
-}
-
-absl::StatusOr<UniqueFd> ListenAgent(const std::string& sandbox_dir) {
-  ASSIGN_OR_RETURN(SocketAddress address, AgentSocketAddress(sandbox_dir));
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return ErrnoStatus("socket AF_UNIX");
-  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address.address),
-             address.length) != 0) {
-    return ErrnoStatus(absl::StrCat("bind ", sandbox_dir, "/", kSocketName));
-  }
-  if (::listen(fd.get(), 64) != 0) {
-    return ErrnoStatus(absl::StrCat("listen ", sandbox_dir, "/", kSocketName));
-  }
-  return fd;
-}
-
 absl::Status WriteNewFile(const std::string& path, const std::string& content) {
   UniqueFd fd(::open(path.c_str(),
                      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
@@ -806,10 +759,12 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   RETURN_IF_ERROR(
       WriteNewFile(absl::StrCat(record.sandbox_dir, "/", kConfigName),
                    BundleConfig(bundle).dump(1)));
-  ASSIGN_OR_RETURN(UniqueFd listen_fd, ListenAgent(record.sandbox_dir));
+  ASSIGN_OR_RETURN(UniqueFd listen_fd,
+                   backend_plugin::ListenAgent(record.sandbox_dir));
   // Connecting before the agent runs is fine: the connection waits in the
   // listen backlog until the agent accepts it.
-  ASSIGN_OR_RETURN(UniqueFd connection, ConnectAgent(record.sandbox_dir));
+  ASSIGN_OR_RETURN(UniqueFd connection,
+                   backend_plugin::ConnectAgent(record.sandbox_dir));
 
   const std::string pid_file =
       absl::StrCat(record.sandbox_dir, "/", kPidFileName);
@@ -910,7 +865,7 @@ absl::StatusOr<bv1::AttachResponse> Attach(const bv1::AttachRequest& request,
                                      record.init_pid, ") has exited"));
     return response;
   }
-  auto connection = ConnectAgent(record.sandbox_dir);
+  auto connection = backend_plugin::ConnectAgent(record.sandbox_dir);
   if (!connection.ok()) {
     response.set_reason(std::string(connection.status().message()));
     return response;
