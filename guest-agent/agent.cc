@@ -113,6 +113,8 @@ struct Command {
   std::deque<KeptOutput> kept;
   pid_t pid = -1;
   int64_t start_ns = 0;
+  // The command cgroup's OOM kills when the command started (spawn.h).
+  uint64_t oom_kills_at_start = 0;
   bool dead = false;  // forgotten; memory kept until the loop iteration ends
 
   OutputPipe out[2];  // stdout, stderr
@@ -663,6 +665,7 @@ void Agent::StartCommand(uint64_t stream_id, const v1::ExecStart& start) {
   }
   SpawnedCommand spawned;
   SpawnFailure failure;
+  const uint64_t oom_kills = CommandCgroupOomKills();
   const bool ok =
       fs ? SpawnFunction(
                start, [&start] { return RunFsOperation(start.fs(), 0, 1, 2); },
@@ -687,6 +690,7 @@ void Agent::StartCommand(uint64_t stream_id, const v1::ExecStart& start) {
   command->detach_key = start.detach_key();
   command->pid = spawned.pid;
   command->start_ns = spawned.start_ns;
+  command->oom_kills_at_start = oom_kills;
   command->output_limit = start.output_limit_bytes();
   // A pty's stdin is the terminal: always open.
   command->stdin_open = start.stdin_open() || start.has_pty();
@@ -1092,6 +1096,10 @@ void Agent::MaybeFinish(Command& command) {
   exit->set_stderr_bytes(command.out[1].total);
   exit->set_duration_us(static_cast<uint64_t>(
       std::max<int64_t>(0, command.end_ns - command.start_ns) / 1000));
+  const uint64_t oom_kills = CommandCgroupOomKills();
+  if (oom_kills > command.oom_kills_at_start) {
+    exit->set_oom_kills(oom_kills - command.oom_kills_at_start);
+  }
   Send(frame);
   Forget(command);
 }

@@ -16,13 +16,14 @@
 #include <string>
 
 #include "guest-agent/agent.h"
+#include "guest-agent/vm_init.h"
 
 namespace {
 
 void Usage() {
   std::fprintf(stderr,
                "usage: corral-agent --listen-fd N | --listen PATH | --fd N | "
-               "--version\n"
+               "--vm-init | --version\n"
                "  --listen-fd N  accept connections on the listening Unix "
                "socket N;\n"
                "                 a new connection replaces the current one\n"
@@ -30,7 +31,8 @@ void Usage() {
                "serve it\n"
                "                 like --listen-fd\n"
                "  --fd N         serve the connected stream N; exit when it "
-               "closes\n");
+               "closes\n"
+               "  --vm-init      be the init of a VM sandbox (qemu runtime)\n");
 }
 
 bool ParseFd(const char* text, int* fd) {
@@ -137,6 +139,10 @@ int main(int argc, char** argv) {
   const char* listen_path = nullptr;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
+    if (arg == "--vm-init") {
+      // The init of a VM sandbox: never returns (vm_init.h).
+      corral::agent::RunVmInit();
+    }
     if (arg == "--version") {
       std::printf("corral-agent %s\n", corral::agent::kAgentVersion);
       return 0;

@@ -2,8 +2,10 @@
 #include "guest-agent/spawn.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -25,12 +27,46 @@ enum class ChildStage : int32_t {
   kSetup = 1,
   kChdir = 2,
   kExec = 3,
-  kTerminal = 4
+  kTerminal = 4,
+  kCgroup = 5,
 };
 struct ChildReport {
   int32_t stage;
   int32_t error;
 };
+
+// The cgroup.procs file children join (SetCommandCgroup), or empty. Set
+// once before the first fork; children only read it.
+std::string& CommandCgroupProcs() {
+  static std::string path;
+  return path;
+}
+std::string& CommandCgroupDirectory() {
+  static std::string directory;
+  return directory;
+}
+bool& DropCommandCapabilities() {
+  static bool drop = false;
+  return drop;
+}
+
+// Async-signal-safe: only system calls. False with errno set on failure.
+bool DropAllCapabilities() {
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return false;
+  for (int cap = 0; cap <= 63; ++cap) {
+    // EINVAL past the kernel's last capability.
+    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) {
+      return false;
+    }
+  }
+  if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 &&
+      errno != EINVAL) {
+    return false;
+  }
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  return ::syscall(SYS_capset, &header, data) == 0;
+}
 
 // Only async-signal-safe calls from here to the end of RunChild.
 [[noreturn]] void ReportAndExit(int report_fd, ChildStage stage, int error) {
@@ -87,10 +123,21 @@ bool CloseFdsAbove2() {
   // Own session and process group: the agent signals the whole group, and the
   // command never holds a terminal of ours.
   ::setsid();
+  // Into the sandbox's limits before anything else can fork.
+  if (const std::string& procs = CommandCgroupProcs(); !procs.empty()) {
+    int fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || ::write(fd, "0", 1) != 1) {
+      ReportAndExit(plan.report_fd, ChildStage::kCgroup, errno);
+    }
+    ::close(fd);
+  }
   // A session leader without a controlling tty acquires this one; the slave
   // was opened with O_NOCTTY (by the parent, which must never get one).
   if (plan.controlling_tty && ::ioctl(plan.stdin_fd, TIOCSCTTY, 0) != 0) {
     ReportAndExit(plan.report_fd, ChildStage::kTerminal, errno);
+  }
+  if (DropCommandCapabilities() && !DropAllCapabilities()) {
+    ReportAndExit(plan.report_fd, ChildStage::kSetup, errno);
   }
   // PID 1 runs with oom_score_adj -1000; commands must not inherit that.
   int oom = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
@@ -173,6 +220,30 @@ bool SetTerminalSize(int master_fd, uint32_t rows, uint32_t columns) {
   size.ws_col = static_cast<unsigned short>(
       std::min<uint32_t>(columns == 0 ? kDefaultColumns : columns, 65535));
   return ::ioctl(master_fd, TIOCSWINSZ, &size) == 0;
+}
+
+void SetCommandCgroup(const std::string& directory) {
+  CommandCgroupDirectory() = directory;
+  CommandCgroupProcs() = directory.empty() ? "" : directory + "/cgroup.procs";
+}
+
+void SetDropCommandCapabilities(bool drop) { DropCommandCapabilities() = drop; }
+
+uint64_t CommandCgroupOomKills() {
+  const std::string& directory = CommandCgroupDirectory();
+  if (directory.empty()) return 0;
+  const std::string path = directory + "/memory.events";
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buffer[512];
+  ssize_t n = ::read(fd, buffer, sizeof(buffer) - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  buffer[n] = '\0';
+  // Lines of "key value"; the one wanted is "oom_kill N".
+  const char* line = std::strstr(buffer, "oom_kill ");
+  if (line == nullptr) return 0;
+  return std::strtoull(line + std::strlen("oom_kill "), nullptr, 10);
 }
 
 int64_t MonotonicNowNs() {
@@ -473,6 +544,9 @@ bool ForkChild(bool stdin_open, const v1::Pty* pty, const std::string& program,
     case ChildStage::kTerminal:
       return fail(
           126, name + ": acquiring the terminal: " + ErrnoText(report.error));
+    case ChildStage::kCgroup:
+      return fail(126, name + ": joining the sandbox's cgroup: " +
+                           ErrnoText(report.error));
     case ChildStage::kSetup:
     default:
       return fail(126, name + ": setting up stdio: " + ErrnoText(report.error));

@@ -85,6 +85,24 @@ std::string ValidateExecStart(const v1::ExecStart& start);
 // false with errno set when the ioctl fails.
 bool SetTerminalSize(int master_fd, uint32_t rows, uint32_t columns);
 
+// Every command and file operation started afterwards joins the cgroup
+// `directory` (a cgroup v2 directory) before it runs: the limits of a VM
+// sandbox, which the agent sets up on its own kernel (vm_init.h). Empty (the
+// default) leaves children in the agent's cgroup. A child that cannot join
+// fails to start (exit 126). Call before the first Spawn.
+void SetCommandCgroup(const std::string& directory);
+
+// Every command and file operation started afterwards runs without any
+// capability (bounding, effective, permitted, inheritable and ambient sets
+// empty) and with no_new_privs: the agent of a VM is root of its own kernel
+// and keeps its privileges, its commands get what the container runtimes
+// give theirs. Call before the first Spawn.
+void SetDropCommandCapabilities(bool drop);
+
+// The command cgroup's count of OOM kills (memory.events oom_kill), or 0
+// without a command cgroup or when it cannot be read.
+uint64_t CommandCgroupOomKills();
+
 // CLOCK_MONOTONIC in nanoseconds.
 int64_t MonotonicNowNs();
 

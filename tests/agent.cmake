@@ -59,3 +59,15 @@ corral_test(NAME agent_detach_test
   LIBS corral::agent_client
   LABELS integration)
 add_dependencies(agent_detach_test corral-agent)
+
+# The serial link that carries connections to a VM's agent: its records, and
+# both of its ends (host relay and guest link process) in one process.
+corral_test(NAME serial_link_test
+  SOURCES unit/serial_link_test.cc
+  LIBS corral::serial_link
+  LABELS unit)
+
+corral_test(NAME link_bridge_test
+  SOURCES integration/link_bridge_test.cc
+  LIBS corral::serial_link Threads::Threads
+  LABELS integration)

@@ -1,6 +1,7 @@
 // The agent's listening socket in a sandbox's root-only runtime directory,
-// for the runtimes that create it on the host and hand it to the agent as
-// an inherited fd (linux, oci).
+// for the runtimes that create it on the host and hand it to the agent (or
+// to the VM's relay) as an inherited fd (linux, oci, qemu), and other
+// sockets named the same way (QEMU's monitor).
 #ifndef CORRAL_BACKENDS_COMMON_AGENT_SOCKET_H_
 #define CORRAL_BACKENDS_COMMON_AGENT_SOCKET_H_
 
@@ -25,6 +26,12 @@ inline constexpr char kAgentSocketName[] = "agent.sock";
 // agent accepts, the connection waits in the listener's backlog.
 [[nodiscard]] absl::StatusOr<UniqueFd> ConnectAgent(
     const std::string& sandbox_dir);
+
+// The same for the socket `name` in `dir`.
+[[nodiscard]] absl::StatusOr<UniqueFd> ListenAt(const std::string& dir,
+                                                const std::string& name);
+[[nodiscard]] absl::StatusOr<UniqueFd> ConnectAt(const std::string& dir,
+                                                 const std::string& name);
 
 }  // namespace corral::backend_plugin
 

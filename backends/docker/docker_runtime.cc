@@ -25,6 +25,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "backends/common/plugin_support.h"
 #include "backends/common/spec_checks.h"
 #include "backends/docker/container_spec.h"
 #include "backends/docker/docker_state.h"
@@ -309,22 +310,6 @@ absl::StatusOr<std::string> SeccompOption(const EngineInfo& info,
   return absl::StrCat("seccomp=", path);
 }
 
-// Whether this process has `capability` in its effective set; the engine
-// runs as root on the same host, so without it here it is unlikely there.
-bool HasCapability(int capability) {
-  auto status = linux_runtime::ReadFile("/proc/self/status");
-  if (!status.ok()) return false;
-  for (absl::string_view line : absl::StrSplit(*status, '\n')) {
-    if (!absl::ConsumePrefix(&line, "CapEff:")) continue;
-    uint64_t mask = 0;
-    if (!absl::SimpleHexAtoi(absl::StripAsciiWhitespace(line), &mask)) {
-      return false;
-    }
-    return (mask >> capability) & 1;
-  }
-  return false;
-}
-
 std::vector<int> Guarantees(const EngineInfo& info) {
   std::vector<int> guarantees = {kGuaranteeCgroupLimits,
                                  kGuaranteeNetworkIsolation};
@@ -374,7 +359,8 @@ bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
     details["storage_driver"] = info->storage_driver;
     details["security_options"] = absl::StrJoin(info->security_options, " ");
     details["seccomp"] = info->seccomp ? "yes" : "no";
-    details["oom_protection"] = HasCapability(CAP_SYS_RESOURCE) ? "yes" : "no";
+    details["oom_protection"] =
+        backend_plugin::HasCapability(CAP_SYS_RESOURCE) ? "yes" : "no";
     details["userns"] = info->userns ? "remapped"
                                      : "no (root is host root "
                                        "without capabilities)";
@@ -459,7 +445,8 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   plan.tmp_bytes = spec.disk_bytes() > 0 ? spec.disk_bytes() : kDefaultTmpBytes;
   plan.podman = info.podman;
   plan.cgroup_v1 = info.cgroup_version == "1";
-  plan.oom_score_adj = HasCapability(CAP_SYS_RESOURCE) ? -1000 : 0;
+  plan.oom_score_adj =
+      backend_plugin::HasCapability(CAP_SYS_RESOURCE) ? -1000 : 0;
   ASSIGN_OR_RETURN(plan.seccomp_option, SeccompOption(info, state.sandbox_dir));
 
   auto created =

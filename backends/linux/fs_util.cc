@@ -178,4 +178,25 @@ bool ValidSandboxId(absl::string_view id) {
   return true;
 }
 
+bool CleanAbsolutePath(absl::string_view path) {
+  if (path.empty() || path[0] != '/' || path.size() > 4096) return false;
+  for (absl::string_view part : absl::StrSplit(path, '/')) {
+    if (part == "." || part == "..") return false;
+  }
+  return path.find('\n') == absl::string_view::npos;
+}
+
+bool ValidCgroupParent(absl::string_view parent) {
+  if (parent.empty() || parent.size() > 200) return false;
+  for (absl::string_view part : absl::StrSplit(parent, '/')) {
+    if (part.empty() || part == "." || part == "..") return false;
+    for (char c : part) {
+      bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+      if (!ok) return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace corral::linux_runtime

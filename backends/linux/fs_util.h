@@ -58,6 +58,14 @@ void KillProcessAndWait(pid_t pid, uint64_t start_time, int timeout_ms);
 // entries named like this, so nothing else may pass.
 [[nodiscard]] bool ValidSandboxId(absl::string_view id);
 
+// An absolute path of at most 4096 bytes without "." or ".." components or
+// a newline: what a plugin accepts from its config or a stored handle.
+[[nodiscard]] bool CleanAbsolutePath(absl::string_view path);
+
+// A cgroup parent from a plugin's config: a relative path of 1-200 bytes
+// whose components are [A-Za-z0-9._-], none "." or "..".
+[[nodiscard]] bool ValidCgroupParent(absl::string_view parent);
+
 }  // namespace corral::linux_runtime
 
 #endif  // CORRAL_BACKENDS_LINUX_FS_UTIL_H_

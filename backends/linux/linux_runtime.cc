@@ -1,6 +1,5 @@
 #include "backends/linux/linux_runtime.h"
 
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <poll.h>
@@ -29,6 +28,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "backends/common/agent_socket.h"
+#include "backends/common/plugin_support.h"
 #include "backends/common/spec_checks.h"
 #include "backends/linux/agent_image.h"
 #include "backends/linux/cgroups.h"
@@ -70,36 +70,11 @@ struct Settings {
   std::string cgroup_parent;
 };
 
-bool ValidCgroupParent(absl::string_view parent) {
-  if (parent.empty() || parent.size() > 200) return false;
-  for (absl::string_view part : absl::StrSplit(parent, '/')) {
-    if (part.empty() || part == "." || part == "..") return false;
-    for (char c : part) {
-      bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-      if (!ok) return false;
-    }
-  }
-  return true;
-}
-
-// The directory this plugin was loaded from: where the launcher lives when
-// PluginConfig.plugin_dir is not set.
-std::string OwnDirectory() {
-  Dl_info info{};
-  if (::dladdr(reinterpret_cast<void*>(&OwnDirectory), &info) == 0 ||
-      info.dli_fname == nullptr) {
-    return "";
-  }
-  return std::filesystem::path(info.dli_fname).parent_path().string();
-}
-
 absl::StatusOr<Settings> ReadSettings(const bv1::PluginConfig& config) {
   Settings settings;
   settings.runtime_dir = config.runtime_dir();
   settings.agent_path = config.agent_path();
-  std::string plugin_dir =
-      config.plugin_dir().empty() ? OwnDirectory() : config.plugin_dir();
+  std::string plugin_dir = backend_plugin::PluginDirectory(config);
   settings.launcher_path = absl::StrCat(plugin_dir, "/", kLauncherName);
   settings.cgroup_parent = kDefaultCgroupParent;
   for (const auto& [key, value] : config.options()) {
@@ -247,21 +222,6 @@ absl::Status Teardown(const SandboxCgroups& cgroups,
   return status;
 }
 
-// Whether this process has `capability` in its effective set.
-bool HasCapability(int capability) {
-  auto status = ReadFile("/proc/self/status");
-  if (!status.ok()) return false;
-  for (absl::string_view line : absl::StrSplit(*status, '\n')) {
-    if (!absl::ConsumePrefix(&line, "CapEff:")) continue;
-    uint64_t mask = 0;
-    if (!absl::SimpleHexAtoi(absl::StripAsciiWhitespace(line), &mask)) {
-      return false;
-    }
-    return (mask >> capability) & 1;
-  }
-  return false;
-}
-
 std::string ReadTrimmed(const std::string& path) {
   auto text = ReadFile(path);
   if (!text.ok()) return "";
@@ -310,7 +270,8 @@ bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
   }
   // Whether the agent can be shielded from the OOM killer (oom_score_adj
   // -1000 needs CAP_SYS_RESOURCE).
-  details["oom_protection"] = HasCapability(CAP_SYS_RESOURCE) ? "yes" : "no";
+  details["oom_protection"] =
+      backend_plugin::HasCapability(CAP_SYS_RESOURCE) ? "yes" : "no";
   // Our own files.
   if (settings.ok()) {
     details["launcher"] = settings->launcher_path;

@@ -1,6 +1,5 @@
 #include "backends/oci/oci_runtime.h"
 
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <poll.h>
@@ -31,6 +30,7 @@
 #include "absl/time/clock.h"
 #include "backends/common/agent_socket.h"
 #include "backends/common/host_root.h"
+#include "backends/common/plugin_support.h"
 #include "backends/common/spec_checks.h"
 #include "backends/linux/agent_image.h"
 #include "backends/linux/cgroups.h"
@@ -77,33 +77,15 @@ spdlog::logger& Log() {
   return *logger;
 }
 
-// The directory this plugin was loaded from: where corral-oci-exec lives
-// when PluginConfig.plugin_dir is not set.
-std::string OwnDirectory() {
-  Dl_info info{};
-  if (::dladdr(reinterpret_cast<void*>(&OwnDirectory), &info) == 0 ||
-      info.dli_fname == nullptr) {
-    return "";
-  }
-  return std::filesystem::path(info.dli_fname).parent_path().string();
-}
-
-bool IsExecutableFile(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
-         ::access(path.c_str(), X_OK) == 0;
-}
-
 absl::StatusOr<Settings> ReadSettings(const bv1::PluginConfig& config) {
   std::map<std::string, std::string> options(config.options().begin(),
                                              config.options().end());
   std::vector<std::string> ignored;
   ASSIGN_OR_RETURN(
       Settings settings,
-      ParseSettings(
-          config.runtime_dir(), config.agent_path(),
-          config.plugin_dir().empty() ? OwnDirectory() : config.plugin_dir(),
-          options, IsExecutableFile, &ignored));
+      ParseSettings(config.runtime_dir(), config.agent_path(),
+                    backend_plugin::PluginDirectory(config), options,
+                    backend_plugin::IsExecutableFile, &ignored));
   for (const std::string& key : ignored) {
     Log().warn("ignoring unknown option runtimes.oci.{}", key);
   }
@@ -493,20 +475,6 @@ absl::Status WriteNewFile(const std::string& path, const std::string& content) {
   return absl::OkStatus();
 }
 
-bool HasCapability(int capability) {
-  auto status = linux_runtime::ReadFile("/proc/self/status");
-  if (!status.ok()) return false;
-  for (absl::string_view line : absl::StrSplit(*status, '\n')) {
-    if (!absl::ConsumePrefix(&line, "CapEff:")) continue;
-    uint64_t mask = 0;
-    if (!absl::SimpleHexAtoi(absl::StripAsciiWhitespace(line), &mask)) {
-      return false;
-    }
-    return (mask >> capability) & 1;
-  }
-  return false;
-}
-
 // Everything of sandbox `id` on the host, whatever state it is in: the
 // container (delete -f kills it), cgroups, the runtime's state, the sandbox
 // directory. Idempotent.
@@ -591,7 +559,8 @@ bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
   }
   const bool userns = !max_userns.empty() && max_userns != "0";
   details["userns"] = userns ? "yes" : "no";
-  details["oom_protection"] = HasCapability(CAP_SYS_RESOURCE) ? "yes" : "no";
+  details["oom_protection"] =
+      backend_plugin::HasCapability(CAP_SYS_RESOURCE) ? "yes" : "no";
   if (!settings.ok()) {
     problems.emplace_back(settings.status().message());
   } else {
@@ -603,7 +572,7 @@ bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
       details["runtime"] = settings->runtime_path;
       details["runtime_kind"] = RuntimeKindName(settings->runtime_kind);
     }
-    if (!IsExecutableFile(settings->helper_path)) {
+    if (!backend_plugin::IsExecutableFile(settings->helper_path)) {
       problems.push_back(absl::StrCat("helper ", settings->helper_path,
                                       " is missing or not executable"));
     }
@@ -814,7 +783,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   // so it is written here, before any process of the sandbox exists that
   // could inherit another value: the agent starts nothing until the daemon
   // asks. Needs CAP_SYS_RESOURCE (probe: oom_protection).
-  if (HasCapability(CAP_SYS_RESOURCE)) {
+  if (backend_plugin::HasCapability(CAP_SYS_RESOURCE)) {
     RETURN_IF_ERROR(linux_runtime::WriteFile(
         absl::StrCat("/proc/", pid, "/oom_score_adj"), "-1000"));
   }

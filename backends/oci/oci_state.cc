@@ -10,16 +10,10 @@
 namespace corral::oci_runtime {
 namespace {
 
-constexpr char kHelperName[] = "corral-oci-exec";
+using linux_runtime::CleanAbsolutePath;
+using linux_runtime::ValidCgroupParent;
 
-// An absolute path without "." or ".." components.
-bool CleanAbsolutePath(absl::string_view path) {
-  if (!absl::StartsWith(path, "/") || path.size() > 4096) return false;
-  for (absl::string_view part : absl::StrSplit(path, '/')) {
-    if (part == "." || part == "..") return false;
-  }
-  return path.find('\n') == absl::string_view::npos;
-}
+constexpr char kHelperName[] = "corral-oci-exec";
 
 }  // namespace
 
@@ -35,19 +29,6 @@ const std::vector<std::string>& RuntimeSearchDirs() {
 
 std::string Settings::SandboxDir(absl::string_view id) const {
   return absl::StrCat(runtime_dir, "/", id);
-}
-
-bool ValidCgroupParent(absl::string_view parent) {
-  if (parent.empty() || parent.size() > 200) return false;
-  for (absl::string_view part : absl::StrSplit(parent, '/')) {
-    if (part.empty() || part == "." || part == "..") return false;
-    for (char c : part) {
-      bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-      if (!ok) return false;
-    }
-  }
-  return true;
 }
 
 absl::StatusOr<Settings> ParseSettings(

@@ -58,8 +58,6 @@ inline constexpr char kDefaultCgroupParent[] = "corral/oci";
     const std::function<bool(const std::string&)>& executable,
     std::vector<std::string>* ignored);
 
-[[nodiscard]] bool ValidCgroupParent(absl::string_view parent);
-
 // SandboxHandle.state of the oci runtime: "key=value" lines, versioned.
 struct SandboxRecord {
   std::string id;

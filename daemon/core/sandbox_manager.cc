@@ -524,6 +524,9 @@ absl::StatusOr<v1::ExecStreamResponse> RunningCommand::Next(
           out->set_oom_killed(true);
         }
       }
+      // A VM's agent counts its own kernel's OOM kills (the host sees none).
+      // A sandbox can only misreport its own commands this way.
+      if (!in.timed_out() && in.oom_kills() > 0) out->set_oom_killed(true);
       manager_->RecordCommand(*this, *out);
       break;
     }

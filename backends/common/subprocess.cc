@@ -1,0 +1,143 @@
+#include "backends/common/subprocess.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "corral/status_macros.h"
+#include "corral/unique_fd.h"
+
+namespace corral::runtime_common {
+namespace {
+
+constexpr size_t kMaxOutputBytes = 64u << 10;
+
+// Only async-signal-safe calls: this runs in a fork of a threaded process.
+[[noreturn]] void RunIntermediate(char* const* argv, char* const* envp,
+                                  int output_fd, int report_fd) {
+  ::setsid();
+  struct sigaction default_action {};
+  default_action.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig)
+    ::sigaction(sig, &default_action, nullptr);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  pid_t program = ::fork();
+  if (program == 0) {
+    int null = ::open("/dev/null", O_RDONLY);
+    if (null < 0 || ::dup2(null, 0) != 0 || ::dup2(output_fd, 1) != 1 ||
+        ::dup2(output_fd, 2) != 2) {
+      ::_exit(126);
+    }
+    ::syscall(SYS_close_range, 3u, ~0u, 0u);
+    ::execve(argv[0], argv, envp);
+    ::_exit(127);
+  }
+  ::close(output_fd);
+  int status = 0;
+  if (program < 0) {
+    status = 127 << 8;
+  } else {
+    while (::waitpid(program, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
+  (void)!::write(report_fd, &status, sizeof(status));
+  ::_exit(0);
+}
+
+}  // namespace
+
+// The daemon's child reaper (common/corral/child_reaper.h) reaps every child
+// of the process, so the exit status of a direct child is lost to it. The
+// program therefore runs as a grandchild: an intermediate child waits for it
+// and reports the status on a pipe.
+absl::StatusOr<ProgramResult> RunProgram(const std::vector<std::string>& argv,
+                                         absl::Duration timeout) {
+  if (argv.empty() || argv[0].empty() || argv[0][0] != '/') {
+    return absl::InvalidArgumentError("RunProgram: argv[0] must be absolute");
+  }
+  std::vector<std::string> args = argv;
+  std::vector<char*> arg_pointers;
+  for (std::string& arg : args) arg_pointers.push_back(arg.data());
+  arg_pointers.push_back(nullptr);
+  char path_env[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+  char lang_env[] = "LC_ALL=C";
+  char* envp[] = {path_env, lang_env, nullptr};
+
+  int output[2], report[2];
+  if (::pipe2(output, O_CLOEXEC) != 0) return ErrnoStatus("pipe2");
+  UniqueFd output_read(output[0]), output_write(output[1]);
+  if (::pipe2(report, O_CLOEXEC) != 0) return ErrnoStatus("pipe2");
+  UniqueFd report_read(report[0]), report_write(report[1]);
+  pid_t intermediate = ::fork();
+  if (intermediate < 0) return ErrnoStatus("fork");
+  if (intermediate == 0) {
+    RunIntermediate(arg_pointers.data(), envp, output_write.get(),
+                    report_write.get());
+  }
+  output_write.Reset();
+  report_write.Reset();
+
+  ProgramResult result;
+  std::string status_bytes;
+  const absl::Time deadline = absl::Now() + timeout;
+  while (output_read || report_read) {
+    const int wait_ms = static_cast<int>(std::max<int64_t>(
+        0, absl::ToInt64Milliseconds(deadline - absl::Now())));
+    if (wait_ms == 0) {
+      // Its own session: the group is the intermediate and the program.
+      ::kill(-intermediate, SIGKILL);
+      return absl::DeadlineExceededError(
+          absl::StrCat(absl::StrJoin(argv, " "), " did not finish within ",
+                       absl::FormatDuration(timeout)));
+    }
+    pollfd polls[2];
+    UniqueFd* fds[2];
+    int count = 0;
+    for (UniqueFd* fd : {&output_read, &report_read}) {
+      if (*fd) {
+        polls[count] = {fd->get(), POLLIN, 0};
+        fds[count++] = fd;
+      }
+    }
+    int ready = ::poll(polls, count, wait_ms);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) return ErrnoStatus("poll");
+    for (int i = 0; i < count; ++i) {
+      if (polls[i].revents == 0) continue;
+      char buffer[4096];
+      ssize_t n = ::read(fds[i]->get(), buffer, sizeof(buffer));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        fds[i]->Reset();
+        continue;
+      }
+      std::string& into = fds[i] == &output_read ? result.output : status_bytes;
+      if (into.size() < kMaxOutputBytes) {
+        into.append(buffer, std::min<size_t>(static_cast<size_t>(n),
+                                             kMaxOutputBytes - into.size()));
+      }
+    }
+  }
+  int status = 0;
+  if (status_bytes.size() != sizeof(status)) {
+    return absl::InternalError(
+        absl::StrCat(argv[0], ": no exit status (the helper died)"));
+  }
+  std::memcpy(&status, status_bytes.data(), sizeof(status));
+  result.exit_code = WIFEXITED(status)     ? WEXITSTATUS(status)
+                     : WIFSIGNALED(status) ? 128 + WTERMSIG(status)
+                                           : 255;
+  return result;
+}
+
+}  // namespace corral::runtime_common

@@ -1,0 +1,30 @@
+// Running a short-lived helper program from a plugin (mkfs, a probe) and
+// collecting what it printed: own session, stdin /dev/null, a minimal
+// environment, no fd of the daemon but 0-2, and a deadline.
+#ifndef CORRAL_BACKENDS_COMMON_SUBPROCESS_H_
+#define CORRAL_BACKENDS_COMMON_SUBPROCESS_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace corral::runtime_common {
+
+struct ProgramResult {
+  // The exit status, or 128 + the signal that ended it.
+  int exit_code = 0;
+  // stdout and stderr together, in the order written; at most 64 KiB (the
+  // rest is dropped).
+  std::string output;
+};
+
+// Runs argv[0] (an absolute path) with argv. DEADLINE_EXCEEDED (the program
+// killed) after `timeout`; an error when it cannot start.
+[[nodiscard]] absl::StatusOr<ProgramResult> RunProgram(
+    const std::vector<std::string>& argv, absl::Duration timeout);
+
+}  // namespace corral::runtime_common
+
+#endif  // CORRAL_BACKENDS_COMMON_SUBPROCESS_H_

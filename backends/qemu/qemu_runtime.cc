@@ -1,0 +1,721 @@
+#include "backends/qemu/qemu_runtime.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <set>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "backends/common/agent_socket.h"
+#include "backends/common/host_root.h"
+#include "backends/common/plugin_support.h"
+#include "backends/common/spec_checks.h"
+#include "backends/common/subprocess.h"
+#include "backends/linux/cgroups.h"
+#include "backends/linux/fs_util.h"
+#include "backends/qemu/qemu_command.h"
+#include "backends/qemu/qemu_settings.h"
+#include "backends/qemu/vm_assets.h"
+#include "corral/logging.h"
+#include "corral/status_macros.h"
+
+namespace corral::qemu_runtime {
+namespace {
+
+using linux_runtime::CgroupLayout;
+using linux_runtime::SandboxCgroups;
+
+// corral.v1.Guarantee numbers (proto/corral/v1/system.proto).
+constexpr int kGuaranteeSeparateKernel = 1;
+constexpr int kGuaranteeCgroupLimits = 2;
+constexpr int kGuaranteeNetworkIsolation = 4;
+
+constexpr char kConsoleLog[] = "console.log";
+constexpr char kLaunchLog[] = "launch.log";
+constexpr char kQmpSocket[] = "qmp.sock";
+constexpr char kShareSocket[] = "virtiofs.sock";
+constexpr char kShareDir[] = "rootfs";
+constexpr char kWorkspaceDisk[] = "disk.ext4";
+constexpr char kAccelRecord[] = "accel";
+constexpr uint64_t kDefaultTmpBytes = 64u << 20;
+// Beyond the guest's RAM and TCG's cache, what QEMU, virtiofsd and the
+// launcher may use on the host.
+constexpr uint64_t kHostOverheadBytes = 256u << 20;
+// QEMU's threads (vCPUs, I/O workers, RCU), the launcher and virtiofsd.
+constexpr uint32_t kHostPids = 256;
+constexpr absl::Duration kLaunchTimeout = absl::Seconds(30);
+constexpr absl::Duration kTeardownTimeout = absl::Seconds(5);
+constexpr absl::Duration kKvmProbeTimeout = absl::Seconds(5);
+
+spdlog::logger& Log() {
+  static const std::shared_ptr<spdlog::logger> logger = Logger("qemu");
+  return *logger;
+}
+
+absl::StatusOr<Settings> ReadSettings(const bv1::PluginConfig& config) {
+  std::map<std::string, std::string> options(config.options().begin(),
+                                             config.options().end());
+  std::vector<std::string> ignored;
+  ASSIGN_OR_RETURN(
+      Settings settings,
+      ParseSettings(config.runtime_dir(), config.agent_path(),
+                    backend_plugin::PluginDirectory(config), options,
+                    backend_plugin::IsExecutableFile, &ignored));
+  for (const std::string& key : ignored) {
+    Log().warn("ignoring unknown option runtimes.qemu.{}", key);
+  }
+  return settings;
+}
+
+// The last `max` bytes of a log file, trimmed, for error messages.
+std::string Tail(const std::string& path, size_t max = 1500) {
+  auto text = linux_runtime::ReadFile(path);
+  if (!text.ok()) return "";
+  absl::string_view view = absl::StripAsciiWhitespace(*text);
+  if (view.size() > max) view = view.substr(view.size() - max);
+  return std::string(view);
+}
+
+// ---- Accelerator -------------------------------------------------------
+
+struct AccelChoice {
+  Accel accel = Accel::kTcg;
+  // Why this one (shown by `corral runtimes`).
+  std::string note;
+};
+
+// Whether KVM boots this kernel here. A host that is itself a guest may
+// offer /dev/kvm and hang every stock kernel (PLATFORM.md: a PVM host), so
+// only a boot proves it: the kernel without an initramfs panics at once
+// ("VFS: Unable to mount root fs"), which with panic=-1 and -no-reboot
+// ends QEMU.
+AccelChoice ProbeKvm(const Settings& settings, const Kernel& kernel) {
+  UniqueFd kvm(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
+  if (!kvm) {
+    return {Accel::kTcg, absl::StrCat("software emulation: /dev/kvm: ",
+                                      std::strerror(errno))};
+  }
+  kvm.Reset();
+  auto result = runtime_common::RunProgram(
+      {settings.qemu_path, "-machine", "microvm,accel=kvm", "-cpu", "host",
+       "-m", "128M", "-nodefaults", "-no-user-config", "-display", "none",
+       "-no-reboot", "-serial", "stdio", "-kernel", kernel.vmlinux, "-append",
+       "console=ttyS0 panic=-1 loglevel=4"},
+      kKvmProbeTimeout);
+  if (result.ok() && absl::StrContains(result->output, "Kernel panic")) {
+    return {Accel::kKvm, "KVM"};
+  }
+  std::string why =
+      result.ok()
+          ? absl::StrCat(
+                "QEMU exited ", result->exit_code, ": ",
+                absl::StripAsciiWhitespace(result->output).substr(0, 200))
+          : std::string(result.status().message());
+  absl::StrReplaceAll({{"\n", " "}}, &why);
+  return {
+      Accel::kTcg,
+      absl::StrCat("software emulation: a KVM guest did not boot (", why, ")")};
+}
+
+// The choice for this boot of the host, remembered in the runtime
+// directory: the probe costs a few seconds where KVM hangs.
+AccelChoice ChooseAccel(const Settings& settings, const Kernel& kernel) {
+  if (settings.accel == AccelPolicy::kTcg) {
+    return {Accel::kTcg, "software emulation (accel = tcg)"};
+  }
+  static std::mutex mutex;
+  std::lock_guard lock(mutex);
+  struct stat st {};
+  ::stat(kernel.vmlinux.c_str(), &st);
+  std::string boot_id = std::string(absl::StripAsciiWhitespace(
+      linux_runtime::ReadFile("/proc/sys/kernel/random/boot_id").value_or("")));
+  const std::string key = absl::StrCat(boot_id, " ", settings.qemu_path, " ",
+                                       kernel.vmlinux, " ", st.st_mtim.tv_sec);
+  const std::string record =
+      absl::StrCat(settings.runtime_dir, "/", kAccelRecord);
+  AccelChoice choice;
+  if (auto text = linux_runtime::ReadFile(record); text.ok()) {
+    std::vector<std::string> lines = absl::StrSplit(*text, '\n');
+    if (lines.size() >= 3 && lines[0] == key) {
+      choice.accel = lines[1] == "kvm" ? Accel::kKvm : Accel::kTcg;
+      choice.note = lines[2];
+    }
+  }
+  if (choice.note.empty()) {
+    choice = ProbeKvm(settings, kernel);
+    (void)linux_runtime::WriteFile(
+        record, absl::StrCat(key, "\n", AccelName(choice.accel), "\n",
+                             choice.note, "\n"));
+  }
+  return choice;
+}
+
+// ---- Launching ---------------------------------------------------------
+
+// Copies of `fd` at 20 or above, so that no dup2 onto 3..14 overwrites a
+// source that happens to sit there.
+UniqueFd High(int fd) { return UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 20)); }
+
+struct Launch {
+  std::vector<std::string> argv;
+  int listen_fd = -1;
+  // QEMU's fds, placed at kKernelFd and up in this order.
+  std::vector<int> qemu_fds;
+  std::string log_path;
+};
+
+struct Launched {
+  pid_t launcher = 0;
+  pid_t qemu = 0;
+};
+
+// Starts corral-qemu-launch in a session of its own and waits for its
+// report ("started <qemu pid>").
+absl::StatusOr<Launched> StartLauncher(const Launch& launch) {
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) return ErrnoStatus("pipe2");
+  UniqueFd report_read(report[0]);
+  UniqueFd report_write = High(report[1]);
+  ::close(report[1]);
+  UniqueFd log(::open(launch.log_path.c_str(),
+                      O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC,
+                      0600));
+  if (!log) return ErrnoStatus(absl::StrCat("open ", launch.log_path));
+  UniqueFd log_high = High(log.get());
+  UniqueFd listen_high = High(launch.listen_fd);
+  std::vector<UniqueFd> qemu_high;
+  for (int fd : launch.qemu_fds) qemu_high.push_back(High(fd));
+  if (!report_write || !log_high || !listen_high) {
+    return ErrnoStatus("fcntl F_DUPFD");
+  }
+  for (const UniqueFd& fd : qemu_high) {
+    if (!fd) return ErrnoStatus("fcntl F_DUPFD");
+  }
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  absl::Cleanup destroy_actions = [&] {
+    posix_spawn_file_actions_destroy(&actions);
+  };
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, log_high.get(), 1);
+  posix_spawn_file_actions_adddup2(&actions, log_high.get(), 2);
+  posix_spawn_file_actions_adddup2(&actions, listen_high.get(), 3);
+  posix_spawn_file_actions_adddup2(&actions, report_write.get(), 4);
+  for (size_t i = 0; i < qemu_high.size(); ++i) {
+    posix_spawn_file_actions_adddup2(&actions, qemu_high[i].get(),
+                                     kKernelFd + static_cast<int>(i));
+  }
+  // No other fd of the daemon reaches the launcher, QEMU or the guest.
+  posix_spawn_file_actions_addclosefrom_np(
+      &actions, kKernelFd + static_cast<int>(qemu_high.size()));
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  absl::Cleanup destroy_attributes = [&] {
+    posix_spawnattr_destroy(&attributes);
+  };
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attributes, &none);
+  posix_spawnattr_setsigdefault(&attributes, &all);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK |
+                                            POSIX_SPAWN_SETSIGDEF |
+                                            POSIX_SPAWN_SETSID);
+  std::vector<std::string> args = launch.argv;
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  char path_env[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+  char* envp[] = {path_env, nullptr};
+  Launched launched;
+  int rc = ::posix_spawn(&launched.launcher, args[0].c_str(), &actions,
+                         &attributes, argv.data(), envp);
+  if (rc != 0) return ErrnoStatus(absl::StrCat("posix_spawn ", args[0]), rc);
+  UniqueFd launcher_pidfd(linux_runtime::PidfdOpen(launched.launcher));
+  report_write.Reset();
+
+  std::string line;
+  const absl::Time deadline = absl::Now() + kLaunchTimeout;
+  for (;;) {
+    const int wait_ms = static_cast<int>(std::max<int64_t>(
+        0, absl::ToInt64Milliseconds(deadline - absl::Now())));
+    pollfd poll_fd{report_read.get(), POLLIN, 0};
+    int ready = ::poll(&poll_fd, 1, wait_ms);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) {
+      if (launcher_pidfd) {
+        linux_runtime::PidfdSendSignal(launcher_pidfd.get(), SIGKILL);
+      }
+      return absl::DeadlineExceededError(
+          "corral-qemu-launch did not report within 30 s");
+    }
+    char buffer[512];
+    ssize_t n = ::read(report_read.get(), buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    line.append(buffer, static_cast<size_t>(n));
+  }
+  absl::string_view text = absl::StripAsciiWhitespace(line);
+  int64_t pid = 0;
+  if (absl::ConsumePrefix(&text, "started ") && absl::SimpleAtoi(text, &pid) &&
+      pid > 1) {
+    launched.qemu = static_cast<pid_t>(pid);
+    return launched;
+  }
+  if (absl::ConsumePrefix(&text, "error ")) {
+    return absl::InternalError(absl::StrCat("corral-qemu-launch: ", text));
+  }
+  return absl::InternalError(absl::StrCat(
+      "corral-qemu-launch ended without a report: ", Tail(launch.log_path)));
+}
+
+// Waits until the guest's agent has said something on `connection` (its
+// Hello, which stays unread for the daemon), while the launcher lives.
+absl::Status WaitForAgent(int connection, pid_t launcher,
+                          absl::Duration timeout,
+                          const std::string& sandbox_dir) {
+  UniqueFd pidfd(linux_runtime::PidfdOpen(launcher));
+  const absl::Time deadline = absl::Now() + timeout;
+  auto why = [&] {
+    std::string console = Tail(absl::StrCat(sandbox_dir, "/", kConsoleLog));
+    std::string launch = Tail(absl::StrCat(sandbox_dir, "/", kLaunchLog), 500);
+    return absl::StrCat(console.empty() ? "" : "; console: ", console,
+                        launch.empty() ? "" : "; ", launch);
+  };
+  for (;;) {
+    const int wait_ms = static_cast<int>(std::max<int64_t>(
+        0, absl::ToInt64Milliseconds(deadline - absl::Now())));
+    pollfd polls[2] = {{connection, POLLIN, 0}, {pidfd.get(), POLLIN, 0}};
+    int ready = ::poll(polls, pidfd ? 2 : 1, wait_ms);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) return ErrnoStatus("poll");
+    if (ready == 0) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("the VM's agent did not answer within ",
+                       absl::FormatDuration(timeout), why()));
+    }
+    if (polls[0].revents != 0) {
+      char byte;
+      ssize_t n = ::recv(connection, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0) return absl::OkStatus();
+      if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        return absl::InternalError(
+            absl::StrCat("the VM closed the agent's connection", why()));
+      }
+    }
+    if (pidfd && polls[1].revents != 0) {
+      return absl::InternalError(absl::StrCat("the VM stopped", why()));
+    }
+  }
+}
+
+bool ProcessIs(pid_t pid, uint64_t start_time) {
+  auto stat = linux_runtime::ReadProcStat(pid);
+  return stat.ok() && stat->start_time == start_time && stat->state != 'Z';
+}
+
+// Everything of sandbox `id` on the host: every process in its cgroups
+// (the launcher, QEMU, virtiofsd), the cgroups, its runtime directory.
+absl::Status TearDown(const Settings& settings,
+                      const std::string& cgroup_parent, const std::string& id) {
+  absl::Status status;
+  auto layout = CgroupLayout::Detect();
+  if (layout.ok()) {
+    status = linux_runtime::KillAndRemoveCgroups(
+        SandboxCgroups::For(*layout, cgroup_parent, id), kTeardownTimeout);
+  } else {
+    status = layout.status();
+  }
+  absl::Status files = linux_runtime::RemoveTree(settings.SandboxDir(id));
+  if (status.ok()) status = files;
+  return status;
+}
+
+std::vector<int> SandboxGuarantees() {
+  return {kGuaranteeSeparateKernel, kGuaranteeCgroupLimits,
+          kGuaranteeNetworkIsolation};
+}
+
+// The group that may open /dev/kvm, for a QEMU that runs unprivileged.
+int KvmGroup() {
+  struct stat st {};
+  if (::stat("/dev/kvm", &st) != 0 || (st.st_mode & 0060) != 0060) return -1;
+  return static_cast<int>(st.st_gid);
+}
+
+}  // namespace
+
+bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
+  bv1::ProbeResponse response;
+  auto& details = *response.mutable_details();
+  std::vector<std::string> problems;
+  if (::geteuid() != 0) {
+    problems.push_back("the qemu runtime needs root (corrald runs as root)");
+  }
+  auto layout = CgroupLayout::Detect();
+  if (layout.ok()) {
+    details["cgroup"] = layout->Describe();
+  } else {
+    problems.push_back(absl::StrCat("cgroups: ", layout.status().message()));
+  }
+  auto settings = ReadSettings(request.config());
+  if (!settings.ok()) {
+    response.set_reason(std::string(settings.status().message()));
+    return response;
+  }
+  if (settings->qemu_path.empty()) {
+    problems.push_back(settings->qemu_problem);
+  } else {
+    details["qemu"] = settings->qemu_path;
+  }
+  if (!backend_plugin::IsExecutableFile(settings->launcher_path)) {
+    problems.push_back(absl::StrCat("helper ", settings->launcher_path,
+                                    " is missing or not executable"));
+  }
+  if (::access(settings->agent_path.c_str(), R_OK) != 0) {
+    problems.push_back(absl::StrCat("agent ", settings->agent_path, ": ",
+                                    std::strerror(errno)));
+  }
+  details["host_image"] =
+      settings->virtiofsd_path.empty()
+          ? absl::StrCat("no: ", settings->virtiofsd_problem)
+          : absl::StrCat("yes (", settings->virtiofsd_path, ")");
+  details["kernel_dir"] = settings->kernel_dir;
+  auto kernel = FindKernel(settings->kernel_dir);
+  if (!kernel.ok()) {
+    problems.emplace_back(kernel.status().message());
+  } else {
+    details["kernel"] = kernel->release;
+  }
+  if (problems.empty()) {
+    AccelChoice accel = ChooseAccel(*settings, *kernel);
+    details["accel"] = AccelName(accel.accel);
+    if (accel.accel == Accel::kTcg) {
+      details["tsc_khz"] = absl::StrCat(HostTscKhz());
+    }
+    response.set_available(true);
+    response.set_reason(absl::StrCat(accel.note, ", kernel ", kernel->release));
+    for (int guarantee : SandboxGuarantees())
+      response.add_guarantees(guarantee);
+  } else {
+    response.set_reason(absl::StrJoin(problems, "; "));
+  }
+  return response;
+}
+
+absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
+                                           UniqueFd* agent_fd) {
+  const absl::Time started = absl::Now();
+  const bv1::SandboxSpec& spec = request.spec();
+  ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
+  if (settings.qemu_path.empty()) {
+    return absl::FailedPreconditionError(settings.qemu_problem);
+  }
+  RETURN_IF_ERROR(backend_plugin::ValidateSpec(spec));
+  // userns decides whether QEMU runs as the sandbox's own host uid; the
+  // guest's users are the guest kernel's, whatever it is.
+  ASSIGN_OR_RETURN(bool unprivileged,
+                   backend_plugin::UserNamespaceOption(spec, "qemu"));
+  ASSIGN_OR_RETURN(CgroupLayout layout, CgroupLayout::Detect());
+  ASSIGN_OR_RETURN(Kernel kernel, FindKernel(settings.kernel_dir));
+  const bool host_image = spec.rootfs().source_case() == bv1::RootFs::kHost;
+  if (host_image && settings.virtiofsd_path.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the host image needs virtiofsd on the qemu runtime: ",
+        settings.virtiofsd_problem, "; import an image and use --image"));
+  }
+  const AccelChoice accel = ChooseAccel(settings, kernel);
+
+  SandboxRecord record;
+  record.id = spec.id();
+  record.sandbox_dir = settings.SandboxDir(spec.id());
+  record.cgroup_parent = settings.cgroup_parent;
+  record.accel = accel.accel;
+  record.host_image = host_image;
+  if (::mkdir(record.sandbox_dir.c_str(), 0700) != 0) {
+    if (errno == EEXIST) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "sandbox ", spec.id(), " already exists in ", settings.runtime_dir));
+    }
+    return ErrnoStatus(absl::StrCat("mkdir ", record.sandbox_dir));
+  }
+  absl::Cleanup undo = [&] {
+    if (auto status = TearDown(settings, record.cgroup_parent, record.id);
+        !status.ok()) {
+      Log().error("sandbox {}: cleanup after a failed create: {}", spec.id(),
+                  status.ToString());
+    }
+  };
+
+  // What QEMU opens, all as fds: it may run as an unprivileged uid that
+  // cannot reach any of these paths.
+  ASSIGN_OR_RETURN(
+      std::string initramfs,
+      InitramfsFor(settings.CacheDir(), kernel, settings.agent_path));
+  const std::string workspace_disk =
+      absl::StrCat(spec.workspace_dir(), "/", kWorkspaceDisk);
+  RETURN_IF_ERROR(MakeWorkspaceDisk(workspace_disk, spec.disk_bytes()));
+  UniqueFd kernel_fd(::open(kernel.vmlinux.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd initramfs_fd(::open(initramfs.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd workspace_fd(
+      ::open(workspace_disk.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+  UniqueFd workspace_read_fd(
+      ::open(workspace_disk.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!kernel_fd || !initramfs_fd || !workspace_fd || !workspace_read_fd) {
+    return ErrnoStatus("open the VM's kernel, initramfs and workspace disk");
+  }
+  UniqueFd root_fd;
+  std::string share;
+  std::vector<runtime_common::HostBind> binds;
+  if (host_image) {
+    share = absl::StrCat(record.sandbox_dir, "/", kShareDir);
+    runtime_common::HostRootOptions options;
+    options.hostname = spec.hostname();
+    RETURN_IF_ERROR(Annotate(
+        runtime_common::WriteHostRootSkeleton(share, options), "host image"));
+    binds = runtime_common::HostRootBinds();
+  } else {
+    ASSIGN_OR_RETURN(std::string disk, ImageDiskFor(settings.CacheDir(),
+                                                    spec.rootfs().directory()));
+    root_fd.Reset(::open(disk.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!root_fd) return ErrnoStatus(absl::StrCat("open ", disk));
+  }
+  ASSIGN_OR_RETURN(UniqueFd qmp_listen,
+                   backend_plugin::ListenAt(record.sandbox_dir, kQmpSocket));
+  ASSIGN_OR_RETURN(UniqueFd listen_fd,
+                   backend_plugin::ListenAgent(record.sandbox_dir));
+
+  const SandboxCgroups cgroups =
+      SandboxCgroups::For(layout, settings.cgroup_parent, spec.id());
+  VmPlan plan;
+  plan.id = spec.id();
+  plan.hostname = spec.hostname();
+  plan.accel = accel.accel;
+  const uint32_t host_cpus = static_cast<uint32_t>(std::max(1, get_nprocs()));
+  plan.vcpus =
+      std::clamp<uint32_t>((spec.cpu_millis() + 999) / 1000, 1, host_cpus);
+  plan.ram_bytes =
+      ((spec.memory_bytes() + settings.overhead_bytes + (1u << 20) - 1) >> 20)
+      << 20;
+  plan.tb_cache_bytes = settings.tb_cache_bytes;
+  plan.tsc_khz = accel.accel == Accel::kTcg ? HostTscKhz() : 0;
+  plan.host_image = host_image;
+  plan.memory_limit_bytes = spec.memory_bytes();
+  plan.pids = spec.pids();
+  plan.tmp_bytes = kDefaultTmpBytes;
+  linux_runtime::CgroupLimits limits;
+  limits.memory_bytes = plan.ram_bytes +
+                        (accel.accel == Accel::kTcg ? plan.tb_cache_bytes : 0) +
+                        kHostOverheadBytes;
+  limits.pids = kHostPids;
+  limits.cpu_millis = spec.cpu_millis();
+  RETURN_IF_ERROR(linux_runtime::CreateCgroups(layout, cgroups, limits));
+
+  Launch launch;
+  launch.log_path = absl::StrCat(record.sandbox_dir, "/", kLaunchLog);
+  launch.listen_fd = listen_fd.get();
+  launch.qemu_fds = {kernel_fd.get(), initramfs_fd.get(), workspace_fd.get(),
+                     workspace_read_fd.get(), qmp_listen.get()};
+  if (root_fd) launch.qemu_fds.push_back(root_fd.get());
+  launch.argv = {settings.launcher_path,
+                 "--report-fd",
+                 "4",
+                 "--listen-fd",
+                 "3",
+                 "--console-log",
+                 absl::StrCat(record.sandbox_dir, "/", kConsoleLog),
+                 "--qemu-fds",
+                 absl::StrCat(launch.qemu_fds.size())};
+  for (const std::string& procs : cgroups.ProcsFiles()) {
+    launch.argv.insert(launch.argv.end(), {"--join", procs});
+  }
+  if (unprivileged && spec.host_uid() != 0) {
+    launch.argv.insert(launch.argv.end(),
+                       {"--uid", absl::StrCat(spec.host_uid()), "--gid",
+                        absl::StrCat(spec.host_gid())});
+    if (int kvm_group = KvmGroup();
+        accel.accel == Accel::kKvm && kvm_group >= 0) {
+      launch.argv.insert(launch.argv.end(),
+                         {"--group", absl::StrCat(kvm_group)});
+    }
+  }
+  if (host_image) {
+    launch.argv.insert(launch.argv.end(),
+                       {"--virtiofsd", settings.virtiofsd_path, "--share",
+                        share, "--share-socket",
+                        absl::StrCat(record.sandbox_dir, "/", kShareSocket)});
+    for (const runtime_common::HostBind& bind : binds) {
+      launch.argv.insert(launch.argv.end(),
+                         {"--bind", bind.source, bind.destination});
+    }
+  }
+  launch.argv.push_back("--");
+  for (std::string& arg : QemuCommand(settings.qemu_path, plan)) {
+    launch.argv.push_back(std::move(arg));
+  }
+  const absl::Time launching = absl::Now();
+  ASSIGN_OR_RETURN(Launched launched, StartLauncher(launch));
+  listen_fd.Reset();
+  qmp_listen.Reset();
+  for (auto [pid, start] : {std::pair<pid_t, uint64_t*>{
+                                launched.launcher, &record.launcher_start_time},
+                            {launched.qemu, &record.qemu_start_time}}) {
+    auto stat = linux_runtime::ReadProcStat(pid);
+    if (!stat.ok()) {
+      return absl::InternalError(
+          absl::StrCat("the VM of sandbox ", spec.id(),
+                       " exited at start: ", Tail(launch.log_path)));
+    }
+    *start = stat->start_time;
+  }
+  record.launcher_pid = launched.launcher;
+  record.qemu_pid = launched.qemu;
+
+  ASSIGN_OR_RETURN(UniqueFd connection,
+                   backend_plugin::ConnectAgent(record.sandbox_dir));
+  RETURN_IF_ERROR(WaitForAgent(connection.get(), launched.launcher,
+                               absl::Seconds(settings.boot_timeout_seconds),
+                               record.sandbox_dir));
+  std::move(undo).Cancel();
+  Log().debug("sandbox {} created ({}): prepare {} ms, boot to agent {} ms",
+              spec.id(), AccelName(accel.accel),
+              absl::ToInt64Milliseconds(launching - started),
+              absl::ToInt64Milliseconds(absl::Now() - launching));
+
+  bv1::CreateResponse response;
+  response.mutable_handle()->set_id(spec.id());
+  response.mutable_handle()->set_state(record.Serialize());
+  for (int guarantee : SandboxGuarantees()) response.add_guarantees(guarantee);
+  *agent_fd = std::move(connection);
+  return response;
+}
+
+absl::StatusOr<bv1::AttachResponse> Attach(const bv1::AttachRequest& request,
+                                           UniqueFd* agent_fd) {
+  ASSIGN_OR_RETURN(SandboxRecord record,
+                   SandboxRecord::Parse(request.handle().state()));
+  if (record.id != request.handle().id()) {
+    return absl::InvalidArgumentError(
+        "sandbox handle: the state belongs to another id");
+  }
+  bv1::AttachResponse response;
+  if (!ProcessIs(record.qemu_pid, record.qemu_start_time)) {
+    response.set_reason(
+        absl::StrCat("the VM (QEMU, pid ", record.qemu_pid, ") has exited"));
+    return response;
+  }
+  if (!ProcessIs(record.launcher_pid, record.launcher_start_time)) {
+    response.set_reason(absl::StrCat("the VM's supervisor (pid ",
+                                     record.launcher_pid, ") has exited"));
+    return response;
+  }
+  auto connection = backend_plugin::ConnectAgent(record.sandbox_dir);
+  if (!connection.ok()) {
+    response.set_reason(std::string(connection.status().message()));
+    return response;
+  }
+  response.set_alive(true);
+  *agent_fd = std::move(*connection);
+  return response;
+}
+
+absl::Status Destroy(const bv1::DestroyRequest& request) {
+  ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
+  auto record = SandboxRecord::Parse(request.handle().state());
+  if (!record.ok()) {
+    // A damaged or empty state: clean up by id with today's settings.
+    const std::string& id = request.handle().id();
+    if (!linux_runtime::ValidSandboxId(id)) return record.status();
+    return TearDown(settings, settings.cgroup_parent, id);
+  }
+  if (record->id != request.handle().id()) {
+    return absl::InvalidArgumentError(
+        "sandbox handle: the state belongs to another id");
+  }
+  // QEMU first: the launcher then sees its link end and leaves by itself.
+  linux_runtime::KillProcessAndWait(record->qemu_pid, record->qemu_start_time,
+                                    /*timeout_ms=*/1000);
+  return TearDown(settings, record->cgroup_parent, record->id);
+}
+
+absl::StatusOr<bv1::StatsResponse> Stats(const bv1::StatsRequest& request) {
+  ASSIGN_OR_RETURN(SandboxRecord record,
+                   SandboxRecord::Parse(request.handle().state()));
+  ASSIGN_OR_RETURN(CgroupLayout layout, CgroupLayout::Detect());
+  ASSIGN_OR_RETURN(linux_runtime::CgroupStats stats,
+                   linux_runtime::ReadCgroupStats(SandboxCgroups::For(
+                       layout, record.cgroup_parent, record.id)));
+  // The host's view: QEMU's memory, threads and CPU. OOM kills inside the
+  // guest are its own kernel's; its agent reports them with each exit.
+  bv1::StatsResponse response;
+  response.set_oom_kills(stats.oom_kills);
+  response.set_memory_bytes(stats.memory_bytes);
+  response.set_pids(stats.pids);
+  response.set_cpu_usage_us(stats.cpu_usage_us);
+  return response;
+}
+
+absl::StatusOr<bv1::ReconcileResponse> Reconcile(
+    const bv1::ReconcileRequest& request) {
+  ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
+  ASSIGN_OR_RETURN(CgroupLayout layout, CgroupLayout::Detect());
+  std::set<std::string> known(request.known_ids().begin(),
+                              request.known_ids().end());
+  std::set<std::string> found;
+  for (const std::string& id :
+       linux_runtime::ListSandboxCgroupIds(layout, settings.cgroup_parent)) {
+    found.insert(id);
+  }
+  std::error_code error;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(settings.runtime_dir, error)) {
+    found.insert(entry.path().filename().string());
+  }
+  bv1::ReconcileResponse response;
+  absl::Status result;
+  for (const std::string& id : found) {
+    // Only names this runtime makes; the cache and the rest are not
+    // sandboxes.
+    if (!linux_runtime::ValidSandboxId(id) || known.count(id)) continue;
+    absl::Status status = TearDown(settings, settings.cgroup_parent, id);
+    if (status.ok()) {
+      response.add_removed_ids(id);
+    } else if (result.ok()) {
+      result = Annotate(status, absl::StrCat("leftover sandbox ", id));
+    }
+  }
+  if (auto kernel = FindKernel(settings.kernel_dir); kernel.ok()) {
+    if (auto initramfs =
+            InitramfsFor(settings.CacheDir(), *kernel, settings.agent_path);
+        initramfs.ok()) {
+      if (int pruned = PruneCache(settings.CacheDir(), *initramfs);
+          pruned > 0) {
+        Log().info("reconcile: removed {} stale cached VM files", pruned);
+      }
+    }
+  }
+  if (!result.ok()) return result;
+  return response;
+}
+
+}  // namespace corral::qemu_runtime

@@ -1,0 +1,321 @@
+#include "backends/qemu/vm_assets.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
+#include "backends/common/subprocess.h"
+#include "backends/linux/fs_util.h"
+#include "corral/status_macros.h"
+#include "corral/unique_fd.h"
+
+namespace corral::qemu_runtime {
+namespace {
+
+constexpr char kBuilder[] = "deploy/images/build-vm-kernel.sh";
+constexpr char kInitramfsPrefix[] = "initramfs-";
+constexpr char kImagePrefix[] = "image-";
+constexpr char kTemporaryPrefix[] = ".tmp-";
+constexpr absl::Duration kMkfsTimeout = absl::Minutes(10);
+
+std::string FileIdentity(const struct stat& st) {
+  return absl::StrFormat("%x-%x-%x.%x", st.st_dev, st.st_ino, st.st_ctim.tv_sec,
+                         st.st_ctim.tv_nsec);
+}
+
+// Writes `data` to a temporary file in `dir` and renames it to `path`: a
+// reader sees the old file, or the whole new one.
+absl::Status WriteAtomically(const std::string& dir, const std::string& path,
+                             const std::string& data) {
+  std::string temporary = absl::StrCat(dir, "/", kTemporaryPrefix, "XXXXXX");
+  UniqueFd fd(::mkostemp(temporary.data(), O_CLOEXEC));
+  if (!fd) return ErrnoStatus(absl::StrCat("mkostemp in ", dir));
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      absl::Status status = ErrnoStatus(absl::StrCat("write ", temporary));
+      ::unlink(temporary.c_str());
+      return status;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fchmod(fd.get(), 0644) != 0 || ::fsync(fd.get()) != 0 ||
+      ::rename(temporary.c_str(), path.c_str()) != 0) {
+    absl::Status status = ErrnoStatus(absl::StrCat("finish ", path));
+    ::unlink(temporary.c_str());
+    return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MakeDirectory(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return ErrnoStatus(absl::StrCat("mkdir ", dir));
+  }
+  return absl::OkStatus();
+}
+
+std::string Mkfs() {
+  for (const char* path : {"/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"}) {
+    if (::access(path, X_OK) == 0) return path;
+  }
+  return "";
+}
+
+absl::Status RunMkfs(std::vector<std::string> args) {
+  const std::string mkfs = Mkfs();
+  if (mkfs.empty()) {
+    return absl::FailedPreconditionError(
+        "mkfs.ext4 is not installed (package e2fsprogs)");
+  }
+  args.insert(args.begin(), mkfs);
+  ASSIGN_OR_RETURN(runtime_common::ProgramResult result,
+                   runtime_common::RunProgram(args, kMkfsTimeout));
+  if (result.exit_code != 0) {
+    return absl::InternalError(
+        absl::StrCat("mkfs.ext4 failed (exit ", result.exit_code,
+                     "): ", absl::StripAsciiWhitespace(result.output)));
+  }
+  return absl::OkStatus();
+}
+
+// What an image tree needs on ext4: 4 KiB blocks for data and directories,
+// one inode per entry (counted by nftw, which cannot take a lambda with
+// state: a thread-local tally).
+struct TreeSize {
+  uint64_t blocks = 0;
+  uint64_t inodes = 0;
+};
+thread_local TreeSize* tally = nullptr;
+
+int CountEntry(const char*, const struct stat* st, int, FTW*) {
+  tally->inodes += 1;
+  if (S_ISREG(st->st_mode) || S_ISDIR(st->st_mode) || S_ISLNK(st->st_mode)) {
+    tally->blocks += (static_cast<uint64_t>(st->st_size) + 4095) / 4096 + 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+absl::StatusOr<Kernel> FindKernel(const std::string& dir) {
+  auto missing = [&](const std::string& what) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no VM kernel in ", dir, " (", what, "): run ", kBuilder,
+                     " ", dir, " or set runtimes.qemu.kernel_dir"));
+  };
+  Kernel kernel;
+  kernel.vmlinux = absl::StrCat(dir, "/vmlinux");
+  struct stat st {};
+  if (::stat(kernel.vmlinux.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return missing("vmlinux");
+  }
+  auto release = linux_runtime::ReadFile(absl::StrCat(dir, "/release"));
+  if (!release.ok()) return missing("release");
+  kernel.release = std::string(absl::StripAsciiWhitespace(*release));
+  const std::string modules = absl::StrCat(dir, "/modules");
+  DIR* listing = ::opendir(modules.c_str());
+  if (listing == nullptr) return missing("modules/");
+  while (dirent* entry = ::readdir(listing)) {
+    std::string name = entry->d_name;
+    if (absl::EndsWith(name, ".ko")) {
+      kernel.modules.push_back(absl::StrCat(modules, "/", name));
+    }
+  }
+  ::closedir(listing);
+  std::sort(kernel.modules.begin(), kernel.modules.end());
+  return kernel;
+}
+
+void CpioWriter::Entry(const std::string& name, uint32_t mode, uint32_t major,
+                       uint32_t minor, const std::string& data) {
+  // newc: "070701" and 13 fields of 8 hex digits, the name with its NUL,
+  // padding to 4 bytes, the data, padding to 4 bytes.
+  absl::StrAppendFormat(
+      &out_, "070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
+      inode_++, mode, 0, 0, 1, 0, data.size(), 0, 0, major, minor,
+      name.size() + 1, 0);
+  out_.append(name);
+  out_.push_back('\0');
+  out_.resize((out_.size() + 3) & ~size_t{3}, '\0');
+  out_.append(data);
+  out_.resize((out_.size() + 3) & ~size_t{3}, '\0');
+}
+
+void CpioWriter::Directory(const std::string& name, uint32_t mode) {
+  Entry(name, S_IFDIR | mode, 0, 0, "");
+}
+
+void CpioWriter::File(const std::string& name, uint32_t mode,
+                      const std::string& data) {
+  Entry(name, S_IFREG | mode, 0, 0, data);
+}
+
+void CpioWriter::CharacterDevice(const std::string& name, uint32_t mode,
+                                 uint32_t major, uint32_t minor) {
+  Entry(name, S_IFCHR | mode, major, minor, "");
+}
+
+std::string CpioWriter::Finish() {
+  Entry("TRAILER!!!", 0, 0, 0, "");
+  return std::move(out_);
+}
+
+absl::StatusOr<std::string> InitramfsFor(const std::string& cache_dir,
+                                         const Kernel& kernel,
+                                         const std::string& agent_path) {
+  // Named after what it holds: a new agent build or module set is a new
+  // file, and the old one is pruned.
+  std::string key;
+  for (const std::string& path : [&] {
+         std::vector<std::string> all = kernel.modules;
+         all.push_back(agent_path);
+         return all;
+       }()) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+      return ErrnoStatus(absl::StrCat("stat ", path));
+    }
+    absl::StrAppendFormat(&key, "%x.%x.%x.", st.st_ino, st.st_size,
+                          st.st_mtim.tv_sec ^ st.st_mtim.tv_nsec);
+  }
+  const std::string path =
+      absl::StrFormat("%s/%s%016x.cpio", cache_dir, kInitramfsPrefix,
+                      std::hash<std::string>{}(key));
+  if (::access(path.c_str(), R_OK) == 0) return path;
+
+  CpioWriter cpio;
+  for (const char* dir : {"dev", "proc", "sys", "newroot", "modules"}) {
+    cpio.Directory(dir, 0755);
+  }
+  cpio.CharacterDevice("dev/console", 0600, 5, 1);
+  for (const std::string& module : kernel.modules) {
+    ASSIGN_OR_RETURN(std::string data, linux_runtime::ReadFile(module));
+    cpio.File(absl::StrCat("modules/", module.substr(module.rfind('/') + 1)),
+              0644, data);
+  }
+  ASSIGN_OR_RETURN(std::string agent, linux_runtime::ReadFile(agent_path));
+  cpio.File("init", 0755, agent);
+  RETURN_IF_ERROR(MakeDirectory(cache_dir));
+  RETURN_IF_ERROR(WriteAtomically(cache_dir, path, cpio.Finish()));
+  return path;
+}
+
+absl::StatusOr<std::string> ImageDiskFor(const std::string& cache_dir,
+                                         const std::string& image_dir) {
+  struct stat st {};
+  if (::stat(image_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("image directory ", image_dir, " is not a directory"));
+  }
+  const std::string base =
+      absl::StrCat(cache_dir, "/", kImagePrefix, FileIdentity(st));
+  const std::string path = absl::StrCat(base, ".ext4");
+  if (::access(path.c_str(), R_OK) == 0) return path;
+  RETURN_IF_ERROR(MakeDirectory(cache_dir));
+
+  TreeSize size;
+  tally = &size;
+  int walked = ::nftw(image_dir.c_str(), CountEntry, 64, FTW_PHYS);
+  tally = nullptr;
+  if (walked != 0) return ErrnoStatus(absl::StrCat("walk ", image_dir));
+  // Room for ext4's own metadata (bitmaps, inode tables, directories'
+  // indexes) on top of the data.
+  const uint64_t inodes = size.inodes + size.inodes / 4 + 64;
+  uint64_t bytes =
+      size.blocks * 4096 + size.blocks * 4096 / 8 + inodes * 256 + (8u << 20);
+  // Two creates may build the same disk at once: each its own file, and
+  // the rename makes one of them the disk.
+  std::string temporary =
+      absl::StrCat(cache_dir, "/", kTemporaryPrefix, kImagePrefix,
+                   FileIdentity(st), ".", ::gettid());
+  absl::Status built;
+  // A tree that needs more than the estimate (many tiny files) gets a
+  // second, larger try.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    ::unlink(temporary.c_str());
+    built = RunMkfs({"-q", "-F", "-t", "ext4", "-O", "^has_journal", "-m", "0",
+                     "-N", absl::StrCat(inodes), "-L", "corral-root", "-E",
+                     "root_owner=0:0", "-d", image_dir, temporary,
+                     absl::StrCat((bytes + 1023) / 1024, "k")});
+    if (built.ok()) break;
+    bytes *= 2;
+  }
+  if (!built.ok()) {
+    ::unlink(temporary.c_str());
+    return Annotate(built, absl::StrCat("building the disk of ", image_dir));
+  }
+  // The source beside the disk, for PruneCache.
+  RETURN_IF_ERROR(
+      WriteAtomically(cache_dir, absl::StrCat(base, ".source"), image_dir));
+  if (::chmod(temporary.c_str(), 0644) != 0 ||
+      ::rename(temporary.c_str(), path.c_str()) != 0) {
+    absl::Status status = ErrnoStatus(absl::StrCat("rename to ", path));
+    ::unlink(temporary.c_str());
+    return status;
+  }
+  return path;
+}
+
+absl::Status MakeWorkspaceDisk(const std::string& path, uint64_t bytes) {
+  UniqueFd fd(::open(path.c_str(),
+                     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                     0600));
+  if (!fd) return ErrnoStatus(absl::StrCat("create ", path));
+  if (::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) {
+    return ErrnoStatus(absl::StrCat("ftruncate ", path));
+  }
+  fd.Reset();
+  return RunMkfs({"-q", "-F", "-t", "ext4", "-m", "0", "-L", "corral-workspace",
+                  "-E", "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0",
+                  path});
+}
+
+int PruneCache(const std::string& cache_dir,
+               const std::string& current_initramfs) {
+  DIR* listing = ::opendir(cache_dir.c_str());
+  if (listing == nullptr) return 0;
+  std::vector<std::string> remove;
+  while (dirent* entry = ::readdir(listing)) {
+    const std::string name = entry->d_name;
+    const std::string path = absl::StrCat(cache_dir, "/", name);
+    if (absl::StartsWith(name, kTemporaryPrefix)) {
+      remove.push_back(path);
+    } else if (absl::StartsWith(name, kInitramfsPrefix)) {
+      if (path != current_initramfs) remove.push_back(path);
+    } else if (absl::StartsWith(name, kImagePrefix) &&
+               absl::EndsWith(name, ".source")) {
+      const std::string base = path.substr(0, path.size() - 7);
+      auto source = linux_runtime::ReadFile(path);
+      struct stat st {};
+      const bool current =
+          source.ok() && ::stat(source->c_str(), &st) == 0 &&
+          base == absl::StrCat(cache_dir, "/", kImagePrefix, FileIdentity(st));
+      if (!current) {
+        remove.push_back(path);
+        remove.push_back(absl::StrCat(base, ".ext4"));
+      }
+    }
+  }
+  ::closedir(listing);
+  int removed = 0;
+  for (const std::string& path : remove) {
+    if (::unlink(path.c_str()) == 0) ++removed;
+  }
+  return removed;
+}
+
+}  // namespace corral::qemu_runtime

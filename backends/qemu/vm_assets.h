@@ -1,0 +1,78 @@
+// What a VM sandbox boots, made from the kernel directory that
+// deploy/images/build-vm-kernel.sh writes and from the daemon's images,
+// cached in the runtime's cache directory and shared by every sandbox:
+//   - the initramfs: the agent as /init, the kernel's virtio modules in load
+//     order, and the few nodes and directories the agent's VM init needs
+//     (guest-agent/vm_init.h);
+//   - an image's root filesystem as a read-only ext4 disk (built with
+//     mkfs.ext4 -d, without mounting anything);
+// and per sandbox, the empty ext4 disk of its workspace.
+#ifndef CORRAL_BACKENDS_QEMU_VM_ASSETS_H_
+#define CORRAL_BACKENDS_QEMU_VM_ASSETS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace corral::qemu_runtime {
+
+struct Kernel {
+  std::string vmlinux;  // an uncompressed kernel (QEMU boots it via PVH)
+  std::string release;  // "6.1.0-57-cloud-amd64"
+  // Module files in load order (their names start with the order: 00-...).
+  std::vector<std::string> modules;
+};
+
+// Reads <dir>/vmlinux, <dir>/release and <dir>/modules/*.ko.
+// FAILED_PRECONDITION naming the builder when something is missing.
+[[nodiscard]] absl::StatusOr<Kernel> FindKernel(const std::string& dir);
+
+// Appends entries to a cpio archive in the "newc" format, which the kernel
+// unpacks as the initramfs.
+class CpioWriter {
+ public:
+  void Directory(const std::string& name, uint32_t mode);
+  void File(const std::string& name, uint32_t mode, const std::string& data);
+  void CharacterDevice(const std::string& name, uint32_t mode, uint32_t major,
+                       uint32_t minor);
+  // The trailer; returns the archive.
+  [[nodiscard]] std::string Finish();
+
+ private:
+  void Entry(const std::string& name, uint32_t mode, uint32_t major,
+             uint32_t minor, const std::string& data);
+
+  std::string out_;
+  uint32_t inode_ = 1;
+};
+
+// The initramfs for `kernel` with the agent at `agent_path`, built once per
+// agent binary and module set into `cache_dir`; its path.
+[[nodiscard]] absl::StatusOr<std::string> InitramfsFor(
+    const std::string& cache_dir, const Kernel& kernel,
+    const std::string& agent_path);
+
+// The read-only ext4 disk of the image directory `image_dir`, built once
+// per directory (by device, inode and change time: a re-imported image is a
+// new directory) into `cache_dir`; its path.
+[[nodiscard]] absl::StatusOr<std::string> ImageDiskFor(
+    const std::string& cache_dir, const std::string& image_dir);
+
+// Creates `path` (which must not exist) as a sparse file of `bytes` with an
+// empty ext4 filesystem in it, mode 0600.
+[[nodiscard]] absl::Status MakeWorkspaceDisk(const std::string& path,
+                                             uint64_t bytes);
+
+// Removes what `cache_dir` no longer needs: initramfs other than
+// `current_initramfs` (older agents or modules), disks of image directories
+// that are gone or were replaced, and temporary files of interrupted
+// builds. A running VM keeps its open disk. Returns how many files went.
+int PruneCache(const std::string& cache_dir,
+               const std::string& current_initramfs);
+
+}  // namespace corral::qemu_runtime
+
+#endif  // CORRAL_BACKENDS_QEMU_VM_ASSETS_H_

@@ -1,0 +1,421 @@
+// corral-agent as a VM's init; see vm_init.h.
+#include "guest-agent/vm_init.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "guest-agent/agent.h"
+#include "guest-agent/spawn.h"
+#include "guest-agent/wire/link_bridge.h"
+
+namespace corral::agent {
+namespace {
+
+constexpr char kNewRoot[] = "/newroot";
+constexpr char kModulesDir[] = "/modules";
+// The virtiofs tag and the disk serials the host gives the root and the
+// workspace.
+constexpr char kRootTag[] = "corral-root";
+constexpr char kRootSerial[] = "corral-root";
+constexpr char kWorkspaceSerial[] = "corral-workspace";
+constexpr char kDefaultPort[] = "corral.agent";
+// The agent's listening socket, abstract: it needs no writable directory in
+// the read-only root, and only the guest's own processes can reach it.
+constexpr char kAgentSocketName[] = "corral-agent";
+constexpr char kCommandCgroup[] = "/sys/fs/cgroup/sandbox";
+constexpr uint64_t kDefaultTmpBytes = 64u << 20;
+constexpr int kDeviceWaitMs = 10000;
+
+void Say(const char* format, ...) __attribute__((format(printf, 1, 2)));
+void Say(const char* format, ...) {
+  char line[512];
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(line, sizeof(line), format, args);
+  va_end(args);
+  std::fprintf(stderr, "corral-init: %s\n", line);
+}
+
+[[noreturn]] void PowerOff() {
+  ::sync();
+  ::reboot(RB_POWER_OFF);
+  for (;;) ::pause();
+}
+
+[[noreturn]] void Fail(const std::string& step, int error) {
+  Say("%s: %s", step.c_str(), std::strerror(error));
+  PowerOff();
+}
+
+void Mount(const std::string& source, const std::string& target,
+           const char* type, unsigned long flags, const std::string& data) {
+  if (::mount(source.c_str(), target.c_str(), type, flags,
+              data.empty() ? nullptr : data.c_str()) != 0) {
+    Fail("mount " + std::string(type == nullptr ? "" : type) + " " + source +
+             " on " + target,
+         errno);
+  }
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) Fail("open " + path, errno);
+  if (::write(fd, text.data(), text.size()) !=
+      static_cast<ssize_t>(text.size())) {
+    Fail("write " + text + " to " + path, errno);
+  }
+  ::close(fd);
+}
+
+std::string ReadSmallFile(const std::string& path) {
+  std::string text;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return text;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buffer, sizeof(buffer))) > 0) {
+    text.append(buffer, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return text;
+}
+
+void SleepMs(int ms) {
+  timespec pause{0, ms * 1000000L};
+  ::nanosleep(&pause, nullptr);
+}
+
+// The kernel opens /dev/console for init; without one, 0-2 must still be
+// open so that no later fd lands there.
+void FillStandardFds() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) >= 0) continue;
+    int opened = ::open("/dev/console", O_RDWR);
+    if (opened < 0) opened = ::open("/dev/null", O_RDWR);
+    if (opened >= 0 && opened != fd) {
+      ::dup2(opened, fd);
+      ::close(opened);
+    }
+  }
+}
+
+// The initramfs's modules, in the order of their names ("00-virtio.ko", ...:
+// the host sorted them by dependency). The files are removed once loaded:
+// the memory is the sandbox's.
+void LoadModules() {
+  DIR* dir = ::opendir(kModulesDir);
+  if (dir == nullptr) return;  // a kernel with everything built in
+  std::vector<std::string> names;
+  while (dirent* entry = ::readdir(dir)) {
+    std::string name = entry->d_name;
+    if (name.size() > 3 && name.compare(name.size() - 3, 3, ".ko") == 0) {
+      names.push_back(name);
+    }
+  }
+  ::closedir(dir);
+  std::sort(names.begin(), names.end());
+  for (const std::string& name : names) {
+    const std::string path = std::string(kModulesDir) + "/" + name;
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) Fail("open " + path, errno);
+    if (::syscall(SYS_finit_module, fd, "", 0) != 0 && errno != EEXIST) {
+      Fail("finit_module " + path, errno);
+    }
+    ::close(fd);
+    ::unlink(path.c_str());
+  }
+}
+
+// /dev/vportNpM of the virtio-serial port called `name`.
+std::string WaitForPort(const std::string& name) {
+  for (int waited = 0; waited < kDeviceWaitMs; waited += 2) {
+    if (DIR* dir = ::opendir("/sys/class/virtio-ports")) {
+      while (dirent* entry = ::readdir(dir)) {
+        if (entry->d_name[0] == '.') continue;
+        std::string port = entry->d_name;
+        std::string found =
+            ReadSmallFile("/sys/class/virtio-ports/" + port + "/name");
+        while (!found.empty() && found.back() == '\n') found.pop_back();
+        if (found == name) {
+          ::closedir(dir);
+          const std::string device = "/dev/" + port;
+          struct stat st {};
+          if (::stat(device.c_str(), &st) == 0) return device;
+          break;  // the node is not there yet
+        }
+      }
+      ::closedir(dir);
+    }
+    SleepMs(2);
+  }
+  Say("no virtio-serial port named %s after %d ms", name.c_str(),
+      kDeviceWaitMs);
+  PowerOff();
+}
+
+// /dev/vdX of the virtio disk whose serial is `serial` (the host names its
+// disks; the order of their device names is the guest's choice).
+std::string WaitForDisk(const std::string& serial) {
+  for (int waited = 0; waited < kDeviceWaitMs; waited += 2) {
+    if (DIR* dir = ::opendir("/sys/block")) {
+      while (dirent* entry = ::readdir(dir)) {
+        if (entry->d_name[0] == '.') continue;
+        const std::string disk = entry->d_name;
+        std::string found = ReadSmallFile("/sys/block/" + disk + "/serial");
+        while (!found.empty() && found.back() == '\n') found.pop_back();
+        if (found != serial) continue;
+        ::closedir(dir);
+        const std::string device = "/dev/" + disk;
+        struct stat st {};
+        if (::stat(device.c_str(), &st) == 0 && S_ISBLK(st.st_mode)) {
+          return device;
+        }
+        dir = nullptr;
+        break;  // the node is not there yet
+      }
+      if (dir != nullptr) ::closedir(dir);
+    }
+    SleepMs(2);
+  }
+  Say("no disk with serial %s after %d ms", serial.c_str(), kDeviceWaitMs);
+  PowerOff();
+}
+
+uint64_t NumberSetting(const std::map<std::string, std::string>& settings,
+                       const std::string& key, uint64_t fallback) {
+  auto it = settings.find(key);
+  if (it == settings.end()) return fallback;
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long value = std::strtoull(it->second.c_str(), &end, 10);
+  if (errno != 0 || end == it->second.c_str() || *end != '\0') {
+    Say("corral.%s=%s is not a number", key.c_str(), it->second.c_str());
+    PowerOff();
+  }
+  return value;
+}
+
+// The sandbox's limits on its own kernel: a cgroup that every command joins
+// (spawn.h SetCommandCgroup). The agent and the link stay outside it, so a
+// command that exhausts memory or processes never takes them down.
+void SetUpCommandCgroup(uint64_t memory_bytes, uint64_t pids) {
+  const std::string root = std::string(kNewRoot) + "/sys/fs/cgroup";
+  Mount("cgroup2", root, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+  WriteFile(root + "/cgroup.subtree_control", "+memory +pids");
+  const std::string sandbox = std::string(kNewRoot) + kCommandCgroup;
+  if (::mkdir(sandbox.c_str(), 0755) != 0 && errno != EEXIST) {
+    Fail("mkdir " + sandbox, errno);
+  }
+  if (memory_bytes > 0) {
+    WriteFile(sandbox + "/memory.max", std::to_string(memory_bytes));
+  }
+  if (pids > 0) WriteFile(sandbox + "/pids.max", std::to_string(pids));
+}
+
+void MountRoot(const std::map<std::string, std::string>& settings) {
+  auto root = settings.find("root");
+  if (root == settings.end()) {
+    Say("corral.root is not set");
+    PowerOff();
+  }
+  if (::mkdir(kNewRoot, 0755) != 0 && errno != EEXIST) {
+    Fail(std::string("mkdir ") + kNewRoot, errno);
+  }
+  if (root->second != "virtiofs" && root->second != "disk") {
+    Say("corral.root=%s: expected disk or virtiofs", root->second.c_str());
+    PowerOff();
+  }
+  if (root->second == "virtiofs") {
+    Mount(kRootTag, kNewRoot, "virtiofs", MS_RDONLY | MS_NODEV, "");
+  } else {
+    Mount(WaitForDisk(kRootSerial), kNewRoot, "ext4", MS_RDONLY | MS_NODEV,
+          "noload");
+  }
+}
+
+void MountSandbox(const std::map<std::string, std::string>& settings) {
+  const std::string root = kNewRoot;
+  const unsigned long kSafe = MS_NOSUID | MS_NODEV;
+  Mount("proc", root + "/proc", "proc", kSafe | MS_NOEXEC, "");
+  // As the container runtimes do: the kernel's knobs read-only (root
+  // without capabilities could still write /proc/sys by file mode).
+  for (const char* knob : {"/proc/sys", "/proc/sysrq-trigger"}) {
+    const std::string path = root + knob;
+    Mount(path, path, nullptr, MS_BIND, "");
+    Mount(path, path, nullptr,
+          MS_BIND | MS_REMOUNT | MS_RDONLY | kSafe | MS_NOEXEC, "");
+  }
+  Mount("sysfs", root + "/sys", "sysfs", kSafe | MS_NOEXEC | MS_RDONLY, "");
+  Mount("devtmpfs", root + "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+  const std::string pts = root + "/dev/pts";
+  if (::mkdir(pts.c_str(), 0755) != 0 && errno != EEXIST) {
+    Fail("mkdir " + pts, errno);
+  }
+  Mount("devpts", pts, "devpts", MS_NOSUID | MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620");
+  const std::string shm = root + "/dev/shm";
+  if (::mkdir(shm.c_str(), 01777) != 0 && errno != EEXIST) {
+    Fail("mkdir " + shm, errno);
+  }
+  Mount("shm", shm, "tmpfs", kSafe, "mode=1777");
+  const uint64_t tmp_bytes = NumberSetting(settings, "tmp", kDefaultTmpBytes);
+  Mount("tmpfs", root + "/tmp", "tmpfs", kSafe,
+        "mode=1777,size=" + std::to_string(tmp_bytes));
+  if (settings.count("workspace") != 0) {
+    Mount(WaitForDisk(kWorkspaceSerial), root + "/workspace", "ext4", kSafe,
+          "");
+    // mkfs makes lost+found; a workspace starts empty (and rmdir leaves a
+    // lost+found that holds anything alone).
+    ::rmdir((root + "/workspace/lost+found").c_str());
+  }
+  SetUpCommandCgroup(NumberSetting(settings, "memory", 0),
+                     NumberSetting(settings, "pids", 0));
+}
+
+void SwitchRoot() {
+  // The initramfs's own mounts go; its files (but this program, which is
+  // running) were the modules, already removed.
+  for (const char* mount : {"/dev", "/proc", "/sys"})
+    ::umount2(mount, MNT_DETACH);
+  if (::chdir(kNewRoot) != 0) Fail(std::string("chdir ") + kNewRoot, errno);
+  if (::mount(".", "/", nullptr, MS_MOVE, nullptr) != 0) {
+    Fail("move the new root onto /", errno);
+  }
+  if (::chroot(".") != 0) Fail("chroot", errno);
+  if (::chdir("/") != 0) Fail("chdir /", errno);
+}
+
+sockaddr_un AgentAddress(socklen_t* length) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path + 1, kAgentSocketName,
+              sizeof(kAgentSocketName) - 1);
+  *length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 +
+                                   sizeof(kAgentSocketName) - 1);
+  return address;
+}
+
+int ListenForLink() {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) Fail("socket", errno);
+  socklen_t length = 0;
+  sockaddr_un address = AgentAddress(&length);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
+      ::listen(fd, 4) != 0) {
+    Fail("bind the agent's socket", errno);
+  }
+  return fd;
+}
+
+int ConnectToAgent() {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  socklen_t length = 0;
+  sockaddr_un address = AgentAddress(&length);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), length) != 0) {
+    int saved = errno;
+    ::close(fd);
+    errno = saved;
+    return -1;
+  }
+  return fd;
+}
+
+// The guest's end of the serial link, in a process of its own (the agent is
+// single-threaded and forks commands).
+void StartLink(const std::string& port, int listen_fd) {
+  int port_fd = ::open(port.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (port_fd < 0) Fail("open " + port, errno);
+  pid_t pid = ::fork();
+  if (pid < 0) Fail("fork the link", errno);
+  if (pid == 0) {
+    ::close(listen_fd);
+    WriteFile("/proc/self/oom_score_adj", "-1000");
+    wire::LinkBridgeOptions options;
+    options.role = wire::LinkBridgeOptions::Role::kGuest;
+    options.link_fd = port_fd;
+    options.connect_agent = ConnectToAgent;
+    options.log = [](const std::string& line) {
+      std::fprintf(stderr, "corral-link: %s\n", line.c_str());
+    };
+    ::_exit(wire::RunLinkBridge(options));
+  }
+  ::close(port_fd);
+}
+
+}  // namespace
+
+std::map<std::string, std::string> ParseVmCommandLine(const std::string& text) {
+  std::map<std::string, std::string> settings;
+  size_t begin = 0;
+  while (begin < text.size()) {
+    size_t end = text.find_first_of(" \t\n", begin);
+    if (end == std::string::npos) end = text.size();
+    const std::string word = text.substr(begin, end - begin);
+    begin = end + 1;
+    if (word == "--") break;  // what follows is init's own arguments
+    const std::string prefix = "corral.";
+    if (word.compare(0, prefix.size(), prefix) != 0) continue;
+    const size_t equals = word.find('=');
+    if (equals == std::string::npos) continue;
+    settings[word.substr(prefix.size(), equals - prefix.size())] =
+        word.substr(equals + 1);
+  }
+  return settings;
+}
+
+void RunVmInit() {
+  if (::getpid() != 1) {
+    Say("--vm-init is for the init of a VM (pid 1)");
+    std::exit(2);
+  }
+  if (::mkdir("/dev", 0755) != 0 && errno != EEXIST) Fail("mkdir /dev", errno);
+  Mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+  FillStandardFds();
+  for (const char* dir : {"/proc", "/sys"}) ::mkdir(dir, 0755);
+  Mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+  Mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+  const auto settings = ParseVmCommandLine(ReadSmallFile("/proc/cmdline"));
+
+  LoadModules();
+  auto port_name = settings.find("port");
+  const std::string port = WaitForPort(
+      port_name == settings.end() ? kDefaultPort : port_name->second);
+  MountRoot(settings);
+  MountSandbox(settings);
+  if (auto hostname = settings.find("hostname"); hostname != settings.end()) {
+    if (::sethostname(hostname->second.data(), hostname->second.size()) != 0) {
+      Fail("sethostname " + hostname->second, errno);
+    }
+  }
+  SwitchRoot();
+
+  const int listen_fd = ListenForLink();
+  StartLink(port, listen_fd);
+  SetCommandCgroup(kCommandCgroup);
+  SetDropCommandCapabilities(true);
+  AgentOptions options;
+  options.listen_fd = listen_fd;
+  const int code = RunAgent(options);
+  Say("the agent ended (%d); powering off", code);
+  PowerOff();
+}
+
+}  // namespace corral::agent

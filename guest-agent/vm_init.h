@@ -1,0 +1,41 @@
+// corral-agent as the init of a VM sandbox (the qemu runtime): the kernel
+// runs it from the initramfs as /init with `--vm-init`. It loads the virtio
+// modules the initramfs carries, mounts the sandbox's root (a read-only disk,
+// or the host image over virtiofs) and its workspace disk (and /proc/sys
+// read-only), sets up the sandbox's limits as a cgroup of its own kernel,
+// has every command run without capabilities and with no_new_privs (as in
+// the container runtimes), switches to the new root,
+// forks the guest end of the serial link (wire/link_bridge.h) and becomes the
+// agent, as PID 1. It never returns: when the agent ends, or a step fails
+// (the reason goes to the console), it powers the VM off.
+//
+// Settings come from the kernel command line (the host's plugin writes
+// them), every one optional unless marked:
+//   corral.root=disk | virtiofs  the root: the disk with serial corral-root
+//                                (ext4, read-only) or the virtiofs tag
+//                                corral-root (required)
+//   corral.workspace=disk        the disk with serial corral-workspace
+//                                (ext4), mounted at /workspace
+//   corral.port=NAME             virtio-serial port name (corral.agent)
+//   corral.hostname=NAME
+//   corral.memory=BYTES          memory.max of the commands' cgroup
+//   corral.pids=N                pids.max of the commands' cgroup
+//   corral.tmp=BYTES             size of the /tmp tmpfs (64 MiB)
+#ifndef CORRAL_GUEST_AGENT_VM_INIT_H_
+#define CORRAL_GUEST_AGENT_VM_INIT_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+namespace corral::agent {
+
+// The corral.* settings of a kernel command line (the text of
+// /proc/cmdline), keys without the prefix. Exposed for tests.
+std::map<std::string, std::string> ParseVmCommandLine(const std::string& text);
+
+[[noreturn]] void RunVmInit();
+
+}  // namespace corral::agent
+
+#endif  // CORRAL_GUEST_AGENT_VM_INIT_H_
