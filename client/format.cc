@@ -234,6 +234,9 @@ std::string FormatSandbox(const corral::v1::Sandbox& sandbox,
   list.Add("Workdir", sandbox.workdir().empty() ? "-" : sandbox.workdir());
   list.Add("Guarantees", FormatGuarantees(sandbox.guarantees()));
   list.Add("Runtime options", FormatMap(sandbox.runtime_options()));
+  if (!sandbox.runtime_details().empty()) {
+    list.Add("Runtime details", FormatMap(sandbox.runtime_details()));
+  }
   list.Add("Labels", FormatMap(sandbox.labels()));
   list.Add("Env", FormatMap(sandbox.env()));
   list.Add("Agent",

@@ -24,6 +24,9 @@ packages=(
   sqlite3 python3 e2fsprogs
   # the oci and docker runtimes, and the engines their tests run against
   runc crun docker.io podman uidmap skopeo umoci
+  # the qemu runtime: QEMU (with virtiofsd), and what
+  # deploy/images/build-vm-kernel.sh unpacks Debian's kernel with
+  qemu-system-x86 lz4 binutils
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -3,6 +3,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/socket.h>
@@ -254,6 +256,10 @@ void MountSandbox(const std::map<std::string, std::string>& settings) {
   const std::string root = kNewRoot;
   const unsigned long kSafe = MS_NOSUID | MS_NODEV;
   Mount("proc", root + "/proc", "proc", kSafe | MS_NOEXEC, "");
+  // A memory limit means what it means on the host: allocations succeed and
+  // the commands' cgroup OOM-kills beyond it. With the kernel's heuristic a
+  // single allocation larger than the VM's RAM would fail instead.
+  WriteFile(root + "/proc/sys/vm/overcommit_memory", "1");
   // As the container runtimes do: the kernel's knobs read-only (root
   // without capabilities could still write /proc/sys by file mode).
   for (const char* knob : {"/proc/sys", "/proc/sysrq-trigger"}) {
@@ -287,6 +293,19 @@ void MountSandbox(const std::map<std::string, std::string>& settings) {
   }
   SetUpCommandCgroup(NumberSetting(settings, "memory", 0),
                      NumberSetting(settings, "pids", 0));
+}
+
+// The guest's own loopback, up: no network device besides it, but programs
+// talk to themselves over 127.0.0.1 as they would in any sandbox.
+void BringUpLoopback() {
+  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) Fail("socket AF_INET", errno);
+  ifreq request{};
+  std::strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
+  if (::ioctl(fd, SIOCGIFFLAGS, &request) != 0) Fail("SIOCGIFFLAGS lo", errno);
+  request.ifr_flags |= IFF_UP;
+  if (::ioctl(fd, SIOCSIFFLAGS, &request) != 0) Fail("SIOCSIFFLAGS lo", errno);
+  ::close(fd);
 }
 
 void SwitchRoot() {
@@ -405,6 +424,7 @@ void RunVmInit() {
       Fail("sethostname " + hostname->second, errno);
     }
   }
+  BringUpLoopback();
   SwitchRoot();
 
   const int listen_fd = ListenForLink();

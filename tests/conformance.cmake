@@ -26,13 +26,14 @@ set_target_properties(conformance_test PROPERTIES
 # Everything the suite runs must be built first; the plugins only once the
 # components that make them exist.
 add_dependencies(conformance_test corrald corral corral-agent)
-foreach(plugin corral_linux_plugin corral_oci_plugin corral_docker_plugin)
+foreach(plugin corral_linux_plugin corral_oci_plugin corral_docker_plugin
+               corral_qemu_plugin)
   if(TARGET ${plugin})
     add_dependencies(conformance_test ${plugin})
   endif()
 endforeach()
 
-set(CORRAL_CONFORMANCE_VARIANTS linux oci-runc oci-crun docker podman)
+set(CORRAL_CONFORMANCE_VARIANTS linux oci-runc oci-crun docker podman qemu)
 foreach(variant IN LISTS CORRAL_CONFORMANCE_VARIANTS)
   string(MAKE_C_IDENTIFIER "${variant}" variant_id)
   # catch_discover_tests names its generated files after a hash of some of

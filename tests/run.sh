@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds Corral (Debug) and runs every test with CTest: unit, integration
 # (the real daemon, CLI and sandboxes) and security tests, and the
-# conformance suite on every runtime this machine can run. Needs root: the
+# conformance suite on every runtime this machine can run (the qemu runtime
+# with software emulation where KVM does not work). Needs root: the
 # tests create real sandboxes. Extra arguments go to ctest (e.g. -R linux).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,8 +14,10 @@ fi
 bash "$root/deploy/install-deps.sh"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build "$build" -j2
-# Image archives used by the tests, cached in the build tree.
+# Image archives used by the tests, cached in the build tree, and the
+# kernel the qemu runtime boots (Debian's cloud kernel, downloaded once).
 bash "$root/deploy/images/build-busybox.sh" "$build/images/busybox.tar"
+bash "$root/deploy/images/build-vm-kernel.sh" "$build/vm-kernel"
 # A private Docker engine (and Podman service) for the docker runtime's
 # tests, with their own data roots and sockets under
 # /run/corral-test-engines; stopped again when the tests end. An engine that

@@ -606,6 +606,11 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   response.mutable_handle()->set_id(spec.id());
   response.mutable_handle()->set_state(record.Serialize());
   for (int guarantee : SandboxGuarantees()) response.add_guarantees(guarantee);
+  auto& details = *response.mutable_details();
+  details["accel"] = AccelName(accel.accel);
+  details["kernel"] = kernel.release;
+  details["vcpus"] = absl::StrCat(plan.vcpus);
+  details["ram_mib"] = absl::StrCat(plan.ram_bytes >> 20);
   *agent_fd = std::move(connection);
   return response;
 }

@@ -103,6 +103,7 @@ absl::StatusOr<BackendSandbox> Backend::Create(const bv1::SandboxSpec& spec) {
   sandbox.handle = response.handle();
   sandbox.guarantees.assign(response.guarantees().begin(),
                             response.guarantees().end());
+  sandbox.details.insert(response.details().begin(), response.details().end());
   return sandbox;
 }
 

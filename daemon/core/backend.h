@@ -21,6 +21,7 @@ namespace corral::daemon {
 struct BackendSandbox {
   corral::backend::v1::SandboxHandle handle;
   std::vector<int> guarantees;  // corral.v1.Guarantee numbers
+  std::map<std::string, std::string> details;  // Sandbox.runtime_details
   UniqueFd agent_fd;            // connected to the sandbox's agent
 };
 

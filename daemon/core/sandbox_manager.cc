@@ -266,6 +266,8 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
   for (int g : created->guarantees) {
     live->view.add_guarantees(static_cast<v1::Guarantee>(g));
   }
+  live->view.mutable_runtime_details()->insert(created->details.begin(),
+                                               created->details.end());
   if (auto s = store_->UpdateSandboxSpec(id, live->view.SerializeAsString());
       !s.ok()) {
     return fail(s);

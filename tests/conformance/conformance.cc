@@ -99,9 +99,17 @@ Variant VariantNamed(const std::string& name) {
                 EnvOr("CORRAL_TEST_PODMAN_SOCKET", kDefaultPodmanSocket) +
                 "\"\n"};
   }
+  if (name == "qemu") {
+    // The kernel that tests/run.sh builds into the build tree.
+    return {name, "qemu",
+            "[runtimes.qemu]\nkernel_dir = \"" +
+                EnvOr("CORRAL_TEST_VM_KERNEL",
+                      std::string(CORRAL_BINARY_DIR) + "/vm-kernel") +
+                "\"\n"};
+  }
   throw std::invalid_argument(
       "unknown CORRAL_CONFORMANCE_VARIANT '" + name +
-      "' (known: linux, oci-runc, oci-crun, docker, podman)");
+      "' (known: linux, oci-runc, oci-crun, docker, podman, qemu)");
 }
 
 const Variant& CurrentVariant() {
@@ -121,14 +129,14 @@ std::string GuaranteeName(v1::Guarantee guarantee) {
 Conformance::Conformance(const std::string& extra_toml)
     : variant_(CurrentVariant()) {
   std::string config = variant_.config_toml;
-  if (variant_.runtime == "oci") {
+  if (variant_.runtime == "oci" || variant_.runtime == "qemu") {
     // As the harness does for linux: cgroups no other daemon uses, so that
     // no other daemon's start-up reconciliation takes this one's sandboxes
-    // for leftovers. The [runtimes.oci] table is the fragment's last.
+    // for leftovers. The [runtimes.<runtime>] table is the fragment's last.
     static int count = 0;
-    oci_cgroup_parent_ = "corral-it/conformance-" + std::to_string(::getpid()) +
-                         "-" + std::to_string(++count);
-    config += "cgroup_parent = \"" + oci_cgroup_parent_ + "\"\n";
+    cgroup_parent_ = "corral-it/conformance-" + std::to_string(::getpid()) +
+                     "-" + std::to_string(++count);
+    config += "cgroup_parent = \"" + cgroup_parent_ + "\"\n";
   }
   daemon_ = std::make_unique<Daemon>(config + extra_toml);
   RequireRuntime();
@@ -136,10 +144,9 @@ Conformance::Conformance(const std::string& extra_toml)
 
 Conformance::~Conformance() {
   daemon_.reset();
-  if (!oci_cgroup_parent_.empty()) {
-    corral::testing::Sh("rmdir /sys/fs/cgroup/" + oci_cgroup_parent_ +
-                        " /sys/fs/cgroup/*/" + oci_cgroup_parent_ +
-                        " 2>/dev/null");
+  if (!cgroup_parent_.empty()) {
+    corral::testing::Sh("rmdir /sys/fs/cgroup/" + cgroup_parent_ +
+                        " /sys/fs/cgroup/*/" + cgroup_parent_ + " 2>/dev/null");
   }
 }
 
@@ -297,6 +304,51 @@ std::string PidNamespaceOf(const Conformance& suite, const std::string& id) {
   const std::string ns = Trim(r.out);
   REQUIRE(ns.rfind("pid:[", 0) == 0);
   return ns;
+}
+
+bool SeparateKernel(const Conformance& suite) {
+  return suite.RuntimeClaims(v1::GUARANTEE_SEPARATE_KERNEL);
+}
+
+std::string IsolationDomainOf(const Conformance& suite, const std::string& id) {
+  if (!SeparateKernel(suite)) return PidNamespaceOf(suite, id);
+  auto r = suite.Sh(id, "cat /proc/sys/kernel/random/boot_id");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const std::string boot_id = Trim(r.out);
+  REQUIRE(boot_id.size() == 36);
+  return "boot:" + boot_id;
+}
+
+std::vector<HostProcess> SandboxHostProcesses(const Conformance& suite,
+                                              const std::string& id) {
+  if (!SeparateKernel(suite)) {
+    std::vector<HostProcess> found = HostProcessesIn(PidNamespaceOf(suite, id));
+    for (HostProcess& process : found)
+      process.ends_sandbox = process.ns_pid == 1;
+    return found;
+  }
+  // A VM's host processes: the cgroup paths the runtime made for it end in
+  // its id.
+  std::vector<HostProcess> found;
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return found;
+  while (dirent* entry = ::readdir(proc)) {
+    char* end = nullptr;
+    const long pid = std::strtol(entry->d_name, &end, 10);
+    if (pid <= 0 || *end != '\0') continue;
+    const std::string dir = "/proc/" + std::string(entry->d_name);
+    if (ReadWhole(dir + "/cgroup").find("/" + id + "\n") == std::string::npos) {
+      continue;
+    }
+    HostProcess process;
+    if (!ReadHostProcess(static_cast<pid_t>(pid), &process)) continue;
+    process.ends_sandbox =
+        ReadWhole(dir + "/comm").rfind("qemu-system", 0) == 0;
+    found.push_back(process);
+  }
+  ::closedir(proc);
+  return found;
 }
 
 std::vector<HostProcess> HostProcessesIn(const std::string& pid_namespace) {

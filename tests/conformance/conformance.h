@@ -79,18 +79,29 @@ class Conformance {
   void RequireRuntime();
 
   Variant variant_;
-  std::string oci_cgroup_parent_;  // empty unless the runtime is oci
+  // Empty unless the runtime takes a cgroup parent from its config (oci,
+  // qemu).
+  std::string cgroup_parent_;
   std::unique_ptr<Daemon> daemon_;
 };
 
 bool HasGuarantee(const v1::Sandbox& sandbox, v1::Guarantee guarantee);
 
 // --- the sandbox as the host sees it ---------------------------------------
-// Every runtime of this suite runs its sandbox's processes on the host's
-// kernel in a pid namespace of their own, whatever else it does. The
-// namespace's link text ("pid:[4026532123]") names it both inside and on the
-// host, which finds the sandbox's host processes without knowing how the
-// runtime started them.
+// A container runtime runs its sandbox's processes on the host's kernel in a
+// pid namespace of their own: the namespace's link text ("pid:[4026532123]")
+// names it both inside and on the host, which finds the sandbox's host
+// processes without knowing how the runtime started them. A VM runtime
+// (separate-kernel) runs them on a kernel of their own: what the host sees
+// of the sandbox is the processes of its host cgroup (the VM's supervisor,
+// QEMU, virtiofsd).
+
+// Whether the variant's runtime gives each sandbox a kernel of its own.
+bool SeparateKernel(const Conformance& suite);
+
+// What tells one sandbox's processes from another's, read inside: its pid
+// namespace, or for a VM its kernel's boot id. REQUIREs success.
+std::string IsolationDomainOf(const Conformance& suite, const std::string& id);
 
 // The sandbox's pid namespace, read inside it; REQUIREs success.
 std::string PidNamespaceOf(const Conformance& suite, const std::string& id);
@@ -100,11 +111,18 @@ struct HostProcess {
   unsigned long long start_time = 0;  // field 22 of /proc/PID/stat
   uid_t uid = 0;                      // real uid
   pid_t ns_pid = 0;                   // its pid in the innermost namespace
+  // Killing it ends the sandbox: the container's init, or QEMU.
+  bool ends_sandbox = false;
 };
 
 // The host processes in `pid_namespace`. Only meaningful while the sandbox
 // lives: the kernel reuses the numbers of freed namespaces.
 std::vector<HostProcess> HostProcessesIn(const std::string& pid_namespace);
+
+// The host processes of sandbox `id`: those in its pid namespace, or for a
+// VM those in its host cgroup.
+std::vector<HostProcess> SandboxHostProcesses(const Conformance& suite,
+                                              const std::string& id);
 
 // Those of `processes` still alive (same pid and start time).
 std::vector<HostProcess> StillAlive(const std::vector<HostProcess>& processes);

@@ -26,7 +26,7 @@ bool Listed(const Conformance& suite, const std::string& id) {
 // The sandbox's processes as the host sees them; REQUIREs some.
 std::vector<HostProcess> HostProcessesOf(const Conformance& suite,
                                          const std::string& id) {
-  auto processes = HostProcessesIn(PidNamespaceOf(suite, id));
+  auto processes = SandboxHostProcesses(suite, id);
   REQUIRE_FALSE(processes.empty());
   return processes;
 }
@@ -128,11 +128,11 @@ TEST_CASE(
   Conformance suite;
   const std::string id = suite.Create();
   const auto processes = HostProcessesOf(suite, id);
-  // Kill the sandbox's init, found from the host by its pid namespace: the
-  // kernel then kills every other process in it.
+  // Kill the sandbox's init, found from the host by its pid namespace (the
+  // kernel then kills every other process in it), or a VM's QEMU.
   pid_t init = 0;
   for (const HostProcess& process : processes) {
-    if (process.ns_pid == 1) init = process.pid;
+    if (process.ends_sandbox) init = process.pid;
   }
   REQUIRE(init > 0);
   REQUIRE(::kill(init, SIGKILL) == 0);
