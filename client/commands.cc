@@ -372,6 +372,30 @@ Result Extend(Connection& connection, const GlobalOptions& global,
   return 0;
 }
 
+Result ChangePause(Connection& connection, const GlobalOptions& global,
+                   const std::string& id, bool pause) {
+  corral::v1::Sandbox sandbox;
+  auto context = connection.UnaryContext();
+  grpc::Status status;
+  if (pause) {
+    corral::v1::PauseSandboxRequest request;
+    request.set_id(id);
+    status =
+        connection.sandboxes().PauseSandbox(context.get(), request, &sandbox);
+  } else {
+    corral::v1::ResumeSandboxRequest request;
+    request.set_id(id);
+    status =
+        connection.sandboxes().ResumeSandbox(context.get(), request, &sandbox);
+  }
+  if (!status.ok()) return connection.CallError(status);
+  RETURN_IF_ERROR(
+      global.json ? PrintMessage(sandbox)
+                  : Print(absl::StrCat(sandbox.id(), " ",
+                                       pause ? "paused" : "running", "\n")));
+  return 0;
+}
+
 // --- flag definitions -----------------------------------------------------
 
 void AddCreateFlags(CLI::App* command, CreateOptions& options) {
@@ -675,6 +699,13 @@ int RunCli(const std::vector<std::string>& args) {
       ->required()
       ->check(kNonNegative);
 
+  std::string pause_id;
+  CLI::App* pause = app.add_subcommand(
+      "pause", "Pause every process of a sandbox (VM runtimes)");
+  pause->add_option("ID", pause_id, "Sandbox id")->required();
+  CLI::App* resume = app.add_subcommand("resume", "Resume a paused sandbox");
+  resume->add_option("ID", pause_id, "Sandbox id")->required();
+
   CreateOptions fork_options;
   std::string fork_source;
   CLI::App* fork = app.add_subcommand(
@@ -766,6 +797,8 @@ int RunCli(const std::vector<std::string>& args) {
     result = Remove(connection, global, rm_ids);
   } else if (extend->parsed()) {
     result = Extend(connection, global, extend_id, extend_ttl);
+  } else if (pause->parsed() || resume->parsed()) {
+    result = ChangePause(connection, global, pause_id, pause->parsed());
   } else if (fork->parsed()) {
     result = Fork(connection, global.json, fork_source, fork_options);
   } else if (std::optional<Result> done =

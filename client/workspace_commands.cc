@@ -210,6 +210,7 @@ struct WorkspaceCommands::Flags {
   bool output = false;
   bool recursive = false;
   bool parents = false;
+  bool memory = false;
   int64_t after = 0;
   ExtractLimits limits;
 };
@@ -303,12 +304,17 @@ WorkspaceCommands::WorkspaceCommands(CLI::App& app)
   f.logs->add_option("--after", f.after,
                      "Only commands with a sequence number above SEQ");
 
-  f.snapshot = app.add_subcommand("snapshot", "Manage workspace snapshots");
+  f.snapshot =
+      app.add_subcommand("snapshot", "Manage workspace (and memory) snapshots");
   f.snapshot->require_subcommand(1);
   f.snapshot_create = AddId(
       f.snapshot->add_subcommand("create", "Snapshot the workspace"), f.id);
   f.snapshot_create->add_option("NAME", f.name,
                                 "Snapshot name (default: from the time)");
+  f.snapshot_create->add_flag(
+      "--memory", f.memory,
+      "Also save the running sandbox's memory, processes and /tmp, so that "
+      "`corral fork ID@NAME` starts where it was (VM runtimes)");
   f.snapshot_ls =
       AddId(f.snapshot->add_subcommand("ls", "List snapshots"), f.id);
   f.snapshot_rm =
@@ -502,6 +508,7 @@ Result Snapshot(Connection& connection, bool json,
     corral::v1::CreateSnapshotRequest request;
     request.set_sandbox_id(f.id);
     request.set_name(f.name);
+    request.set_memory(f.memory);
     ASSIGN_OR_RETURN(
         const corral::v1::Snapshot snapshot,
         UnaryCall(connection, LongContext(), stub,

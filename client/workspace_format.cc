@@ -363,9 +363,11 @@ std::string FormatSnapshots(const corral::v1::ListSnapshotsResponse& response,
     rows.push_back(
         {snapshot.name(), RelativeOrDash(snapshot.created_at(), now_seconds),
          absl::StrCat(snapshot.entries()), FormatBytes(snapshot.size_bytes()),
-         FormatBytes(snapshot.new_bytes())});
+         FormatBytes(snapshot.new_bytes()),
+         snapshot.memory() ? FormatBytes(snapshot.memory_bytes()) : "-"});
   }
-  return FormatTable({"NAME", "CREATED", "ENTRIES", "SIZE", "NEW"}, rows);
+  return FormatTable({"NAME", "CREATED", "ENTRIES", "SIZE", "NEW", "MEMORY"},
+                     rows);
 }
 
 }  // namespace corral::cli

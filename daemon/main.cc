@@ -197,6 +197,7 @@ int Run(int argc, char** argv) {
   auto processes = std::make_unique<Processes>(
       manager->get(), state + "/processes", ProcessLimits{});
   if (auto s = processes->Recover(); !s.ok()) return fail(s);
+  (*manager)->FinishRecovery();
   processes_ready = processes.get();
 
   ListenerOptions listener_options;

@@ -14,6 +14,9 @@ fi
 bash "$root/deploy/install-deps.sh"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build "$build" -j2
+# The kernel the qemu runtime boots its VMs with (downloaded once, cached),
+# where the runtime looks by default.
+bash "$root/deploy/images/build-vm-kernel.sh" /var/lib/corral/vm-kernel
 
 corral=("$build/bin/corral" --socket "$socket")
 if "${corral[@]}" version >/dev/null 2>&1; then
@@ -37,6 +40,7 @@ cat <<MSG
 corrald is running (pid $(pgrep -x corrald | head -1)). Try:
   export CORRAL_SOCKET=$socket PATH=$build/bin:\$PATH
   corral run -- uname -a
+  corral run --runtime qemu -- uname -r     # a VM with a kernel of its own
   id=\$(corral create --memory 256) && corral exec \$id -- ps aux && corral rm \$id
 Stop it with: pkill -TERM -x corrald
 MSG

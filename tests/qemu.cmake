@@ -7,3 +7,10 @@ corral_test(NAME qemu_core_test
   SOURCES unit/qemu_core_test.cc
   LIBS corral_qemu_core LibArchive::LibArchive
   LABELS unit qemu)
+
+# What only a VM gives, through the real daemon, CLI and QEMU.
+corral_test(NAME qemu_vm_test
+  SOURCES integration/qemu_vm_test.cc
+  LIBS corral_daemon_harness
+  LABELS integration qemu)
+add_dependencies(qemu_vm_test corrald corral corral-agent corral_qemu_plugin)

@@ -6,6 +6,7 @@
 #include <exception>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "corral/backend_abi.h"
 
 namespace corral::backend_plugin {
@@ -112,6 +113,51 @@ int ReconcileCall(const uint8_t* data, size_t size, corral_result* result) {
       });
 }
 
+// An optional operation that answers with an empty response.
+template <typename Request, typename Response>
+int CallOptional(absl::Status (*operation)(const Request&), const char* what,
+                 const uint8_t* data, size_t size, corral_result* result) {
+  return Call<Request>(data, size, result, [&](const Request& request) {
+    if (operation == nullptr) {
+      return Fail(absl::UnimplementedError(absl::StrCat(
+                      "the ", kOperations.name, " runtime cannot ", what)),
+                  result);
+    }
+    absl::Status status = operation(request);
+    if (!status.ok()) return Fail(status, result);
+    return Respond(Response(), result);
+  });
+}
+
+int PauseCall(const uint8_t* data, size_t size, corral_result* result) {
+  return CallOptional<bv1::PauseRequest, bv1::PauseResponse>(
+      kOperations.pause, "pause a sandbox", data, size, result);
+}
+
+int ResumeCall(const uint8_t* data, size_t size, corral_result* result) {
+  return CallOptional<bv1::ResumeRequest, bv1::ResumeResponse>(
+      kOperations.resume, "resume a sandbox", data, size, result);
+}
+
+int SaveMemoryCall(const uint8_t* data, size_t size, corral_result* result) {
+  return Call<bv1::SaveMemoryRequest>(
+      data, size, result, [&](const auto& request) {
+        if (kOperations.save_memory == nullptr) {
+          return Fail(absl::UnimplementedError(absl::StrCat(
+                          "the ", kOperations.name,
+                          " runtime cannot snapshot a sandbox's memory")),
+                      result);
+        }
+        return Answer(kOperations.save_memory(request), result);
+      });
+}
+
+int DeleteMemoryCall(const uint8_t* data, size_t size, corral_result* result) {
+  return CallOptional<bv1::DeleteMemoryRequest, bv1::DeleteMemoryResponse>(
+      kOperations.delete_memory, "snapshot a sandbox's memory", data, size,
+      result);
+}
+
 void FreeResult(corral_result* result) {
   if (result == nullptr) return;
   std::free(result->response);
@@ -136,6 +182,10 @@ const corral_backend_v1& Table() {
       StatsCall,
       ReconcileCall,
       FreeResult,
+      PauseCall,
+      ResumeCall,
+      SaveMemoryCall,
+      DeleteMemoryCall,
   };
   return table;
 }

@@ -37,6 +37,13 @@ struct Operations {
   absl::StatusOr<bv1::StatsResponse> (*stats)(const bv1::StatsRequest& request);
   absl::StatusOr<bv1::ReconcileResponse> (*reconcile)(
       const bv1::ReconcileRequest& request);
+  // Optional (nullptr: the glue answers UNIMPLEMENTED naming the runtime).
+  absl::Status (*pause)(const bv1::PauseRequest& request) = nullptr;
+  absl::Status (*resume)(const bv1::ResumeRequest& request) = nullptr;
+  absl::StatusOr<bv1::SaveMemoryResponse> (*save_memory)(
+      const bv1::SaveMemoryRequest& request) = nullptr;
+  absl::Status (*delete_memory)(const bv1::DeleteMemoryRequest& request) =
+      nullptr;
 };
 
 // Defined by each plugin.

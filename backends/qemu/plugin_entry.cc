@@ -14,6 +14,10 @@ const Operations kOperations = {
     qemu_runtime::Destroy,
     qemu_runtime::Stats,
     qemu_runtime::Reconcile,
+    qemu_runtime::Pause,
+    qemu_runtime::Resume,
+    qemu_runtime::SaveMemory,
+    qemu_runtime::DeleteMemory,
 };
 
 }  // namespace corral::backend_plugin

@@ -2,7 +2,12 @@
 
 #include <time.h>
 
+#include <map>
+
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "backends/linux/fs_util.h"
 
 #if defined(__x86_64__)
 #include <x86intrin.h>
@@ -17,6 +22,67 @@ constexpr uint64_t kGuestHz = 250;
 std::string Mib(uint64_t bytes) { return absl::StrCat(bytes >> 20, "M"); }
 
 }  // namespace
+
+std::string Machine::Serialize() const {
+  return absl::StrCat(
+      "version=1\nid=", plan.id, "\nhostname=", plan.hostname,
+      "\naccel=", AccelName(plan.accel), "\nvcpus=", plan.vcpus,
+      "\nram_bytes=", plan.ram_bytes, "\ntb_cache_bytes=", plan.tb_cache_bytes,
+      "\ntsc_khz=", plan.tsc_khz, "\nhost_image=", plan.host_image ? 1 : 0,
+      "\nmemory_limit_bytes=", plan.memory_limit_bytes, "\npids=", plan.pids,
+      "\ntmp_bytes=", plan.tmp_bytes, "\nkernel=", kernel,
+      "\ninitramfs=", initramfs, "\nroot_disk=", root_disk,
+      "\nworkspace_disk=", workspace_disk, "\n");
+}
+
+absl::StatusOr<Machine> Machine::Parse(absl::string_view text) {
+  std::map<std::string, std::string> values;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv =
+        absl::StrSplit(line, absl::MaxSplits('=', 1));
+    values[kv.first] = kv.second;
+  }
+  auto bad = [](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("qemu machine: ", why));
+  };
+  if (values["version"] != "1") return bad("unknown version");
+  Machine machine;
+  VmPlan& plan = machine.plan;
+  plan.id = values["id"];
+  plan.hostname = values["hostname"];
+  if (!linux_runtime::ValidSandboxId(plan.id)) return bad("bad id");
+  const std::string& accel = values["accel"];
+  if (accel != "kvm" && accel != "tcg") return bad("bad accel");
+  plan.accel = accel == "kvm" ? Accel::kKvm : Accel::kTcg;
+  uint64_t host_image = 0;
+  if (!absl::SimpleAtoi(values["vcpus"], &plan.vcpus) ||
+      !absl::SimpleAtoi(values["ram_bytes"], &plan.ram_bytes) ||
+      !absl::SimpleAtoi(values["tb_cache_bytes"], &plan.tb_cache_bytes) ||
+      !absl::SimpleAtoi(values["tsc_khz"], &plan.tsc_khz) ||
+      !absl::SimpleAtoi(values["host_image"], &host_image) || host_image > 1 ||
+      !absl::SimpleAtoi(values["memory_limit_bytes"],
+                        &plan.memory_limit_bytes) ||
+      !absl::SimpleAtoi(values["pids"], &plan.pids) ||
+      !absl::SimpleAtoi(values["tmp_bytes"], &plan.tmp_bytes) ||
+      plan.vcpus == 0 || plan.ram_bytes == 0) {
+    return bad("bad numbers");
+  }
+  plan.host_image = host_image == 1;
+  machine.kernel = values["kernel"];
+  machine.initramfs = values["initramfs"];
+  machine.root_disk = values["root_disk"];
+  machine.workspace_disk = values["workspace_disk"];
+  for (const std::string* path :
+       {&machine.kernel, &machine.initramfs, &machine.workspace_disk}) {
+    if (!linux_runtime::CleanAbsolutePath(*path)) return bad("bad path");
+  }
+  if (plan.host_image != machine.root_disk.empty() ||
+      (!plan.host_image &&
+       !linux_runtime::CleanAbsolutePath(machine.root_disk))) {
+    return bad("bad root disk");
+  }
+  return machine;
+}
 
 std::string KernelCommandLine(const VmPlan& plan) {
   // quiet: every line on the emulated UART costs; warnings still show.
@@ -41,7 +107,7 @@ std::string KernelCommandLine(const VmPlan& plan) {
 }
 
 std::vector<std::string> QemuCommand(const std::string& qemu,
-                                     const VmPlan& plan) {
+                                     const VmPlan& plan, bool incoming) {
   const bool kvm = plan.accel == Accel::kKvm;
   std::vector<std::string> argv = {
       qemu,
@@ -83,12 +149,15 @@ std::vector<std::string> QemuCommand(const std::string& qemu,
       "socket,id=agent,fd=@LINK@",
       "-device",
       absl::StrCat("virtserialport,chardev=agent,name=", kAgentPortName),
+      // Image locking off: every disk is one VM's (an image's is read-only),
+      // and the locks' reacquisition after a machine is saved fails on the
+      // set's second fd.
       "-add-fd",
       absl::StrCat("fd=", kWorkspaceDiskFd, ",set=2"),
       "-add-fd",
       absl::StrCat("fd=", kWorkspaceDiskReadOnlyFd, ",set=2"),
       "-drive",
-      "file=/dev/fdset/2,if=none,id=workspace,format=raw",
+      "file=/dev/fdset/2,if=none,id=workspace,format=raw,file.locking=off",
       "-device",
       "virtio-blk-device,drive=workspace,serial=corral-workspace",
       "-chardev",
@@ -114,8 +183,12 @@ std::vector<std::string> QemuCommand(const std::string& qemu,
     argv.insert(
         argv.end(),
         {"-add-fd", absl::StrCat("fd=", kRootDiskFd, ",set=1"), "-drive",
-         "file=/dev/fdset/1,if=none,id=root,format=raw,readonly=on", "-device",
-         "virtio-blk-device,drive=root,serial=corral-root"});
+         "file=/dev/fdset/"
+         "1,if=none,id=root,format=raw,readonly=on,file.locking=off",
+         "-device", "virtio-blk-device,drive=root,serial=corral-root"});
+  }
+  if (incoming) {
+    argv.insert(argv.end(), {"-incoming", absl::StrCat("fd:", kIncomingFd)});
   }
   return argv;
 }

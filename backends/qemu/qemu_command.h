@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "backends/qemu/qemu_settings.h"
 
 namespace corral::qemu_runtime {
@@ -23,6 +25,8 @@ inline constexpr int kWorkspaceDiskFd = 12;
 inline constexpr int kWorkspaceDiskReadOnlyFd = 13;
 inline constexpr int kQmpFd = 14;
 inline constexpr int kRootDiskFd = 15;  // only with an image disk
+// A saved machine's state, when the VM starts from one (-incoming).
+inline constexpr int kIncomingFd = 16;
 // The virtio-serial port of the agent's link.
 inline constexpr char kAgentPortName[] = "corral.agent";
 
@@ -43,11 +47,29 @@ struct VmPlan {
   uint64_t tmp_bytes = 0;
 };
 
+// What a VM was started with, kept in its runtime directory ("machine") so
+// that a saved state of it can start again on exactly the same machine:
+// the plan and the files QEMU opened.
+struct Machine {
+  VmPlan plan;
+  std::string kernel;
+  std::string initramfs;
+  std::string root_disk;  // empty for the host image
+  std::string workspace_disk;
+
+  [[nodiscard]] std::string Serialize() const;
+  // INVALID_ARGUMENT for text this version did not write.
+  [[nodiscard]] static absl::StatusOr<Machine> Parse(absl::string_view text);
+};
+
 [[nodiscard]] std::string KernelCommandLine(const VmPlan& plan);
 
-// argv for corral-qemu-launch to run (with its @LINK@ placeholders).
+// argv for corral-qemu-launch to run (with its @LINK@ placeholders). With
+// `incoming`, QEMU loads a saved machine from kIncomingFd and runs it
+// instead of booting.
 [[nodiscard]] std::vector<std::string> QemuCommand(const std::string& qemu,
-                                                   const VmPlan& plan);
+                                                   const VmPlan& plan,
+                                                   bool incoming = false);
 
 // The TSC rate of this host in kHz, measured once (about 20 ms); 0 where
 // there is no TSC to read.

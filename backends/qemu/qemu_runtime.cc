@@ -34,6 +34,7 @@
 #include "backends/linux/fs_util.h"
 #include "backends/qemu/qemu_command.h"
 #include "backends/qemu/qemu_settings.h"
+#include "backends/qemu/qmp.h"
 #include "backends/qemu/vm_assets.h"
 #include "corral/logging.h"
 #include "corral/status_macros.h"
@@ -48,6 +49,8 @@ using linux_runtime::SandboxCgroups;
 constexpr int kGuaranteeSeparateKernel = 1;
 constexpr int kGuaranteeCgroupLimits = 2;
 constexpr int kGuaranteeNetworkIsolation = 4;
+constexpr int kGuaranteeMemorySnapshot = 7;
+constexpr int kGuaranteePause = 8;
 
 constexpr char kConsoleLog[] = "console.log";
 constexpr char kLaunchLog[] = "launch.log";
@@ -56,6 +59,19 @@ constexpr char kShareSocket[] = "virtiofs.sock";
 constexpr char kShareDir[] = "rootfs";
 constexpr char kWorkspaceDisk[] = "disk.ext4";
 constexpr char kAccelRecord[] = "accel";
+// What the VM was started with (Machine), in its sandbox directory.
+constexpr char kMachineFile[] = "machine";
+// Saved machines: <sandbox dir>/memory/<name>/, holding the migration
+// stream, a copy of the workspace disk and links to what QEMU booted.
+constexpr char kMemoryDir[] = "memory";
+constexpr char kSavedState[] = "vm.state";
+constexpr char kSavedWorkspace[] = "workspace.ext4";
+constexpr char kSavedKernel[] = "vmlinux";
+constexpr char kSavedInitramfs[] = "initramfs.cpio";
+constexpr char kSavedRootDisk[] = "root.ext4";
+constexpr char kMemoryStatePrefix[] = "qemu-memory-1 ";
+constexpr absl::Duration kMonitorTimeout = absl::Seconds(10);
+constexpr absl::Duration kSaveTimeout = absl::Minutes(5);
 constexpr uint64_t kDefaultTmpBytes = 64u << 20;
 // Beyond the guest's RAM and TCG's cache, what QEMU, virtiofsd and the
 // launcher may use on the host.
@@ -93,6 +109,20 @@ std::string Tail(const std::string& path, size_t max = 1500) {
   absl::string_view view = absl::StripAsciiWhitespace(*text);
   if (view.size() > max) view = view.substr(view.size() - max);
   return std::string(view);
+}
+
+// A saved machine's name: the daemon's snapshot names (1-64 of
+// [A-Za-z0-9._-], not starting with '.' or '-').
+bool ValidSavedName(absl::string_view name) {
+  if (name.empty() || name.size() > 64 || name[0] == '.' || name[0] == '-') {
+    return false;
+  }
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
 }
 
 // ---- Accelerator -------------------------------------------------------
@@ -162,9 +192,12 @@ AccelChoice ChooseAccel(const Settings& settings, const Kernel& kernel) {
   }
   if (choice.note.empty()) {
     choice = ProbeKvm(settings, kernel);
-    (void)linux_runtime::WriteFile(
-        record, absl::StrCat(key, "\n", AccelName(choice.accel), "\n",
-                             choice.note, "\n"));
+    if (auto s =
+            ReplaceFile(record, absl::StrCat(key, "\n", AccelName(choice.accel),
+                                             "\n", choice.note, "\n"));
+        !s.ok()) {
+      Log().warn("cannot remember the accelerator: {}", s.ToString());
+    }
   }
   return choice;
 }
@@ -351,9 +384,14 @@ absl::Status TearDown(const Settings& settings,
   return status;
 }
 
-std::vector<int> SandboxGuarantees() {
-  return {kGuaranteeSeparateKernel, kGuaranteeCgroupLimits,
-          kGuaranteeNetworkIsolation};
+// What a sandbox gets: everything the runtime claims, but memory snapshots
+// for the host image (QEMU cannot save a machine with a vhost-user device).
+std::vector<int> SandboxGuarantees(bool host_image) {
+  std::vector<int> guarantees = {kGuaranteeSeparateKernel,
+                                 kGuaranteeCgroupLimits,
+                                 kGuaranteeNetworkIsolation, kGuaranteePause};
+  if (!host_image) guarantees.push_back(kGuaranteeMemorySnapshot);
+  return guarantees;
 }
 
 // The group that may open /dev/kvm, for a QEMU that runs unprivileged.
@@ -361,6 +399,51 @@ int KvmGroup() {
   struct stat st {};
   if (::stat("/dev/kvm", &st) != 0 || (st.st_mode & 0060) != 0060) return -1;
   return static_cast<int>(st.st_gid);
+}
+
+// The directory of a saved machine that SaveMemory described with
+// `state`: under this runtime's directory, <id>/memory/<name>.
+absl::StatusOr<std::string> SavedDirectory(const Settings& settings,
+                                           const std::string& state) {
+  absl::string_view text = state;
+  auto bad = [] {
+    return absl::InvalidArgumentError("not a saved state of the qemu runtime");
+  };
+  if (!absl::ConsumePrefix(&text, kMemoryStatePrefix)) return bad();
+  const std::string dir(text);
+  std::vector<std::string> parts =
+      absl::StrSplit(absl::string_view(dir).substr(
+                         std::min(dir.size(), settings.runtime_dir.size() + 1)),
+                     '/');
+  if (!linux_runtime::CleanAbsolutePath(dir) ||
+      !absl::StartsWith(dir, settings.runtime_dir + "/") || parts.size() != 3 ||
+      !linux_runtime::ValidSandboxId(parts[0]) || parts[1] != kMemoryDir ||
+      !ValidSavedName(parts[2])) {
+    return bad();
+  }
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return absl::NotFoundError(
+        "the saved machine is gone (its sandbox was removed?)");
+  }
+  return dir;
+}
+
+// The running sandbox's monitor.
+absl::StatusOr<QmpClient> Monitor(const bv1::SandboxHandle& handle,
+                                  SandboxRecord* record,
+                                  absl::Duration timeout) {
+  ASSIGN_OR_RETURN(*record, SandboxRecord::Parse(handle.state()));
+  if (record->id != handle.id()) {
+    return absl::InvalidArgumentError(
+        "sandbox handle: the state belongs to another id");
+  }
+  if (!ProcessIs(record->qemu_pid, record->qemu_start_time)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the VM of sandbox ", record->id, " is not running"));
+  }
+  return QmpClient::Connect(record->sandbox_dir, kQmpSocket,
+                            absl::Now() + timeout);
 }
 
 }  // namespace
@@ -415,8 +498,10 @@ bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
     }
     response.set_available(true);
     response.set_reason(absl::StrCat(accel.note, ", kernel ", kernel->release));
-    for (int guarantee : SandboxGuarantees())
+    // The runtime's claims are what an image sandbox gets.
+    for (int guarantee : SandboxGuarantees(/*host_image=*/false)) {
       response.add_guarantees(guarantee);
+    }
   } else {
     response.set_reason(absl::StrJoin(problems, "; "));
   }
@@ -437,21 +522,70 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   ASSIGN_OR_RETURN(bool unprivileged,
                    backend_plugin::UserNamespaceOption(spec, "qemu"));
   ASSIGN_OR_RETURN(CgroupLayout layout, CgroupLayout::Detect());
-  ASSIGN_OR_RETURN(Kernel kernel, FindKernel(settings.kernel_dir));
-  const bool host_image = spec.rootfs().source_case() == bv1::RootFs::kHost;
+  const bool restoring = !request.memory().empty();
+  const bool host_image =
+      !restoring && spec.rootfs().source_case() == bv1::RootFs::kHost;
   if (host_image && settings.virtiofsd_path.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the host image needs virtiofsd on the qemu runtime: ",
         settings.virtiofsd_problem, "; import an image and use --image"));
   }
-  const AccelChoice accel = ChooseAccel(settings, kernel);
+
+  // The machine: planned from the spec, or the saved one's.
+  Machine machine;
+  std::string saved_dir;
+  if (restoring) {
+    ASSIGN_OR_RETURN(saved_dir, SavedDirectory(settings, request.memory()));
+    ASSIGN_OR_RETURN(std::string text, linux_runtime::ReadFile(absl::StrCat(
+                                           saved_dir, "/", kMachineFile)));
+    ASSIGN_OR_RETURN(machine, Machine::Parse(text));
+    if (machine.plan.memory_limit_bytes != spec.memory_bytes() ||
+        machine.plan.pids != spec.pids()) {
+      return absl::InvalidArgumentError(
+          "a sandbox restored from a saved machine must have its limits");
+    }
+    machine.kernel = absl::StrCat(saved_dir, "/", kSavedKernel);
+    machine.initramfs = absl::StrCat(saved_dir, "/", kSavedInitramfs);
+    machine.root_disk = absl::StrCat(saved_dir, "/", kSavedRootDisk);
+  } else {
+    ASSIGN_OR_RETURN(Kernel kernel, FindKernel(settings.kernel_dir));
+    const AccelChoice accel = ChooseAccel(settings, kernel);
+    VmPlan& plan = machine.plan;
+    plan.hostname = spec.hostname();
+    plan.accel = accel.accel;
+    const uint32_t host_cpus = static_cast<uint32_t>(std::max(1, get_nprocs()));
+    plan.vcpus =
+        std::clamp<uint32_t>((spec.cpu_millis() + 999) / 1000, 1, host_cpus);
+    plan.ram_bytes =
+        ((spec.memory_bytes() + settings.overhead_bytes + (1u << 20) - 1) >> 20)
+        << 20;
+    plan.tb_cache_bytes = settings.tb_cache_bytes;
+    plan.tsc_khz = accel.accel == Accel::kTcg ? HostTscKhz() : 0;
+    plan.host_image = host_image;
+    plan.memory_limit_bytes = spec.memory_bytes();
+    plan.pids = spec.pids();
+    plan.tmp_bytes = kDefaultTmpBytes;
+    machine.kernel = kernel.vmlinux;
+    ASSIGN_OR_RETURN(
+        machine.initramfs,
+        InitramfsFor(settings.CacheDir(), kernel, settings.agent_path));
+    if (!host_image) {
+      ASSIGN_OR_RETURN(
+          machine.root_disk,
+          ImageDiskFor(settings.CacheDir(), spec.rootfs().directory()));
+    }
+  }
+  VmPlan& plan = machine.plan;
+  plan.id = spec.id();
+  machine.workspace_disk =
+      absl::StrCat(spec.workspace_dir(), "/", kWorkspaceDisk);
 
   SandboxRecord record;
   record.id = spec.id();
   record.sandbox_dir = settings.SandboxDir(spec.id());
   record.cgroup_parent = settings.cgroup_parent;
-  record.accel = accel.accel;
-  record.host_image = host_image;
+  record.accel = plan.accel;
+  record.host_image = plan.host_image;
   if (::mkdir(record.sandbox_dir.c_str(), 0700) != 0) {
     if (errno == EEXIST) {
       return absl::AlreadyExistsError(absl::StrCat(
@@ -466,39 +600,48 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
                   status.ToString());
     }
   };
+  if (restoring) {
+    RETURN_IF_ERROR(CopySparse(absl::StrCat(saved_dir, "/", kSavedWorkspace),
+                               machine.workspace_disk));
+  } else {
+    RETURN_IF_ERROR(
+        MakeWorkspaceDisk(machine.workspace_disk, spec.disk_bytes()));
+  }
+  RETURN_IF_ERROR(
+      ReplaceFile(absl::StrCat(record.sandbox_dir, "/", kMachineFile),
+                  machine.Serialize()));
 
   // What QEMU opens, all as fds: it may run as an unprivileged uid that
   // cannot reach any of these paths.
-  ASSIGN_OR_RETURN(
-      std::string initramfs,
-      InitramfsFor(settings.CacheDir(), kernel, settings.agent_path));
-  const std::string workspace_disk =
-      absl::StrCat(spec.workspace_dir(), "/", kWorkspaceDisk);
-  RETURN_IF_ERROR(MakeWorkspaceDisk(workspace_disk, spec.disk_bytes()));
-  UniqueFd kernel_fd(::open(kernel.vmlinux.c_str(), O_RDONLY | O_CLOEXEC));
-  UniqueFd initramfs_fd(::open(initramfs.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd kernel_fd(::open(machine.kernel.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd initramfs_fd(
+      ::open(machine.initramfs.c_str(), O_RDONLY | O_CLOEXEC));
   UniqueFd workspace_fd(
-      ::open(workspace_disk.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
-  UniqueFd workspace_read_fd(
-      ::open(workspace_disk.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      ::open(machine.workspace_disk.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+  UniqueFd workspace_read_fd(::open(machine.workspace_disk.c_str(),
+                                    O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!kernel_fd || !initramfs_fd || !workspace_fd || !workspace_read_fd) {
     return ErrnoStatus("open the VM's kernel, initramfs and workspace disk");
   }
-  UniqueFd root_fd;
+  UniqueFd root_fd, incoming_fd;
+  if (!plan.host_image) {
+    root_fd.Reset(::open(machine.root_disk.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!root_fd) return ErrnoStatus(absl::StrCat("open ", machine.root_disk));
+  }
+  if (restoring) {
+    const std::string state = absl::StrCat(saved_dir, "/", kSavedState);
+    incoming_fd.Reset(::open(state.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!incoming_fd) return ErrnoStatus(absl::StrCat("open ", state));
+  }
   std::string share;
   std::vector<runtime_common::HostBind> binds;
-  if (host_image) {
+  if (plan.host_image) {
     share = absl::StrCat(record.sandbox_dir, "/", kShareDir);
     runtime_common::HostRootOptions options;
     options.hostname = spec.hostname();
     RETURN_IF_ERROR(Annotate(
         runtime_common::WriteHostRootSkeleton(share, options), "host image"));
     binds = runtime_common::HostRootBinds();
-  } else {
-    ASSIGN_OR_RETURN(std::string disk, ImageDiskFor(settings.CacheDir(),
-                                                    spec.rootfs().directory()));
-    root_fd.Reset(::open(disk.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!root_fd) return ErrnoStatus(absl::StrCat("open ", disk));
   }
   ASSIGN_OR_RETURN(UniqueFd qmp_listen,
                    backend_plugin::ListenAt(record.sandbox_dir, kQmpSocket));
@@ -507,25 +650,9 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
 
   const SandboxCgroups cgroups =
       SandboxCgroups::For(layout, settings.cgroup_parent, spec.id());
-  VmPlan plan;
-  plan.id = spec.id();
-  plan.hostname = spec.hostname();
-  plan.accel = accel.accel;
-  const uint32_t host_cpus = static_cast<uint32_t>(std::max(1, get_nprocs()));
-  plan.vcpus =
-      std::clamp<uint32_t>((spec.cpu_millis() + 999) / 1000, 1, host_cpus);
-  plan.ram_bytes =
-      ((spec.memory_bytes() + settings.overhead_bytes + (1u << 20) - 1) >> 20)
-      << 20;
-  plan.tb_cache_bytes = settings.tb_cache_bytes;
-  plan.tsc_khz = accel.accel == Accel::kTcg ? HostTscKhz() : 0;
-  plan.host_image = host_image;
-  plan.memory_limit_bytes = spec.memory_bytes();
-  plan.pids = spec.pids();
-  plan.tmp_bytes = kDefaultTmpBytes;
   linux_runtime::CgroupLimits limits;
   limits.memory_bytes = plan.ram_bytes +
-                        (accel.accel == Accel::kTcg ? plan.tb_cache_bytes : 0) +
+                        (plan.accel == Accel::kTcg ? plan.tb_cache_bytes : 0) +
                         kHostOverheadBytes;
   limits.pids = kHostPids;
   limits.cpu_millis = spec.cpu_millis();
@@ -537,6 +664,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   launch.qemu_fds = {kernel_fd.get(), initramfs_fd.get(), workspace_fd.get(),
                      workspace_read_fd.get(), qmp_listen.get()};
   if (root_fd) launch.qemu_fds.push_back(root_fd.get());
+  if (incoming_fd) launch.qemu_fds.push_back(incoming_fd.get());
   launch.argv = {settings.launcher_path,
                  "--report-fd",
                  "4",
@@ -554,12 +682,12 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
                        {"--uid", absl::StrCat(spec.host_uid()), "--gid",
                         absl::StrCat(spec.host_gid())});
     if (int kvm_group = KvmGroup();
-        accel.accel == Accel::kKvm && kvm_group >= 0) {
+        plan.accel == Accel::kKvm && kvm_group >= 0) {
       launch.argv.insert(launch.argv.end(),
                          {"--group", absl::StrCat(kvm_group)});
     }
   }
-  if (host_image) {
+  if (plan.host_image) {
     launch.argv.insert(launch.argv.end(),
                        {"--virtiofsd", settings.virtiofsd_path, "--share",
                         share, "--share-socket",
@@ -570,7 +698,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
     }
   }
   launch.argv.push_back("--");
-  for (std::string& arg : QemuCommand(settings.qemu_path, plan)) {
+  for (std::string& arg : QemuCommand(settings.qemu_path, plan, restoring)) {
     launch.argv.push_back(std::move(arg));
   }
   const absl::Time launching = absl::Now();
@@ -590,6 +718,25 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   }
   record.launcher_pid = launched.launcher;
   record.qemu_pid = launched.qemu;
+  if (restoring) {
+    // The saved machine was stopped, and QEMU keeps the state it loads
+    // (paused): once it has loaded, it runs on.
+    ASSIGN_OR_RETURN(
+        QmpClient monitor,
+        QmpClient::Connect(
+            record.sandbox_dir, kQmpSocket,
+            absl::Now() + absl::Seconds(settings.boot_timeout_seconds)));
+    for (;;) {
+      ASSIGN_OR_RETURN(nlohmann::json status, monitor.Execute("query-status"));
+      const std::string state = status.value("status", std::string());
+      if (state == "running") break;
+      if (state != "inmigrate") {
+        RETURN_IF_ERROR(monitor.Execute("cont").status());
+        break;
+      }
+      ::usleep(20 * 1000);
+    }
+  }
 
   ASSIGN_OR_RETURN(UniqueFd connection,
                    backend_plugin::ConnectAgent(record.sandbox_dir));
@@ -597,20 +744,27 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
                                absl::Seconds(settings.boot_timeout_seconds),
                                record.sandbox_dir));
   std::move(undo).Cancel();
-  Log().debug("sandbox {} created ({}): prepare {} ms, boot to agent {} ms",
-              spec.id(), AccelName(accel.accel),
+  Log().debug("sandbox {} {} ({}): prepare {} ms, to agent {} ms", spec.id(),
+              restoring ? "restored" : "created", AccelName(plan.accel),
               absl::ToInt64Milliseconds(launching - started),
               absl::ToInt64Milliseconds(absl::Now() - launching));
 
   bv1::CreateResponse response;
   response.mutable_handle()->set_id(spec.id());
   response.mutable_handle()->set_state(record.Serialize());
-  for (int guarantee : SandboxGuarantees()) response.add_guarantees(guarantee);
+  for (int guarantee : SandboxGuarantees(plan.host_image)) {
+    response.add_guarantees(guarantee);
+  }
   auto& details = *response.mutable_details();
-  details["accel"] = AccelName(accel.accel);
-  details["kernel"] = kernel.release;
+  details["accel"] = AccelName(plan.accel);
+  if (auto release = linux_runtime::ReadFile(
+          absl::StrCat(settings.kernel_dir, "/release"));
+      release.ok() && !restoring) {
+    details["kernel"] = std::string(absl::StripAsciiWhitespace(*release));
+  }
   details["vcpus"] = absl::StrCat(plan.vcpus);
   details["ram_mib"] = absl::StrCat(plan.ram_bytes >> 20);
+  if (restoring) details["restored"] = "yes";
   *agent_fd = std::move(connection);
   return response;
 }
@@ -721,6 +875,125 @@ absl::StatusOr<bv1::ReconcileResponse> Reconcile(
   }
   if (!result.ok()) return result;
   return response;
+}
+
+}  // namespace corral::qemu_runtime
+
+namespace corral::qemu_runtime {
+
+absl::Status Pause(const bv1::PauseRequest& request) {
+  SandboxRecord record;
+  ASSIGN_OR_RETURN(QmpClient monitor,
+                   Monitor(request.handle(), &record, kMonitorTimeout));
+  return monitor.Execute("stop").status();
+}
+
+absl::Status Resume(const bv1::ResumeRequest& request) {
+  SandboxRecord record;
+  ASSIGN_OR_RETURN(QmpClient monitor,
+                   Monitor(request.handle(), &record, kMonitorTimeout));
+  return monitor.Execute("cont").status();
+}
+
+absl::StatusOr<bv1::SaveMemoryResponse> SaveMemory(
+    const bv1::SaveMemoryRequest& request) {
+  ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
+  if (!ValidSavedName(request.name())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad name for a saved machine: ", request.name()));
+  }
+  SandboxRecord record;
+  ASSIGN_OR_RETURN(QmpClient monitor,
+                   Monitor(request.handle(), &record, kSaveTimeout));
+  if (record.host_image) {
+    return absl::FailedPreconditionError(
+        "a sandbox on the host image cannot be saved: QEMU does not migrate "
+        "its virtiofs share; use an imported image");
+  }
+  ASSIGN_OR_RETURN(std::string text,
+                   linux_runtime::ReadFile(
+                       absl::StrCat(record.sandbox_dir, "/", kMachineFile)));
+  ASSIGN_OR_RETURN(Machine machine, Machine::Parse(text));
+  const std::string memory = absl::StrCat(record.sandbox_dir, "/", kMemoryDir);
+  const std::string dir = absl::StrCat(memory, "/", request.name());
+  if (::mkdir(memory.c_str(), 0700) != 0 && errno != EEXIST) {
+    return ErrnoStatus(absl::StrCat("mkdir ", memory));
+  }
+  if (::mkdir(dir.c_str(), 0700) != 0) {
+    if (errno == EEXIST) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("sandbox ", record.id, " already has a saved machine ",
+                       request.name()));
+    }
+    return ErrnoStatus(absl::StrCat("mkdir ", dir));
+  }
+  ASSIGN_OR_RETURN(nlohmann::json status, monitor.Execute("query-status"));
+  const bool was_running = status.value("running", false);
+  bool saved = false;
+  absl::Cleanup undo = [&] {
+    if (!saved) (void)linux_runtime::RemoveTree(dir);
+    if (was_running) {
+      if (auto s = monitor.Execute("cont"); !s.ok()) {
+        Log().error("sandbox {}: resume after saving: {}", record.id,
+                    s.status().ToString());
+      }
+    }
+  };
+  // Frozen from here: the disk copy and the memory are of one moment.
+  if (was_running) RETURN_IF_ERROR(monitor.Execute("stop").status());
+  RETURN_IF_ERROR(CopySparse(machine.workspace_disk,
+                             absl::StrCat(dir, "/", kSavedWorkspace)));
+  // What it booted, kept with it: the cache may drop an image's disk.
+  RETURN_IF_ERROR(
+      LinkOrCopy(machine.kernel, absl::StrCat(dir, "/", kSavedKernel)));
+  RETURN_IF_ERROR(
+      LinkOrCopy(machine.initramfs, absl::StrCat(dir, "/", kSavedInitramfs)));
+  RETURN_IF_ERROR(
+      LinkOrCopy(machine.root_disk, absl::StrCat(dir, "/", kSavedRootDisk)));
+  RETURN_IF_ERROR(
+      ReplaceFile(absl::StrCat(dir, "/", kMachineFile), machine.Serialize()));
+  const std::string state_path = absl::StrCat(dir, "/", kSavedState);
+  UniqueFd state(::open(state_path.c_str(),
+                        O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                        0600));
+  if (!state) return ErrnoStatus(absl::StrCat("create ", state_path));
+  RETURN_IF_ERROR(
+      monitor.Execute("getfd", {{"fdname", "corral-save"}}, state.get())
+          .status());
+  state.Reset();
+  RETURN_IF_ERROR(
+      monitor.Execute("migrate", {{"uri", "fd:corral-save"}}).status());
+  for (;;) {
+    ASSIGN_OR_RETURN(nlohmann::json migration,
+                     monitor.Execute("query-migrate"));
+    const std::string progress = migration.value("status", std::string());
+    if (progress == "completed") break;
+    if (progress == "failed" || progress == "cancelled") {
+      return absl::InternalError(absl::StrCat(
+          "saving the machine: ", migration.value("error-desc", progress)));
+    }
+    ::usleep(20 * 1000);
+  }
+  saved = true;
+  bv1::SaveMemoryResponse response;
+  response.set_state(absl::StrCat(kMemoryStatePrefix, dir));
+  response.set_size_bytes(DiskUsage(dir));
+  return response;
+}
+
+absl::Status DeleteMemory(const bv1::DeleteMemoryRequest& request) {
+  ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
+  auto dir = SavedDirectory(settings, request.state());
+  if (absl::IsNotFound(dir.status())) return absl::OkStatus();
+  if (!dir.ok()) return dir.status();
+  // Only the sandbox's own saved machines.
+  if (!absl::StartsWith(
+          *dir,
+          absl::StrCat(settings.SandboxDir(request.handle().id()), "/"))) {
+    return absl::InvalidArgumentError(
+        "the saved machine belongs to another sandbox");
+  }
+  return linux_runtime::RemoveTree(*dir);
 }
 
 }  // namespace corral::qemu_runtime

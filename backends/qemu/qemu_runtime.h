@@ -19,7 +19,8 @@ namespace bv1 = ::corral::backend::v1;
 // on a host with /dev/kvm boots a guest with KVM to learn whether it works
 // (a few seconds at most; remembered in the runtime directory per boot).
 [[nodiscard]] bv1::ProbeResponse Probe(const bv1::ProbeRequest& request);
-// Boots a VM and returns once its agent answers; `agent_fd` receives the
+// Boots a VM (or, with CreateRequest.memory, starts one from a saved
+// machine) and returns once its agent answers; `agent_fd` receives the
 // connection. On failure nothing of the sandbox remains on the host.
 [[nodiscard]] absl::StatusOr<bv1::CreateResponse> Create(
     const bv1::CreateRequest& request, UniqueFd* agent_fd);
@@ -32,6 +33,16 @@ namespace bv1 = ::corral::backend::v1;
     const bv1::StatsRequest& request);
 [[nodiscard]] absl::StatusOr<bv1::ReconcileResponse> Reconcile(
     const bv1::ReconcileRequest& request);
+// Through QEMU's monitor: stop and cont.
+[[nodiscard]] absl::Status Pause(const bv1::PauseRequest& request);
+[[nodiscard]] absl::Status Resume(const bv1::ResumeRequest& request);
+// Freezes the VM, copies its workspace disk, saves its memory and devices
+// (a migration into a file) in <sandbox dir>/memory/<name>/, and lets it
+// run on. Not for the host image (QEMU cannot migrate virtiofs).
+[[nodiscard]] absl::StatusOr<bv1::SaveMemoryResponse> SaveMemory(
+    const bv1::SaveMemoryRequest& request);
+[[nodiscard]] absl::Status DeleteMemory(
+    const bv1::DeleteMemoryRequest& request);
 
 }  // namespace corral::qemu_runtime
 

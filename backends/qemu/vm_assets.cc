@@ -34,33 +34,6 @@ std::string FileIdentity(const struct stat& st) {
                          st.st_ctim.tv_nsec);
 }
 
-// Writes `data` to a temporary file in `dir` and renames it to `path`: a
-// reader sees the old file, or the whole new one.
-absl::Status WriteAtomically(const std::string& dir, const std::string& path,
-                             const std::string& data) {
-  std::string temporary = absl::StrCat(dir, "/", kTemporaryPrefix, "XXXXXX");
-  UniqueFd fd(::mkostemp(temporary.data(), O_CLOEXEC));
-  if (!fd) return ErrnoStatus(absl::StrCat("mkostemp in ", dir));
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      absl::Status status = ErrnoStatus(absl::StrCat("write ", temporary));
-      ::unlink(temporary.c_str());
-      return status;
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fchmod(fd.get(), 0644) != 0 || ::fsync(fd.get()) != 0 ||
-      ::rename(temporary.c_str(), path.c_str()) != 0) {
-    absl::Status status = ErrnoStatus(absl::StrCat("finish ", path));
-    ::unlink(temporary.c_str());
-    return status;
-  }
-  return absl::OkStatus();
-}
-
 absl::Status MakeDirectory(const std::string& dir) {
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return ErrnoStatus(absl::StrCat("mkdir ", dir));
@@ -110,6 +83,31 @@ int CountEntry(const char*, const struct stat* st, int, FTW*) {
 }
 
 }  // namespace
+
+absl::Status ReplaceFile(const std::string& path, const std::string& data) {
+  const std::string dir = path.substr(0, path.rfind('/'));
+  std::string temporary = absl::StrCat(dir, "/", kTemporaryPrefix, "XXXXXX");
+  UniqueFd fd(::mkostemp(temporary.data(), O_CLOEXEC));
+  if (!fd) return ErrnoStatus(absl::StrCat("mkostemp in ", dir));
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      absl::Status status = ErrnoStatus(absl::StrCat("write ", temporary));
+      ::unlink(temporary.c_str());
+      return status;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fchmod(fd.get(), 0644) != 0 || ::fsync(fd.get()) != 0 ||
+      ::rename(temporary.c_str(), path.c_str()) != 0) {
+    absl::Status status = ErrnoStatus(absl::StrCat("finish ", path));
+    ::unlink(temporary.c_str());
+    return status;
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<Kernel> FindKernel(const std::string& dir) {
   auto missing = [&](const std::string& what) {
@@ -210,7 +208,7 @@ absl::StatusOr<std::string> InitramfsFor(const std::string& cache_dir,
   ASSIGN_OR_RETURN(std::string agent, linux_runtime::ReadFile(agent_path));
   cpio.File("init", 0755, agent);
   RETURN_IF_ERROR(MakeDirectory(cache_dir));
-  RETURN_IF_ERROR(WriteAtomically(cache_dir, path, cpio.Finish()));
+  RETURN_IF_ERROR(ReplaceFile(path, cpio.Finish()));
   return path;
 }
 
@@ -259,8 +257,7 @@ absl::StatusOr<std::string> ImageDiskFor(const std::string& cache_dir,
     return Annotate(built, absl::StrCat("building the disk of ", image_dir));
   }
   // The source beside the disk, for PruneCache.
-  RETURN_IF_ERROR(
-      WriteAtomically(cache_dir, absl::StrCat(base, ".source"), image_dir));
+  RETURN_IF_ERROR(ReplaceFile(absl::StrCat(base, ".source"), image_dir));
   if (::chmod(temporary.c_str(), 0644) != 0 ||
       ::rename(temporary.c_str(), path.c_str()) != 0) {
     absl::Status status = ErrnoStatus(absl::StrCat("rename to ", path));
@@ -282,6 +279,69 @@ absl::Status MakeWorkspaceDisk(const std::string& path, uint64_t bytes) {
   return RunMkfs({"-q", "-F", "-t", "ext4", "-m", "0", "-L", "corral-workspace",
                   "-E", "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0",
                   path});
+}
+
+absl::Status CopySparse(const std::string& from, const std::string& to) {
+  UniqueFd in(::open(from.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!in) return ErrnoStatus(absl::StrCat("open ", from));
+  struct stat st {};
+  if (::fstat(in.get(), &st) != 0)
+    return ErrnoStatus(absl::StrCat("stat ", from));
+  UniqueFd out(::open(
+      to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!out) return ErrnoStatus(absl::StrCat("create ", to));
+  auto fail = [&](const std::string& what) {
+    absl::Status status = ErrnoStatus(what);
+    ::unlink(to.c_str());
+    return status;
+  };
+  if (::ftruncate(out.get(), st.st_size) != 0) {
+    return fail(absl::StrCat("ftruncate ", to));
+  }
+  off_t offset = 0;
+  while (offset < st.st_size) {
+    off_t data = ::lseek(in.get(), offset, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // only a hole from here on
+      return fail(absl::StrCat("lseek ", from));
+    }
+    off_t hole = ::lseek(in.get(), data, SEEK_HOLE);
+    if (hole < 0) return fail(absl::StrCat("lseek ", from));
+    off_t in_at = data, out_at = data;
+    while (in_at < hole) {
+      ssize_t n = ::copy_file_range(in.get(), &in_at, out.get(), &out_at,
+                                    static_cast<size_t>(hole - in_at), 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return fail(absl::StrCat("copy ", from, " to ", to));
+    }
+    offset = hole;
+  }
+  if (::fsync(out.get()) != 0) return fail(absl::StrCat("fsync ", to));
+  return absl::OkStatus();
+}
+
+absl::Status LinkOrCopy(const std::string& from, const std::string& to) {
+  if (::link(from.c_str(), to.c_str()) == 0) return absl::OkStatus();
+  if (errno != EXDEV && errno != EPERM && errno != EMLINK) {
+    return ErrnoStatus(absl::StrCat("link ", from, " to ", to));
+  }
+  return CopySparse(from, to);
+}
+
+uint64_t DiskUsage(const std::string& dir) {
+  uint64_t bytes = 0;
+  DIR* listing = ::opendir(dir.c_str());
+  if (listing == nullptr) return 0;
+  while (dirent* entry = ::readdir(listing)) {
+    struct stat st {};
+    if (::fstatat(::dirfd(listing), entry->d_name, &st, AT_SYMLINK_NOFOLLOW) ==
+            0 &&
+        S_ISREG(st.st_mode)) {
+      bytes += static_cast<uint64_t>(st.st_blocks) * 512;
+    }
+  }
+  ::closedir(listing);
+  return bytes;
 }
 
 int PruneCache(const std::string& cache_dir,

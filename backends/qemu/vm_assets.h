@@ -66,6 +66,23 @@ class CpioWriter {
 [[nodiscard]] absl::Status MakeWorkspaceDisk(const std::string& path,
                                              uint64_t bytes);
 
+// Writes `data` to a temporary file beside `path` and renames it there: a
+// reader sees the old file, or the whole new one (mode 0644).
+[[nodiscard]] absl::Status ReplaceFile(const std::string& path,
+                                       const std::string& data);
+
+// Copies the file `from` to `to` (which must not exist), holes and all:
+// only the data extents are read and written. Mode 0600.
+[[nodiscard]] absl::Status CopySparse(const std::string& from,
+                                      const std::string& to);
+
+// A hard link `to` of `from` (same filesystem), else a copy.
+[[nodiscard]] absl::Status LinkOrCopy(const std::string& from,
+                                      const std::string& to);
+
+// Bytes the files directly in `dir` take on disk (allocated blocks).
+[[nodiscard]] uint64_t DiskUsage(const std::string& dir);
+
 // Removes what `cache_dir` no longer needs: initramfs other than
 // `current_initramfs` (older agents or modules), disks of image directories
 // that are gone or were replaced, and temporary files of interrupted

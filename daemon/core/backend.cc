@@ -86,10 +86,12 @@ absl::StatusOr<bv1::ProbeResponse> Backend::Probe() {
   return response;
 }
 
-absl::StatusOr<BackendSandbox> Backend::Create(const bv1::SandboxSpec& spec) {
+absl::StatusOr<BackendSandbox> Backend::Create(const bv1::SandboxSpec& spec,
+                                               const std::string& memory) {
   bv1::CreateRequest request;
   *request.mutable_config() = config_;
   *request.mutable_spec() = spec;
+  request.set_memory(memory);
   bv1::CreateResponse response;
   BackendSandbox sandbox;
   RETURN_IF_ERROR(
@@ -152,6 +154,45 @@ absl::StatusOr<std::vector<std::string>> Backend::Reconcile(
       Call(table_->reconcile, "reconcile", request, &response, nullptr));
   return std::vector<std::string>(response.removed_ids().begin(),
                                   response.removed_ids().end());
+}
+
+absl::Status Backend::Pause(const bv1::SandboxHandle& handle) {
+  bv1::PauseRequest request;
+  *request.mutable_config() = config_;
+  *request.mutable_handle() = handle;
+  bv1::PauseResponse response;
+  return Call(table_->pause, "pause", request, &response, nullptr);
+}
+
+absl::Status Backend::Resume(const bv1::SandboxHandle& handle) {
+  bv1::ResumeRequest request;
+  *request.mutable_config() = config_;
+  *request.mutable_handle() = handle;
+  bv1::ResumeResponse response;
+  return Call(table_->resume, "resume", request, &response, nullptr);
+}
+
+absl::StatusOr<bv1::SaveMemoryResponse> Backend::SaveMemory(
+    const bv1::SandboxHandle& handle, const std::string& name) {
+  bv1::SaveMemoryRequest request;
+  *request.mutable_config() = config_;
+  *request.mutable_handle() = handle;
+  request.set_name(name);
+  bv1::SaveMemoryResponse response;
+  RETURN_IF_ERROR(
+      Call(table_->save_memory, "save_memory", request, &response, nullptr));
+  return response;
+}
+
+absl::Status Backend::DeleteMemory(const bv1::SandboxHandle& handle,
+                                   const std::string& state) {
+  bv1::DeleteMemoryRequest request;
+  *request.mutable_config() = config_;
+  *request.mutable_handle() = handle;
+  request.set_state(state);
+  bv1::DeleteMemoryResponse response;
+  return Call(table_->delete_memory, "delete_memory", request, &response,
+              nullptr);
 }
 
 absl::StatusOr<std::unique_ptr<PluginHost>> PluginHost::Create(

@@ -20,9 +20,9 @@ namespace corral::daemon {
 // A created or re-attached sandbox as the backend hands it back.
 struct BackendSandbox {
   corral::backend::v1::SandboxHandle handle;
-  std::vector<int> guarantees;  // corral.v1.Guarantee numbers
+  std::vector<int> guarantees;                 // corral.v1.Guarantee numbers
   std::map<std::string, std::string> details;  // Sandbox.runtime_details
-  UniqueFd agent_fd;            // connected to the sandbox's agent
+  UniqueFd agent_fd;  // connected to the sandbox's agent
 };
 
 // One loaded runtime plugin. Thread-safe: calls go straight to the plugin,
@@ -41,8 +41,11 @@ class Backend {
   const corral::backend::v1::PluginConfig& config() const { return config_; }
 
   [[nodiscard]] absl::StatusOr<corral::backend::v1::ProbeResponse> Probe();
+  // `memory`, when not empty, is a state SaveMemory returned: the sandbox
+  // starts from it instead of booting.
   [[nodiscard]] absl::StatusOr<BackendSandbox> Create(
-      const corral::backend::v1::SandboxSpec& spec);
+      const corral::backend::v1::SandboxSpec& spec,
+      const std::string& memory = "");
   // Reconnects to a sandbox made earlier; an invalid agent_fd means the
   // sandbox is gone and `reason` says why.
   [[nodiscard]] absl::StatusOr<BackendSandbox> Attach(
@@ -53,6 +56,17 @@ class Backend {
       const corral::backend::v1::SandboxHandle& handle);
   [[nodiscard]] absl::StatusOr<std::vector<std::string>> Reconcile(
       const std::vector<std::string>& known_ids);
+  // The optional operations: UNIMPLEMENTED from a runtime without them.
+  [[nodiscard]] absl::Status Pause(
+      const corral::backend::v1::SandboxHandle& handle);
+  [[nodiscard]] absl::Status Resume(
+      const corral::backend::v1::SandboxHandle& handle);
+  [[nodiscard]] absl::StatusOr<corral::backend::v1::SaveMemoryResponse>
+  SaveMemory(const corral::backend::v1::SandboxHandle& handle,
+             const std::string& name);
+  [[nodiscard]] absl::Status DeleteMemory(
+      const corral::backend::v1::SandboxHandle& handle,
+      const std::string& state);
 
  private:
   // Calls one table entry with a serialized request, parses the response.

@@ -67,6 +67,9 @@ struct SandboxManager::Live {
   std::shared_ptr<AgentConnection> agent;
   std::string workspace_dir;
   bool destroyed = false;  // Destroy ran; the record is gone
+  // Paused when the daemon stopped: resumed by Recover, paused again by
+  // FinishRecovery.
+  bool pause_after_recovery = false;
 };
 
 absl::StatusOr<std::unique_ptr<SandboxManager>> SandboxManager::Create(
@@ -108,7 +111,7 @@ void SandboxManager::Shutdown() {
 
 absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
     const Caller& caller, const v1::CreateSandboxRequest& request,
-    const SandboxPreparer& prepare) {
+    const SandboxPreparer& prepare, const std::string& memory) {
   const CallerPolicy policy = options_.resolve_policy
                                   ? options_.resolve_policy(caller)
                                   : CallerPolicy{};
@@ -244,8 +247,22 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
   spec.mutable_runtime_options()->insert(plan.runtime_options.begin(),
                                          plan.runtime_options.end());
 
-  auto created = backend->Create(spec);
+  auto created = backend->Create(spec, memory);
   if (!created.ok()) return fail(created.status());
+  // The runtime may give one sandbox less than it claims (linux without a
+  // user namespace, qemu on the host image): a requirement holds for the
+  // sandbox made, not for the runtime in general.
+  for (int required : plan.require) {
+    if (std::find(created->guarantees.begin(), created->guarantees.end(),
+                  required) == created->guarantees.end()) {
+      live->handle = created->handle;
+      return fail(absl::FailedPreconditionError(absl::StrCat(
+          "runtime ", plan.runtime, " cannot guarantee ",
+          v1::Guarantee_Name(static_cast<v1::Guarantee>(required)),
+          " for this sandbox (it gets: ", GuaranteeList(created->guarantees),
+          "; the runtime's options or image decide)")));
+    }
+  }
   live->handle = created->handle;
   if (auto s =
           store_->UpdateSandboxHandle(id, live->handle.SerializeAsString());
@@ -656,6 +673,96 @@ std::map<std::string, uint32_t> SandboxManager::CountByState() {
   return counts;
 }
 
+void SandboxManager::FinishRecovery() {
+  std::map<std::string, std::shared_ptr<Live>> live;
+  {
+    std::lock_guard lock(mutex_);
+    live = live_;
+  }
+  for (auto& [id, sandbox] : live) {
+    std::lock_guard lock(sandbox->mutex);
+    if (!sandbox->pause_after_recovery) continue;
+    sandbox->pause_after_recovery = false;
+    if (sandbox->view.state() != v1::SANDBOX_STATE_RUNNING) continue;
+    if (auto s = sandbox->backend->Pause(sandbox->handle); !s.ok()) {
+      // It runs: say so rather than claim a pause that did not happen.
+      Log()->error("recover: sandbox {} could not be paused again: {}", id,
+                   s.ToString());
+      (void)store_->UpdateSandboxState(id, v1::SANDBOX_STATE_RUNNING, "");
+      continue;
+    }
+    sandbox->view.set_state(v1::SANDBOX_STATE_PAUSED);
+  }
+}
+
+absl::Status SandboxManager::RequireGuarantee(const v1::Sandbox& view,
+                                              v1::Guarantee guarantee,
+                                              const char* what) const {
+  const auto& list = view.guarantees();
+  if (std::find(list.begin(), list.end(), guarantee) != list.end()) {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "sandbox ", view.id(), " (runtime ", view.runtime(), ") cannot ", what,
+      ": it does not have ", v1::Guarantee_Name(guarantee)));
+}
+
+absl::StatusOr<v1::Sandbox> SandboxManager::ChangePause(const Caller& caller,
+                                                        const std::string& id,
+                                                        Action action) {
+  ASSIGN_OR_RETURN(auto live, Find(caller, id));
+  const bool pause = action == Action::kPause;
+  std::lock_guard lock(live->mutex);
+  // Pausing a paused sandbox (or resuming a running one) is done already.
+  if (live->view.state() ==
+      (pause ? v1::SANDBOX_STATE_PAUSED : v1::SANDBOX_STATE_RUNNING)) {
+    return live->view;
+  }
+  RETURN_IF_ERROR(CheckAllowed(live->view, action));
+  RETURN_IF_ERROR(RequireGuarantee(live->view, v1::GUARANTEE_PAUSE,
+                                   pause ? "pause" : "resume"));
+  RETURN_IF_ERROR(pause ? live->backend->Pause(live->handle)
+                        : live->backend->Resume(live->handle));
+  const auto state =
+      pause ? v1::SANDBOX_STATE_PAUSED : v1::SANDBOX_STATE_RUNNING;
+  live->view.set_state(state);
+  RETURN_IF_ERROR(store_->UpdateSandboxState(id, state, ""));
+  (void)store_->AppendEvent(id, pause ? "paused" : "resumed", "");
+  return live->view;
+}
+
+absl::StatusOr<v1::Sandbox> SandboxManager::PauseSandbox(
+    const Caller& caller, const std::string& id) {
+  return ChangePause(caller, id, Action::kPause);
+}
+
+absl::StatusOr<v1::Sandbox> SandboxManager::ResumeSandbox(
+    const Caller& caller, const std::string& id) {
+  return ChangePause(caller, id, Action::kResume);
+}
+
+absl::StatusOr<bv1::SaveMemoryResponse> SandboxManager::SaveMemory(
+    const Caller& caller, const std::string& id, const std::string& name) {
+  ASSIGN_OR_RETURN(auto live, Find(caller, id));
+  std::lock_guard lock(live->mutex);
+  RETURN_IF_ERROR(CheckAllowed(live->view, Action::kExec));
+  RETURN_IF_ERROR(RequireGuarantee(live->view, v1::GUARANTEE_MEMORY_SNAPSHOT,
+                                   "snapshot its memory"));
+  return live->backend->SaveMemory(live->handle, name);
+}
+
+absl::Status SandboxManager::DeleteMemory(const Caller& caller,
+                                          const std::string& id,
+                                          const std::string& state) {
+  ASSIGN_OR_RETURN(auto live, Find(caller, id));
+  std::lock_guard lock(live->mutex);
+  if (live->backend == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("sandbox ", id, " has no runtime loaded"));
+  }
+  return live->backend->DeleteMemory(live->handle, state);
+}
+
 absl::Status SandboxManager::Recover() {
   ASSIGN_OR_RETURN(auto records, store_->ListSandboxes());
   std::map<std::string, std::vector<std::string>> known_by_runtime;
@@ -690,8 +797,23 @@ absl::Status SandboxManager::Recover() {
       live_[record.id] = live;
     }
     switch (record.state) {
+      case v1::SANDBOX_STATE_PAUSED:
       case v1::SANDBOX_STATE_RUNNING: {
         std::string reason;
+        if (record.state == v1::SANDBOX_STATE_PAUSED) {
+          // A paused guest cannot answer a new connection: run it while its
+          // agent and processes are taken up (FinishRecovery pauses it).
+          if (auto resumed = live->backend->Resume(live->handle);
+              !resumed.ok()) {
+            live->view.set_state(v1::SANDBOX_STATE_RUNNING);
+            MarkFailed(live,
+                       absl::StrCat("not resumed after a daemon restart: ",
+                                    resumed.message()));
+            break;
+          }
+          live->view.set_state(v1::SANDBOX_STATE_RUNNING);
+          live->pause_after_recovery = true;
+        }
         auto attached = live->backend->Attach(live->handle, &reason);
         if (attached.ok() && attached->agent_fd.valid()) {
           auto agent = AgentConnection::Open(std::move(attached->agent_fd),

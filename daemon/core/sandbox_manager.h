@@ -119,9 +119,30 @@ class SandboxManager {
   // that the next daemon re-attaches them.
   void Shutdown();
 
+  // `memory`, when not empty, is a saved state (SaveMemory) of a sandbox of
+  // the same runtime: the new sandbox starts from it instead of booting.
   absl::StatusOr<corral::v1::Sandbox> CreateSandbox(
       const Caller& caller, const corral::v1::CreateSandboxRequest& request,
-      const SandboxPreparer& prepare = nullptr);
+      const SandboxPreparer& prepare = nullptr, const std::string& memory = "");
+  // Runs Recover's last step, after Processes::Recover: a sandbox that was
+  // paused when the daemon stopped is resumed for as long as its agent and
+  // processes are taken up again (a daemon cannot reach a paused guest),
+  // then paused again.
+  void FinishRecovery();
+
+  // Pauses or resumes every process of a sandbox (runtimes that guarantee
+  // PAUSE; FAILED_PRECONDITION naming the guarantee otherwise).
+  absl::StatusOr<corral::v1::Sandbox> PauseSandbox(const Caller& caller,
+                                                   const std::string& id);
+  absl::StatusOr<corral::v1::Sandbox> ResumeSandbox(const Caller& caller,
+                                                    const std::string& id);
+  // Saves a running sandbox's whole state under `name` through its runtime
+  // (MEMORY_SNAPSHOT); the opaque state for CreateSandbox's `memory`.
+  absl::StatusOr<corral::backend::v1::SaveMemoryResponse> SaveMemory(
+      const Caller& caller, const std::string& id, const std::string& name);
+  // Removes a state SaveMemory made for sandbox `id`.
+  absl::Status DeleteMemory(const Caller& caller, const std::string& id,
+                            const std::string& state);
   // The agent of a running sandbox the caller may see, for `action`
   // (FAILED_PRECONDITION when the state does not allow it).
   absl::StatusOr<SandboxAccess> Access(const Caller& caller,
@@ -169,6 +190,15 @@ class SandboxManager {
   // its processes; the record stays until deleted or expired.
   void MarkFailed(const std::shared_ptr<Live>& live, const std::string& why);
   void CheckAgent(const std::shared_ptr<Live>& live);
+  // PauseSandbox (action kPause) and ResumeSandbox (kResume).
+  absl::StatusOr<corral::v1::Sandbox> ChangePause(const Caller& caller,
+                                                  const std::string& id,
+                                                  Action action);
+  // OK when the sandbox has `guarantee`; FAILED_PRECONDITION saying it
+  // cannot do `what` otherwise.
+  absl::Status RequireGuarantee(const corral::v1::Sandbox& view,
+                                corral::v1::Guarantee guarantee,
+                                const char* what) const;
   void ReaperLoop();
   void RecordCommand(const RunningCommand& command,
                      const corral::v1::ExecExit& exit);

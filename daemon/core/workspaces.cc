@@ -1,6 +1,7 @@
 #include "daemon/core/workspaces.h"
 
 #include <algorithm>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -141,6 +142,46 @@ uint64_t ContentBytes(const wv1::Manifest& manifest) {
   return total;
 }
 
+// A sandbox started from a saved machine is that machine: the same runtime,
+// image, size and hostname. `create` gets the source's where it names none,
+// and is refused where it names others.
+absl::Status SameMachine(const v1::Sandbox& source,
+                         v1::CreateSandboxRequest* create) {
+  auto differs = [&](const char* what, const std::string& asked,
+                     const std::string& had) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sandbox.", what,
+                     ": a sandbox forked from a memory snapshot is the "
+                     "saved machine: ",
+                     what, " ", asked, " is not the snapshot's ", had));
+  };
+  if (create->runtime() != source.runtime()) {
+    return differs("runtime", create->runtime(), source.runtime());
+  }
+  if (create->image() != source.image()) {
+    return differs("image", create->image(), source.image());
+  }
+  // Its kernel keeps the name it had.
+  if (!create->hostname().empty() && create->hostname() != source.hostname()) {
+    return differs("hostname", create->hostname(), source.hostname());
+  }
+  create->set_hostname(source.hostname());
+  const v1::Limits& asked = create->limits();
+  const v1::Limits& had = source.limits();
+  for (auto [what, want, have] :
+       {std::tuple<const char*, uint64_t, uint64_t>{
+            "limits.cpu_millis", asked.cpu_millis(), had.cpu_millis()},
+        {"limits.memory_mib", asked.memory_mib(), had.memory_mib()},
+        {"limits.pids", asked.pids(), had.pids()},
+        {"limits.disk_mib", asked.disk_mib(), had.disk_mib()}}) {
+    if (want != 0 && want != have) {
+      return differs(what, absl::StrCat(want), absl::StrCat(have));
+    }
+  }
+  *create->mutable_limits() = had;
+  return absl::OkStatus();
+}
+
 v1::Snapshot ToSnapshot(const SnapshotRecord& record) {
   v1::Snapshot snapshot;
   snapshot.set_sandbox_id(record.sandbox_id);
@@ -150,6 +191,8 @@ v1::Snapshot ToSnapshot(const SnapshotRecord& record) {
   snapshot.set_size_bytes(record.size_bytes);
   snapshot.set_entries(record.entries);
   snapshot.set_new_bytes(record.new_bytes);
+  snapshot.set_memory(!record.memory.empty());
+  snapshot.set_memory_bytes(record.memory_bytes);
   return snapshot;
 }
 
@@ -584,10 +627,6 @@ absl::StatusOr<v1::GetCommandLogResponse> Workspaces::CommandLog(
 
 absl::StatusOr<v1::Snapshot> Workspaces::CreateSnapshot(
     const Caller& caller, const v1::CreateSnapshotRequest& request) {
-  if (request.memory()) {
-    return absl::UnimplementedError(
-        "memory snapshots are not built yet; see docs/api.md");
-  }
   std::string name = request.name();
   if (name.empty()) {
     name = absl::FormatTime("snap-%Y%m%d-%H%M%S", absl::Now(),
@@ -596,6 +635,16 @@ absl::StatusOr<v1::Snapshot> Workspaces::CreateSnapshot(
   RETURN_IF_ERROR(ValidateSnapshotName(name));
   ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
                                                    Action::kExec));
+  const auto& guarantees = access.view.guarantees();
+  if (request.memory() &&
+      std::find(guarantees.begin(), guarantees.end(),
+                v1::GUARANTEE_MEMORY_SNAPSHOT) == guarantees.end()) {
+    // Refused before anything is captured.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "sandbox ", request.sandbox_id(), " (runtime ", access.view.runtime(),
+        ") cannot snapshot its memory: it does not have "
+        "GUARANTEE_MEMORY_SNAPSHOT"));
+  }
   auto lock = SandboxLock(request.sandbox_id());
   std::lock_guard guard(*lock);
   std::shared_lock content_lock(content_mutex_);
@@ -625,7 +674,21 @@ absl::StatusOr<v1::Snapshot> Workspaces::CreateSnapshot(
   record.entries = captured.manifest.entries_size();
   record.size_bytes = ContentBytes(captured.manifest);
   record.new_bytes = captured.new_bytes;
-  RETURN_IF_ERROR(store_->PutSnapshot(record, /*replace=*/false));
+  if (request.memory()) {
+    // The workspace was captured first: the manifest is what the saved
+    // machine's disk held a moment before it was frozen.
+    ASSIGN_OR_RETURN(
+        auto saved, sandboxes_->SaveMemory(caller, request.sandbox_id(), name));
+    record.memory = saved.state();
+    record.memory_bytes = saved.size_bytes();
+  }
+  if (auto put = store_->PutSnapshot(record, /*replace=*/false); !put.ok()) {
+    if (!record.memory.empty()) {
+      (void)sandboxes_->DeleteMemory(caller, request.sandbox_id(),
+                                     record.memory);
+    }
+    return put;
+  }
   (void)store_->AppendEvent(record.sandbox_id, "snapshot",
                             absl::StrCat("created ", name));
   return ToSnapshot(record);
@@ -649,6 +712,12 @@ absl::Status Workspaces::DeleteSnapshot(
   RETURN_IF_ERROR(ValidateSnapshotName(request.name()));
   RETURN_IF_ERROR(
       sandboxes_->GetSandbox(caller, request.sandbox_id()).status());
+  ASSIGN_OR_RETURN(SnapshotRecord record,
+                   store_->GetSnapshot(request.sandbox_id(), request.name()));
+  if (!record.memory.empty()) {
+    RETURN_IF_ERROR(
+        sandboxes_->DeleteMemory(caller, request.sandbox_id(), record.memory));
+  }
   RETURN_IF_ERROR(store_->DeleteSnapshot(request.sandbox_id(), request.name()));
   (void)store_->AppendEvent(request.sandbox_id(), "snapshot",
                             absl::StrCat("removed ", request.name()));
@@ -688,12 +757,18 @@ absl::StatusOr<v1::Sandbox> Workspaces::ForkSnapshot(
   // Held until the new sandbox's baseline references the content.
   std::shared_lock content_lock(content_mutex_);
   wv1::Manifest source;
+  // A memory snapshot's saved machine, which the new sandbox starts from.
+  std::string memory;
   {
     auto lock = SandboxLock(request.sandbox_id());
     std::lock_guard guard(*lock);
     if (!request.name().empty()) {
       ASSIGN_OR_RETURN(source,
                        LoadManifest(request.sandbox_id(), request.name()));
+      ASSIGN_OR_RETURN(
+          SnapshotRecord record,
+          store_->GetSnapshot(request.sandbox_id(), request.name()));
+      memory = record.memory;
     } else {
       ASSIGN_OR_RETURN(wv1::Manifest reference,
                        LatestManifest(request.sandbox_id()));
@@ -704,12 +779,25 @@ absl::StatusOr<v1::Sandbox> Workspaces::ForkSnapshot(
   v1::CreateSandboxRequest create = request.sandbox();
   if (create.runtime().empty()) create.set_runtime(access.view.runtime());
   if (create.image().empty()) create.set_image(access.view.image());
+  if (!memory.empty()) RETURN_IF_ERROR(SameMachine(access.view, &create));
   auto prepare = [&](AgentConnection& agent,
                      const std::string& sandbox_id) -> absl::Status {
-    RETURN_IF_ERROR(Unpack(agent, source));
+    if (!memory.empty()) {
+      // A saved machine brings its disk: its workspace is there already.
+      // Its background processes (exec -d, shells) belong to the source's
+      // records, which this sandbox does not have: they end, as at a
+      // recovery, rather than run where no one can see them.
+      for (const std::string& key : agent.hello().detached()) {
+        corral::agent::v1::Resume resume;
+        resume.set_key(key);
+        (void)agent.ResumeExec(resume, false);  // dropped: killed
+      }
+    } else {
+      RETURN_IF_ERROR(Unpack(agent, source));
+    }
     return RecordBaseline(agent, sandbox_id, source);
   };
-  auto created = sandboxes_->CreateSandbox(caller, create, prepare);
+  auto created = sandboxes_->CreateSandbox(caller, create, prepare, memory);
   if (!created.ok()) {
     RequestGarbageCollection();
     return created.status();

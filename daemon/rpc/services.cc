@@ -246,15 +246,23 @@ class SandboxesService final : public v1::Sandboxes::Service {
                             v1::Sandbox*) override {
     return NotBuilt("StartSandbox");
   }
-  grpc::Status PauseSandbox(grpc::ServerContext*,
-                            const v1::PauseSandboxRequest*,
-                            v1::Sandbox*) override {
-    return NotBuilt("PauseSandbox");
+  grpc::Status PauseSandbox(grpc::ServerContext* context,
+                            const v1::PauseSandboxRequest* request,
+                            v1::Sandbox* response) override {
+    CALLER_OR_RETURN(caller);
+    auto sandbox = deps_.manager->PauseSandbox(caller, request->id());
+    if (!sandbox.ok()) return ToGrpcStatus(sandbox.status());
+    *response = std::move(*sandbox);
+    return grpc::Status::OK;
   }
-  grpc::Status ResumeSandbox(grpc::ServerContext*,
-                             const v1::ResumeSandboxRequest*,
-                             v1::Sandbox*) override {
-    return NotBuilt("ResumeSandbox");
+  grpc::Status ResumeSandbox(grpc::ServerContext* context,
+                             const v1::ResumeSandboxRequest* request,
+                             v1::Sandbox* response) override {
+    CALLER_OR_RETURN(caller);
+    auto sandbox = deps_.manager->ResumeSandbox(caller, request->id());
+    if (!sandbox.ok()) return ToGrpcStatus(sandbox.status());
+    *response = std::move(*sandbox);
+    return grpc::Status::OK;
   }
 
   grpc::Status Run(grpc::ServerContext* context,

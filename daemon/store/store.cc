@@ -93,6 +93,12 @@ CREATE TABLE snapshots (
   PRIMARY KEY (sandbox_id, name)
 ) STRICT;
 )sql"},
+    // Memory snapshots: the runtime's opaque saved state beside the
+    // workspace's manifest; empty for a workspace-only snapshot.
+    {3, R"sql(
+ALTER TABLE snapshots ADD COLUMN memory BLOB NOT NULL DEFAULT x'';
+ALTER TABLE snapshots ADD COLUMN memory_bytes INTEGER NOT NULL DEFAULT 0;
+)sql"},
 };
 static_assert(std::size(kMigrations) == Store::kSchemaVersion);
 
@@ -906,11 +912,12 @@ absl::Status Store::PutSnapshot(const SnapshotRecord& record, bool replace) {
   std::lock_guard lock(mutex_);
   static constexpr char kInsert[] =
       "INSERT INTO snapshots (sandbox_id, name, manifest, created_at, entries, "
-      "size_bytes, new_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+      "size_bytes, new_bytes, memory, memory_bytes) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
   static constexpr char kReplace[] =
       "INSERT OR REPLACE INTO snapshots (sandbox_id, name, manifest, "
-      "created_at, entries, size_bytes, new_bytes) "
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+      "created_at, entries, size_bytes, new_bytes, memory, memory_bytes) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
   {
     static constexpr char kExists[] = "SELECT 1 FROM sandboxes WHERE id = ?1";
     ASSIGN_OR_RETURN(Statement check, Prepare(kExists));
@@ -928,6 +935,8 @@ absl::Status Store::PutSnapshot(const SnapshotRecord& record, bool replace) {
                             .Int(5, static_cast<int64_t>(record.entries))
                             .Int(6, static_cast<int64_t>(record.size_bytes))
                             .Int(7, static_cast<int64_t>(record.new_bytes))
+                            .Blob(8, record.memory)
+                            .Int(9, static_cast<int64_t>(record.memory_bytes))
                             .Run();
   if (absl::IsAlreadyExists(status)) {
     return absl::AlreadyExistsError(absl::StrCat("sandbox ", record.sandbox_id,
@@ -940,7 +949,7 @@ absl::Status Store::PutSnapshot(const SnapshotRecord& record, bool replace) {
 namespace {
 constexpr char kSnapshotColumns[] =
     "SELECT sandbox_id, name, manifest, created_at, entries, size_bytes, "
-    "new_bytes FROM snapshots ";
+    "new_bytes, memory, memory_bytes FROM snapshots ";
 }  // namespace
 
 absl::StatusOr<std::vector<SnapshotRecord>> Store::QuerySnapshots(
@@ -954,6 +963,8 @@ absl::StatusOr<std::vector<SnapshotRecord>> Store::QuerySnapshots(
     r.entries = static_cast<uint64_t>(row.ColumnInt(4));
     r.size_bytes = static_cast<uint64_t>(row.ColumnInt(5));
     r.new_bytes = static_cast<uint64_t>(row.ColumnInt(6));
+    r.memory = row.ColumnBytes(7);
+    r.memory_bytes = static_cast<uint64_t>(row.ColumnInt(8));
     return r;
   });
 }

@@ -97,6 +97,10 @@ struct SnapshotRecord {
   uint64_t entries = 0;
   uint64_t size_bytes = 0;
   uint64_t new_bytes = 0;
+  // The runtime's saved state of the whole sandbox (a memory snapshot), or
+  // empty for a snapshot of the workspace alone.
+  std::string memory;
+  uint64_t memory_bytes = 0;  // what the saved state takes on the host
 };
 
 // A range of host uids, [base, base + count).
@@ -118,7 +122,7 @@ class Store {
  public:
   // The schema version this code writes. A database at a newer version is
   // refused, because the old code could silently lose the newer columns.
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   // Opens (creating if missing) the database at `path` (mode 0600) and
   // applies the pending migrations, each in its own transaction.

@@ -166,16 +166,44 @@ TEST_CASE("declared but unbuilt RPCs answer UNIMPLEMENTED with a message") {
   CHECK(status.error_code() == grpc::StatusCode::UNIMPLEMENTED);
   CHECK(status.error_message().find("WatchEvents is not built yet") !=
         std::string::npos);
-  // Memory snapshots: the RPC is built, that option is not.
+  auto sandboxes = corral::v1::Sandboxes::NewStub(daemon.Channel());
+  grpc::ClientContext stop_context;
+  corral::v1::StopSandboxRequest stop;
+  corral::v1::Sandbox stopped;
+  auto refused = sandboxes->StopSandbox(&stop_context, stop, &stopped);
+  CHECK(refused.error_code() == grpc::StatusCode::UNIMPLEMENTED);
+  CHECK(refused.error_message().find("StopSandbox is not built yet") !=
+        std::string::npos);
+}
+
+TEST_CASE(
+    "pause and memory snapshots on a runtime without them are refused naming "
+    "the guarantee, and change nothing") {
+  Daemon daemon;
+  const std::string id = daemon.CreateSandbox();
+  auto sandboxes = corral::v1::Sandboxes::NewStub(daemon.Channel());
+  grpc::ClientContext pause_context;
+  corral::v1::PauseSandboxRequest pause;
+  pause.set_id(id);
+  corral::v1::Sandbox paused;
+  auto refused = sandboxes->PauseSandbox(&pause_context, pause, &paused);
+  CHECK(refused.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(refused.error_message().find("GUARANTEE_PAUSE") != std::string::npos);
   auto snapshots = corral::v1::Snapshots::NewStub(daemon.Channel());
   grpc::ClientContext memory_context;
   corral::v1::CreateSnapshotRequest memory;
+  memory.set_sandbox_id(id);
+  memory.set_name("warm");
   memory.set_memory(true);
   corral::v1::Snapshot snapshot;
-  auto refused = snapshots->CreateSnapshot(&memory_context, memory, &snapshot);
-  CHECK(refused.error_code() == grpc::StatusCode::UNIMPLEMENTED);
-  CHECK(refused.error_message().find("memory snapshots are not built yet") !=
+  refused = snapshots->CreateSnapshot(&memory_context, memory, &snapshot);
+  CHECK(refused.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(refused.error_message().find("GUARANTEE_MEMORY_SNAPSHOT") !=
         std::string::npos);
+  // No snapshot was kept, and the sandbox still runs.
+  auto listed = daemon.Cli({"snapshot", "ls", id});
+  CHECK(listed.out.find("warm") == std::string::npos);
+  CHECK(daemon.Cli({"exec", id, "--", "true"}).exit_code == 0);
 }
 
 TEST_CASE("the standard gRPC health service answers SERVING") {

@@ -852,12 +852,17 @@ TEST_CASE("snapshot create, ls, rm; reset; fork", "[client][workspace]") {
   auto unnamed = daemon.Cli({"snapshot", "create", kId});
   CHECK(unnamed.out == "snap-20260101-000000\n");
   CHECK(daemon.snapshots.create_request.name().empty());
+  CHECK_FALSE(daemon.snapshots.create_request.memory());
+  CHECK(daemon.Cli({"snapshot", "create", "--memory", kId, "warm"}).exit_code ==
+        0);
+  CHECK(daemon.snapshots.create_request.memory());
+  CHECK(daemon.snapshots.create_request.name() == "warm");
 
   auto list = daemon.Cli({"snapshot", "ls", kId});
   CHECK(list.exit_code == 0);
   CHECK(list.out ==
-        "NAME              CREATED   ENTRIES   SIZE      NEW\n"
-        "before-refactor   -         120       3.0 MiB   2.0 KiB\n");
+        "NAME              CREATED   ENTRIES   SIZE      NEW       MEMORY\n"
+        "before-refactor   -         120       3.0 MiB   2.0 KiB   -\n");
 
   auto remove = daemon.Cli({"snapshot", "rm", kId, "old"});
   CHECK(remove.exit_code == 0);

@@ -268,6 +268,12 @@ TEST_CASE(
   CHECK(Contains(all, "id=root,format=raw,readonly=on"));
   CHECK(Contains(all, "socket,id=qmp,fd=14,server=on,wait=off"));
   CHECK_FALSE(Contains(all, "vhost-user-fs"));
+  CHECK_FALSE(Contains(all, "-incoming"));
+  // Starting from a saved machine: the same machine, loaded from fd 16.
+  auto restored = qemu::QemuCommand("/usr/bin/qemu-system-x86_64", plan, true);
+  CHECK(After(restored, "-incoming") == "fd:16");
+  restored.resize(argv.size());
+  CHECK(restored == argv);
 
   plan.host_image = true;
   plan.accel = qemu::Accel::kKvm;
@@ -407,6 +413,28 @@ TEST_CASE(
                  "lost+found"));
   // Never over an existing file.
   CHECK_FALSE(qemu::MakeWorkspaceDisk(disk, 256u << 20).ok());
+}
+
+TEST_CASE("a machine record round-trips and refuses what it did not write",
+          "[qemu]") {
+  qemu::Machine machine;
+  machine.plan = Plan();
+  machine.kernel = "/k/vmlinux";
+  machine.initramfs = "/c/initramfs.cpio";
+  machine.root_disk = "/c/image.ext4";
+  machine.workspace_disk = "/w/" + kId + "/disk.ext4";
+  auto parsed = qemu::Machine::Parse(machine.Serialize());
+  REQUIRE(parsed.ok());
+  CHECK(parsed->Serialize() == machine.Serialize());
+  CHECK(parsed->plan.ram_bytes == machine.plan.ram_bytes);
+  CHECK(qemu::KernelCommandLine(parsed->plan) ==
+        qemu::KernelCommandLine(machine.plan));
+  std::string text = machine.Serialize();
+  text.replace(text.find("root_disk=/c"), 12, "root_disk=c/");
+  CHECK_FALSE(qemu::Machine::Parse(text).ok());
+  machine.plan.host_image = true;  // with a root disk: inconsistent
+  CHECK_FALSE(qemu::Machine::Parse(machine.Serialize()).ok());
+  CHECK_FALSE(qemu::Machine::Parse("version=1\n").ok());
 }
 
 TEST_CASE("the host's TSC rate is measured", "[qemu]") {

@@ -20,7 +20,8 @@
 extern "C" {
 #endif
 
-#define CORRAL_BACKEND_ABI_VERSION 1u
+/* 2: pause, resume, save_memory and delete_memory, after free_result. */
+#define CORRAL_BACKEND_ABI_VERSION 2u
 #define CORRAL_BACKEND_ENTRY_SYMBOL "corral_backend_entry"
 
 /* What a call hands back. The daemon zero-fills it and sets agent_fd to -1
@@ -73,6 +74,22 @@ typedef struct corral_backend_v1 {
 
   /* Releases response and error_message of a result (not agent_fd). */
   void (*free_result)(corral_result* result);
+
+  /* The optional operations: a runtime that cannot do one answers
+   * UNIMPLEMENTED (12) with a message, and does not claim the guarantee.
+   * PauseRequest -> PauseResponse: every process of the sandbox stops
+   * (GUARANTEE_PAUSE). Pausing a paused sandbox succeeds. */
+  corral_backend_call pause;
+  /* ResumeRequest -> ResumeResponse. Resuming a running sandbox succeeds. */
+  corral_backend_call resume;
+  /* SaveMemoryRequest -> SaveMemoryResponse: the sandbox's whole state
+   * (memory, devices, its disks as they are) saved under a name, so that a
+   * create can start a new sandbox from it (GUARANTEE_MEMORY_SNAPSHOT). The
+   * sandbox runs on as before. Destroying the sandbox removes its saved
+   * states. */
+  corral_backend_call save_memory;
+  /* DeleteMemoryRequest -> DeleteMemoryResponse. Idempotent. */
+  corral_backend_call delete_memory;
 } corral_backend_v1;
 
 /* The entry point. Returns NULL when the plugin cannot speak abi_version. */
