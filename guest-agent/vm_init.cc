@@ -99,6 +99,17 @@ std::string ReadSmallFile(const std::string& path) {
   return text;
 }
 
+// corral.trace=1: each step's end on the console, with the kernel's uptime
+// (to see where a boot's time goes).
+bool tracing = false;
+
+void Trace(const char* step) {
+  if (!tracing) return;
+  std::string uptime = ReadSmallFile("/proc/uptime");
+  uptime = uptime.substr(0, uptime.find(' '));
+  Say("%s at %s s", step, uptime.c_str());
+}
+
 void SleepMs(int ms) {
   timespec pause{0, ms * 1000000L};
   ::nanosleep(&pause, nullptr);
@@ -412,13 +423,19 @@ void RunVmInit() {
   Mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
   Mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
   const auto settings = ParseVmCommandLine(ReadSmallFile("/proc/cmdline"));
+  tracing = settings.count("trace") != 0 && settings.at("trace") == "1";
+  Trace("init started");
 
   LoadModules();
+  Trace("modules loaded");
   auto port_name = settings.find("port");
   const std::string port = WaitForPort(
       port_name == settings.end() ? kDefaultPort : port_name->second);
+  Trace("port found");
   MountRoot(settings);
+  Trace("root mounted");
   MountSandbox(settings);
+  Trace("sandbox mounted");
   if (auto hostname = settings.find("hostname"); hostname != settings.end()) {
     if (::sethostname(hostname->second.data(), hostname->second.size()) != 0) {
       Fail("sethostname " + hostname->second, errno);
@@ -431,6 +448,7 @@ void RunVmInit() {
   StartLink(port, listen_fd);
   SetCommandCgroup(kCommandCgroup);
   SetDropCommandCapabilities(true);
+  Trace("agent starting");
   AgentOptions options;
   options.listen_fd = listen_fd;
   const int code = RunAgent(options);

@@ -21,6 +21,8 @@
 //   corral.memory=BYTES          memory.max of the commands' cgroup
 //   corral.pids=N                pids.max of the commands' cgroup
 //   corral.tmp=BYTES             size of the /tmp tmpfs (64 MiB)
+//   corral.trace=1               each step's end on the console, with the
+//                                kernel's uptime
 #ifndef CORRAL_GUEST_AGENT_VM_INIT_H_
 #define CORRAL_GUEST_AGENT_VM_INIT_H_
 

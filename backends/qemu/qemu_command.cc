@@ -30,8 +30,8 @@ std::string Machine::Serialize() const {
       "\nram_bytes=", plan.ram_bytes, "\ntb_cache_bytes=", plan.tb_cache_bytes,
       "\ntsc_khz=", plan.tsc_khz, "\nhost_image=", plan.host_image ? 1 : 0,
       "\nmemory_limit_bytes=", plan.memory_limit_bytes, "\npids=", plan.pids,
-      "\ntmp_bytes=", plan.tmp_bytes, "\nkernel=", kernel,
-      "\ninitramfs=", initramfs, "\nroot_disk=", root_disk,
+      "\ntmp_bytes=", plan.tmp_bytes, "\ntrace_boot=", plan.trace_boot ? 1 : 0,
+      "\nkernel=", kernel, "\ninitramfs=", initramfs, "\nroot_disk=", root_disk,
       "\nworkspace_disk=", workspace_disk, "\n");
 }
 
@@ -68,6 +68,7 @@ absl::StatusOr<Machine> Machine::Parse(absl::string_view text) {
     return bad("bad numbers");
   }
   plan.host_image = host_image == 1;
+  plan.trace_boot = values["trace_boot"] == "1";
   machine.kernel = values["kernel"];
   machine.initramfs = values["initramfs"];
   machine.root_disk = values["root_disk"];
@@ -102,7 +103,7 @@ std::string KernelCommandLine(const VmPlan& plan) {
                   " corral.hostname=", plan.hostname,
                   " corral.memory=", plan.memory_limit_bytes,
                   " corral.pids=", plan.pids, " corral.tmp=", plan.tmp_bytes,
-                  " -- --vm-init");
+                  plan.trace_boot ? " corral.trace=1" : "", " -- --vm-init");
   return line;
 }
 

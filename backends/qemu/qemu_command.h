@@ -45,6 +45,8 @@ struct VmPlan {
   uint64_t memory_limit_bytes = 0;
   uint32_t pids = 0;
   uint64_t tmp_bytes = 0;
+  // The guest's init prints each step's time on the console (console.log).
+  bool trace_boot = false;
 };
 
 // What a VM was started with, kept in its runtime directory ("machine") so

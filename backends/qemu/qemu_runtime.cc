@@ -565,10 +565,11 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
     plan.memory_limit_bytes = spec.memory_bytes();
     plan.pids = spec.pids();
     plan.tmp_bytes = kDefaultTmpBytes;
+    plan.trace_boot = settings.trace_boot;
     machine.kernel = kernel.vmlinux;
-    ASSIGN_OR_RETURN(
-        machine.initramfs,
-        InitramfsFor(settings.CacheDir(), kernel, settings.agent_path));
+    ASSIGN_OR_RETURN(machine.initramfs,
+                     InitramfsFor(settings.CacheDir(), kernel,
+                                  settings.agent_path, host_image));
     if (!host_image) {
       ASSIGN_OR_RETURN(
           machine.root_disk,
@@ -864,13 +865,14 @@ absl::StatusOr<bv1::ReconcileResponse> Reconcile(
     }
   }
   if (auto kernel = FindKernel(settings.kernel_dir); kernel.ok()) {
-    if (auto initramfs =
-            InitramfsFor(settings.CacheDir(), *kernel, settings.agent_path);
-        initramfs.ok()) {
-      if (int pruned = PruneCache(settings.CacheDir(), *initramfs);
-          pruned > 0) {
-        Log().info("reconcile: removed {} stale cached VM files", pruned);
-      }
+    std::vector<std::string> current;
+    for (bool virtiofs : {false, true}) {
+      auto path = InitramfsPath(settings.CacheDir(), *kernel,
+                                settings.agent_path, virtiofs);
+      if (path.ok()) current.push_back(*path);
+    }
+    if (int pruned = PruneCache(settings.CacheDir(), current); pruned > 0) {
+      Log().info("reconcile: removed {} stale cached VM files", pruned);
     }
   }
   if (!result.ok()) return result;

@@ -122,6 +122,11 @@ absl::StatusOr<Settings> ParseSettings(
           !s.ok()) {
         return s;
       }
+    } else if (key == "trace_boot") {
+      if (value != "true" && value != "false") {
+        return BadOption(key, value, "true or false");
+      }
+      settings.trace_boot = value == "true";
     } else if (key == "boot_timeout_seconds") {
       if (!absl::SimpleAtoi(value, &settings.boot_timeout_seconds) ||
           settings.boot_timeout_seconds < 1 ||

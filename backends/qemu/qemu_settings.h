@@ -46,6 +46,8 @@ struct Settings {
   uint64_t tb_cache_bytes = 0;
   // How long a create waits for the agent of a booting VM.
   uint32_t boot_timeout_seconds = 0;
+  // Guests print their init's steps with times on the console.
+  bool trace_boot = false;
 
   [[nodiscard]] std::string SandboxDir(absl::string_view id) const;
   // Cached initramfs and image disks, shared by every sandbox.

@@ -50,10 +50,15 @@ class CpioWriter {
 };
 
 // The initramfs for `kernel` with the agent at `agent_path`, built once per
-// agent binary and module set into `cache_dir`; its path.
+// agent binary and module set into `cache_dir`; its path. Only a root over
+// `virtiofs` needs the fuse and virtiofs modules.
 [[nodiscard]] absl::StatusOr<std::string> InitramfsFor(
     const std::string& cache_dir, const Kernel& kernel,
-    const std::string& agent_path);
+    const std::string& agent_path, bool virtiofs);
+// Its path, built or not.
+[[nodiscard]] absl::StatusOr<std::string> InitramfsPath(
+    const std::string& cache_dir, const Kernel& kernel,
+    const std::string& agent_path, bool virtiofs);
 
 // The read-only ext4 disk of the image directory `image_dir`, built once
 // per directory (by device, inode and change time: a re-imported image is a
@@ -83,12 +88,12 @@ class CpioWriter {
 // Bytes the files directly in `dir` take on disk (allocated blocks).
 [[nodiscard]] uint64_t DiskUsage(const std::string& dir);
 
-// Removes what `cache_dir` no longer needs: initramfs other than
+// Removes what `cache_dir` no longer needs: initramfs not among
 // `current_initramfs` (older agents or modules), disks of image directories
 // that are gone or were replaced, and temporary files of interrupted
 // builds. A running VM keeps its open disk. Returns how many files went.
 int PruneCache(const std::string& cache_dir,
-               const std::string& current_initramfs);
+               const std::vector<std::string>& current_initramfs);
 
 }  // namespace corral::qemu_runtime
 

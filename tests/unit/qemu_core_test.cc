@@ -308,7 +308,7 @@ TEST_CASE(
   CHECK(fs::path(kernel->modules[0]).filename() == "00-virtio_ring.ko");
 
   const fs::path cache = dir.path() / "cache";
-  auto initramfs = qemu::InitramfsFor(cache, *kernel, agent);
+  auto initramfs = qemu::InitramfsFor(cache, *kernel, agent, true);
   REQUIRE(initramfs.ok());
   auto entries = ReadCpio(ReadFile(*initramfs));
   REQUIRE(entries.count("init") == 1);
@@ -326,18 +326,18 @@ TEST_CASE(
 
   // Cached: the same agent gives the same file, untouched.
   const auto written = fs::last_write_time(*initramfs);
-  auto again = qemu::InitramfsFor(cache, *kernel, agent);
+  auto again = qemu::InitramfsFor(cache, *kernel, agent, true);
   REQUIRE(again.ok());
   CHECK(*again == *initramfs);
   CHECK(fs::last_write_time(*again) == written);
   // A new agent build is a new initramfs; pruning keeps only the current.
   ::sleep(1);
   WriteFile(agent, "a newer agent");
-  auto newer = qemu::InitramfsFor(cache, *kernel, agent);
+  auto newer = qemu::InitramfsFor(cache, *kernel, agent, true);
   REQUIRE(newer.ok());
   CHECK(*newer != *initramfs);
   CHECK(ReadCpio(ReadFile(*newer))["init"].data == "a newer agent");
-  CHECK(qemu::PruneCache(cache, *newer) == 1);
+  CHECK(qemu::PruneCache(cache, {*newer}) == 1);
   CHECK_FALSE(fs::exists(*initramfs));
   CHECK(fs::exists(*newer));
 
@@ -389,7 +389,7 @@ TEST_CASE(
   auto replaced = qemu::ImageDiskFor(cache, image);
   REQUIRE(replaced.ok());
   CHECK(*replaced != *disk);
-  CHECK(qemu::PruneCache(cache, "") == 2);  // the old disk and its .source
+  CHECK(qemu::PruneCache(cache, {}) == 2);  // the old disk and its .source
   CHECK_FALSE(fs::exists(*disk));
   CHECK(fs::exists(*replaced));
 
