@@ -177,7 +177,9 @@ class Agent {
   explicit Agent(const AgentOptions& options)
       : listen_fd_(options.listen_fd),
         exit_when_disconnected_(options.connection_fd >= 0),
-        initial_connection_fd_(options.connection_fd) {}
+        initial_connection_fd_(options.connection_fd),
+        link_pid_(options.link_pid),
+        outside_peers_only_(options.link_pid <= 0 && ::getpid() == 1) {}
 
   int Run();
 
@@ -197,6 +199,7 @@ class Agent {
   void SendError(uint64_t stream_id, const std::string& message);
   void SendWindowUpdate(uint64_t stream_id, uint64_t bytes);
   void OnAccept();
+  bool PeerAllowed(int fd) const;
 
   // Frames from the daemon.
   void HandleFrame(const Frame& frame);
@@ -246,6 +249,8 @@ class Agent {
   std::unique_ptr<Connection> connection_;
   const bool exit_when_disconnected_;
   int initial_connection_fd_;
+  const pid_t link_pid_;
+  const bool outside_peers_only_;
 
   // Commands by pid until reaped; the reaper finds its command here.
   std::unordered_map<pid_t, Command*> by_pid_;
@@ -301,6 +306,8 @@ bool Agent::Init() {
     AdoptConnection(UniqueFd(initial_connection_fd_));
     initial_connection_fd_ = -1;
   }
+  // A link that died before SIGCHLD was blocked left only its zombie.
+  if (link_pid_ > 0) ReapChildren();
   return true;
 }
 
@@ -401,6 +408,22 @@ void Agent::Detach(std::unique_ptr<Command> command) {
   RefreshCommand(*raw);
 }
 
+bool Agent::PeerAllowed(int fd) const {
+  if (link_pid_ <= 0 && !outside_peers_only_) return true;
+  ucred peer{};
+  socklen_t size = sizeof(peer);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0) {
+    Log("refused a connection: SO_PEERCRED: %s", std::strerror(errno));
+    return false;
+  }
+  const pid_t wanted = link_pid_ > 0 ? link_pid_ : 0;
+  if (peer.pid == wanted) return true;
+  Log("refused a connection from pid %d of the sandbox: only %s may connect",
+      static_cast<int>(peer.pid),
+      link_pid_ > 0 ? "the link" : "the daemon, from outside");
+  return false;
+}
+
 void Agent::OnAccept() {
   for (;;) {
     int fd = ::accept4(listen_fd_.get(), nullptr, nullptr,
@@ -411,6 +434,10 @@ void Agent::OnAccept() {
         Log("accept: %s", std::strerror(errno));
       }
       return;
+    }
+    if (!PeerAllowed(fd)) {
+      ::close(fd);
+      continue;
     }
     AdoptConnection(UniqueFd(fd));
   }
@@ -1198,6 +1225,13 @@ void Agent::ReapChildren() {
     pid_t pid = ::waitpid(-1, &status, WNOHANG);
     if (pid < 0 && errno == EINTR) continue;
     if (pid <= 0) break;
+    if (link_pid_ > 0 && pid == link_pid_) {
+      Log("the link exited (wait status %d): nothing can reach the agent; "
+          "shutting down",
+          status);
+      BeginShutdown();
+      continue;
+    }
     auto it = by_pid_.find(pid);
     if (it == by_pid_.end()) continue;
     Command* command = it->second;

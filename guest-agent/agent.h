@@ -17,6 +17,17 @@ struct AgentOptions {
   // command, detached or not. -1 when unused.
   // Exactly one of listen_fd and connection_fd is set.
   int connection_fd = -1;
+  // Who may connect to listen_fd. The socket may be reachable from inside
+  // the sandbox (a VM's abstract socket, a container's bind-mounted run
+  // directory), and a command must not take the daemon's place, so:
+  //  - link_pid > 0: only that process, a child of the agent (a VM's serial
+  //    link, vm_init.cc). Its exit shuts the agent down: nothing could reach
+  //    it again.
+  //  - otherwise, when the agent is pid 1 of its own pid namespace: only
+  //    processes outside that namespace (SO_PEERCRED reads their pid as 0),
+  //    which the daemon is and no process of the sandbox can be.
+  // A connection from anyone else is closed unread.
+  int link_pid = 0;
 };
 
 // Runs until the connection_fd closes or SIGTERM/SIGINT arrives; returns the

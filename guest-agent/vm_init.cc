@@ -3,9 +3,11 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/reboot.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -39,8 +41,14 @@ constexpr char kRootSerial[] = "corral-root";
 constexpr char kWorkspaceSerial[] = "corral-workspace";
 constexpr char kDefaultPort[] = "corral.agent";
 // The agent's listening socket, abstract: it needs no writable directory in
-// the read-only root, and only the guest's own processes can reach it.
+// the read-only root. Every process of the guest can connect to it, so the
+// agent accepts only the link's connections (AgentOptions.link_pid).
 constexpr char kAgentSocketName[] = "corral-agent";
+// The link runs as this uid and gid, which no command has: commands run as
+// root without CAP_KILL, CAP_SYS_PTRACE or CAP_SETUID, so they can neither
+// signal nor trace it (kill -9 -1 in a command leaves the sandbox reachable).
+constexpr uid_t kLinkUid = 65533;
+constexpr gid_t kLinkGid = 65533;
 constexpr char kCommandCgroup[] = "/sys/fs/cgroup/sandbox";
 constexpr uint64_t kDefaultTmpBytes = 64u << 20;
 constexpr int kDeviceWaitMs = 10000;
@@ -369,8 +377,9 @@ int ConnectToAgent() {
 }
 
 // The guest's end of the serial link, in a process of its own (the agent is
-// single-threaded and forks commands).
-void StartLink(const std::string& port, int listen_fd) {
+// single-threaded and forks commands), as an unprivileged user of its own.
+// Returns its pid.
+pid_t StartLink(const std::string& port, int listen_fd) {
   int port_fd = ::open(port.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (port_fd < 0) Fail("open " + port, errno);
   pid_t pid = ::fork();
@@ -378,6 +387,17 @@ void StartLink(const std::string& port, int listen_fd) {
   if (pid == 0) {
     ::close(listen_fd);
     WriteFile("/proc/self/oom_score_adj", "-1000");
+    // setresuid away from 0 clears every capability; PR_SET_DUMPABLE after
+    // it keeps /proc/<pid> owned by the link's uid, not writable by root.
+    if (::setgroups(0, nullptr) != 0 ||
+        ::setresgid(kLinkGid, kLinkGid, kLinkGid) != 0 ||
+        ::setresuid(kLinkUid, kLinkUid, kLinkUid) != 0 ||
+        ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0 ||
+        ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+      std::fprintf(stderr, "corral-link: drop privileges: %s\n",
+                   std::strerror(errno));
+      ::_exit(1);
+    }
     wire::LinkBridgeOptions options;
     options.role = wire::LinkBridgeOptions::Role::kGuest;
     options.link_fd = port_fd;
@@ -388,6 +408,7 @@ void StartLink(const std::string& port, int listen_fd) {
     ::_exit(wire::RunLinkBridge(options));
   }
   ::close(port_fd);
+  return pid;
 }
 
 }  // namespace
@@ -445,12 +466,13 @@ void RunVmInit() {
   SwitchRoot();
 
   const int listen_fd = ListenForLink();
-  StartLink(port, listen_fd);
+  const pid_t link = StartLink(port, listen_fd);
   SetCommandCgroup(kCommandCgroup);
   SetDropCommandCapabilities(true);
   Trace("agent starting");
   AgentOptions options;
   options.listen_fd = listen_fd;
+  options.link_pid = link;
   const int code = RunAgent(options);
   Say("the agent ended (%d); powering off", code);
   PowerOff();

@@ -341,5 +341,49 @@ TEST_CASE("one sandbox cannot reach another's files or processes") {
   CHECK(Trim(suite.Sh(a, count_sleeps).out) == "1");
 }
 
+TEST_CASE(
+    "a command can neither take the daemon's place at the agent nor cut the "
+    "daemon off with kill -9 -1") {
+  Conformance suite;
+  const std::string id = suite.Create();
+  // Each exec under timeout(1): a sandbox whose agent or link was taken
+  // from the daemon never answers.
+  auto timed = [&](const std::string& script) {
+    return RunProcess({"/usr/bin/timeout", "60",
+                       std::string(CORRAL_BINARY_DIR) + "/bin/corral",
+                       "--socket", suite.daemon().socket(), "exec", id, "--",
+                       "sh", "-c", script});
+  };
+  auto copied = suite.Cli(
+      {"cp", std::string(CORRAL_BINARY_DIR) + "/tests/agent_socket_probe",
+       id + ":/workspace/probe"});
+  INFO(copied.err);
+  REQUIRE(copied.exit_code == 0);
+  // The probe connects to every listening Unix socket the sandbox can see,
+  // the agent's among them where it listens inside (a VM's abstract
+  // socket, a container's bind-mounted run directory): each must refuse or
+  // hang up unread, and the daemon's session must go on.
+  auto probe = timed("chmod +x /workspace/probe && /workspace/probe");
+  INFO(probe.out << probe.err << suite.daemon().log());
+  REQUIRE(probe.exit_code == 0);
+  for (const std::string& line : Lines(probe.out)) {
+    if (line.empty() || line == "no listening sockets") continue;
+    CHECK((Contains(line, ": closed") || Contains(line, ": connect failed")));
+  }
+  CHECK(timed("echo still here").out == "still here\n");
+
+  // kill -9 -1 ends every process the command may signal: the agent, and
+  // what carries the daemon's connection to it, must not be among them.
+  auto killed = timed("sleep 300 & kill -9 -1; echo sent");
+  INFO(killed.out << killed.err);
+  CHECK(killed.exit_code == 0);
+  CHECK(Trim(killed.out) == "sent");
+  auto after = timed("echo alive");
+  INFO(after.err << suite.daemon().log());
+  CHECK(after.exit_code == 0);
+  CHECK(after.out == "alive\n");
+  CHECK(suite.Get(id).state() == v1::SANDBOX_STATE_RUNNING);
+}
+
 }  // namespace
 }  // namespace corral::testing::conformance
