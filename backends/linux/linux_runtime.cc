@@ -15,8 +15,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
-#include <set>
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
@@ -28,6 +26,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "backends/common/agent_socket.h"
+#include "backends/common/leftovers.h"
 #include "backends/common/plugin_support.h"
 #include "backends/common/spec_checks.h"
 #include "backends/linux/agent_image.h"
@@ -470,46 +469,20 @@ absl::StatusOr<bv1::StatsResponse> Stats(const bv1::StatsRequest& request) {
   ASSIGN_OR_RETURN(SandboxState state,
                    SandboxState::Parse(request.handle().state()));
   ASSIGN_OR_RETURN(CgroupStats stats, ReadCgroupStats(state.cgroups));
-  bv1::StatsResponse response;
-  response.set_oom_kills(stats.oom_kills);
-  response.set_memory_bytes(stats.memory_bytes);
-  response.set_pids(stats.pids);
-  response.set_cpu_usage_us(stats.cpu_usage_us);
-  return response;
+  return backend_plugin::StatsResponseFrom(stats);
 }
 
 absl::StatusOr<bv1::ReconcileResponse> Reconcile(
     const bv1::ReconcileRequest& request) {
   ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
   ASSIGN_OR_RETURN(CgroupLayout layout, CgroupLayout::Detect());
-  std::set<std::string> known(request.known_ids().begin(),
-                              request.known_ids().end());
-  std::set<std::string> found;
-  for (const std::string& id :
-       ListSandboxCgroupIds(layout, settings.cgroup_parent)) {
-    found.insert(id);
-  }
-  std::error_code error;
-  for (const auto& entry :
-       std::filesystem::directory_iterator(settings.runtime_dir, error)) {
-    found.insert(entry.path().filename().string());
-  }
-  bv1::ReconcileResponse response;
-  absl::Status result;
-  for (const std::string& id : found) {
-    // Only names this runtime makes; anything else is not ours to remove.
-    if (!ValidSandboxId(id) || known.count(id)) continue;
-    absl::Status status =
-        Teardown(SandboxCgroups::For(layout, settings.cgroup_parent, id),
-                 SandboxDir(settings, id));
-    if (status.ok()) {
-      response.add_removed_ids(id);
-    } else if (result.ok()) {
-      result = Annotate(status, absl::StrCat("leftover sandbox ", id));
-    }
-  }
-  if (!result.ok()) return result;
-  return response;
+  return backend_plugin::RemoveUnknownSandboxes(
+      backend_plugin::SandboxIdsOnHost(layout, settings.cgroup_parent,
+                                       {settings.runtime_dir}),
+      request, [&](const std::string& id) {
+        return Teardown(SandboxCgroups::For(layout, settings.cgroup_parent, id),
+                        SandboxDir(settings, id));
+      });
 }
 
 }  // namespace corral::linux_runtime

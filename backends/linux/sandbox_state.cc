@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "backends/linux/fs_util.h"
+#include "corral/status_macros.h"
 
 namespace corral::linux_runtime {
 namespace {
@@ -51,16 +52,23 @@ std::string SandboxState::Serialize() const {
   return out;
 }
 
-absl::StatusOr<SandboxState> SandboxState::Parse(absl::string_view text) {
-  std::map<std::string, std::string, std::less<>> values;
+absl::StatusOr<RecordValues> ParseRecordLines(absl::string_view text,
+                                              absl::string_view what) {
+  RecordValues values;
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
     std::pair<absl::string_view, absl::string_view> kv =
         absl::StrSplit(line, absl::MaxSplits('=', 1));
     if (kv.first.empty() || !values.emplace(kv.first, kv.second).second) {
       return absl::InvalidArgumentError(
-          absl::StrCat("sandbox state: bad or repeated line '", line, "'"));
+          absl::StrCat(what, ": bad or repeated line '", line, "'"));
     }
   }
+  return values;
+}
+
+absl::StatusOr<SandboxState> SandboxState::Parse(absl::string_view text) {
+  ASSIGN_OR_RETURN(RecordValues values,
+                   ParseRecordLines(text, "sandbox state"));
   auto get = [&](absl::string_view key) -> absl::StatusOr<std::string> {
     auto it = values.find(key);
     if (it == values.end()) {

@@ -7,6 +7,8 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -36,6 +38,13 @@ struct SandboxState {
   [[nodiscard]] static absl::StatusOr<SandboxState> Parse(
       absl::string_view text);
 };
+
+// The "key=value" lines of a runtime's record (this one, the oci and qemu
+// runtimes' records); INVALID_ARGUMENT naming `what` for a line without a
+// key or a key given twice.
+using RecordValues = std::map<std::string, std::string, std::less<>>;
+[[nodiscard]] absl::StatusOr<RecordValues> ParseRecordLines(
+    absl::string_view text, absl::string_view what);
 
 }  // namespace corral::linux_runtime
 

@@ -16,7 +16,6 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
-#include <set>
 #include <sstream>
 #include <vector>
 
@@ -30,6 +29,7 @@
 #include "absl/time/clock.h"
 #include "backends/common/agent_socket.h"
 #include "backends/common/host_root.h"
+#include "backends/common/leftovers.h"
 #include "backends/common/plugin_support.h"
 #include "backends/common/spec_checks.h"
 #include "backends/linux/agent_image.h"
@@ -879,55 +879,30 @@ absl::StatusOr<bv1::StatsResponse> Stats(const bv1::StatsRequest& request) {
   ASSIGN_OR_RETURN(linux_runtime::CgroupStats stats,
                    linux_runtime::ReadCgroupStats(SandboxCgroups::For(
                        layout, record.cgroup_parent, record.id)));
-  bv1::StatsResponse response;
-  response.set_oom_kills(stats.oom_kills);
-  response.set_memory_bytes(stats.memory_bytes);
-  response.set_pids(stats.pids);
-  response.set_cpu_usage_us(stats.cpu_usage_us);
-  return response;
+  return backend_plugin::StatsResponseFrom(stats);
 }
 
 absl::StatusOr<bv1::ReconcileResponse> Reconcile(
     const bv1::ReconcileRequest& request) {
   ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
   ASSIGN_OR_RETURN(CgroupLayout layout, CgroupLayout::Detect());
-  std::set<std::string> known(request.known_ids().begin(),
-                              request.known_ids().end());
-  std::set<std::string> found;
-  for (const std::string& id :
-       linux_runtime::ListSandboxCgroupIds(layout, settings.cgroup_parent)) {
-    found.insert(id);
-  }
-  for (const std::string& dir : {settings.runtime_dir, settings.StateRoot()}) {
-    std::error_code error;
-    for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
-      found.insert(entry.path().filename().string());
-    }
-  }
-  bv1::ReconcileResponse response;
-  absl::Status result;
-  for (const std::string& id : found) {
-    // Only names this runtime makes; anything else is not ours to remove.
-    if (!linux_runtime::ValidSandboxId(id) || known.count(id)) continue;
-    if (settings.runtime_path.empty()) {
-      // Without a runtime binary its containers cannot be deleted; the
-      // cgroup teardown still kills their processes.
-      Log().warn("reconcile: {}; removing {} without it",
-                 settings.runtime_problem, id);
-    }
-    Runner runner =
-        MakeRunner(settings.helper_path, settings.runtime_path,
-                   settings.runtime_kind, settings.StateRoot(), layout);
-    absl::Status status =
-        TearDown(runner, settings.cgroup_parent, settings.SandboxDir(id), id);
-    if (status.ok()) {
-      response.add_removed_ids(id);
-    } else if (result.ok()) {
-      result = Annotate(status, absl::StrCat("leftover sandbox ", id));
-    }
-  }
-  if (!result.ok()) return result;
-  return response;
+  const Runner runner =
+      MakeRunner(settings.helper_path, settings.runtime_path,
+                 settings.runtime_kind, settings.StateRoot(), layout);
+  return backend_plugin::RemoveUnknownSandboxes(
+      backend_plugin::SandboxIdsOnHost(
+          layout, settings.cgroup_parent,
+          {settings.runtime_dir, settings.StateRoot()}),
+      request, [&](const std::string& id) {
+        if (settings.runtime_path.empty()) {
+          // Without a runtime binary its containers cannot be deleted; the
+          // cgroup teardown still kills their processes.
+          Log().warn("reconcile: {}; removing {} without it",
+                     settings.runtime_problem, id);
+        }
+        return TearDown(runner, settings.cgroup_parent, settings.SandboxDir(id),
+                        id);
+      });
 }
 
 }  // namespace corral::oci_runtime

@@ -6,8 +6,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "backends/linux/fs_util.h"
+#include "backends/linux/sandbox_state.h"
+#include "corral/status_macros.h"
 
 #if defined(__x86_64__)
 #include <x86intrin.h>
@@ -36,12 +37,8 @@ std::string Machine::Serialize() const {
 }
 
 absl::StatusOr<Machine> Machine::Parse(absl::string_view text) {
-  std::map<std::string, std::string> values;
-  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
-    std::pair<std::string, std::string> kv =
-        absl::StrSplit(line, absl::MaxSplits('=', 1));
-    values[kv.first] = kv.second;
-  }
+  ASSIGN_OR_RETURN(linux_runtime::RecordValues values,
+                   linux_runtime::ParseRecordLines(text, "qemu machine"));
   auto bad = [](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat("qemu machine: ", why));
   };

@@ -12,9 +12,7 @@
 
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <mutex>
-#include <set>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
@@ -27,6 +25,7 @@
 #include "absl/time/clock.h"
 #include "backends/common/agent_socket.h"
 #include "backends/common/host_root.h"
+#include "backends/common/leftovers.h"
 #include "backends/common/plugin_support.h"
 #include "backends/common/spec_checks.h"
 #include "backends/common/subprocess.h"
@@ -822,48 +821,25 @@ absl::StatusOr<bv1::StatsResponse> Stats(const bv1::StatsRequest& request) {
   ASSIGN_OR_RETURN(SandboxRecord record,
                    SandboxRecord::Parse(request.handle().state()));
   ASSIGN_OR_RETURN(CgroupLayout layout, CgroupLayout::Detect());
+  // The host's view: QEMU's memory, threads and CPU. OOM kills inside the
+  // guest are its own kernel's; its agent reports them with each exit.
   ASSIGN_OR_RETURN(linux_runtime::CgroupStats stats,
                    linux_runtime::ReadCgroupStats(SandboxCgroups::For(
                        layout, record.cgroup_parent, record.id)));
-  // The host's view: QEMU's memory, threads and CPU. OOM kills inside the
-  // guest are its own kernel's; its agent reports them with each exit.
-  bv1::StatsResponse response;
-  response.set_oom_kills(stats.oom_kills);
-  response.set_memory_bytes(stats.memory_bytes);
-  response.set_pids(stats.pids);
-  response.set_cpu_usage_us(stats.cpu_usage_us);
-  return response;
+  return backend_plugin::StatsResponseFrom(stats);
 }
 
 absl::StatusOr<bv1::ReconcileResponse> Reconcile(
     const bv1::ReconcileRequest& request) {
   ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
   ASSIGN_OR_RETURN(CgroupLayout layout, CgroupLayout::Detect());
-  std::set<std::string> known(request.known_ids().begin(),
-                              request.known_ids().end());
-  std::set<std::string> found;
-  for (const std::string& id :
-       linux_runtime::ListSandboxCgroupIds(layout, settings.cgroup_parent)) {
-    found.insert(id);
-  }
-  std::error_code error;
-  for (const auto& entry :
-       std::filesystem::directory_iterator(settings.runtime_dir, error)) {
-    found.insert(entry.path().filename().string());
-  }
-  bv1::ReconcileResponse response;
-  absl::Status result;
-  for (const std::string& id : found) {
-    // Only names this runtime makes; the cache and the rest are not
-    // sandboxes.
-    if (!linux_runtime::ValidSandboxId(id) || known.count(id)) continue;
-    absl::Status status = TearDown(settings, settings.cgroup_parent, id);
-    if (status.ok()) {
-      response.add_removed_ids(id);
-    } else if (result.ok()) {
-      result = Annotate(status, absl::StrCat("leftover sandbox ", id));
-    }
-  }
+  // The runtime directory also holds the cache, which is no sandbox id.
+  auto removed = backend_plugin::RemoveUnknownSandboxes(
+      backend_plugin::SandboxIdsOnHost(layout, settings.cgroup_parent,
+                                       {settings.runtime_dir}),
+      request, [&](const std::string& id) {
+        return TearDown(settings, settings.cgroup_parent, id);
+      });
   if (auto kernel = FindKernel(settings.kernel_dir); kernel.ok()) {
     std::vector<std::string> current;
     for (bool virtiofs : {false, true}) {
@@ -875,8 +851,7 @@ absl::StatusOr<bv1::ReconcileResponse> Reconcile(
       Log().info("reconcile: removed {} stale cached VM files", pruned);
     }
   }
-  if (!result.ok()) return result;
-  return response;
+  return removed;
 }
 
 }  // namespace corral::qemu_runtime

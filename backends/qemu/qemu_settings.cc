@@ -4,8 +4,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "backends/linux/fs_util.h"
+#include "backends/linux/sandbox_state.h"
+#include "corral/status_macros.h"
 
 namespace corral::qemu_runtime {
 namespace {
@@ -171,12 +172,8 @@ std::string SandboxRecord::Serialize() const {
 }
 
 absl::StatusOr<SandboxRecord> SandboxRecord::Parse(absl::string_view text) {
-  std::map<std::string, std::string> values;
-  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
-    std::pair<std::string, std::string> kv =
-        absl::StrSplit(line, absl::MaxSplits('=', 1));
-    values[kv.first] = kv.second;
-  }
+  ASSIGN_OR_RETURN(linux_runtime::RecordValues values,
+                   linux_runtime::ParseRecordLines(text, "qemu sandbox state"));
   auto bad = [](absl::string_view why) {
     return absl::InvalidArgumentError(
         absl::StrCat("qemu sandbox state: ", why));

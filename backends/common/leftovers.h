@@ -1,0 +1,43 @@
+// What the runtimes that keep a sandbox in host cgroups share for Stats and
+// Reconcile (linux, oci, qemu): the stats of those cgroups, and the removal
+// of the sandboxes they left on the host that the daemon's store does not
+// know.
+#ifndef CORRAL_BACKENDS_COMMON_LEFTOVERS_H_
+#define CORRAL_BACKENDS_COMMON_LEFTOVERS_H_
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "backends/linux/cgroups.h"
+#include "corral/backend/v1/backend.pb.h"
+
+namespace corral::backend_plugin {
+
+// The StatsResponse of a sandbox's cgroups.
+[[nodiscard]] ::corral::backend::v1::StatsResponse StatsResponseFrom(
+    const linux_runtime::CgroupStats& stats);
+
+// The sandbox ids the runtime finds on the host: the names of its cgroups
+// under `cgroup_parent` and of the entries of `dirs` (missing ones are
+// empty), keeping only names that are sandbox ids (a cache directory or a
+// stray file is not a sandbox).
+[[nodiscard]] std::set<std::string> SandboxIdsOnHost(
+    const linux_runtime::CgroupLayout& layout, const std::string& cgroup_parent,
+    const std::vector<std::string>& dirs);
+
+// Calls `tear_down` for each id of `found` that `request.known_ids` does not
+// name. The ids removed; the first failure (annotated with its id) once all
+// were tried.
+[[nodiscard]] absl::StatusOr<::corral::backend::v1::ReconcileResponse>
+RemoveUnknownSandboxes(
+    const std::set<std::string>& found,
+    const ::corral::backend::v1::ReconcileRequest& request,
+    absl::FunctionRef<absl::Status(const std::string& id)> tear_down);
+
+}  // namespace corral::backend_plugin
+
+#endif  // CORRAL_BACKENDS_COMMON_LEFTOVERS_H_
