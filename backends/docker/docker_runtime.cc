@@ -25,6 +25,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "backends/common/leftovers.h"
 #include "backends/common/plugin_support.h"
 #include "backends/common/spec_checks.h"
 #include "backends/docker/container_spec.h"
@@ -550,12 +551,7 @@ absl::StatusOr<bv1::StatsResponse> Stats(const bv1::StatsRequest& request) {
                    DockerState::Parse(request.handle().state()));
   ASSIGN_OR_RETURN(linux_runtime::CgroupStats stats,
                    linux_runtime::ReadCgroupStats(state.cgroups));
-  bv1::StatsResponse response;
-  response.set_oom_kills(stats.oom_kills);
-  response.set_memory_bytes(stats.memory_bytes);
-  response.set_pids(stats.pids);
-  response.set_cpu_usage_us(stats.cpu_usage_us);
-  return response;
+  return backend_plugin::StatsResponseFrom(stats);
 }
 
 absl::StatusOr<bv1::ReconcileResponse> Reconcile(
