@@ -9,7 +9,9 @@
 #                   virtio-console (the agent's port), fuse and virtiofs (the
 #                   host image)
 #   OUT/release     the kernel release ("6.1.0-57-cloud-amd64")
-#   OUT/package     the package and version it came from
+#   OUT/package     the package and version it came from, and the layout
+#                   of this script's output (format=2: modules without
+#                   their signatures)
 # The initramfs (the agent as /init plus these modules) is made by the
 # plugin itself, so a rebuilt agent needs no new run of this script.
 #
@@ -47,10 +49,12 @@ fi
 [ -n "$package" ] || { echo "$name: no linux-image-cloud-amd64 in apt's lists" >&2; exit 1; }
 version=$(apt-cache policy "$package" | awk '/Candidate:/ { print $2; exit }')
 wanted="$package=$version"
+# What OUT/package holds: a change of this script's output changes it too.
+stamp="$wanted format=2"
 
-if [ -f "$out/package" ] && [ "$(cat "$out/package")" = "$wanted" ] &&
+if [ -f "$out/package" ] && [ "$(cat "$out/package")" = "$stamp" ] &&
   [ -f "$out/vmlinux" ] && [ -d "$out/modules" ]; then
-  echo "$name: $out is up to date ($wanted)"
+  echo "$name: $out is up to date ($stamp)"
   exit 0
 fi
 
@@ -104,11 +108,32 @@ head -c 4 "$stage/vmlinux" | grep -q 'ELF' ||
   { echo "$name: the decompressed kernel is not an ELF file" >&2; exit 1; }
 
 # The modules the VM needs and what they depend on ("depends=" in each
-# module's .modinfo), dependencies first.
+# module's .modinfo), dependencies first. Their signatures are cut off when
+# the kernel does not insist on them (no CONFIG_MODULE_SIG_FORCE; a kernel
+# booted directly, without UEFI Secure Boot, is not locked down): checking
+# them cost about 40 ms of each boot under emulation, and proved nothing
+# the host does not already trust, as the kernel beside them is not
+# checked either. The guest's kernel then notes the unsigned modules in
+# its taint flags.
 moddir="$tmp/x/lib/modules/$release/kernel"
-python3 - "$moddir" "$stage/modules" virtio_mmio virtio_blk virtio_console virtiofs <<'PY'
-import os, shutil, subprocess, sys
-moddir, dest, wanted = sys.argv[1], sys.argv[2], sys.argv[3:]
+strip=1
+if grep -q '^CONFIG_MODULE_SIG_FORCE=y' "$config"; then strip=0; fi
+python3 - "$moddir" "$stage/modules" "$strip" virtio_mmio virtio_blk virtio_console virtiofs <<'PY'
+import os, struct, subprocess, sys
+moddir, dest, strip, wanted = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4:]
+MAGIC = b"~Module signature appended~\n"
+def unsigned(data):
+    # module data, signature, struct module_signature (12 bytes: algo, hash,
+    # id_type, signer_len, key_id_len, 3 pad, be32 sig_len), MAGIC
+    if not data.endswith(MAGIC):
+        return data
+    info = data[-len(MAGIC) - 12:-len(MAGIC)]
+    signer_len, key_id_len = info[3], info[4]
+    (sig_len,) = struct.unpack(">I", info[8:12])
+    end = len(data) - len(MAGIC) - 12 - sig_len - signer_len - key_id_len
+    if end <= 0:
+        sys.exit("a module's signature trailer is malformed")
+    return data[:end]
 paths = {}
 for root, _, files in os.walk(moddir):
     for f in files:
@@ -135,12 +160,15 @@ def visit(name):
 for name in wanted:
     visit(name)
 for i, name in enumerate(order):
-    shutil.copyfile(paths[name], os.path.join(dest, "%02d-%s.ko" % (i, name)))
+    data = open(paths[name], "rb").read()
+    if strip:
+        data = unsigned(data)
+    open(os.path.join(dest, "%02d-%s.ko" % (i, name)), "wb").write(data)
 print(" ".join(order))
 PY
 
 printf '%s\n' "$release" >"$stage/release"
-printf '%s\n' "$wanted" >"$stage/package"
+printf '%s\n' "$stamp" >"$stage/package"
 chmod -R go+rX "$stage"
 mkdir -p "$(dirname "$out")"
 rm -rf "$out.old"
