@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "corral/status_macros.h"
@@ -138,6 +140,39 @@ absl::StatusOr<ProgramResult> RunProgram(const std::vector<std::string>& argv,
                      : WIFSIGNALED(status) ? 128 + WTERMSIG(status)
                                            : 255;
   return result;
+}
+
+absl::StatusOr<pid_t> SpawnInSession(
+    const std::vector<std::string>& argv,
+    const posix_spawn_file_actions_t& actions) {
+  if (argv.empty() || argv[0].empty() || argv[0][0] != '/') {
+    return absl::InvalidArgumentError(
+        "SpawnInSession: argv[0] must be absolute");
+  }
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  absl::Cleanup destroy_attributes = [&] {
+    posix_spawnattr_destroy(&attributes);
+  };
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attributes, &none);
+  posix_spawnattr_setsigdefault(&attributes, &all);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK |
+                                            POSIX_SPAWN_SETSIGDEF |
+                                            POSIX_SPAWN_SETSID);
+  std::vector<std::string> args = argv;
+  std::vector<char*> arg_pointers;
+  for (std::string& arg : args) arg_pointers.push_back(arg.data());
+  arg_pointers.push_back(nullptr);
+  char path_env[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+  char* envp[] = {path_env, nullptr};
+  pid_t pid = 0;
+  int rc = ::posix_spawn(&pid, args[0].c_str(), &actions, &attributes,
+                         arg_pointers.data(), envp);
+  if (rc != 0) return ErrnoStatus(absl::StrCat("posix_spawn ", args[0]), rc);
+  return pid;
 }
 
 }  // namespace corral::runtime_common

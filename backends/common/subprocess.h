@@ -4,6 +4,9 @@
 #ifndef CORRAL_BACKENDS_COMMON_SUBPROCESS_H_
 #define CORRAL_BACKENDS_COMMON_SUBPROCESS_H_
 
+#include <spawn.h>
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
@@ -24,6 +27,15 @@ struct ProgramResult {
 // killed) after `timeout`; an error when it cannot start.
 [[nodiscard]] absl::StatusOr<ProgramResult> RunProgram(
     const std::vector<std::string>& argv, absl::Duration timeout);
+
+// Starts argv[0] (an absolute path) with argv, `actions` arranging its fds,
+// in a session of its own (it never gets the daemon's terminal), with no
+// signal blocked or ignored and the minimal PATH environment; its pid. For
+// the plugins' long-lived or report-pipe helpers (runc's, QEMU's launcher),
+// whose caller waits for them its own way.
+[[nodiscard]] absl::StatusOr<pid_t> SpawnInSession(
+    const std::vector<std::string>& argv,
+    const posix_spawn_file_actions_t& actions);
 
 }  // namespace corral::runtime_common
 

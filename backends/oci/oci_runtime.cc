@@ -32,6 +32,7 @@
 #include "backends/common/leftovers.h"
 #include "backends/common/plugin_support.h"
 #include "backends/common/spec_checks.h"
+#include "backends/common/subprocess.h"
 #include "backends/linux/agent_image.h"
 #include "backends/linux/cgroups.h"
 #include "backends/linux/fs_util.h"
@@ -211,22 +212,6 @@ absl::StatusOr<RuntimeOutcome> RunRuntime(const Runner& runner,
   // No other fd of the daemon reaches the runtime or the container.
   posix_spawn_file_actions_addclosefrom_np(&actions, report_fd + 1);
 
-  posix_spawnattr_t attributes;
-  posix_spawnattr_init(&attributes);
-  absl::Cleanup destroy_attributes = [&] {
-    posix_spawnattr_destroy(&attributes);
-  };
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attributes, &none);
-  posix_spawnattr_setsigdefault(&attributes, &all);
-  // A new session: the runtime and the container never get the daemon's
-  // terminal.
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK |
-                                            POSIX_SPAWN_SETSIGDEF |
-                                            POSIX_SPAWN_SETSID);
-
   std::vector<std::string> args = {runner.helper_path, "--report-fd",
                                    absl::StrCat(report_fd)};
   if (!runner.unmount.empty()) {
@@ -240,18 +225,10 @@ absl::StatusOr<RuntimeOutcome> RunRuntime(const Runner& runner,
                            absl::StrCat("--root=", runner.state_root)});
   args.insert(args.end(), call.global_args.begin(), call.global_args.end());
   args.insert(args.end(), call.args.begin(), call.args.end());
-  std::vector<char*> argv;
-  for (std::string& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  char path_env[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
-  char* envp[] = {path_env, nullptr};
-
-  pid_t helper = 0;
-  int rc = ::posix_spawn(&helper, runner.helper_path.c_str(), &actions,
-                         &attributes, argv.data(), envp);
-  if (rc != 0) {
-    return ErrnoStatus(absl::StrCat("posix_spawn ", runner.helper_path), rc);
-  }
+  // A new session: the runtime and the container never get the daemon's
+  // terminal.
+  ASSIGN_OR_RETURN(const pid_t helper,
+                   runtime_common::SpawnInSession(args, actions));
   // Only to kill it on a timeout; it cannot be reaped (and its pid reused)
   // before it exits, and until then the pidfd pins it.
   UniqueFd helper_pidfd(linux_runtime::PidfdOpen(helper));

@@ -260,29 +260,9 @@ absl::StatusOr<Launched> StartLauncher(const Launch& launch) {
   // No other fd of the daemon reaches the launcher, QEMU or the guest.
   posix_spawn_file_actions_addclosefrom_np(
       &actions, kKernelFd + static_cast<int>(qemu_high.size()));
-  posix_spawnattr_t attributes;
-  posix_spawnattr_init(&attributes);
-  absl::Cleanup destroy_attributes = [&] {
-    posix_spawnattr_destroy(&attributes);
-  };
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attributes, &none);
-  posix_spawnattr_setsigdefault(&attributes, &all);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK |
-                                            POSIX_SPAWN_SETSIGDEF |
-                                            POSIX_SPAWN_SETSID);
-  std::vector<std::string> args = launch.argv;
-  std::vector<char*> argv;
-  for (std::string& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  char path_env[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
-  char* envp[] = {path_env, nullptr};
   Launched launched;
-  int rc = ::posix_spawn(&launched.launcher, args[0].c_str(), &actions,
-                         &attributes, argv.data(), envp);
-  if (rc != 0) return ErrnoStatus(absl::StrCat("posix_spawn ", args[0]), rc);
+  ASSIGN_OR_RETURN(launched.launcher,
+                   runtime_common::SpawnInSession(launch.argv, actions));
   UniqueFd launcher_pidfd(linux_runtime::PidfdOpen(launched.launcher));
   report_write.Reset();
 
