@@ -29,6 +29,7 @@
 #include "backends/common/leftovers.h"
 #include "backends/common/plugin_support.h"
 #include "backends/common/spec_checks.h"
+#include "backends/common/subprocess.h"
 #include "backends/linux/agent_image.h"
 #include "backends/linux/cgroups.h"
 #include "backends/linux/fs_util.h"
@@ -136,37 +137,12 @@ absl::StatusOr<LaunchReport> RunLauncher(const Settings& settings,
   // opened without O_CLOEXEC.
   posix_spawn_file_actions_addclosefrom_np(&actions, kReportFd + 1);
 
-  posix_spawnattr_t attributes;
-  posix_spawnattr_init(&attributes);
-  absl::Cleanup destroy_attributes = [&] {
-    posix_spawnattr_destroy(&attributes);
-  };
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attributes, &none);
-  posix_spawnattr_setsigdefault(&attributes, &all);
   // A new session: the launcher and the sandbox never have the daemon's
   // terminal (TIOCSTI).
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK |
-                                            POSIX_SPAWN_SETSIGDEF |
-                                            POSIX_SPAWN_SETSID);
-
-  std::vector<std::string> args = config.ToArgs();
-  std::vector<char*> argv;
-  argv.push_back(const_cast<char*>(settings.launcher_path.c_str()));
-  for (std::string& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  char path_env[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
-  char* envp[] = {path_env, nullptr};
-
-  pid_t launcher = 0;
-  int rc = ::posix_spawn(&launcher, settings.launcher_path.c_str(), &actions,
-                         &attributes, argv.data(), envp);
-  if (rc != 0) {
-    return ErrnoStatus(absl::StrCat("posix_spawn ", settings.launcher_path),
-                       rc);
-  }
+  std::vector<std::string> argv = config.ToArgs();
+  argv.insert(argv.begin(), settings.launcher_path);
+  ASSIGN_OR_RETURN(const pid_t launcher,
+                   runtime_common::SpawnInSession(argv, actions));
   // Only to kill it on a timeout; it cannot be reaped (and its pid reused)
   // before it exits, and until then the pidfd pins it.
   UniqueFd launcher_pidfd(PidfdOpen(launcher));
