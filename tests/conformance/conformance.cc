@@ -320,6 +320,24 @@ std::string IsolationDomainOf(const Conformance& suite, const std::string& id) {
   return "boot:" + boot_id;
 }
 
+namespace {
+
+// The pids in the host's /proc, as it lists them now.
+std::vector<pid_t> HostPids() {
+  std::vector<pid_t> pids;
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return pids;
+  while (dirent* entry = ::readdir(proc)) {
+    char* end = nullptr;
+    const long pid = std::strtol(entry->d_name, &end, 10);
+    if (pid > 0 && *end == '\0') pids.push_back(static_cast<pid_t>(pid));
+  }
+  ::closedir(proc);
+  return pids;
+}
+
+}  // namespace
+
 std::vector<HostProcess> SandboxHostProcesses(const Conformance& suite,
                                               const std::string& id) {
   if (!SeparateKernel(suite)) {
@@ -331,44 +349,30 @@ std::vector<HostProcess> SandboxHostProcesses(const Conformance& suite,
   // A VM's host processes: the cgroup paths the runtime made for it end in
   // its id.
   std::vector<HostProcess> found;
-  DIR* proc = ::opendir("/proc");
-  if (proc == nullptr) return found;
-  while (dirent* entry = ::readdir(proc)) {
-    char* end = nullptr;
-    const long pid = std::strtol(entry->d_name, &end, 10);
-    if (pid <= 0 || *end != '\0') continue;
-    const std::string dir = "/proc/" + std::string(entry->d_name);
+  for (const pid_t pid : HostPids()) {
+    const std::string dir = "/proc/" + std::to_string(pid);
     if (ReadWhole(dir + "/cgroup").find("/" + id + "\n") == std::string::npos) {
       continue;
     }
     HostProcess process;
-    if (!ReadHostProcess(static_cast<pid_t>(pid), &process)) continue;
+    if (!ReadHostProcess(pid, &process)) continue;
     process.ends_sandbox =
         ReadWhole(dir + "/comm").rfind("qemu-system", 0) == 0;
     found.push_back(process);
   }
-  ::closedir(proc);
   return found;
 }
 
 std::vector<HostProcess> HostProcessesIn(const std::string& pid_namespace) {
   std::vector<HostProcess> found;
-  DIR* proc = ::opendir("/proc");
-  if (proc == nullptr) return found;
-  while (dirent* entry = ::readdir(proc)) {
-    char* end = nullptr;
-    const long pid = std::strtol(entry->d_name, &end, 10);
-    if (pid <= 0 || *end != '\0') continue;
+  for (const pid_t pid : HostPids()) {
     char link[128];
-    const std::string path = "/proc/" + std::string(entry->d_name) + "/ns/pid";
+    const std::string path = "/proc/" + std::to_string(pid) + "/ns/pid";
     const ssize_t n = ::readlink(path.c_str(), link, sizeof(link) - 1);
     if (n <= 0 || std::string(link, n) != pid_namespace) continue;
     HostProcess process;
-    if (ReadHostProcess(static_cast<pid_t>(pid), &process)) {
-      found.push_back(process);
-    }
+    if (ReadHostProcess(pid, &process)) found.push_back(process);
   }
-  ::closedir(proc);
   return found;
 }
 
