@@ -423,6 +423,11 @@ void AddCreateFlags(CLI::App* command, CreateOptions& options) {
                    "Lifetime of the sandbox in seconds; it is destroyed when "
                    "it expires")
       ->check(kNonNegative);
+  command
+      ->add_option("--idle-timeout", options.idle_timeout_seconds,
+                   "Destroy the sandbox after this many seconds without "
+                   "activity (no command running, no call on it); 0: never")
+      ->check(kNonNegative);
   Repeatable(command->add_option(
       "-e,--env", options.env,
       "Environment variable KEY=VALUE, or KEY to pass the client's value "

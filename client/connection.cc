@@ -45,6 +45,10 @@ Connection::Connection(std::string socket_path)
   channel_ =
       grpc::CreateCustomChannel(absl::StrCat("unix:", socket_path_),
                                 grpc::InsecureChannelCredentials(), arguments);
+  MakeStubs();
+}
+
+void Connection::MakeStubs() {
   system_ = corral::v1::System::NewStub(channel_);
   images_ = corral::v1::Images::NewStub(channel_);
   sandboxes_ = corral::v1::Sandboxes::NewStub(channel_);
@@ -54,6 +58,33 @@ Connection::Connection(std::string socket_path)
   shells_ = corral::v1::Shells::NewStub(channel_);
 }
 
+void Connection::Connect() {
+  if (connected_) return;
+  connected_ = true;
+  unreachable_ = WaitUntilReachable(kConnectTimeout);
+  if (unreachable_.ok()) return;
+  // Calls on a channel to nowhere fail at once (UNAVAILABLE); CallError
+  // then gives the reason found here.
+  channel_ = grpc::CreateChannel("unix:/nonexistent/corral-unreachable",
+                                 grpc::InsecureChannelCredentials());
+  MakeStubs();
+}
+
+absl::Status Connection::WaitUntilReachable(std::chrono::milliseconds timeout) {
+  if (std::optional<std::string> reason = ProbeSocket(socket_path_)) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot reach corrald at ", socket_path_, ": ", *reason));
+  }
+  if (!channel_->WaitForConnected(std::chrono::system_clock::now() + timeout)) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot reach corrald at ", socket_path_,
+        ": the socket accepts connections but nothing answered within ",
+        std::chrono::duration_cast<std::chrono::seconds>(timeout).count(),
+        " s (a hung daemon, or a process that still holds its socket)"));
+  }
+  return absl::OkStatus();
+}
+
 std::unique_ptr<grpc::ClientContext> Connection::UnaryContext() const {
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(std::chrono::system_clock::now() + kUnaryDeadline);
@@ -61,6 +92,7 @@ std::unique_ptr<grpc::ClientContext> Connection::UnaryContext() const {
 }
 
 absl::Status Connection::CallError(const grpc::Status& status) const {
+  if (!unreachable_.ok()) return unreachable_;
   // UNAVAILABLE is also what the daemon answers for a runtime that cannot
   // run here, so only call the daemon unreachable when the socket says so or
   // the channel never got connected.

@@ -25,6 +25,10 @@ inline constexpr char kDefaultSocket[] = "/run/corral/corrald.sock";
 // Deadline of unary calls; creating a sandbox can take a few seconds (a VM
 // boot), so this is generous.
 inline constexpr std::chrono::seconds kUnaryDeadline{60};
+// How long the CLI waits for the daemon to answer on its socket before it
+// gives up (exit 125): a hung daemon, or a process that kept its socket,
+// must not make every command hang.
+inline constexpr std::chrono::seconds kConnectTimeout{5};
 // Largest response accepted (lists of many sandboxes, collected output).
 inline constexpr int kMaxReceiveMessageBytes = 64 << 20;
 
@@ -38,17 +42,25 @@ std::optional<std::string> ProbeSocket(const std::string& path);
 
 class Connection {
  public:
-  // Never fails: gRPC connects lazily, on the first call.
+  // Never fails: it connects when a command first needs the daemon (after
+  // checking its own options), waiting at most kConnectTimeout.
   explicit Connection(std::string socket_path);
 
   const std::string& socket_path() const { return socket_path_; }
-  corral::v1::System::Stub& system() { return *system_; }
-  corral::v1::Images::Stub& images() { return *images_; }
-  corral::v1::Sandboxes::Stub& sandboxes() { return *sandboxes_; }
-  corral::v1::Exec::Stub& exec() { return *exec_; }
-  corral::v1::Files::Stub& files() { return *files_; }
-  corral::v1::Snapshots::Stub& snapshots() { return *snapshots_; }
-  corral::v1::Shells::Stub& shells() { return *shells_; }
+  // The stubs. The first use connects; when the daemon cannot be reached,
+  // every call then fails at once and CallError says why.
+  corral::v1::System::Stub& system() { return (Connect(), *system_); }
+  corral::v1::Images::Stub& images() { return (Connect(), *images_); }
+  corral::v1::Sandboxes::Stub& sandboxes() { return (Connect(), *sandboxes_); }
+  corral::v1::Exec::Stub& exec() { return (Connect(), *exec_); }
+  corral::v1::Files::Stub& files() { return (Connect(), *files_); }
+  corral::v1::Snapshots::Stub& snapshots() { return (Connect(), *snapshots_); }
+  corral::v1::Shells::Stub& shells() { return (Connect(), *shells_); }
+
+  // Connects to the daemon now: OK once it answers, else UNAVAILABLE
+  // "cannot reach corrald at PATH: <why>" (at once when nothing listens,
+  // after `timeout` when something accepts but never answers).
+  absl::Status WaitUntilReachable(std::chrono::milliseconds timeout);
 
   // A context for a unary call, with kUnaryDeadline.
   std::unique_ptr<grpc::ClientContext> UnaryContext() const;
@@ -59,7 +71,14 @@ class Connection {
   absl::Status CallError(const grpc::Status& status) const;
 
  private:
+  // Once: WaitUntilReachable(kConnectTimeout); on failure keeps the error
+  // and points the stubs at a channel that fails every call at once.
+  void Connect();
+  void MakeStubs();
+
   std::string socket_path_;
+  bool connected_ = false;
+  absl::Status unreachable_;  // why the daemon could not be reached
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<corral::v1::System::Stub> system_;
   std::unique_ptr<corral::v1::Images::Stub> images_;

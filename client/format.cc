@@ -224,6 +224,10 @@ std::string FormatSandbox(const corral::v1::Sandbox& sandbox,
            sandbox.idle_timeout_seconds() == 0
                ? "none"
                : absl::StrCat(sandbox.idle_timeout_seconds(), " s"));
+  if (sandbox.has_last_activity_at()) {
+    list.Add("Last activity",
+             TimeWithRelative(sandbox.last_activity_at(), now_seconds));
+  }
   const corral::v1::Limits& limits = sandbox.limits();
   list.Add("CPUs", FormatCpus(limits.cpu_millis()));
   list.Add("Memory", LimitOrDefault(limits.memory_mib(), "MiB"));

@@ -190,6 +190,7 @@ absl::StatusOr<corral::v1::CreateSandboxRequest> BuildCreateRequest(
   limits->set_disk_mib(options.disk_mib);
 
   request.set_ttl_seconds(options.ttl_seconds);
+  request.set_idle_timeout_seconds(options.idle_timeout_seconds);
   if (!options.network.empty()) {
     ASSIGN_OR_RETURN(const NetworkMode network, ParseNetwork(options.network));
     request.set_network(network);

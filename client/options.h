@@ -54,6 +54,7 @@ struct CreateOptions {
   uint32_t pids = 0;
   uint64_t disk_mib = 0;
   uint64_t ttl_seconds = 0;
+  uint64_t idle_timeout_seconds = 0;
   // `--timeout`: only meaningful for `run`, where it belongs to the command;
   // `create` rejects it (a sandbox has no per-command timeout to store).
   uint32_t timeout_seconds = 0;

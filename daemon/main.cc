@@ -7,24 +7,34 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <set>
 
 #include "CLI/CLI.hpp"
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "corral/child_reaper.h"
 #include "corral/logging.h"
+#include "corral/remove_tree.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
 #include "daemon/config/config.h"
 #include "daemon/core/backend.h"
+#include "daemon/core/instance.h"
 #include "daemon/core/processes.h"
 #include "daemon/core/sandbox_manager.h"
 #include "daemon/core/workspaces.h"
 #include "daemon/images/image_store.h"
+#include "daemon/images/tar_stream.h"
+#include "daemon/rpc/call_quota.h"
 #include "daemon/rpc/listener.h"
+#include "daemon/rpc/output_budget.h"
 #include "daemon/rpc/services.h"
 #include "daemon/settings.h"
 #include "daemon/store/store.h"
@@ -79,6 +89,90 @@ absl::Status MakePrivateDir(const std::string& path) {
   return absl::OkStatus();
 }
 
+// `corrald --cleanup-orphans`: an operator's explicit request to remove
+// what instances whose state directory is gone left on the host. Never run
+// implicitly: a stopped daemon's sandboxes keep running and stay its own.
+// With `only` set, just that instance (when its state is gone).
+int CleanupOrphans(const DaemonConfig& config, const HostRegistry& registry,
+                   const std::string& only) {
+  if (!only.empty() && !ValidInstanceId(only)) {
+    std::cerr << "corrald: --instance: '" << only
+              << "' is not an instance id (16 lowercase hex characters)\n";
+    return 2;
+  }
+  std::vector<std::string> live;
+  std::vector<std::string> orphans;
+  for (const InstanceRecord& record : registry.Instances()) {
+    if (HostRegistry::IsLive(record)) {
+      live.push_back(record.id);
+    } else if (only.empty() || record.id == only) {
+      orphans.push_back(record.id);
+    }
+  }
+  if (!only.empty() &&
+      std::find(live.begin(), live.end(), only) != live.end()) {
+    std::cerr << "corrald: instance " << only
+              << " is live (its state directory exists); nothing removed\n";
+    return 1;
+  }
+  std::cout << "live instances: " << live.size()
+            << "; orphaned instances: " << orphans.size() << "\n";
+  PluginHost::Options plugin_options;
+  plugin_options.plugin_dir = config.daemon.plugin_dir;
+  plugin_options.agent_path = config.daemon.agent_path;
+  plugin_options.options = config.runtimes;
+  // No state of its own: plugins get an empty runtime directory, which
+  // they leave alone for orphans (ReconcileRequest.orphans).
+  char scratch[] = "/tmp/corrald-cleanup-XXXXXX";
+  if (::mkdtemp(scratch) == nullptr) {
+    std::cerr << "corrald: mkdtemp: " << std::strerror(errno) << "\n";
+    return 1;
+  }
+  absl::Cleanup remove_scratch = [&] { (void)corral::RemoveTree(scratch); };
+  plugin_options.runtime_dir = scratch;
+  auto plugins = PluginHost::Create(plugin_options);
+  if (!plugins.ok()) {
+    std::cerr << "corrald: " << plugins.status().message() << "\n";
+    return 1;
+  }
+  int failures = 0;
+  for (const std::string& name : (*plugins)->KnownRuntimes()) {
+    auto backend = (*plugins)->Get(name);
+    if (!backend.ok()) continue;  // not built here
+    auto removed = (*backend)->RemoveOrphans(live, only);
+    if (!removed.ok()) {
+      std::cerr << "corrald: runtime " << name << ": "
+                << removed.status().message() << "\n";
+      // An engine that does not run here has nothing of anyone's to clean;
+      // anything else is a failure.
+      if (!absl::IsUnavailable(removed.status())) ++failures;
+      continue;
+    }
+    for (const std::string& id : *removed) {
+      std::cout << "removed " << name << " sandbox " << id << "\n";
+    }
+  }
+  std::set<std::string> live_set(live.begin(), live.end());
+  for (const auto& [uid, claim] : registry.Claims()) {
+    if (live_set.count(claim.instance_id) != 0) continue;
+    if (!only.empty() && claim.instance_id != only) continue;
+    if (auto s = registry.ReleaseUid(uid, claim.instance_id); !s.ok()) {
+      std::cerr << "corrald: " << s.message() << "\n";
+      ++failures;
+      continue;
+    }
+    std::cout << "released host uid " << uid << " of instance "
+              << claim.instance_id << "\n";
+  }
+  for (const std::string& id : orphans) {
+    if (auto s = registry.Unregister(id); !s.ok()) {
+      std::cerr << "corrald: " << s.message() << "\n";
+      ++failures;
+    }
+  }
+  return failures == 0 ? 0 : 1;
+}
+
 int Run(int argc, char** argv) {
   CLI::App app{"corrald: the Corral sandbox daemon"};
   std::string config_path, socket_path, state_dir, log_level, plugin_dir,
@@ -94,6 +188,14 @@ int Run(int argc, char** argv) {
                  "Runtime plugins (default: beside corrald)");
   app.add_option("--agent", agent_path,
                  "Static corral-agent binary (default: beside corrald)");
+  bool cleanup_orphans = false;
+  app.add_flag("--cleanup-orphans", cleanup_orphans,
+               "Remove what daemon instances whose state directory is gone "
+               "left on this host (cgroups and their processes, containers, "
+               "host uid claims), then exit");
+  std::string only_instance;
+  app.add_option("--instance", only_instance,
+                 "With --cleanup-orphans: only this instance's leftovers");
   app.set_version_flag("--version", "corrald 0.1.0");
   try {
     app.parse(argc, argv);
@@ -122,6 +224,9 @@ int Run(int argc, char** argv) {
   config.daemon.agent_path =
       std::filesystem::weakly_canonical(AgentPath(config, exe_dir), fs_error)
           .string();
+  config.daemon.unpack_path =
+      std::filesystem::weakly_canonical(UnpackPath(config, exe_dir), fs_error)
+          .string();
 
   spdlog::set_level(spdlog::level::from_str(config.daemon.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n] %v");
@@ -137,10 +242,27 @@ int Run(int argc, char** argv) {
   // reparented to it when their launcher exits).
   corral::StartChildReaper();
 
+  // Every archive a client or a sandbox hands the daemon is decoded by this
+  // helper, never in this process.
+  if (auto s = SetTarDecoder(config.daemon.unpack_path); !s.ok()) {
+    return fail(s);
+  }
+  auto registry = HostRegistry::Open();
+  if (!registry.ok()) return fail(registry.status());
+  if (cleanup_orphans) return CleanupOrphans(config, *registry, only_instance);
+
   const std::string& state = config.daemon.state_dir;
   if (auto s = MakePrivateDir(state); !s.ok()) return fail(s);
   auto lock = LockStateDir(state);
   if (!lock.ok()) return fail(lock.status());
+  // Which daemon this is: the same across restarts, and on every host
+  // object it makes, so that other daemons on this host leave them alone.
+  auto instance_id = LoadOrCreateInstanceId(state);
+  if (!instance_id.ok()) return fail(instance_id.status());
+  if (auto s = registry->Register({*instance_id, state, config.daemon.socket});
+      !s.ok()) {
+    return fail(s);
+  }
   if (auto s = MakePrivateDir(absl::StrCat(state, "/runtime")); !s.ok())
     return fail(s);
   if (auto s = MakePrivateDir(absl::StrCat(state, "/images")); !s.ok())
@@ -158,6 +280,7 @@ int Run(int argc, char** argv) {
   plugin_options.agent_path = config.daemon.agent_path;
   plugin_options.runtime_dir = absl::StrCat(state, "/runtime");
   plugin_options.options = config.runtimes;
+  plugin_options.instance_id = *instance_id;
   auto plugins = PluginHost::Create(plugin_options);
   if (!plugins.ok()) return fail(plugins.status());
 
@@ -167,6 +290,8 @@ int Run(int argc, char** argv) {
   core.uid_base = config.sandbox_uids.base;
   core.uid_count = config.sandbox_uids.count;
   core.max_sandboxes = config.daemon.max_sandboxes;
+  core.instance_id = *instance_id;
+  core.registry = &*registry;
   core.resolve_policy = [&config](const Caller& caller) {
     return ResolveCallerPolicy(config, caller);
   };
@@ -205,6 +330,9 @@ int Run(int argc, char** argv) {
   listener_options.mode = config.daemon.socket_mode;
   listener_options.group = config.daemon.socket_group;
   listener_options.admin_group = config.daemon.admin_group;
+  listener_options.resolve_policy = [&config](const Caller& caller) {
+    return ResolveCallerPolicy(config, caller);
+  };
   auto listener = Listener::Create(listener_options);
   if (!listener.ok()) return fail(listener.status());
 
@@ -216,6 +344,10 @@ int Run(int argc, char** argv) {
   deps.store = store->get();
   deps.workspaces = workspaces->get();
   deps.processes = processes.get();
+  CallQuota call_quota;
+  deps.calls = &call_quota;
+  OutputBudget output_budget(config.daemon.output_buffer_bytes);
+  deps.output_budget = &output_budget;
   deps.default_runtime = config.defaults.runtime;
   deps.started_at = absl::Now();
   deps.max_image_bytes = config.images.max_bytes;
@@ -245,8 +377,9 @@ int Run(int argc, char** argv) {
   (*manager)->StartReaper();
 
   Notify("READY=1");
-  log->info("corrald 0.1.0 ready on {} (state {}, plugins {})",
-            config.daemon.socket, state, config.daemon.plugin_dir);
+  log->info("corrald 0.1.0 ready on {} (instance {}, state {}, plugins {})",
+            config.daemon.socket, *instance_id, state,
+            config.daemon.plugin_dir);
 
   sigset_t signals;
   sigemptyset(&signals);

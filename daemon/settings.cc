@@ -24,6 +24,7 @@ SpecRules MakeSpecRules(const DaemonConfig& config) {
   SpecRules rules;
   rules.defaults = ToLimitSet(config.defaults);
   rules.maxima = ToLimitSet(config.limits);
+  rules.maxima.lifetime_seconds = config.limits.lifetime_seconds;
   rules.minima.cpu_millis = kMinCpuMillis;
   rules.minima.memory_mib = kMinMemoryMib;
   rules.minima.pids = kMinPids;
@@ -39,6 +40,8 @@ CallerPolicy ResolveCallerPolicy(const DaemonConfig& config,
   gids.push_back(caller.gid);
   EffectivePolicy effective = ResolvePolicy(config, caller.uid, gids);
   CallerPolicy policy;
+  policy.name = effective.name;
+  policy.deny = effective.deny;
   if (!effective.all_runtimes) policy.runtimes = effective.runtimes;
   policy.default_runtime = effective.defaults.runtime;
   policy.maxima.cpu_millis = effective.maxima.cpu_millis;
@@ -46,6 +49,16 @@ CallerPolicy ResolveCallerPolicy(const DaemonConfig& config,
   policy.maxima.pids = effective.maxima.pids;
   policy.maxima.disk_mib = effective.maxima.disk_mib;
   policy.maxima.ttl_seconds = effective.maxima.ttl_seconds;
+  policy.maxima.lifetime_seconds = effective.maxima.lifetime_seconds;
+  // Admins may weaken isolation: they could stop the daemon anyway.
+  if (caller.admin) {
+    policy.grants.assign(std::begin(kKnownGrants), std::end(kKnownGrants));
+  } else {
+    policy.grants = effective.grants;
+  }
+  policy.quotas.sandboxes = effective.quotas.sandboxes;
+  policy.quotas.calls = effective.quotas.calls;
+  policy.quotas.storage_mib = effective.quotas.storage_mib;
   return policy;
 }
 

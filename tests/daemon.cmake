@@ -9,6 +9,7 @@ target_compile_definitions(corral_daemon_harness PRIVATE
 
 corral_test(NAME daemon_unit_test
   SOURCES unit/daemon_spec_test.cc unit/output_log_test.cc
+    unit/daemon_instance_test.cc
   LIBS corral::daemon_core
   LABELS unit)
 
@@ -19,11 +20,18 @@ corral_test(NAME daemon_integration_test
 
 corral_test(NAME daemon_security_test
   SOURCES security/daemon_isolation_test.cc security/daemon_input_test.cc
+    security/daemon_trust_test.cc security/daemon_quota_test.cc
   LIBS corral_daemon_harness
   LABELS security)
 
+# kill -9 of the daemon while its helpers run, and restarts at once.
+corral_test(NAME daemon_kill_test
+  SOURCES integration/daemon_kill_test.cc
+  LIBS corral_daemon_harness
+  LABELS integration)
+
 # Everything the daemon tests run must be built first.
-foreach(t daemon_integration_test daemon_security_test)
+foreach(t daemon_integration_test daemon_security_test daemon_kill_test)
   add_dependencies(${t} corrald corral corral-agent)
 endforeach()
 

@@ -1,5 +1,8 @@
 #include "backends/common/leftovers.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <filesystem>
 #include <system_error>
 
@@ -52,6 +55,64 @@ absl::StatusOr<bv1::ReconcileResponse> RemoveUnknownSandboxes(
       response.add_removed_ids(id);
     } else if (result.ok()) {
       result = Annotate(status, absl::StrCat("leftover sandbox ", id));
+    }
+  }
+  if (!result.ok()) return result;
+  return response;
+}
+
+bool ValidInstanceId(absl::string_view id) {
+  return id.size() == 16 && std::all_of(id.begin(), id.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+absl::StatusOr<std::string> InstanceCgroupParent(
+    const std::string& cgroup_parent, const std::string& instance_id) {
+  if (instance_id.empty()) return cgroup_parent;
+  if (!ValidInstanceId(instance_id)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("PluginConfig.instance_id '", instance_id.substr(0, 40),
+                     "' is not 16 lowercase hex characters"));
+  }
+  return absl::StrCat(cgroup_parent, "/", instance_id);
+}
+
+absl::StatusOr<bv1::ReconcileResponse> RemoveOrphanInstances(
+    const linux_runtime::CgroupLayout& layout, const std::string& cgroup_parent,
+    const bv1::ReconcileRequest& request) {
+  std::set<std::string> live(request.live_instances().begin(),
+                             request.live_instances().end());
+  live.insert(request.config().instance_id());
+  bv1::ReconcileResponse response;
+  absl::Status result;
+  for (const std::string& instance :
+       linux_runtime::ListSandboxCgroupIds(layout, cgroup_parent)) {
+    if (!ValidInstanceId(instance) || live.count(instance) != 0) continue;
+    if (!request.only_instance().empty() &&
+        instance != request.only_instance()) {
+      continue;
+    }
+    const std::string parent = absl::StrCat(cgroup_parent, "/", instance);
+    for (const std::string& id :
+         linux_runtime::ListSandboxCgroupIds(layout, parent)) {
+      if (!linux_runtime::ValidSandboxId(id)) continue;
+      absl::Status status = linux_runtime::KillAndRemoveCgroups(
+          linux_runtime::SandboxCgroups::For(layout, parent, id),
+          absl::Seconds(5));
+      if (status.ok()) {
+        response.add_removed_ids(absl::StrCat(instance, "/", id));
+      } else if (result.ok()) {
+        result = Annotate(status,
+                          absl::StrCat("orphan sandbox ", instance, "/", id));
+      }
+    }
+    // The instance's own directories, now empty (rmdir leaves them
+    // otherwise, and the next cleanup tries again).
+    for (const std::string& dir :
+         linux_runtime::SandboxCgroups::For(layout, cgroup_parent, instance)
+             .Directories()) {
+      ::rmdir(dir.c_str());
     }
   }
   if (!result.ok()) return result;

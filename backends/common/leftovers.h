@@ -38,6 +38,26 @@ RemoveUnknownSandboxes(
     const ::corral::backend::v1::ReconcileRequest& request,
     absl::FunctionRef<absl::Status(const std::string& id)> tear_down);
 
+// True for a daemon instance id: 16 lowercase hex characters.
+[[nodiscard]] bool ValidInstanceId(absl::string_view id);
+
+// Where the cgroups of this daemon instance's sandboxes live:
+// <cgroup_parent>/<instance_id>, so that no other daemon's reconcile ever
+// sees them; just <cgroup_parent> when the instance is empty (a plugin
+// driven alone, in its own tests). INVALID_ARGUMENT for a malformed id.
+[[nodiscard]] absl::StatusOr<std::string> InstanceCgroupParent(
+    const std::string& cgroup_parent, const std::string& instance_id);
+
+// For `corrald --cleanup-orphans` (ReconcileRequest.orphans): kills and
+// removes the cgroups of every sandbox of every instance under
+// `cgroup_parent` that is neither request.live_instances nor this one, then
+// those instances' own directories. The removed ids are
+// "<instance>/<sandbox>".
+[[nodiscard]] absl::StatusOr<::corral::backend::v1::ReconcileResponse>
+RemoveOrphanInstances(const linux_runtime::CgroupLayout& layout,
+                      const std::string& cgroup_parent,
+                      const ::corral::backend::v1::ReconcileRequest& request);
+
 }  // namespace corral::backend_plugin
 
 #endif  // CORRAL_BACKENDS_COMMON_LEFTOVERS_H_

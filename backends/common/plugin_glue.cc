@@ -79,7 +79,21 @@ int CallWithAgent(absl::StatusOr<Response> (*operation)(const Request&,
 
 int ProbeCall(const uint8_t* data, size_t size, corral_result* result) {
   return Call<bv1::ProbeRequest>(data, size, result, [&](const auto& request) {
-    return Respond(kOperations.probe(request), result);
+    const absl::Status config = kOperations.check_config(request.config());
+    if (request.config_only()) {
+      bv1::ProbeResponse response;
+      if (!config.ok()) {
+        response.set_config_error(std::string(config.message()));
+        response.set_reason(std::string(config.message()));
+      }
+      return Respond(std::move(response), result);
+    }
+    bv1::ProbeResponse response = kOperations.probe(request);
+    if (!config.ok()) {
+      response.set_config_error(std::string(config.message()));
+      response.set_available(false);
+    }
+    return Respond(std::move(response), result);
   });
 }
 

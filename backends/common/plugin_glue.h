@@ -25,6 +25,11 @@ struct Operations {
   const char* version;
   // Never fails: answers available=false with the reason.
   bv1::ProbeResponse (*probe)(const bv1::ProbeRequest& request);
+  // Checks the [runtimes.<name>] options (PluginConfig.options) alone:
+  // INVALID_ARGUMENT naming an unknown option or a bad value. The glue puts
+  // its message in ProbeResponse.config_error, and answers a probe with
+  // ProbeRequest.config_only from it alone.
+  absl::Status (*check_config)(const bv1::PluginConfig& config);
   // Creates and starts a sandbox; `agent_fd` receives a connection to its
   // agent. On failure nothing of the sandbox remains on the host.
   absl::StatusOr<bv1::CreateResponse> (*create)(

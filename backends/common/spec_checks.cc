@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "backends/linux/fs_util.h"
 #include "corral/status_macros.h"
 
@@ -100,6 +101,25 @@ absl::StatusOr<bool> UserNamespaceOption(const bv1::SandboxSpec& spec,
     }
   }
   return use;
+}
+
+absl::StatusOr<bool> BoolOption(absl::string_view runtime,
+                                absl::string_view key,
+                                absl::string_view value) {
+  if (value == "true") return true;
+  if (value == "false") return false;
+  return absl::InvalidArgumentError(
+      absl::StrCat("runtimes.", runtime, ".", key, ": bad value '",
+                   value.substr(0, 40), "': expected true or false"));
+}
+
+absl::Status RefuseUnknownOptions(
+    absl::string_view runtime, const std::vector<std::string>& unknown,
+    std::initializer_list<absl::string_view> known) {
+  if (unknown.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "runtimes.", runtime, ".", unknown.front(), ": unknown option (the ",
+      runtime, " runtime knows: ", absl::StrJoin(known, ", "), ")"));
 }
 
 }  // namespace corral::backend_plugin

@@ -6,7 +6,9 @@
 #define CORRAL_BACKENDS_COMMON_SPEC_CHECKS_H_
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -37,6 +39,20 @@ inline constexpr uint32_t kMinPids = 4;
 // userns=true without a host uid too.
 [[nodiscard]] absl::StatusOr<bool> UserNamespaceOption(
     const ::corral::backend::v1::SandboxSpec& spec, absl::string_view runtime);
+
+// A boolean runtime option: "true" or "false"; INVALID_ARGUMENT naming
+// runtimes.<runtime>.<key> otherwise.
+[[nodiscard]] absl::StatusOr<bool> BoolOption(absl::string_view runtime,
+                                              absl::string_view key,
+                                              absl::string_view value);
+
+// INVALID_ARGUMENT naming the first of `unknown` (options of
+// [runtimes.<runtime>] the plugin does not understand) and the `known`
+// ones; OK when `unknown` is empty. A typo in a runtime's settings must stop
+// the daemon, not fall back to a default silently.
+[[nodiscard]] absl::Status RefuseUnknownOptions(
+    absl::string_view runtime, const std::vector<std::string>& unknown,
+    std::initializer_list<absl::string_view> known);
 
 }  // namespace corral::backend_plugin
 

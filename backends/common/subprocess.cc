@@ -4,10 +4,12 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -22,9 +24,32 @@ namespace {
 
 constexpr size_t kMaxOutputBytes = 64u << 10;
 
+// Closes every fd but 0-2 and `keep_a`, `keep_b`. Async-signal-safe.
+void CloseAllBut(int keep_a, int keep_b) {
+  const unsigned low = static_cast<unsigned>(std::min(keep_a, keep_b));
+  const unsigned high = static_cast<unsigned>(std::max(keep_a, keep_b));
+  if (low > 3) ::syscall(SYS_close_range, 3u, low - 1, 0u);
+  if (high > low + 1) ::syscall(SYS_close_range, low + 1, high - 1, 0u);
+  ::syscall(SYS_close_range, high + 1, ~0u, 0u);
+}
+
+// Ends this process when `parent` (the process that forked it) is gone:
+// a helper must never outlive the daemon holding anything of it.
+// Async-signal-safe.
+void DieWithParent(pid_t parent) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) ::_exit(127);  // it died before the prctl
+}
+
 // Only async-signal-safe calls: this runs in a fork of a threaded process.
+// The fork has a copy of every fd of the daemon (its state directory's
+// lock, the store, the listening socket): all but the two pipes go first,
+// and the intermediate dies with the daemon's thread that waits for it, so
+// a daemon killed meanwhile never leaves anything holding them.
 [[noreturn]] void RunIntermediate(char* const* argv, char* const* envp,
-                                  int output_fd, int report_fd) {
+                                  int output_fd, int report_fd, pid_t daemon) {
+  CloseAllBut(output_fd, report_fd);
+  DieWithParent(daemon);
   ::setsid();
   struct sigaction default_action {};
   default_action.sa_handler = SIG_DFL;
@@ -33,8 +58,10 @@ constexpr size_t kMaxOutputBytes = 64u << 10;
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  const pid_t intermediate = ::getpid();
   pid_t program = ::fork();
   if (program == 0) {
+    DieWithParent(intermediate);
     int null = ::open("/dev/null", O_RDONLY);
     if (null < 0 || ::dup2(null, 0) != 0 || ::dup2(output_fd, 1) != 1 ||
         ::dup2(output_fd, 2) != 2) {
@@ -80,11 +107,12 @@ absl::StatusOr<ProgramResult> RunProgram(const std::vector<std::string>& argv,
   UniqueFd output_read(output[0]), output_write(output[1]);
   if (::pipe2(report, O_CLOEXEC) != 0) return ErrnoStatus("pipe2");
   UniqueFd report_read(report[0]), report_write(report[1]);
+  const pid_t daemon = ::getpid();
   pid_t intermediate = ::fork();
   if (intermediate < 0) return ErrnoStatus("fork");
   if (intermediate == 0) {
     RunIntermediate(arg_pointers.data(), envp, output_write.get(),
-                    report_write.get());
+                    report_write.get(), daemon);
   }
   output_write.Reset();
   report_write.Reset();

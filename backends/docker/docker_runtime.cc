@@ -36,6 +36,7 @@
 #include "backends/linux/cgroups.h"
 #include "backends/linux/fs_util.h"
 #include "corral/logging.h"
+#include "corral/remove_tree.h"
 #include "corral/status_macros.h"
 
 namespace corral::docker {
@@ -74,13 +75,16 @@ absl::StatusOr<Settings> ReadSettings(const bv1::PluginConfig& config) {
   settings.runtime_dir = config.runtime_dir();
   settings.agent_path = config.agent_path();
   settings.socket = kDefaultSocket;
+  std::vector<std::string> unknown;
   for (const auto& [key, value] : config.options()) {
     if (key == "socket") {
       settings.socket = value;
     } else {
-      Log().warn("ignoring unknown option runtimes.docker.{}", key);
+      unknown.push_back(key);
     }
   }
+  RETURN_IF_ERROR(
+      backend_plugin::RefuseUnknownOptions("docker", unknown, {"socket"}));
   if (!absl::StartsWith(settings.socket, "/") ||
       settings.socket.size() >= sizeof(sockaddr_un::sun_path)) {
     return absl::InvalidArgumentError(
@@ -92,7 +96,17 @@ absl::StatusOr<Settings> ReadSettings(const bv1::PluginConfig& config) {
     return absl::InvalidArgumentError(
         "PluginConfig.runtime_dir must be an absolute path");
   }
-  settings.daemon_label = DaemonLabel(settings.runtime_dir);
+  // Containers and images carry the daemon instance's id, so that no other
+  // daemon's reconcile touches them (a plugin driven alone, without one,
+  // derives a label from its runtime directory).
+  if (config.instance_id().empty()) {
+    settings.daemon_label = DaemonLabel(settings.runtime_dir);
+  } else if (backend_plugin::ValidInstanceId(config.instance_id())) {
+    settings.daemon_label = config.instance_id();
+  } else {
+    return absl::InvalidArgumentError(
+        "PluginConfig.instance_id is not 16 lowercase hex characters");
+  }
   return settings;
 }
 
@@ -323,7 +337,7 @@ std::vector<int> Guarantees(const EngineInfo& info) {
 absl::Status Teardown(const Engine& engine, const std::string& container,
                       const std::string& sandbox_dir) {
   absl::Status status = engine.RemoveContainer(container);
-  absl::Status removed = linux_runtime::RemoveTree(sandbox_dir);
+  absl::Status removed = corral::RemoveTree(sandbox_dir);
   if (status.ok()) status = removed;
   return status;
 }
@@ -332,6 +346,10 @@ absl::Status Teardown(const Engine& engine, const std::string& container,
 
 std::string DaemonLabel(absl::string_view runtime_dir) {
   return HashHex(absl::StrCat("corral-daemon|", runtime_dir));
+}
+
+absl::Status CheckConfig(const bv1::PluginConfig& config) {
+  return ReadSettings(config).status();
 }
 
 bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
@@ -417,7 +435,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   absl::Cleanup undo = [&] {
     absl::Status status =
         state.container_id.empty()
-            ? linux_runtime::RemoveTree(state.sandbox_dir)
+            ? corral::RemoveTree(state.sandbox_dir)
             : Teardown(engine, state.container_id, state.sandbox_dir);
     if (!status.ok()) {
       Log().error("sandbox {}: cleanup after a failed create: {}", spec.id(),
@@ -554,10 +572,64 @@ absl::StatusOr<bv1::StatsResponse> Stats(const bv1::StatsRequest& request) {
   return backend_plugin::StatsResponseFrom(stats);
 }
 
+namespace {
+
+// `corrald --cleanup-orphans`: the containers and images of instances
+// whose state is gone.
+absl::StatusOr<bv1::ReconcileResponse> RemoveOrphans(
+    const Engine& engine, const Settings& settings,
+    const bv1::ReconcileRequest& request) {
+  std::set<std::string> live(request.live_instances().begin(),
+                             request.live_instances().end());
+  live.insert(settings.daemon_label);
+  auto orphan = [&](const std::string& instance) {
+    return backend_plugin::ValidInstanceId(instance) &&
+           live.count(instance) == 0 &&
+           (request.only_instance().empty() ||
+            instance == request.only_instance());
+  };
+  bv1::ReconcileResponse response;
+  absl::Status result;
+  ASSIGN_OR_RETURN(auto containers, engine.ListContainers(kDaemonLabel, ""));
+  for (const ContainerSummary& container : containers) {
+    const std::string instance = container.labels.at(kDaemonLabel);
+    auto sandbox = container.labels.find(kSandboxLabel);
+    if (!orphan(instance) || sandbox == container.labels.end() ||
+        !ValidSandboxId(sandbox->second)) {
+      continue;
+    }
+    absl::Status status = engine.RemoveContainer(container.id);
+    if (status.ok()) {
+      response.add_removed_ids(absl::StrCat(instance, "/", sandbox->second));
+    } else if (result.ok()) {
+      result =
+          Annotate(status, absl::StrCat("orphan container ", container.id));
+    }
+  }
+  // Their images, "corral/<instance>:<tag>"; one still in use stays.
+  auto refs = engine.ListImageRefs(kImageDaemonLabel, "");
+  if (refs.ok()) {
+    for (const std::string& ref : *refs) {
+      absl::string_view rest = ref;
+      if (!absl::ConsumePrefix(&rest, "corral/")) continue;
+      const std::string instance(rest.substr(0, rest.find(':')));
+      if (!orphan(instance)) continue;
+      if (absl::Status status = engine.RemoveImage(ref); !status.ok()) {
+        Log().warn("removing orphan image {}: {}", ref, status.ToString());
+      }
+    }
+  }
+  if (!result.ok()) return result;
+  return response;
+}
+
+}  // namespace
+
 absl::StatusOr<bv1::ReconcileResponse> Reconcile(
     const bv1::ReconcileRequest& request) {
   ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
   Engine engine(settings.socket);
+  if (request.orphans()) return RemoveOrphans(engine, settings, request);
   std::set<std::string> known(request.known_ids().begin(),
                               request.known_ids().end());
   std::set<std::string> removed;
@@ -588,7 +660,7 @@ absl::StatusOr<bv1::ReconcileResponse> Reconcile(
        std::filesystem::directory_iterator(settings.runtime_dir, error)) {
     std::string id = entry.path().filename().string();
     if (!ValidSandboxId(id) || known.count(id)) continue;
-    absl::Status status = linux_runtime::RemoveTree(entry.path().string());
+    absl::Status status = corral::RemoveTree(entry.path().string());
     note(status, absl::StrCat("leftover directory ", entry.path().string()));
     if (status.ok()) removed.insert(id);
   }

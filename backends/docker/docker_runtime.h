@@ -17,6 +17,8 @@ namespace corral::docker {
 namespace bv1 = ::corral::backend::v1;
 
 bv1::ProbeResponse Probe(const bv1::ProbeRequest& request);
+// The [runtimes.docker] options alone (see Operations::check_config).
+absl::Status CheckConfig(const bv1::PluginConfig& config);
 absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
                                            UniqueFd* agent_fd);
 absl::StatusOr<bv1::AttachResponse> Attach(const bv1::AttachRequest& request,

@@ -56,9 +56,19 @@ absl::Status CheckRef(absl::string_view ref) {
   return absl::OkStatus();
 }
 
+// Objects with label `key` = `value`, or with label `key` at all when
+// `value` is empty.
 std::string LabelFilter(absl::string_view key, absl::string_view value) {
-  json filters = {{"label", json::array({absl::StrCat(key, "=", value)})}};
+  json filters = {
+      {"label", json::array({value.empty() ? std::string(key)
+                                           : absl::StrCat(key, "=", value)})}};
   return UrlEncode(filters.dump());
+}
+
+bool LabelMatches(const std::map<std::string, std::string>& labels,
+                  absl::string_view key, absl::string_view value) {
+  auto label = labels.find(std::string(key));
+  return label != labels.end() && (value.empty() || label->second == value);
 }
 
 }  // namespace
@@ -275,9 +285,8 @@ absl::StatusOr<std::vector<ContainerSummary>> Engine::ListContainers(
       }
     }
     // The filter is the engine's; check it ourselves too.
-    auto label = summary.labels.find(std::string(key));
     if (summary.id.empty() || !CheckRef(summary.id).ok() ||
-        label == summary.labels.end() || label->second != value) {
+        !LabelMatches(summary.labels, key, value)) {
       continue;
     }
     result.push_back(std::move(summary));
@@ -363,9 +372,7 @@ absl::StatusOr<std::vector<std::string>> Engine::ListImageRefs(
     if (!entry.is_object()) continue;
     auto labels = entry.find("Labels");
     if (labels == entry.end()) continue;
-    auto map = StringMap(*labels);
-    auto label = map.find(std::string(key));
-    if (label == map.end() || label->second != value) continue;
+    if (!LabelMatches(StringMap(*labels), key, value)) continue;
     auto tags = entry.find("RepoTags");
     if (tags == entry.end() || !tags->is_array()) continue;
     for (const json& tag : *tags) {

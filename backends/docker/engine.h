@@ -81,7 +81,8 @@ class Engine {
   // container is success.
   [[nodiscard]] absl::Status RemoveContainer(
       absl::string_view id_or_name) const;
-  // Containers (running or not) carrying label `key`=`value`.
+  // Containers (running or not) carrying label `key`=`value` (with any
+  // value when `value` is empty).
   [[nodiscard]] absl::StatusOr<std::vector<ContainerSummary>> ListContainers(
       absl::string_view key, absl::string_view value) const;
   // The last `lines` lines of the container's stdout and stderr.
@@ -97,7 +98,8 @@ class Engine {
       absl::string_view repo, absl::string_view tag,
       const std::vector<std::string>& changes,
       const BodyProducer& producer) const;
-  // Ids of images labelled `key`=`value`, with their repo:tags.
+  // The repo:tags of images labelled `key`=`value` (any value when `value`
+  // is empty).
   [[nodiscard]] absl::StatusOr<std::vector<std::string>> ListImageRefs(
       absl::string_view key, absl::string_view value) const;
   // DELETE /images/<ref> (not forced): CONFLICT ("in use") is an error the

@@ -13,6 +13,7 @@
 #include "backends/common/seccomp_json.h"
 #include "backends/docker/rootfs_tar.h"
 #include "backends/linux/fs_util.h"
+#include "corral/remove_tree.h"
 #include "corral/status_macros.h"
 
 namespace corral::docker {
@@ -37,7 +38,7 @@ absl::StatusOr<ImageSource> BuildHostSource(const std::string& runtime_dir) {
   if (::mkdtemp(scratch.data()) == nullptr) {
     return ErrnoStatus(absl::StrCat("mkdtemp ", scratch));
   }
-  auto remove_scratch = [&] { (void)linux_runtime::RemoveTree(scratch); };
+  auto remove_scratch = [&] { (void)corral::RemoveTree(scratch); };
   if (::chmod(scratch.c_str(), 0755) != 0) {
     absl::Status status = ErrnoStatus(absl::StrCat("chmod ", scratch));
     remove_scratch();

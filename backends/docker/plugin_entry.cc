@@ -6,8 +6,9 @@
 namespace corral::backend_plugin {
 
 const Operations kOperations = {
-    "docker",       "0.1.0",         docker::Probe, docker::Create,
-    docker::Attach, docker::Destroy, docker::Stats, docker::Reconcile,
+    "docker",          "0.1.0",        docker::Probe,   docker::CheckConfig,
+    docker::Create,    docker::Attach, docker::Destroy, docker::Stats,
+    docker::Reconcile,
 };
 
 }  // namespace corral::backend_plugin

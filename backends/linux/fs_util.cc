@@ -18,50 +18,6 @@
 #include "corral/unique_fd.h"
 
 namespace corral::linux_runtime {
-namespace {
-
-// Removes every entry of the open directory `dir_fd` (which lives on device
-// `dev`), depth first. Entries on another device are mount points: they are
-// left alone and make the removal fail with EBUSY later, which is safer than
-// descending into a mount.
-absl::Status RemoveContents(int dir_fd, dev_t dev, const std::string& where) {
-  int dup_fd = ::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
-  if (dup_fd < 0) return ErrnoStatus(absl::StrCat("fcntl F_DUPFD ", where));
-  DIR* dir = ::fdopendir(dup_fd);
-  if (dir == nullptr) {
-    int error = errno;
-    ::close(dup_fd);
-    return ErrnoStatus(absl::StrCat("fdopendir ", where), error);
-  }
-  std::vector<std::string> names;
-  while (dirent* entry = ::readdir(dir)) {
-    absl::string_view name = entry->d_name;
-    if (name == "." || name == "..") continue;
-    names.emplace_back(name);
-  }
-  ::closedir(dir);
-  for (const std::string& name : names) {
-    const std::string path = absl::StrCat(where, "/", name);
-    struct stat st {};
-    if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno == ENOENT) continue;
-      return ErrnoStatus(absl::StrCat("fstatat ", path));
-    }
-    if (S_ISDIR(st.st_mode) && st.st_dev == dev) {
-      UniqueFd child(::openat(dir_fd, name.c_str(),
-                              O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (!child) return ErrnoStatus(absl::StrCat("openat ", path));
-      RETURN_IF_ERROR(RemoveContents(child.get(), dev, path));
-    }
-    int flags = S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0;
-    if (::unlinkat(dir_fd, name.c_str(), flags) != 0 && errno != ENOENT) {
-      return ErrnoStatus(absl::StrCat("unlinkat ", path));
-    }
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
@@ -91,28 +47,6 @@ absl::Status WriteFile(const std::string& path, absl::string_view content) {
     return ErrnoStatus(absl::StrCat("write ", path, " '", content, "'"));
   if (static_cast<size_t>(n) != content.size()) {
     return absl::InternalError(absl::StrCat("write ", path, ": short write"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status RemoveTree(const std::string& path) {
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return absl::OkStatus();
-    return ErrnoStatus(absl::StrCat("lstat ", path));
-  }
-  if (S_ISDIR(st.st_mode)) {
-    UniqueFd fd(
-        ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!fd) return ErrnoStatus(absl::StrCat("open ", path));
-    RETURN_IF_ERROR(RemoveContents(fd.get(), st.st_dev, path));
-    if (::rmdir(path.c_str()) != 0 && errno != ENOENT) {
-      return ErrnoStatus(absl::StrCat("rmdir ", path));
-    }
-    return absl::OkStatus();
-  }
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-    return ErrnoStatus(absl::StrCat("unlink ", path));
   }
   return absl::OkStatus();
 }

@@ -1,6 +1,7 @@
 // Small file and /proc helpers shared by the linux runtime plugin and its
-// launcher: whole-file reads and writes, a tree removal that never follows
-// symlinks, and the start time of a process (to detect pid reuse).
+// launcher: whole-file reads and writes, and the start time of a process (to
+// detect pid reuse). Tree removal is corral::RemoveTree
+// (common/corral/remove_tree.h).
 #ifndef CORRAL_BACKENDS_LINUX_FS_UTIL_H_
 #define CORRAL_BACKENDS_LINUX_FS_UTIL_H_
 
@@ -22,11 +23,6 @@ namespace corral::linux_runtime {
 // take one value per write), without O_CREAT.
 [[nodiscard]] absl::Status WriteFile(const std::string& path,
                                      absl::string_view content);
-
-// Removes `path` and everything beneath it. Never follows a symlink (a link
-// is removed, not its target) and never crosses into another mount.
-// A missing path is not an error.
-[[nodiscard]] absl::Status RemoveTree(const std::string& path);
 
 // What /proc/<pid>/stat says about a process.
 struct ProcStat {

@@ -25,6 +25,9 @@ std::vector<std::string> LaunchConfig::ToArgs() const {
     args.insert(args.end(),
                 {"--userns", absl::StrCat(host_uid, ":", host_gid)});
   }
+  if (!workspace_device.empty()) {
+    args.insert(args.end(), {"--workspace-device", workspace_device});
+  }
   for (const std::string& file : cgroup_procs) {
     args.insert(args.end(), {"--cgroup-procs", file});
   }
@@ -53,6 +56,12 @@ absl::StatusOr<LaunchConfig> LaunchConfig::FromArgs(
       config.staging_dir = std::string(value);
     } else if (flag == "--workspace") {
       config.workspace_dir = std::string(value);
+    } else if (flag == "--workspace-device") {
+      if (!absl::StartsWith(value, "/dev/")) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("bad --workspace-device ", value));
+      }
+      config.workspace_device = std::string(value);
     } else if (flag == "--rootfs-dir") {
       config.rootfs_dir = std::string(value);
       has_rootfs_dir = true;

@@ -39,6 +39,11 @@ struct LaunchConfig {
   // sandbox's private mount namespace; nothing is mounted there on the host).
   std::string staging_dir;
   std::string workspace_dir;
+  // When not empty: a block device (a loop device over the workspace's
+  // ext4 image, workspace_disk.h) that the sandbox's mount namespace mounts
+  // on /workspace instead of binding workspace_dir, so that its disk limit
+  // holds and the host never sees the mount.
+  std::string workspace_device;
   // Size of the /tmp tmpfs.
   uint64_t tmp_bytes = 0;
   // Host uid/gid of the sandbox's root; with user_namespace false root stays

@@ -30,12 +30,14 @@
 #include "backends/common/plugin_support.h"
 #include "backends/common/spec_checks.h"
 #include "backends/common/subprocess.h"
+#include "backends/common/workspace_disk.h"
 #include "backends/linux/agent_image.h"
 #include "backends/linux/cgroups.h"
 #include "backends/linux/fs_util.h"
 #include "backends/linux/launch_config.h"
 #include "backends/linux/sandbox_state.h"
 #include "corral/logging.h"
+#include "corral/remove_tree.h"
 #include "corral/status_macros.h"
 
 extern "C" char** environ;
@@ -48,6 +50,7 @@ constexpr int kGuaranteeCgroupLimits = 2;
 constexpr int kGuaranteeSeccomp = 3;
 constexpr int kGuaranteeNetworkIsolation = 4;
 constexpr int kGuaranteeUserNamespace = 6;
+constexpr int kGuaranteeDiskLimit = 9;
 
 constexpr char kDefaultCgroupParent[] = "corral";
 constexpr char kStagingName[] = "root";
@@ -67,7 +70,14 @@ struct Settings {
   std::string runtime_dir;
   std::string agent_path;
   std::string launcher_path;
+  // runtimes.linux.cgroup_parent, shared by every daemon instance.
+  std::string base_cgroup_parent;
+  // Where this instance's sandboxes' cgroups go: <base>/<instance id>.
   std::string cgroup_parent;
+  // runtimes.linux.workspace_disk: each workspace a filesystem of the
+  // sandbox's disk size (the disk limit); false: a plain directory, no
+  // limit, a few ms faster to create.
+  bool workspace_disk = true;
 };
 
 absl::StatusOr<Settings> ReadSettings(const bv1::PluginConfig& config) {
@@ -77,18 +87,28 @@ absl::StatusOr<Settings> ReadSettings(const bv1::PluginConfig& config) {
   std::string plugin_dir = backend_plugin::PluginDirectory(config);
   settings.launcher_path = absl::StrCat(plugin_dir, "/", kLauncherName);
   settings.cgroup_parent = kDefaultCgroupParent;
+  std::vector<std::string> unknown;
   for (const auto& [key, value] : config.options()) {
     if (key == "cgroup_parent") {
       settings.cgroup_parent = value;
+    } else if (key == "workspace_disk") {
+      ASSIGN_OR_RETURN(settings.workspace_disk,
+                       backend_plugin::BoolOption("linux", key, value));
     } else {
-      Log().warn("ignoring unknown option runtimes.linux.{}", key);
+      unknown.push_back(key);
     }
   }
+  RETURN_IF_ERROR(backend_plugin::RefuseUnknownOptions(
+      "linux", unknown, {"cgroup_parent", "workspace_disk"}));
   if (!ValidCgroupParent(settings.cgroup_parent)) {
     return absl::InvalidArgumentError(
         absl::StrCat("runtimes.linux.cgroup_parent '", settings.cgroup_parent,
                      "' must be a relative path of [A-Za-z0-9._-] components"));
   }
+  settings.base_cgroup_parent = settings.cgroup_parent;
+  ASSIGN_OR_RETURN(settings.cgroup_parent,
+                   backend_plugin::InstanceCgroupParent(
+                       settings.base_cgroup_parent, config.instance_id()));
   if (!absl::StartsWith(settings.runtime_dir, "/")) {
     return absl::InvalidArgumentError(
         "PluginConfig.runtime_dir must be an absolute path");
@@ -192,7 +212,7 @@ void KillInit(pid_t pid, uint64_t start_time) {
 absl::Status Teardown(const SandboxCgroups& cgroups,
                       const std::string& sandbox_dir) {
   absl::Status status = KillAndRemoveCgroups(cgroups, kTeardownTimeout);
-  absl::Status removed = RemoveTree(sandbox_dir);
+  absl::Status removed = corral::RemoveTree(sandbox_dir);
   if (status.ok()) status = removed;
   return status;
 }
@@ -205,6 +225,10 @@ std::string ReadTrimmed(const std::string& path) {
 }
 
 }  // namespace
+
+absl::Status CheckConfig(const bv1::PluginConfig& config) {
+  return ReadSettings(config).status();
+}
 
 bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
   bv1::ProbeResponse response;
@@ -243,6 +267,15 @@ bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
     details["cgroup"] = "none";
     problems.push_back(absl::StrCat("cgroups: ", layout.status().message()));
   }
+  // Workspaces as filesystems of their own (the disk limit).
+  if (settings.ok() && !settings->workspace_disk) {
+    details["disk_limit"] = "no: runtimes.linux.workspace_disk = false";
+  } else if (absl::Status disks = runtime_common::WorkspaceDiskSupport();
+             disks.ok()) {
+    details["disk_limit"] = "yes";
+  } else {
+    details["disk_limit"] = absl::StrCat("no: ", disks.message());
+  }
   // Whether the agent can be shielded from the OOM killer (oom_score_adj
   // -1000 needs CAP_SYS_RESOURCE).
   details["oom_protection"] =
@@ -266,6 +299,10 @@ bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
          {kGuaranteeCgroupLimits, kGuaranteeSeccomp, kGuaranteeNetworkIsolation,
           kGuaranteeUserNamespace}) {
       response.add_guarantees(guarantee);
+    }
+    if (settings->workspace_disk &&
+        runtime_common::WorkspaceDiskSupport().ok()) {
+      response.add_guarantees(kGuaranteeDiskLimit);
     }
   } else {
     response.set_reason(absl::StrJoin(problems, "; "));
@@ -331,6 +368,15 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
                                       spec.host_uid(), ":", spec.host_gid()));
     }
   }
+  // The workspace's own filesystem, of the sandbox's disk size, which the
+  // sandbox's mount namespace mounts; the loop device stays attached while
+  // mounted, and this fd only until the launcher has mounted it.
+  ASSIGN_OR_RETURN(
+      runtime_common::LoopDevice workspace_disk,
+      runtime_common::PrepareWorkspaceDisk(
+          spec.workspace_dir(), spec.disk_bytes(), settings.workspace_disk,
+          user_namespace ? spec.host_uid() : 0,
+          user_namespace ? spec.host_gid() : 0));
   ASSIGN_OR_RETURN(UniqueFd listen_fd,
                    backend_plugin::ListenAgent(state.sandbox_dir));
   // Connecting before the agent runs is fine: the connection waits in the
@@ -339,6 +385,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
                    backend_plugin::ConnectAgent(state.sandbox_dir));
 
   LaunchConfig config;
+  config.workspace_device = workspace_disk.path;
   config.id = spec.id();
   config.hostname = spec.hostname();
   config.rootfs_host = spec.rootfs().source_case() == bv1::RootFs::kHost;
@@ -384,6 +431,9 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
     response.add_guarantees(guarantee);
   }
   if (user_namespace) response.add_guarantees(kGuaranteeUserNamespace);
+  if (!workspace_disk.path.empty()) {
+    response.add_guarantees(kGuaranteeDiskLimit);
+  }
   *agent_fd = std::move(connection);
   return response;
 }
@@ -452,6 +502,10 @@ absl::StatusOr<bv1::ReconcileResponse> Reconcile(
     const bv1::ReconcileRequest& request) {
   ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
   ASSIGN_OR_RETURN(CgroupLayout layout, CgroupLayout::Detect());
+  if (request.orphans()) {
+    return backend_plugin::RemoveOrphanInstances(
+        layout, settings.base_cgroup_parent, request);
+  }
   return backend_plugin::RemoveUnknownSandboxes(
       backend_plugin::SandboxIdsOnHost(layout, settings.cgroup_parent,
                                        {settings.runtime_dir}),

@@ -15,6 +15,8 @@ namespace bv1 = ::corral::backend::v1;
 
 // Never fails: answers available=false with the reason.
 [[nodiscard]] bv1::ProbeResponse Probe(const bv1::ProbeRequest& request);
+// The [runtimes.<name>] options alone (see Operations::check_config).
+[[nodiscard]] absl::Status CheckConfig(const bv1::PluginConfig& config);
 
 // Creates and starts a sandbox; `agent_fd` receives a connection to its
 // agent. On failure nothing of the sandbox remains on the host.

@@ -9,6 +9,7 @@ const Operations kOperations = {
     "linux",
     "0.1.0",
     linux_runtime::Probe,
+    linux_runtime::CheckConfig,
     linux_runtime::Create,
     linux_runtime::Attach,
     linux_runtime::Destroy,

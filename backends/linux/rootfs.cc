@@ -334,9 +334,21 @@ absl::Status BuildRootAndPivot(const LaunchConfig& config) {
   RETURN_IF_ERROR(Annotate(
       Mount("tmpfs", root + "/tmp", "tmpfs", kNoSuidNoDev, tmp_options),
       "/tmp"));
-  RETURN_IF_ERROR(
-      Annotate(Bind(config.workspace_dir, root + "/workspace", kNoSuidNoDev),
-               "/workspace"));
+  if (config.workspace_device.empty()) {
+    RETURN_IF_ERROR(
+        Annotate(Bind(config.workspace_dir, root + "/workspace", kNoSuidNoDev),
+                 "/workspace"));
+  } else {
+    // Still host root here (the user namespace comes later), so the
+    // workspace's own filesystem can be mounted; in this mount namespace
+    // only.
+    RETURN_IF_ERROR(Annotate(Mount(config.workspace_device.c_str(),
+                                   root + "/workspace", "ext4", kNoSuidNoDev),
+                             "/workspace"));
+    // mkfs makes lost+found (root's, unreadable to a mapped root); a
+    // workspace starts empty. rmdir leaves one that holds anything alone.
+    ::rmdir((root + "/workspace/lost+found").c_str());
+  }
   // The root itself becomes read-only last, once every mount point and
   // file in it exists.
   if (config.rootfs_host) {

@@ -14,6 +14,10 @@
 //   --root-at DIR SRC  bind-mounts SRC on DIR there (runc mounts the rootfs
 //                    as the sandbox's mapped root, which cannot traverse
 //                    root-only directories such as the daemon's state dir);
+//   --mount-ext4 DEV DIR  mounts the ext4 block device DEV on DIR there
+//                    (nosuid, nodev): the workspace's own filesystem, which
+//                    the bundle binds into the container (in a user
+//                    namespace the runtime could not mount it itself);
 // then forks the runtime, waits for it and writes one line on fd N:
 //   "exit <code>\n" or "signal <number>\n" or "error <message>\n".
 // The runtime gets fds 0-2 and every fd from 3 up to N-1 (the plugin passes
@@ -36,11 +40,15 @@
 #include <string>
 #include <vector>
 
+#include "corral/parent_death.h"
+
 namespace {
 
 struct Options {
   int report_fd = -1;
   std::vector<std::string> unmounts;
+  std::string ext4_device;
+  std::string ext4_dir;
   std::string root_dir;
   std::string root_source;
   std::vector<char*> command;
@@ -72,6 +80,9 @@ bool ParseArgs(int argc, char** argv, Options* options, std::string* error) {
       options->report_fd = std::atoi(argv[++i]);
     } else if (arg == "--unmount" && i + 1 < argc) {
       options->unmounts.emplace_back(argv[++i]);
+    } else if (arg == "--mount-ext4" && i + 2 < argc) {
+      options->ext4_device = argv[++i];
+      options->ext4_dir = argv[++i];
     } else if (arg == "--root-at" && i + 2 < argc) {
       options->root_dir = argv[++i];
       options->root_source = argv[++i];
@@ -96,7 +107,10 @@ bool IsDirectory(const std::string& path) {
 }
 
 bool SetUpMounts(const Options& options, std::string* error) {
-  if (options.unmounts.empty() && options.root_dir.empty()) return true;
+  if (options.unmounts.empty() && options.root_dir.empty() &&
+      options.ext4_device.empty()) {
+    return true;
+  }
   if (::unshare(CLONE_NEWNS) != 0) {
     *error = Errno("unshare CLONE_NEWNS");
     return false;
@@ -112,6 +126,25 @@ bool SetUpMounts(const Options& options, std::string* error) {
       *error = Errno("umount " + path);
       return false;
     }
+  }
+  if (!options.ext4_device.empty()) {
+    if (options.ext4_device.rfind("/dev/", 0) != 0 ||
+        !IsDirectory(options.ext4_dir)) {
+      *error = "--mount-ext4: " + options.ext4_device +
+               " must be a device "
+               "and " +
+               options.ext4_dir + " a directory";
+      return false;
+    }
+    if (::mount(options.ext4_device.c_str(), options.ext4_dir.c_str(), "ext4",
+                MS_NOSUID | MS_NODEV, nullptr) != 0) {
+      *error = Errno("mount ext4 " + options.ext4_device + " on " +
+                     options.ext4_dir);
+      return false;
+    }
+    // mkfs makes lost+found; a workspace starts empty (rmdir leaves one
+    // that holds anything alone).
+    ::rmdir((options.ext4_dir + "/lost+found").c_str());
   }
   if (!options.root_dir.empty()) {
     if (!IsDirectory(options.root_dir) || !IsDirectory(options.root_source)) {
@@ -142,6 +175,9 @@ int main(int argc, char** argv) {
   }
   const int report = options.report_fd;
   ::fcntl(report, F_SETFD, FD_CLOEXEC);
+  // Killed with the daemon while it waits for this helper; its runtime
+  // child dies with it in turn (below).
+  if (!corral::DieWithParent(report)) return 2;
   if (!SetUpMounts(options, &error)) {
     Report(report, "error " + error + "\n");
     return 1;
@@ -171,6 +207,7 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  corral::OutliveParent();
   if (WIFEXITED(status)) {
     Report(report, "exit " + std::to_string(WEXITSTATUS(status)) + "\n");
   } else {

@@ -33,12 +33,14 @@
 #include "backends/common/plugin_support.h"
 #include "backends/common/spec_checks.h"
 #include "backends/common/subprocess.h"
+#include "backends/common/workspace_disk.h"
 #include "backends/linux/agent_image.h"
 #include "backends/linux/cgroups.h"
 #include "backends/linux/fs_util.h"
 #include "backends/oci/bundle_config.h"
 #include "backends/oci/oci_state.h"
 #include "corral/logging.h"
+#include "corral/remove_tree.h"
 #include "corral/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -54,6 +56,7 @@ constexpr int kGuaranteeCgroupLimits = 2;
 constexpr int kGuaranteeSeccomp = 3;
 constexpr int kGuaranteeNetworkIsolation = 4;
 constexpr int kGuaranteeUserNamespace = 6;
+constexpr int kGuaranteeDiskLimit = 9;
 
 constexpr char kConfigName[] = "config.json";
 constexpr char kRootName[] = "rootfs";
@@ -87,9 +90,12 @@ absl::StatusOr<Settings> ReadSettings(const bv1::PluginConfig& config) {
       ParseSettings(config.runtime_dir(), config.agent_path(),
                     backend_plugin::PluginDirectory(config), options,
                     backend_plugin::IsExecutableFile, &ignored));
-  for (const std::string& key : ignored) {
-    Log().warn("ignoring unknown option runtimes.oci.{}", key);
-  }
+  settings.base_cgroup_parent = settings.cgroup_parent;
+  ASSIGN_OR_RETURN(settings.cgroup_parent,
+                   backend_plugin::InstanceCgroupParent(
+                       settings.base_cgroup_parent, config.instance_id()));
+  RETURN_IF_ERROR(backend_plugin::RefuseUnknownOptions(
+      "oci", ignored, {"runtime", "cgroup_parent", "workspace_disk"}));
   return settings;
 }
 
@@ -136,6 +142,10 @@ struct RuntimeCall {
   // Mount root_at_source on root_at_dir in the helper's namespace.
   std::string root_at_dir;
   std::string root_at_source;
+  // Mount this ext4 block device on workspace_dir in the helper's
+  // namespace, which the runtime then binds into the container.
+  std::string workspace_device;
+  std::string workspace_dir;
   // stdout and stderr to pipes read here; otherwise /dev/null (a started
   // container inherits the runtime's stdio: it must not hold our pipes).
   bool capture_output = true;
@@ -220,6 +230,10 @@ absl::StatusOr<RuntimeOutcome> RunRuntime(const Runner& runner,
   if (!call.root_at_source.empty()) {
     args.insert(args.end(),
                 {"--root-at", call.root_at_dir, call.root_at_source});
+  }
+  if (!call.workspace_device.empty()) {
+    args.insert(args.end(),
+                {"--mount-ext4", call.workspace_device, call.workspace_dir});
   }
   args.insert(args.end(), {"--", runner.runtime_path,
                            absl::StrCat("--root=", runner.state_root)});
@@ -473,8 +487,8 @@ absl::Status TearDown(const Runner& runner, const std::string& cgroup_parent,
     status = layout.status();
   }
   absl::Status state =
-      linux_runtime::RemoveTree(absl::StrCat(runner.state_root, "/", id));
-  absl::Status files = linux_runtime::RemoveTree(sandbox_dir);
+      corral::RemoveTree(absl::StrCat(runner.state_root, "/", id));
+  absl::Status files = corral::RemoveTree(sandbox_dir);
   for (const absl::Status& other : {state, files}) {
     if (status.ok()) status = other;
   }
@@ -511,6 +525,10 @@ absl::StatusOr<ContainerState> QueryState(const Runner& runner,
 }
 
 }  // namespace
+
+absl::Status CheckConfig(const bv1::PluginConfig& config) {
+  return ReadSettings(config).status();
+}
 
 bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
   bv1::ProbeResponse response;
@@ -588,6 +606,10 @@ bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
       response.add_guarantees(guarantee);
     }
     if (userns) response.add_guarantees(kGuaranteeUserNamespace);
+    if (settings.ok() && settings->workspace_disk &&
+        runtime_common::WorkspaceDiskSupport().ok()) {
+      response.add_guarantees(kGuaranteeDiskLimit);
+    }
   } else {
     response.set_reason(absl::StrJoin(problems, "; "));
   }
@@ -702,6 +724,17 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
                                       spec.host_uid(), ":", spec.host_gid()));
     }
   }
+  // The workspace's own filesystem, of the sandbox's disk size: the helper
+  // mounts it in its private mount namespace where the bundle binds the
+  // workspace from, so the container gets it and the host never sees it.
+  // The loop device stays attached while mounted; this fd only until the
+  // container runs.
+  ASSIGN_OR_RETURN(
+      runtime_common::LoopDevice workspace_disk,
+      runtime_common::PrepareWorkspaceDisk(
+          spec.workspace_dir(), spec.disk_bytes(), settings.workspace_disk,
+          user_namespace ? spec.host_uid() : 0,
+          user_namespace ? spec.host_gid() : 0));
   RETURN_IF_ERROR(
       WriteNewFile(absl::StrCat(record.sandbox_dir, "/", kConfigName),
                    BundleConfig(bundle).dump(1)));
@@ -730,6 +763,8 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
     run.root_at_dir = root_mount_point;
     run.root_at_source = root_source;
   }
+  run.workspace_device = workspace_disk.path;
+  run.workspace_dir = spec.workspace_dir();
   const absl::Time launched = absl::Now();
   ASSIGN_OR_RETURN(RuntimeOutcome outcome, RunRuntime(runner, run));
   const absl::Time ran = absl::Now();
@@ -778,6 +813,9 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
     response.add_guarantees(guarantee);
   }
   if (user_namespace) response.add_guarantees(kGuaranteeUserNamespace);
+  if (!workspace_disk.path.empty()) {
+    response.add_guarantees(kGuaranteeDiskLimit);
+  }
   *agent_fd = std::move(connection);
   return response;
 }
@@ -863,6 +901,10 @@ absl::StatusOr<bv1::ReconcileResponse> Reconcile(
     const bv1::ReconcileRequest& request) {
   ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
   ASSIGN_OR_RETURN(CgroupLayout layout, CgroupLayout::Detect());
+  if (request.orphans()) {
+    return backend_plugin::RemoveOrphanInstances(
+        layout, settings.base_cgroup_parent, request);
+  }
   const Runner runner =
       MakeRunner(settings.helper_path, settings.runtime_path,
                  settings.runtime_kind, settings.StateRoot(), layout);

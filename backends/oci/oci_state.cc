@@ -49,6 +49,13 @@ absl::StatusOr<Settings> ParseSettings(
       runtime = value;
     } else if (key == "cgroup_parent") {
       settings.cgroup_parent = value;
+    } else if (key == "workspace_disk") {
+      if (value != "true" && value != "false") {
+        return absl::InvalidArgumentError(
+            absl::StrCat("runtimes.oci.workspace_disk: bad value '",
+                         value.substr(0, 40), "': expected true or false"));
+      }
+      settings.workspace_disk = value == "true";
     } else if (ignored != nullptr) {
       ignored->push_back(key);
     }

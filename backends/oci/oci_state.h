@@ -35,7 +35,14 @@ struct Settings {
   std::string runtime_path;
   RuntimeKind runtime_kind = RuntimeKind::kRunc;
   std::string runtime_problem;
+  // runtimes.oci.cgroup_parent as configured; the plugin then puts this
+  // daemon instance's sandboxes beneath it (cgroup_parent becomes
+  // <base>/<instance id>).
   std::string cgroup_parent;
+  std::string base_cgroup_parent;
+  // runtimes.oci.workspace_disk: each workspace a filesystem of the
+  // sandbox's disk size (the disk limit); false: a plain directory.
+  bool workspace_disk = true;
 
   [[nodiscard]] std::string StateRoot() const { return runtime_dir + "/state"; }
   [[nodiscard]] std::string SandboxDir(absl::string_view id) const;

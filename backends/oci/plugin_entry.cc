@@ -9,6 +9,7 @@ const Operations kOperations = {
     "oci",
     "0.1.0",
     oci_runtime::Probe,
+    oci_runtime::CheckConfig,
     oci_runtime::Create,
     oci_runtime::Attach,
     oci_runtime::Destroy,

@@ -44,6 +44,7 @@
 #include <utility>
 #include <vector>
 
+#include "corral/parent_death.h"
 #include "guest-agent/wire/link_bridge.h"
 
 namespace {
@@ -315,6 +316,9 @@ void KillAndReap(pid_t pid) {
 
 int main(int argc, char** argv) {
   Options options = ParseOptions(argc, argv);
+  // Killed with the daemon until the VM is started; from then on this is
+  // the VM's supervisor, which outlives daemons by design.
+  if (!corral::DieWithParent(options.report_fd)) return 2;
   // Signals end the relay (link_bridge.h), which then ends QEMU; blocked
   // before any thread exists, so that no other thread takes them.
   sigset_t mask;
@@ -388,6 +392,7 @@ int main(int argc, char** argv) {
   if (share_fd >= 0) ::close(share_fd);
   CloseRange(static_cast<unsigned>(kFirstQemuFd),
              static_cast<unsigned>(kFirstQemuFd + options.qemu_fds - 1));
+  corral::OutliveParent();
   Report("started " + std::to_string(qemu_pid));
 
   std::thread drain(DrainConsole, console[0], options.console_log);

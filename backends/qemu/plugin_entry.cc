@@ -9,6 +9,7 @@ const Operations kOperations = {
     "qemu",
     "0.1.0",
     qemu_runtime::Probe,
+    qemu_runtime::CheckConfig,
     qemu_runtime::Create,
     qemu_runtime::Attach,
     qemu_runtime::Destroy,

@@ -29,6 +29,7 @@
 #include "backends/common/plugin_support.h"
 #include "backends/common/spec_checks.h"
 #include "backends/common/subprocess.h"
+#include "backends/common/workspace_disk.h"
 #include "backends/linux/cgroups.h"
 #include "backends/linux/fs_util.h"
 #include "backends/qemu/qemu_command.h"
@@ -36,6 +37,7 @@
 #include "backends/qemu/qmp.h"
 #include "backends/qemu/vm_assets.h"
 #include "corral/logging.h"
+#include "corral/remove_tree.h"
 #include "corral/status_macros.h"
 
 namespace corral::qemu_runtime {
@@ -50,13 +52,14 @@ constexpr int kGuaranteeCgroupLimits = 2;
 constexpr int kGuaranteeNetworkIsolation = 4;
 constexpr int kGuaranteeMemorySnapshot = 7;
 constexpr int kGuaranteePause = 8;
+constexpr int kGuaranteeDiskLimit = 9;
 
 constexpr char kConsoleLog[] = "console.log";
 constexpr char kLaunchLog[] = "launch.log";
 constexpr char kQmpSocket[] = "qmp.sock";
 constexpr char kShareSocket[] = "virtiofs.sock";
 constexpr char kShareDir[] = "rootfs";
-constexpr char kWorkspaceDisk[] = "disk.ext4";
+constexpr const char* kWorkspaceDisk = runtime_common::kWorkspaceDiskName;
 constexpr char kAccelRecord[] = "accel";
 // What the VM was started with (Machine), in its sandbox directory.
 constexpr char kMachineFile[] = "machine";
@@ -95,9 +98,14 @@ absl::StatusOr<Settings> ReadSettings(const bv1::PluginConfig& config) {
       ParseSettings(config.runtime_dir(), config.agent_path(),
                     backend_plugin::PluginDirectory(config), options,
                     backend_plugin::IsExecutableFile, &ignored));
-  for (const std::string& key : ignored) {
-    Log().warn("ignoring unknown option runtimes.qemu.{}", key);
-  }
+  settings.base_cgroup_parent = settings.cgroup_parent;
+  ASSIGN_OR_RETURN(settings.cgroup_parent,
+                   backend_plugin::InstanceCgroupParent(
+                       settings.base_cgroup_parent, config.instance_id()));
+  RETURN_IF_ERROR(backend_plugin::RefuseUnknownOptions(
+      "qemu", ignored,
+      {"qemu", "virtiofsd", "kernel_dir", "accel", "cgroup_parent",
+       "overhead_mib", "tb_cache_mib", "trace_boot", "boot_timeout_seconds"}));
   return settings;
 }
 
@@ -358,7 +366,7 @@ absl::Status TearDown(const Settings& settings,
   } else {
     status = layout.status();
   }
-  absl::Status files = linux_runtime::RemoveTree(settings.SandboxDir(id));
+  absl::Status files = corral::RemoveTree(settings.SandboxDir(id));
   if (status.ok()) status = files;
   return status;
 }
@@ -366,9 +374,12 @@ absl::Status TearDown(const Settings& settings,
 // What a sandbox gets: everything the runtime claims, but memory snapshots
 // for the host image (QEMU cannot save a machine with a vhost-user device).
 std::vector<int> SandboxGuarantees(bool host_image) {
-  std::vector<int> guarantees = {kGuaranteeSeparateKernel,
-                                 kGuaranteeCgroupLimits,
-                                 kGuaranteeNetworkIsolation, kGuaranteePause};
+  // The workspace is a disk of the sandbox's disk size and the root is
+  // read-only: nothing the guest writes reaches the host's disk beyond it
+  // (the console log is capped).
+  std::vector<int> guarantees = {
+      kGuaranteeSeparateKernel, kGuaranteeCgroupLimits,
+      kGuaranteeNetworkIsolation, kGuaranteePause, kGuaranteeDiskLimit};
   if (!host_image) guarantees.push_back(kGuaranteeMemorySnapshot);
   return guarantees;
 }
@@ -426,6 +437,10 @@ absl::StatusOr<QmpClient> Monitor(const bv1::SandboxHandle& handle,
 }
 
 }  // namespace
+
+absl::Status CheckConfig(const bv1::PluginConfig& config) {
+  return ReadSettings(config).status();
+}
 
 bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
   bv1::ProbeResponse response;
@@ -496,10 +511,16 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
     return absl::FailedPreconditionError(settings.qemu_problem);
   }
   RETURN_IF_ERROR(backend_plugin::ValidateSpec(spec));
-  // userns decides whether QEMU runs as the sandbox's own host uid; the
-  // guest's users are the guest kernel's, whatever it is.
-  ASSIGN_OR_RETURN(bool unprivileged,
-                   backend_plugin::UserNamespaceOption(spec, "qemu"));
+  // QEMU always runs as the sandbox's own unprivileged host uid, whatever
+  // userns says: the guest's users are the guest kernel's, and the option
+  // only chooses whether the guest's root would map to host root in a
+  // container runtime, which a VM never does.
+  RETURN_IF_ERROR(backend_plugin::UserNamespaceOption(spec, "qemu").status());
+  if (spec.host_uid() == 0 || spec.host_gid() == 0) {
+    return absl::InvalidArgumentError(
+        "the qemu runtime needs a host uid and gid for the sandbox (QEMU never "
+        "runs as root)");
+  }
   ASSIGN_OR_RETURN(CgroupLayout layout, CgroupLayout::Detect());
   const bool restoring = !request.memory().empty();
   const bool host_image =
@@ -584,8 +605,8 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
     RETURN_IF_ERROR(CopySparse(absl::StrCat(saved_dir, "/", kSavedWorkspace),
                                machine.workspace_disk));
   } else {
-    RETURN_IF_ERROR(
-        MakeWorkspaceDisk(machine.workspace_disk, spec.disk_bytes()));
+    RETURN_IF_ERROR(runtime_common::MakeWorkspaceDisk(machine.workspace_disk,
+                                                      spec.disk_bytes(), 0, 0));
   }
   RETURN_IF_ERROR(
       ReplaceFile(absl::StrCat(record.sandbox_dir, "/", kMachineFile),
@@ -657,15 +678,11 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   for (const std::string& procs : cgroups.ProcsFiles()) {
     launch.argv.insert(launch.argv.end(), {"--join", procs});
   }
-  if (unprivileged && spec.host_uid() != 0) {
-    launch.argv.insert(launch.argv.end(),
-                       {"--uid", absl::StrCat(spec.host_uid()), "--gid",
-                        absl::StrCat(spec.host_gid())});
-    if (int kvm_group = KvmGroup();
-        plan.accel == Accel::kKvm && kvm_group >= 0) {
-      launch.argv.insert(launch.argv.end(),
-                         {"--group", absl::StrCat(kvm_group)});
-    }
+  launch.argv.insert(launch.argv.end(),
+                     {"--uid", absl::StrCat(spec.host_uid()), "--gid",
+                      absl::StrCat(spec.host_gid())});
+  if (int kvm_group = KvmGroup(); plan.accel == Accel::kKvm && kvm_group >= 0) {
+    launch.argv.insert(launch.argv.end(), {"--group", absl::StrCat(kvm_group)});
   }
   if (plan.host_image) {
     launch.argv.insert(launch.argv.end(),
@@ -813,6 +830,10 @@ absl::StatusOr<bv1::ReconcileResponse> Reconcile(
     const bv1::ReconcileRequest& request) {
   ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
   ASSIGN_OR_RETURN(CgroupLayout layout, CgroupLayout::Detect());
+  if (request.orphans()) {
+    return backend_plugin::RemoveOrphanInstances(
+        layout, settings.base_cgroup_parent, request);
+  }
   // The runtime directory also holds the cache, which is no sandbox id.
   auto removed = backend_plugin::RemoveUnknownSandboxes(
       backend_plugin::SandboxIdsOnHost(layout, settings.cgroup_parent,
@@ -888,7 +909,7 @@ absl::StatusOr<bv1::SaveMemoryResponse> SaveMemory(
   const bool was_running = status.value("running", false);
   bool saved = false;
   absl::Cleanup undo = [&] {
-    if (!saved) (void)linux_runtime::RemoveTree(dir);
+    if (!saved) (void)corral::RemoveTree(dir);
     if (was_running) {
       if (auto s = monitor.Execute("cont"); !s.ok()) {
         Log().error("sandbox {}: resume after saving: {}", record.id,
@@ -950,7 +971,7 @@ absl::Status DeleteMemory(const bv1::DeleteMemoryRequest& request) {
     return absl::InvalidArgumentError(
         "the saved machine belongs to another sandbox");
   }
-  return linux_runtime::RemoveTree(*dir);
+  return corral::RemoveTree(*dir);
 }
 
 }  // namespace corral::qemu_runtime

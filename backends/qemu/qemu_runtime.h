@@ -19,6 +19,8 @@ namespace bv1 = ::corral::backend::v1;
 // on a host with /dev/kvm boots a guest with KVM to learn whether it works
 // (a few seconds at most; remembered in the runtime directory per boot).
 [[nodiscard]] bv1::ProbeResponse Probe(const bv1::ProbeRequest& request);
+// The [runtimes.<name>] options alone (see Operations::check_config).
+[[nodiscard]] absl::Status CheckConfig(const bv1::PluginConfig& config);
 // Boots a VM (or, with CreateRequest.memory, starts one from a saved
 // machine) and returns once its agent answers; `agent_fd` receives the
 // connection. On failure nothing of the sandbox remains on the host.

@@ -38,7 +38,11 @@ struct Settings {
   // Made by deploy/images/build-vm-kernel.sh: vmlinux and modules/.
   std::string kernel_dir;
   AccelPolicy accel = AccelPolicy::kAuto;
+  // runtimes.qemu.cgroup_parent as configured; the plugin then puts this
+  // daemon instance's sandboxes beneath it (cgroup_parent becomes
+  // <base>/<instance id>).
   std::string cgroup_parent;
+  std::string base_cgroup_parent;
   // Guest RAM beyond the sandbox's memory limit: the guest kernel, the
   // agent and the page cache of the root.
   uint64_t overhead_bytes = 0;

@@ -16,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "backends/common/subprocess.h"
+#include "backends/common/workspace_disk.h"
 #include "backends/linux/fs_util.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
@@ -27,7 +28,6 @@ constexpr char kBuilder[] = "deploy/images/build-vm-kernel.sh";
 constexpr char kInitramfsPrefix[] = "initramfs-";
 constexpr char kImagePrefix[] = "image-";
 constexpr char kTemporaryPrefix[] = ".tmp-";
-constexpr absl::Duration kMkfsTimeout = absl::Minutes(10);
 
 std::string FileIdentity(const struct stat& st) {
   return absl::StrFormat("%x-%x-%x.%x", st.st_dev, st.st_ino, st.st_ctim.tv_sec,
@@ -37,30 +37,6 @@ std::string FileIdentity(const struct stat& st) {
 absl::Status MakeDirectory(const std::string& dir) {
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return ErrnoStatus(absl::StrCat("mkdir ", dir));
-  }
-  return absl::OkStatus();
-}
-
-std::string Mkfs() {
-  for (const char* path : {"/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"}) {
-    if (::access(path, X_OK) == 0) return path;
-  }
-  return "";
-}
-
-absl::Status RunMkfs(std::vector<std::string> args) {
-  const std::string mkfs = Mkfs();
-  if (mkfs.empty()) {
-    return absl::FailedPreconditionError(
-        "mkfs.ext4 is not installed (package e2fsprogs)");
-  }
-  args.insert(args.begin(), mkfs);
-  ASSIGN_OR_RETURN(runtime_common::ProgramResult result,
-                   runtime_common::RunProgram(args, kMkfsTimeout));
-  if (result.exit_code != 0) {
-    return absl::InternalError(
-        absl::StrCat("mkfs.ext4 failed (exit ", result.exit_code,
-                     "): ", absl::StripAsciiWhitespace(result.output)));
   }
   return absl::OkStatus();
 }
@@ -268,10 +244,10 @@ absl::StatusOr<std::string> ImageDiskFor(const std::string& cache_dir,
   // second, larger try.
   for (int attempt = 0; attempt < 2; ++attempt) {
     ::unlink(temporary.c_str());
-    built = RunMkfs({"-q", "-F", "-t", "ext4", "-O", "^has_journal", "-m", "0",
-                     "-N", absl::StrCat(inodes), "-L", "corral-root", "-E",
-                     "root_owner=0:0", "-d", image_dir, temporary,
-                     absl::StrCat((bytes + 1023) / 1024, "k")});
+    built = runtime_common::RunMkfs(
+        {"-q", "-F", "-t", "ext4", "-O", "^has_journal", "-m", "0", "-N",
+         absl::StrCat(inodes), "-L", "corral-root", "-E", "root_owner=0:0",
+         "-d", image_dir, temporary, absl::StrCat((bytes + 1023) / 1024, "k")});
     if (built.ok()) break;
     bytes *= 2;
   }
@@ -288,23 +264,6 @@ absl::StatusOr<std::string> ImageDiskFor(const std::string& cache_dir,
     return status;
   }
   return path;
-}
-
-absl::Status MakeWorkspaceDisk(const std::string& path, uint64_t bytes) {
-  UniqueFd fd(::open(path.c_str(),
-                     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                     0600));
-  if (!fd) return ErrnoStatus(absl::StrCat("create ", path));
-  if (::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) {
-    return ErrnoStatus(absl::StrCat("ftruncate ", path));
-  }
-  fd.Reset();
-  // No journal: it would protect the disk across a crash of the VM, after
-  // which the sandbox is gone anyway (a saved machine's copy is taken with
-  // the VM frozen), and it costs a tenth of a second at every boot.
-  return RunMkfs({"-q", "-F", "-t", "ext4", "-O", "^has_journal", "-m", "0",
-                  "-L", "corral-workspace", "-E",
-                  "lazy_itable_init=1,root_owner=0:0", path});
 }
 
 absl::Status CopySparse(const std::string& from, const std::string& to) {

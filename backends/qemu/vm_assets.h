@@ -66,11 +66,6 @@ class CpioWriter {
 [[nodiscard]] absl::StatusOr<std::string> ImageDiskFor(
     const std::string& cache_dir, const std::string& image_dir);
 
-// Creates `path` (which must not exist) as a sparse file of `bytes` with an
-// empty ext4 filesystem in it, mode 0600.
-[[nodiscard]] absl::Status MakeWorkspaceDisk(const std::string& path,
-                                             uint64_t bytes);
-
 // Writes `data` to a temporary file beside `path` and renames it there: a
 // reader sees the old file, or the whole new one (mode 0644).
 [[nodiscard]] absl::Status ReplaceFile(const std::string& path,

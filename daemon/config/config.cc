@@ -162,7 +162,13 @@ class Reader {
   absl::Status ReadUids(const toml::table& table);
   absl::Status ReadImages(const toml::table& table);
   absl::Status ReadWorkspace(const toml::table& table);
+  absl::Status ReadQuotas(const toml::table& table);
   absl::Status ReadPolicy(const toml::table& table, size_t index);
+  // The keys [[policy]] and [default_policy] share; `principals` says
+  // whether users and groups are allowed (not in [default_policy]).
+  absl::Status ReadPolicyKeys(const toml::table& table,
+                              const std::string& prefix, bool principals,
+                              PolicyEntry* entry);
   absl::Status ReadRuntimes(const toml::table& table);
   absl::Status Validate() const;
 
@@ -286,6 +292,10 @@ absl::Status Reader::ReadDaemon(const toml::table& table) {
            [&](const toml::node& n) {
              return String("daemon.agent_path", n, &d.agent_path);
            }},
+          {"unpack_path",
+           [&](const toml::node& n) {
+             return String("daemon.unpack_path", n, &d.unpack_path);
+           }},
           {"log_level",
            [&](const toml::node& n) {
              return String("daemon.log_level", n, &d.log_level);
@@ -306,6 +316,11 @@ absl::Status Reader::ReadDaemon(const toml::table& table) {
           {"max_events",
            [&](const toml::node& n) {
              return Unsigned("daemon.max_events", n, &d.max_events);
+           }},
+          {"output_buffer_bytes",
+           [&](const toml::node& n) {
+             return Unsigned("daemon.output_buffer_bytes", n,
+                             &d.output_buffer_bytes);
            }},
       });
 }
@@ -391,7 +406,31 @@ absl::Status Reader::ReadLimits(const toml::table& table) {
              return Unsigned("limits.output_limit_bytes", n,
                              &l.output_limit_bytes);
            }},
+          {"lifetime_seconds",
+           [&](const toml::node& n) {
+             return Unsigned("limits.lifetime_seconds", n, &l.lifetime_seconds);
+           }},
       });
+}
+
+absl::Status Reader::ReadQuotas(const toml::table& table) {
+  Quotas& q = config_->quotas;
+  return ForEachKey(table, "quotas",
+                    {
+                        {"sandboxes",
+                         [&](const toml::node& n) {
+                           return Unsigned("quotas.sandboxes", n, &q.sandboxes);
+                         }},
+                        {"calls",
+                         [&](const toml::node& n) {
+                           return Unsigned("quotas.calls", n, &q.calls);
+                         }},
+                        {"storage_mib",
+                         [&](const toml::node& n) {
+                           return Unsigned("quotas.storage_mib", n,
+                                           &q.storage_mib);
+                         }},
+                    });
 }
 
 absl::Status Reader::ReadUids(const toml::table& table) {
@@ -446,49 +485,103 @@ absl::Status Reader::ReadWorkspace(const toml::table& table) {
       });
 }
 
+absl::Status Reader::ReadPolicyKeys(const toml::table& table,
+                                    const std::string& prefix, bool principals,
+                                    PolicyEntry* entry) {
+  PolicyEntry& p = *entry;
+  auto key = [&prefix](absl::string_view name) {
+    return absl::StrCat(prefix, ".", name);
+  };
+  std::map<absl::string_view, Handler> handlers = {
+      {"deny",
+       [&](const toml::node& n) -> absl::Status {
+         const auto* value = n.as_boolean();
+         if (value == nullptr) {
+           return BadValue(key("deny"), n, "expected true or false");
+         }
+         p.deny = value->get();
+         return absl::OkStatus();
+       }},
+      {"runtimes",
+       [&](const toml::node& n) {
+         return StringArray(key("runtimes"), n, &p.runtimes);
+       }},
+      {"default_runtime",
+       [&](const toml::node& n) {
+         return String(key("default_runtime"), n, &p.default_runtime);
+       }},
+      {"memory_mib",
+       [&](const toml::node& n) {
+         return OptionalUnsigned(key("memory_mib"), n, &p.max_memory_mib);
+       }},
+      {"cpu_millis",
+       [&](const toml::node& n) {
+         return OptionalUnsigned(key("cpu_millis"), n, &p.max_cpu_millis);
+       }},
+      {"pids",
+       [&](const toml::node& n) {
+         return OptionalUnsigned(key("pids"), n, &p.max_pids);
+       }},
+      {"disk_mib",
+       [&](const toml::node& n) {
+         return OptionalUnsigned(key("disk_mib"), n, &p.max_disk_mib);
+       }},
+      {"ttl_seconds",
+       [&](const toml::node& n) {
+         return OptionalUnsigned(key("ttl_seconds"), n, &p.max_ttl_seconds);
+       }},
+      {"lifetime_seconds",
+       [&](const toml::node& n) {
+         return OptionalUnsigned(key("lifetime_seconds"), n,
+                                 &p.max_lifetime_seconds);
+       }},
+      {"grants",
+       [&](const toml::node& n) {
+         return StringArray(key("grants"), n, &p.grants);
+       }},
+      {"quotas",
+       [&](const toml::node& n) -> absl::Status {
+         RETURN_IF_ERROR(ExpectTable(n, key("quotas")));
+         const std::string quotas = key("quotas");
+         auto quota = [&quotas](absl::string_view name) {
+           return absl::StrCat(quotas, ".", name);
+         };
+         return ForEachKey(
+             *n.as_table(), quotas,
+             {
+                 {"sandboxes",
+                  [&](const toml::node& v) {
+                    return OptionalUnsigned(quota("sandboxes"), v,
+                                            &p.quota_sandboxes);
+                  }},
+                 {"calls",
+                  [&](const toml::node& v) {
+                    return OptionalUnsigned(quota("calls"), v, &p.quota_calls);
+                  }},
+                 {"storage_mib",
+                  [&](const toml::node& v) {
+                    return OptionalUnsigned(quota("storage_mib"), v,
+                                            &p.quota_storage_mib);
+                  }},
+             });
+       }},
+  };
+  if (principals) {
+    handlers["users"] = [&](const toml::node& n) {
+      return Principals(key("users"), n, &p.user_names, &p.uids);
+    };
+    handlers["groups"] = [&](const toml::node& n) {
+      return Principals(key("groups"), n, &p.group_names, &p.gids);
+    };
+  }
+  return ForEachKey(table, prefix, handlers);
+}
+
 absl::Status Reader::ReadPolicy(const toml::table& table, size_t index) {
   PolicyEntry& p = config_->policies.emplace_back();
   p.line = static_cast<int>(table.source().begin.line);
   const std::string prefix = absl::StrCat("policy[", index, "]");
-  auto key = [&prefix](absl::string_view name) {
-    return absl::StrCat(prefix, ".", name);
-  };
-  RETURN_IF_ERROR(ForEachKey(
-      table, prefix,
-      {
-          {"users",
-           [&](const toml::node& n) {
-             return Principals(key("users"), n, &p.user_names, &p.uids);
-           }},
-          {"groups",
-           [&](const toml::node& n) {
-             return Principals(key("groups"), n, &p.group_names, &p.gids);
-           }},
-          {"runtimes",
-           [&](const toml::node& n) {
-             return StringArray(key("runtimes"), n, &p.runtimes);
-           }},
-          {"default_runtime",
-           [&](const toml::node& n) {
-             return String(key("default_runtime"), n, &p.default_runtime);
-           }},
-          {"memory_mib",
-           [&](const toml::node& n) {
-             return OptionalUnsigned(key("memory_mib"), n, &p.max_memory_mib);
-           }},
-          {"cpu_millis",
-           [&](const toml::node& n) {
-             return OptionalUnsigned(key("cpu_millis"), n, &p.max_cpu_millis);
-           }},
-          {"pids",
-           [&](const toml::node& n) {
-             return OptionalUnsigned(key("pids"), n, &p.max_pids);
-           }},
-          {"ttl_seconds",
-           [&](const toml::node& n) {
-             return OptionalUnsigned(key("ttl_seconds"), n, &p.max_ttl_seconds);
-           }},
-      }));
+  RETURN_IF_ERROR(ReadPolicyKeys(table, prefix, /*principals=*/true, &p));
   if (p.user_names.empty() && p.uids.empty() && p.group_names.empty() &&
       p.gids.empty()) {
     return absl::InvalidArgumentError(
@@ -558,6 +651,20 @@ absl::Status Reader::Read(const toml::table& root) {
              RETURN_IF_ERROR(ExpectTable(n, "workspace"));
              return ReadWorkspace(*n.as_table());
            }},
+          {"quotas",
+           [&](const toml::node& n) -> absl::Status {
+             RETURN_IF_ERROR(ExpectTable(n, "quotas"));
+             return ReadQuotas(*n.as_table());
+           }},
+          {"default_policy",
+           [&](const toml::node& n) -> absl::Status {
+             RETURN_IF_ERROR(ExpectTable(n, "default_policy"));
+             config_->default_policy.line =
+                 static_cast<int>(n.source().begin.line);
+             return ReadPolicyKeys(*n.as_table(), "default_policy",
+                                   /*principals=*/false,
+                                   &config_->default_policy);
+           }},
           {"policy",
            [&](const toml::node& n) -> absl::Status {
              const auto* array = n.as_array();
@@ -596,6 +703,7 @@ absl::Status Reader::Validate() const {
   RETURN_IF_ERROR(absolute("daemon.state_dir", c.daemon.state_dir, false));
   RETURN_IF_ERROR(absolute("daemon.plugin_dir", c.daemon.plugin_dir, true));
   RETURN_IF_ERROR(absolute("daemon.agent_path", c.daemon.agent_path, true));
+  RETURN_IF_ERROR(absolute("daemon.unpack_path", c.daemon.unpack_path, true));
   // A Unix socket path must fit in sockaddr_un.sun_path (108 bytes).
   if (c.daemon.socket.size() >= 108) {
     return Invalid("daemon.socket",
@@ -636,6 +744,7 @@ absl::Status Reader::Validate() const {
       {"limits.ttl_seconds", c.limits.ttl_seconds, 1},
       {"limits.exec_timeout_seconds", c.limits.exec_timeout_seconds, 1},
       {"limits.output_limit_bytes", c.limits.output_limit_bytes, 1},
+      {"limits.lifetime_seconds", c.limits.lifetime_seconds, 1},
   };
   for (const Bound& bound : limits) {
     if (bound.value < bound.minimum || bound.value > kMaxInt64) {
@@ -721,9 +830,29 @@ absl::Status Reader::Validate() const {
     return Invalid("workspace.max_snapshots", "bad value: at most 100000");
   }
 
-  for (size_t i = 0; i < c.policies.size(); ++i) {
-    const PolicyEntry& p = c.policies[i];
-    const std::string prefix = absl::StrCat("policy[", i, "]");
+  if (c.daemon.output_buffer_bytes < (1u << 20) ||
+      c.daemon.output_buffer_bytes > kMaxInt64) {
+    return Invalid("daemon.output_buffer_bytes",
+                   absl::StrCat("bad value ", c.daemon.output_buffer_bytes,
+                                ": must be at least 1048576 (1 MiB)"));
+  }
+  const struct {
+    absl::string_view key;
+    uint64_t value;
+  } quotas[] = {
+      {"quotas.sandboxes", c.quotas.sandboxes},
+      {"quotas.calls", c.quotas.calls},
+      {"quotas.storage_mib", c.quotas.storage_mib},
+  };
+  for (const auto& quota : quotas) {
+    if (quota.value == 0 || quota.value > kMaxInt64 / (1 << 20)) {
+      return Invalid(quota.key, absl::StrCat("bad value ", quota.value,
+                                             ": must be at least 1"));
+    }
+  }
+
+  auto check_policy = [&](const PolicyEntry& p,
+                          const std::string& prefix) -> absl::Status {
     for (const std::string& runtime : p.runtimes) {
       if (!IsRuntimeName(runtime)) {
         return Invalid(absl::StrCat(prefix, ".runtimes"),
@@ -739,32 +868,60 @@ absl::Status Reader::Validate() const {
                      absl::StrCat("bad value ", Quote(p.default_runtime),
                                   ": not among the policy's runtimes"));
     }
+    for (const std::string& grant : p.grants) {
+      if (std::find_if(std::begin(kKnownGrants), std::end(kKnownGrants),
+                       [&](const char* known) { return grant == known; }) ==
+          std::end(kKnownGrants)) {
+        return Invalid(
+            absl::StrCat(prefix, ".grants"),
+            absl::StrCat("bad value ", Quote(grant), ": known grants: ",
+                         absl::StrJoin(kKnownGrants, ", ")));
+      }
+    }
+    auto widen = [](const auto& value) -> std::optional<uint64_t> {
+      if (!value) return std::nullopt;
+      return static_cast<uint64_t>(*value);
+    };
     const struct {
       absl::string_view name;
       std::optional<uint64_t> value;
       uint64_t minimum;
       uint64_t maximum;
+      absl::string_view maximum_key;
     } maxima[] = {
-        {"memory_mib", p.max_memory_mib, kMinMemoryMib, c.limits.memory_mib},
-        {"cpu_millis",
-         p.max_cpu_millis ? std::optional<uint64_t>(*p.max_cpu_millis)
-                          : std::nullopt,
-         kMinCpuMillis, c.limits.cpu_millis},
-        {"pids",
-         p.max_pids ? std::optional<uint64_t>(*p.max_pids) : std::nullopt,
-         kMinPids, c.limits.pids},
-        {"ttl_seconds", p.max_ttl_seconds, 1, c.limits.ttl_seconds},
+        {"memory_mib", p.max_memory_mib, kMinMemoryMib, c.limits.memory_mib,
+         "limits.memory_mib"},
+        {"cpu_millis", widen(p.max_cpu_millis), kMinCpuMillis,
+         c.limits.cpu_millis, "limits.cpu_millis"},
+        {"pids", widen(p.max_pids), kMinPids, c.limits.pids, "limits.pids"},
+        {"disk_mib", p.max_disk_mib, 1, c.limits.disk_mib, "limits.disk_mib"},
+        {"ttl_seconds", p.max_ttl_seconds, 1, c.limits.ttl_seconds,
+         "limits.ttl_seconds"},
+        {"lifetime_seconds", p.max_lifetime_seconds, 1,
+         c.limits.lifetime_seconds, "limits.lifetime_seconds"},
+        {"quotas.sandboxes", widen(p.quota_sandboxes), 1, 0xffffffffu,
+         "a 32-bit count"},
+        {"quotas.calls", widen(p.quota_calls), 1, 0xffffffffu,
+         "a 32-bit count"},
+        {"quotas.storage_mib", p.quota_storage_mib, 1, kMaxInt64 >> 20,
+         "the largest size"},
     };
     for (const auto& max : maxima) {
       if (!max.value) continue;
       if (*max.value < max.minimum || *max.value > max.maximum) {
         return Invalid(absl::StrCat(prefix, ".", max.name),
                        absl::StrCat("bad value ", *max.value, ": must be from ",
-                                    max.minimum, " to ", max.maximum,
-                                    " (limits.", max.name, ")"));
+                                    max.minimum, " to ", max.maximum, " (",
+                                    max.maximum_key, ")"));
       }
     }
+    return absl::OkStatus();
+  };
+  for (size_t i = 0; i < c.policies.size(); ++i) {
+    RETURN_IF_ERROR(
+        check_policy(c.policies[i], absl::StrCat("policy[", i, "]")));
   }
+  RETURN_IF_ERROR(check_policy(c.default_policy, "default_policy"));
   return absl::OkStatus();
 }
 
@@ -863,39 +1020,50 @@ EffectivePolicy ResolvePolicy(const DaemonConfig& config, uint32_t uid,
   EffectivePolicy effective;
   effective.defaults = config.defaults;
   effective.maxima = config.limits;
+  effective.quotas = config.quotas;
+  const PolicyEntry* applies = &config.default_policy;
   for (size_t i = 0; i < config.policies.size(); ++i) {
-    const PolicyEntry& p = config.policies[i];
-    if (!Matches(p, uid, gids)) continue;
+    if (!Matches(config.policies[i], uid, gids)) continue;
     effective.policy_index = static_cast<int>(i);
-    if (!p.runtimes.empty()) {
-      effective.all_runtimes = false;
-      effective.runtimes = p.runtimes;
-    }
-    if (!p.default_runtime.empty()) {
-      effective.defaults.runtime = p.default_runtime;
-    } else if (!effective.AllowsRuntime(config.defaults.runtime)) {
-      effective.defaults.runtime = p.runtimes.front();
-    }
-    SandboxLimits& max = effective.maxima;
-    if (p.max_memory_mib) {
-      max.memory_mib = std::min(max.memory_mib, *p.max_memory_mib);
-    }
-    if (p.max_cpu_millis) {
-      max.cpu_millis = std::min(max.cpu_millis, *p.max_cpu_millis);
-    }
-    if (p.max_pids) max.pids = std::min(max.pids, *p.max_pids);
-    if (p.max_ttl_seconds) {
-      max.ttl_seconds = std::min(max.ttl_seconds, *p.max_ttl_seconds);
-    }
+    effective.name = absl::StrCat("policy[", i, "]");
+    applies = &config.policies[i];
     break;
   }
+  const PolicyEntry& p = *applies;
+  effective.deny = p.deny;
+  effective.grants = p.grants;
+  if (!p.runtimes.empty()) {
+    effective.all_runtimes = false;
+    effective.runtimes = p.runtimes;
+  }
+  if (!p.default_runtime.empty()) {
+    effective.defaults.runtime = p.default_runtime;
+  } else if (!effective.AllowsRuntime(config.defaults.runtime)) {
+    effective.defaults.runtime = p.runtimes.front();
+  }
+  SandboxLimits& max = effective.maxima;
+  auto tighten = [](auto& limit, const auto& value) {
+    if (value) limit = std::min<std::decay_t<decltype(limit)>>(limit, *value);
+  };
+  tighten(max.memory_mib, p.max_memory_mib);
+  tighten(max.cpu_millis, p.max_cpu_millis);
+  tighten(max.pids, p.max_pids);
+  tighten(max.disk_mib, p.max_disk_mib);
+  tighten(max.ttl_seconds, p.max_ttl_seconds);
+  tighten(max.lifetime_seconds, p.max_lifetime_seconds);
+  // Quotas are the policy's own (they may be larger than [quotas]: a CI
+  // account may hold more sandboxes than a person).
+  if (p.quota_sandboxes) effective.quotas.sandboxes = *p.quota_sandboxes;
+  if (p.quota_calls) effective.quotas.calls = *p.quota_calls;
+  if (p.quota_storage_mib) effective.quotas.storage_mib = *p.quota_storage_mib;
+
   SandboxDefaults& d = effective.defaults;
-  const SandboxLimits& max = effective.maxima;
   d.cpu_millis = std::min(d.cpu_millis, max.cpu_millis);
   d.memory_mib = std::min(d.memory_mib, max.memory_mib);
   d.pids = std::min(d.pids, max.pids);
   d.disk_mib = std::min(d.disk_mib, max.disk_mib);
-  d.ttl_seconds = std::min(d.ttl_seconds, max.ttl_seconds);
+  d.ttl_seconds =
+      std::min({d.ttl_seconds, max.ttl_seconds, max.lifetime_seconds});
   d.exec_timeout_seconds =
       std::min(d.exec_timeout_seconds, max.exec_timeout_seconds);
   d.output_limit_bytes = std::min(d.output_limit_bytes, max.output_limit_bytes);
@@ -912,6 +1080,12 @@ std::filesystem::path AgentPath(const DaemonConfig& config,
                                 const std::filesystem::path& exe_dir) {
   if (!config.daemon.agent_path.empty()) return config.daemon.agent_path;
   return (exe_dir / "corral-agent").lexically_normal();
+}
+
+std::filesystem::path UnpackPath(const DaemonConfig& config,
+                                 const std::filesystem::path& exe_dir) {
+  if (!config.daemon.unpack_path.empty()) return config.daemon.unpack_path;
+  return (exe_dir / "corral-unpack").lexically_normal();
 }
 
 }  // namespace corral::daemon

@@ -26,6 +26,8 @@ struct DaemonSection {
   // Empty: beside the corrald binary (see PluginDir and AgentPath).
   std::string plugin_dir;
   std::string agent_path;
+  // The archive decoder (corral-unpack); empty: beside corrald.
+  std::string unpack_path;
   // trace, debug, info, warn, error, critical or off.
   std::string log_level = "info";
   // Members see and manage every sandbox.
@@ -35,6 +37,10 @@ struct DaemonSection {
   uint64_t max_request_bytes = 8ull << 20;
   // Events kept in the store's event log; older ones are trimmed.
   int64_t max_events = 100000;
+  // Output the daemon holds at once for unary Exec calls, all callers
+  // together; a call that would pass it has the rest of its output cut (and
+  // flagged), so that many large outputs cannot exhaust the daemon's memory.
+  uint64_t output_buffer_bytes = 256ull << 20;
 };
 
 // [defaults]: what a request that leaves a field at zero gets.
@@ -59,7 +65,27 @@ struct SandboxLimits {
   uint64_t ttl_seconds = 7 * 24 * 3600;
   uint64_t exec_timeout_seconds = 86400;
   uint64_t output_limit_bytes = 256ull << 20;
+  // How long any sandbox may live from its creation, however often its TTL
+  // is extended.
+  uint64_t lifetime_seconds = 30 * 24 * 3600;
 };
+
+// [quotas]: what one uid may hold at once, whatever its requests say.
+struct Quotas {
+  // Sandboxes that exist at once (any state).
+  uint32_t sandboxes = 100;
+  // RPCs in progress at once, streams included.
+  uint32_t calls = 64;
+  // MiB of disk: the workspace disks (disk_mib) of its sandboxes, plus their
+  // snapshots' content and memory snapshots.
+  uint64_t storage_mib = 1024 * 1024;
+};
+
+// Options that weaken isolation, which a client may ask for only when it is
+// an admin or its policy grants them by name (PolicyEntry::grants).
+// "no-userns": runtime_options userns=false (sandbox root is host root,
+// capabilities dropped).
+inline constexpr const char* kKnownGrants[] = {"no-userns"};
 
 // The least a request may ask for (not configurable: below these a sandbox
 // cannot even start its agent).
@@ -86,13 +112,17 @@ struct WorkspaceConfig {
   uint64_t max_snapshots = 64;
 };
 
-// One [[policy]] entry. It matches a caller whose uid is in `uids` or whose
-// name is in `user_names`, or who is in one of `gids`/`group_names`.
+// One [[policy]] entry, or [default_policy]. A [[policy]] entry matches a
+// caller whose uid is in `uids` or whose name is in `user_names`, or who is
+// in one of `gids`/`group_names`; [default_policy] applies to every caller
+// no entry matches.
 struct PolicyEntry {
   std::vector<std::string> user_names;
   std::vector<uint32_t> uids;
   std::vector<std::string> group_names;
   std::vector<uint32_t> gids;
+  // The matched callers may do nothing at all (PERMISSION_DENIED).
+  bool deny = false;
   // Allowed runtimes; empty: every runtime.
   std::vector<std::string> runtimes;
   // Empty: the global default if allowed, else the first of `runtimes`.
@@ -101,7 +131,15 @@ struct PolicyEntry {
   std::optional<uint64_t> max_memory_mib;
   std::optional<uint32_t> max_cpu_millis;
   std::optional<uint32_t> max_pids;
+  std::optional<uint64_t> max_disk_mib;
   std::optional<uint64_t> max_ttl_seconds;
+  std::optional<uint64_t> max_lifetime_seconds;
+  // Isolation-weakening options these callers may ask for (kKnownGrants).
+  std::vector<std::string> grants;
+  // Quotas instead of [quotas] (the `quotas` sub-table); unset: [quotas].
+  std::optional<uint32_t> quota_sandboxes;
+  std::optional<uint32_t> quota_calls;
+  std::optional<uint64_t> quota_storage_mib;
   // Line of the entry in the file, for messages; 0 when built in code.
   int line = 0;
 };
@@ -113,7 +151,12 @@ struct DaemonConfig {
   SandboxUidRange sandbox_uids;
   ImageImportConfig images;
   WorkspaceConfig workspace;
+  Quotas quotas;
   std::vector<PolicyEntry> policies;
+  // [default_policy]: for callers no [[policy]] entry matches. Its user and
+  // group lists are always empty. By default: every runtime, the global
+  // limits and quotas, no grants.
+  PolicyEntry default_policy;
   // [runtimes.<name>]: options passed as strings to that runtime's plugin.
   std::map<std::string, std::map<std::string, std::string>> runtimes;
 };
@@ -136,8 +179,16 @@ struct DaemonConfig {
 // What applies to one caller: the first [[policy]] entry that matches, merged
 // with the global defaults and limits.
 struct EffectivePolicy {
-  // Index of the matching [[policy]] entry; -1: none matched.
+  // Index of the matching [[policy]] entry; -1: none matched, so
+  // [default_policy] applies.
   int policy_index = -1;
+  // "policy[N]" or "default_policy", for messages.
+  std::string name = "default_policy";
+  // The caller may do nothing.
+  bool deny = false;
+  // Isolation-weakening options the caller may ask for.
+  std::vector<std::string> grants;
+  Quotas quotas;
   // Empty with all_runtimes set: every runtime is allowed.
   bool all_runtimes = true;
   std::vector<std::string> runtimes;
@@ -150,9 +201,10 @@ struct EffectivePolicy {
   [[nodiscard]] bool AllowsRuntime(std::string_view runtime) const;
 };
 
-// First matching entry wins; root (uid 0) is matched like anyone else. User
-// and group names are looked up in the system databases on each call, so
-// accounts created after the daemon started are honoured.
+// First matching entry wins, else [default_policy]; root (uid 0) is matched
+// like anyone else. User and group names are looked up in the system
+// databases on each call, so accounts created after the daemon started are
+// honoured.
 [[nodiscard]] EffectivePolicy ResolvePolicy(const DaemonConfig& config,
                                             uint32_t uid,
                                             std::span<const uint32_t> gids);
@@ -162,6 +214,9 @@ struct EffectivePolicy {
     const DaemonConfig& config, const std::filesystem::path& exe_dir);
 // The agent binary: daemon.agent_path, or <exe_dir>/corral-agent.
 [[nodiscard]] std::filesystem::path AgentPath(
+    const DaemonConfig& config, const std::filesystem::path& exe_dir);
+// The archive decoder: daemon.unpack_path, or <exe_dir>/corral-unpack.
+[[nodiscard]] std::filesystem::path UnpackPath(
     const DaemonConfig& config, const std::filesystem::path& exe_dir);
 
 }  // namespace corral::daemon

@@ -1,10 +1,12 @@
 #include "daemon/core/backend.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "corral/logging.h"
 #include "corral/status_macros.h"
+#include "corral/trusted_file.h"
 
 namespace corral::daemon {
 namespace {
@@ -144,11 +147,38 @@ absl::StatusOr<bv1::StatsResponse> Backend::Stats(
   return response;
 }
 
+absl::Status Backend::CheckConfig() {
+  bv1::ProbeRequest request;
+  *request.mutable_config() = config_;
+  request.set_config_only(true);
+  bv1::ProbeResponse response;
+  RETURN_IF_ERROR(Call(table_->probe, "probe", request, &response, nullptr));
+  if (!response.config_error().empty()) {
+    return absl::InvalidArgumentError(response.config_error());
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<std::string>> Backend::Reconcile(
     const std::vector<std::string>& known_ids) {
   bv1::ReconcileRequest request;
   *request.mutable_config() = config_;
   for (const auto& id : known_ids) request.add_known_ids(id);
+  bv1::ReconcileResponse response;
+  RETURN_IF_ERROR(
+      Call(table_->reconcile, "reconcile", request, &response, nullptr));
+  return std::vector<std::string>(response.removed_ids().begin(),
+                                  response.removed_ids().end());
+}
+
+absl::StatusOr<std::vector<std::string>> Backend::RemoveOrphans(
+    const std::vector<std::string>& live_instances,
+    const std::string& only_instance) {
+  bv1::ReconcileRequest request;
+  *request.mutable_config() = config_;
+  request.set_orphans(true);
+  request.set_only_instance(only_instance);
+  for (const auto& id : live_instances) request.add_live_instances(id);
   bv1::ReconcileResponse response;
   RETURN_IF_ERROR(
       Call(table_->reconcile, "reconcile", request, &response, nullptr));
@@ -197,21 +227,33 @@ absl::Status Backend::DeleteMemory(const bv1::SandboxHandle& handle,
 
 absl::StatusOr<std::unique_ptr<PluginHost>> PluginHost::Create(
     Options options) {
-  struct stat st {};
-  if (::stat(options.plugin_dir.c_str(), &st) != 0) {
+  UniqueFd dir(::open(options.plugin_dir.c_str(),
+                      O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dir) {
+    if (errno == ENOTDIR || errno == ELOOP) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("plugin directory ", options.plugin_dir,
+                       " is not a directory (or is a symlink)"));
+    }
     return ErrnoStatus(absl::StrCat("plugin directory ", options.plugin_dir));
   }
-  if (!S_ISDIR(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "plugin directory ", options.plugin_dir, " is not a directory"));
+  RETURN_IF_ERROR(corral::CheckTrustedFd(
+      dir.get(), absl::StrCat("plugin directory ", options.plugin_dir)));
+  auto host = std::unique_ptr<PluginHost>(
+      new PluginHost(std::move(options), std::move(dir)));
+  // Every configured runtime must exist and accept its options.
+  for (const auto& [runtime, values] : host->options_.options) {
+    auto backend = host->Get(runtime);
+    if (!backend.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config [runtimes.", runtime, "]: ", backend.status().message()));
+    }
+    if (auto s = (*backend)->CheckConfig(); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config [runtimes.", runtime, "]: ", s.message()));
+    }
   }
-  if (::geteuid() == 0 && (st.st_uid != 0 || (st.st_mode & 022) != 0)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "plugin directory ", options.plugin_dir,
-        " must be owned by root and not writable by group or others: plugins "
-        "run with the daemon's privileges"));
-  }
-  return std::unique_ptr<PluginHost>(new PluginHost(std::move(options)));
+  return host;
 }
 
 std::vector<std::string> PluginHost::KnownRuntimes() const {
@@ -240,20 +282,43 @@ absl::StatusOr<Backend*> PluginHost::Get(const std::string& runtime) {
     return absl::InvalidArgumentError(
         absl::StrCat("invalid runtime name '", runtime, "'"));
   }
-  const std::string path =
-      absl::StrCat(options_.plugin_dir, "/", runtime, ".so");
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    return absl::NotFoundError(
-        absl::StrCat("runtime ", runtime,
-                     " is not built into this installation (no ", path, ")"));
+  const std::string name = absl::StrCat(runtime, ".so");
+  const std::string path = absl::StrCat(options_.plugin_dir, "/", name);
+  // The directory as opened at start (its owner and mode may have changed
+  // since), then the file, opened once: the checks and the load see the
+  // same inode.
+  if (auto s = corral::CheckTrustedFd(
+          dir_.get(), absl::StrCat("plugin directory ", options_.plugin_dir));
+      !s.ok()) {
+    return absl::UnavailableError(s.message());
   }
-  if (::geteuid() == 0 && (st.st_uid != 0 || (st.st_mode & 022) != 0)) {
+  UniqueFd file(
+      ::openat(dir_.get(), name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!file) {
+    if (errno == ENOENT) {
+      return absl::NotFoundError(
+          absl::StrCat("runtime ", runtime,
+                       " is not built into this installation (no ", path, ")"));
+    }
     return absl::UnavailableError(absl::StrCat(
-        "refusing to load ", path,
-        ": it must be owned by root and not writable by group or others"));
+        "cannot open ", path, ": ", std::strerror(errno),
+        errno == ELOOP ? " (a symlink: plugins must be plain files)" : ""));
   }
-  void* library = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  struct stat st {};
+  if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return absl::UnavailableError(
+        absl::StrCat("refusing to load ", path, ": not a regular file"));
+  }
+  if (auto s = corral::CheckTrustedFd(file.get(), path); !s.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("refusing to load ", path, ": ", s.message()));
+  }
+  // The loader opens the path it is given: /proc/self/fd/N is the very file
+  // checked above, whatever happens to `path` meanwhile. The loader also
+  // takes a name it has loaded before for that library, so the fd of every
+  // loaded plugin stays open: no later plugin gets the same number.
+  const std::string by_fd = absl::StrCat("/proc/self/fd/", file.get());
+  void* library = ::dlopen(by_fd.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (library == nullptr) {
     return absl::UnavailableError(
         absl::StrCat("cannot load runtime ", runtime, ": ", ::dlerror()));
@@ -278,6 +343,7 @@ absl::StatusOr<Backend*> PluginHost::Get(const std::string& runtime) {
   config.set_runtime_dir(absl::StrCat(options_.runtime_dir, "/", runtime));
   config.set_agent_path(options_.agent_path);
   config.set_plugin_dir(options_.plugin_dir);
+  config.set_instance_id(options_.instance_id);
   if (auto it = options_.options.find(runtime); it != options_.options.end()) {
     config.mutable_options()->insert(it->second.begin(), it->second.end());
   }
@@ -288,6 +354,7 @@ absl::StatusOr<Backend*> PluginHost::Get(const std::string& runtime) {
       std::make_unique<Backend>(runtime, table, library, std::move(config));
   Backend* raw = backend.get();
   loaded_[runtime] = std::move(backend);
+  library_fds_.push_back(std::move(file));
   corral::Logger("plugins")->info("loaded runtime {} {} from {}", runtime,
                                   table->version ? table->version : "", path);
   return raw;

@@ -41,6 +41,9 @@ class Backend {
   const corral::backend::v1::PluginConfig& config() const { return config_; }
 
   [[nodiscard]] absl::StatusOr<corral::backend::v1::ProbeResponse> Probe();
+  // Checks the runtime's [runtimes.<name>] options alone: INVALID_ARGUMENT
+  // with the plugin's message when it refuses them.
+  [[nodiscard]] absl::Status CheckConfig();
   // `memory`, when not empty, is a state SaveMemory returned: the sandbox
   // starts from it instead of booting.
   [[nodiscard]] absl::StatusOr<BackendSandbox> Create(
@@ -56,6 +59,13 @@ class Backend {
       const corral::backend::v1::SandboxHandle& handle);
   [[nodiscard]] absl::StatusOr<std::vector<std::string>> Reconcile(
       const std::vector<std::string>& known_ids);
+  // For `corrald --cleanup-orphans`: removes the host objects of every
+  // daemon instance but `live_instances` (ReconcileRequest.orphans), or of
+  // `only_instance` alone when it is not empty; the "<instance>/<sandbox>"
+  // ids removed.
+  [[nodiscard]] absl::StatusOr<std::vector<std::string>> RemoveOrphans(
+      const std::vector<std::string>& live_instances,
+      const std::string& only_instance = "");
   // The optional operations: UNIMPLEMENTED from a runtime without them.
   [[nodiscard]] absl::Status Pause(
       const corral::backend::v1::SandboxHandle& handle);
@@ -98,20 +108,29 @@ class PluginHost {
     std::string plugin_dir;   // where <runtime>.so live
     std::string agent_path;   // static corral-agent
     std::string runtime_dir;  // <state>/runtime; one subdirectory per runtime
+    // This daemon instance's identity (PluginConfig.instance_id).
+    std::string instance_id;
     // [runtimes.<name>] tables of the config file.
     std::map<std::string, std::map<std::string, std::string>> options;
   };
 
   // Checks the plugin directory (exists; when the daemon runs as root it must
   // be root-owned and not writable by group or others, since a plugin runs
-  // with the daemon's privileges).
+  // with the daemon's privileges). Then every [runtimes.<name>] table of the
+  // options must name a runtime with a plugin that accepts its options
+  // (INVALID_ARGUMENT otherwise: a typo must not silently fall back to a
+  // default).
   static absl::StatusOr<std::unique_ptr<PluginHost>> Create(Options options);
 
   // The runtimes the design names plus any plugin found in the directory.
   std::vector<std::string> KnownRuntimes() const;
 
   // Loads (once) and returns the runtime's backend. NOT_FOUND for a name no
-  // plugin file exists for, UNAVAILABLE when loading fails.
+  // plugin file exists for, UNAVAILABLE when loading fails. The file is
+  // opened once (O_NOFOLLOW), checked through that fd (a regular file; as
+  // root: owned by root and not writable by group or others, in a directory
+  // that is too) and loaded from that same fd, so it cannot be swapped
+  // between the check and the load.
   absl::StatusOr<Backend*> Get(const std::string& runtime);
 
   // Loads and probes the runtime; caches the answer for a few seconds so that
@@ -119,11 +138,16 @@ class PluginHost {
   RuntimeInfo Probe(const std::string& runtime);
 
  private:
-  explicit PluginHost(Options options) : options_(std::move(options)) {}
+  PluginHost(Options options, UniqueFd dir)
+      : options_(std::move(options)), dir_(std::move(dir)) {}
 
   const Options options_;
+  const UniqueFd dir_;  // the plugin directory, opened once at Create
   mutable std::mutex mutex_;
   std::map<std::string, std::unique_ptr<Backend>> loaded_;  // guarded by mutex_
+  // The files the loaded plugins came from, open for the daemon's life
+  // (see Get); guarded by mutex_.
+  std::vector<UniqueFd> library_fds_;
   struct CachedProbe {
     RuntimeInfo info;
     int64_t at_ns = 0;

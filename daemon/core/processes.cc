@@ -127,6 +127,8 @@ Caller SystemCaller() {
 
 struct Processes::Entry {
   std::string sandbox_id, id;
+  // Told of the process's output (idle timeouts); not owned.
+  SandboxManager* sandboxes = nullptr;
   std::string meta_path, log_path;
 
   std::mutex mutex;  // guards the fields below
@@ -135,6 +137,9 @@ struct Processes::Entry {
   std::unique_ptr<OutputLog> log;
   bool log_failed = false;
   bool stopping = false;
+  // When its output last counted as its sandbox's activity (at most once a
+  // second, not at every chunk).
+  absl::Time activity_noted = absl::InfinitePast();
 
   // Serializes input, resizes and signals, and guards `session` against
   // Stop. The pump thread calls session->Next and Acknowledge without it
@@ -221,7 +226,11 @@ void Processes::Pump(Entry* entry) {
                   entry->id, entry->sandbox_id, std::string(stored.message()));
         }
         entry->changed.notify_all();
+        const absl::Time now = absl::Now();
+        const bool note = now - entry->activity_noted > absl::Seconds(1);
+        if (note) entry->activity_noted = now;
         lock.unlock();
+        if (note) entry->sandboxes->NoteActivity(entry->sandbox_id);
         // Only now may the agent forget these bytes: a daemon killed before
         // this point gets them again when it resumes the command.
         (void)session->Acknowledge(event->data.size());
@@ -320,6 +329,7 @@ absl::StatusOr<Processes::EntryPtr> Processes::Launch(
   // Another user's sandbox is NOT_FOUND before anything else is said.
   RETURN_IF_ERROR(sandboxes_->GetSandbox(caller, exec.sandbox_id()).status());
   auto entry = std::make_shared<Entry>();
+  entry->sandboxes = sandboxes_;
   entry->sandbox_id = exec.sandbox_id();
   ASSIGN_OR_RETURN(entry->id, NewId());
   const std::string dir = SandboxDir(entry->sandbox_id);
@@ -439,7 +449,8 @@ absl::Status Processes::Recover() {
   for (const auto& sandbox_dir :
        std::filesystem::directory_iterator(dir_, error)) {
     const std::string sandbox_id = sandbox_dir.path().filename();
-    auto access = sandboxes_->Access(SystemCaller(), sandbox_id, Action::kExec);
+    auto access = sandboxes_->Access(SystemCaller(), sandbox_id, Action::kExec,
+                                     /*activity=*/false);
     if (!access.ok()) {
       // The sandbox is gone or no longer runs: so are its processes.
       std::error_code ignored;
@@ -457,6 +468,7 @@ absl::Status Processes::Recover() {
         continue;
       }
       auto entry = std::make_shared<Entry>();
+      entry->sandboxes = sandboxes_;
       entry->sandbox_id = sandbox_id;
       entry->id = id;
       entry->meta_path = file.path();
@@ -525,7 +537,11 @@ absl::StatusOr<Processes::EntryPtr> Processes::Find(
       }
     }
   }
-  if (found && (!shell || found->record.pty())) return found;
+  if (found && (!shell || found->record.pty())) {
+    // Input, signals, reads: someone works with the sandbox.
+    sandboxes_->NoteActivity(sandbox_id);
+    return found;
+  }
   return absl::NotFoundError(absl::StrCat(shell ? "no shell " : "no process ",
                                           name, " in sandbox ", sandbox_id));
 }

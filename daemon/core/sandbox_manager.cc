@@ -12,8 +12,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "corral/logging.h"
+#include "corral/remove_tree.h"
 #include "corral/status_macros.h"
 #include "corral/v1/files.pb.h"
+#include "daemon/core/instance.h"
 #include "daemon/core/lifecycle.h"
 #include "daemon/images/image_store.h"
 #include "daemon/store/store.h"
@@ -45,6 +47,12 @@ absl::Time FromProto(const google::protobuf::Timestamp& t) {
   return absl::FromUnixNanos(TimeUtil::TimestampToNanoseconds(t));
 }
 
+// A workspace is the sandbox's to write: it may hold symlinks to anywhere,
+// so it is removed fd-relative, never following one.
+absl::Status RemoveWorkspace(const std::string& dir) {
+  return corral::RemoveTree(dir);
+}
+
 bool CallerSees(const Caller& caller, const v1::Sandbox& sandbox) {
   return caller.admin || sandbox.owner_uid() == caller.uid;
 }
@@ -62,6 +70,14 @@ std::string GuaranteeList(const std::vector<int>& guarantees) {
 struct SandboxManager::Live {
   std::mutex mutex;  // guards every field below
   v1::Sandbox view;
+  // The host uid claimed for it (0: none); given back when it is destroyed.
+  uint32_t host_uid = 0;
+  // Idle tracking: the last activity, commands and shells running now, and
+  // the last activity written to the store (it is written at most every
+  // few seconds, not at every call).
+  absl::Time last_activity = absl::Now();
+  int running_commands = 0;
+  absl::Time last_activity_stored = absl::InfinitePast();
   bv1::SandboxHandle handle;
   Backend* backend = nullptr;  // not owned
   std::shared_ptr<AgentConnection> agent;
@@ -112,9 +128,7 @@ void SandboxManager::Shutdown() {
 absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
     const Caller& caller, const v1::CreateSandboxRequest& request,
     const SandboxPreparer& prepare, const std::string& memory) {
-  const CallerPolicy policy = options_.resolve_policy
-                                  ? options_.resolve_policy(caller)
-                                  : CallerPolicy{};
+  const CallerPolicy policy = PolicyOf(caller);
   ASSIGN_OR_RETURN(SandboxPlan plan,
                    PlanSandbox(request, options_.rules, policy));
 
@@ -177,6 +191,7 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
   view.mutable_runtime_options()->insert(plan.runtime_options.begin(),
                                          plan.runtime_options.end());
   view.set_idle_timeout_seconds(plan.idle_timeout_seconds);
+  *view.mutable_last_activity_at() = ToProto(now);
 
   // The record goes in first, so a crash from here on leaves something that
   // recovery finds and cleans up.
@@ -188,6 +203,19 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
       return absl::ResourceExhaustedError(absl::StrCat(
           "the daemon already runs ", count, " sandboxes, its maximum"));
     }
+    if (!caller.admin && policy.quotas.sandboxes != 0) {
+      ASSIGN_OR_RETURN(int64_t mine, store_->CountSandboxesByOwner(caller.uid));
+      if (mine >= policy.quotas.sandboxes) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "quota sandboxes = ", policy.quotas.sandboxes, " reached: uid ",
+            caller.uid, " already has ", mine, " sandboxes (quotas of ",
+            policy.name.empty() ? "default_policy" : policy.name,
+            "); remove one first"));
+      }
+    }
+    RETURN_IF_ERROR(CheckStorageQuota(
+        caller, plan.limits.disk_mib << 20,
+        absl::StrCat("a sandbox with a ", plan.limits.disk_mib, " MiB disk")));
     SandboxRecord record;
     record.id = id;
     record.owner_uid = caller.uid;
@@ -198,16 +226,26 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
     record.created_at = now;
     record.expires_at = FromProto(view.expires_at());
     record.spec = view.SerializeAsString();
-    if (plan.user_namespace) {
-      ASSIGN_OR_RETURN(host_uid, store_->InsertSandboxWithHostUid(
-                                     record, HostUidRange{options_.uid_base,
-                                                          options_.uid_count}));
-    } else {
-      RETURN_IF_ERROR(store_->InsertSandbox(record));
+    // Every sandbox gets a host uid of its own, with or without a user
+    // namespace: the runtimes that run anything of it on the host as a
+    // plain process (QEMU) run it as that uid, never as root. Other daemons
+    // on this host hand out uids too: the registry says which are free.
+    HostUidClaims claims;
+    if (options_.registry != nullptr) {
+      claims.claim = [&](uint32_t uid) {
+        return options_.registry->ClaimUid(uid, options_.instance_id, id);
+      };
+      claims.release = [&](uint32_t uid) { ReleaseHostUid(uid); };
     }
+    ASSIGN_OR_RETURN(
+        host_uid,
+        store_->InsertSandboxWithHostUid(
+            record, HostUidRange{options_.uid_base, options_.uid_count},
+            options_.registry != nullptr ? &claims : nullptr));
   }
   auto live = std::make_shared<Live>();
   live->view = view;
+  live->host_uid = host_uid;
   live->backend = backend;
   live->workspace_dir = absl::StrCat(options_.state_dir, "/workspaces/", id);
   {
@@ -219,9 +257,11 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
   auto fail = [&](absl::Status status) -> absl::Status {
     Log()->warn("create {} failed: {}", id, status.ToString());
     if (!live->handle.id().empty()) (void)backend->Destroy(live->handle);
-    std::error_code ignored;
-    std::filesystem::remove_all(live->workspace_dir, ignored);
+    if (auto s = RemoveWorkspace(live->workspace_dir); !s.ok()) {
+      Log()->error("create {}: {}", id, s.ToString());
+    }
     (void)store_->DeleteSandbox(id);
+    ReleaseHostUid(live->host_uid);
     live->destroyed = true;
     live_lock.unlock();
     std::lock_guard lock(mutex_);
@@ -301,6 +341,94 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
   return live->view;
 }
 
+void SandboxManager::ReleaseHostUid(uint32_t uid) const {
+  if (uid == 0 || options_.registry == nullptr) return;
+  if (auto s = options_.registry->ReleaseUid(uid, options_.instance_id);
+      !s.ok()) {
+    Log()->error("giving back host uid {}: {}", uid, s.ToString());
+  }
+}
+
+absl::StatusOr<uint64_t> SandboxManager::StorageBytesOf(uid_t uid) {
+  std::vector<std::pair<std::string, uint64_t>> sandboxes;  // id, disk
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [id, live] : live_) {
+      std::unique_lock live_lock(live->mutex, std::try_to_lock);
+      // One busy being made or removed: its record has what counts.
+      v1::Sandbox view;
+      if (live_lock.owns_lock()) {
+        if (live->destroyed) continue;
+        view = live->view;
+      } else {
+        auto record = store_->GetSandbox(id);
+        if (!record.ok() || !view.ParseFromString(record->spec)) continue;
+      }
+      if (view.owner_uid() == uid) {
+        sandboxes.emplace_back(id, view.limits().disk_mib() << 20);
+      }
+    }
+  }
+  uint64_t bytes = 0;
+  for (const auto& [id, disk] : sandboxes) {
+    bytes += disk;
+    ASSIGN_OR_RETURN(auto snapshots, store_->ListSnapshots(id));
+    for (const SnapshotRecord& snapshot : snapshots) {
+      // The baseline is the workspace's seed, within its disk already.
+      if (snapshot.name.empty()) continue;
+      bytes += snapshot.size_bytes + snapshot.memory_bytes;
+    }
+  }
+  return bytes;
+}
+
+absl::Status SandboxManager::CheckStorageQuota(const Caller& caller,
+                                               uint64_t more_bytes,
+                                               const std::string& what) {
+  if (caller.admin) return absl::OkStatus();
+  const CallerPolicy policy = PolicyOf(caller);
+  if (policy.quotas.storage_mib == 0) return absl::OkStatus();
+  ASSIGN_OR_RETURN(const uint64_t used, StorageBytesOf(caller.uid));
+  const uint64_t quota = policy.quotas.storage_mib << 20;
+  if (used + more_bytes <= quota) return absl::OkStatus();
+  auto mib = [](uint64_t bytes) { return (bytes + (1u << 20) - 1) >> 20; };
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "quota storage_mib = ", policy.quotas.storage_mib, " reached: uid ",
+      caller.uid, " holds ", mib(used),
+      " MiB (workspace disks, snapshots and memory snapshots); ", what,
+      " would make it ", mib(used + more_bytes), " MiB (quotas of ",
+      policy.name.empty() ? "default_policy" : policy.name, ")"));
+}
+
+void SandboxManager::NoteActivity(const std::string& id) {
+  std::shared_ptr<Live> live;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = live_.find(id); it != live_.end()) live = it->second;
+  }
+  if (!live) return;
+  std::lock_guard lock(live->mutex);
+  live->last_activity = absl::Now();
+}
+
+void SandboxManager::CommandStarted(const std::string& id, int delta) {
+  std::shared_ptr<Live> live;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = live_.find(id); it != live_.end()) live = it->second;
+  }
+  if (!live) return;
+  std::lock_guard lock(live->mutex);
+  live->running_commands += delta;
+  live->last_activity = absl::Now();
+}
+
+CallerPolicy SandboxManager::PolicyOf(const Caller& caller) const {
+  if (caller.policy) return *caller.policy;
+  return options_.resolve_policy ? options_.resolve_policy(caller)
+                                 : CallerPolicy{};
+}
+
 absl::StatusOr<std::shared_ptr<SandboxManager::Live>> SandboxManager::Find(
     const Caller& caller, const std::string& id) {
   RETURN_IF_ERROR(ValidateSandboxId(id));
@@ -318,7 +446,8 @@ absl::StatusOr<std::shared_ptr<SandboxManager::Live>> SandboxManager::Find(
 
 absl::StatusOr<SandboxAccess> SandboxManager::Access(const Caller& caller,
                                                      const std::string& id,
-                                                     Action action) {
+                                                     Action action,
+                                                     bool activity) {
   ASSIGN_OR_RETURN(auto live, Find(caller, id));
   CheckAgent(live);
   std::lock_guard lock(live->mutex);
@@ -327,6 +456,7 @@ absl::StatusOr<SandboxAccess> SandboxManager::Access(const Caller& caller,
     return absl::UnavailableError(
         absl::StrCat("sandbox ", id, " has no agent connection"));
   }
+  if (activity) live->last_activity = absl::Now();
   return SandboxAccess{live->agent, live->view};
 }
 
@@ -335,7 +465,7 @@ absl::StatusOr<v1::Sandbox> SandboxManager::GetSandbox(const Caller& caller,
   ASSIGN_OR_RETURN(auto live, Find(caller, id));
   CheckAgent(live);
   std::lock_guard lock(live->mutex);
-  return live->view;
+  return ViewOf(*live);
 }
 
 absl::StatusOr<std::vector<v1::Sandbox>> SandboxManager::ListSandboxes(
@@ -353,7 +483,7 @@ absl::StatusOr<std::vector<v1::Sandbox>> SandboxManager::ListSandboxes(
     v1::Sandbox view;
     if (lock.owns_lock()) {
       if (live->destroyed) continue;
-      view = live->view;
+      view = ViewOf(*live);
     } else {
       auto record = store_->GetSandbox(live->view.id());
       if (!record.ok() || !view.ParseFromString(record->spec)) continue;
@@ -404,12 +534,11 @@ absl::Status SandboxManager::Destroy(const std::shared_ptr<Live>& live,
       return Annotate(s, absl::StrCat("destroying sandbox ", id));
     }
   }
-  std::error_code error;
-  std::filesystem::remove_all(live->workspace_dir, error);
-  if (error) {
-    Log()->error("remove {}: {}", live->workspace_dir, error.message());
+  if (auto s = RemoveWorkspace(live->workspace_dir); !s.ok()) {
+    Log()->error("destroy {}: {}", id, s.ToString());
   }
   RETURN_IF_ERROR(store_->DeleteSandbox(id));
+  ReleaseHostUid(live->host_uid);
   (void)store_->AppendEvent(id, event, "");
   live->destroyed = true;
   {
@@ -424,9 +553,7 @@ absl::Status SandboxManager::Destroy(const std::shared_ptr<Live>& live,
 absl::StatusOr<v1::Sandbox> SandboxManager::ExtendSandbox(
     const Caller& caller, const std::string& id, uint64_t ttl_seconds) {
   ASSIGN_OR_RETURN(auto live, Find(caller, id));
-  const CallerPolicy policy = options_.resolve_policy
-                                  ? options_.resolve_policy(caller)
-                                  : CallerPolicy{};
+  const CallerPolicy policy = PolicyOf(caller);
   if (ttl_seconds == 0) {
     return absl::InvalidArgumentError("ttl_seconds: must be greater than 0");
   }
@@ -435,6 +562,22 @@ absl::StatusOr<v1::Sandbox> SandboxManager::ExtendSandbox(
   RETURN_IF_ERROR(CheckAllowed(live->view, Action::kExtend));
   const absl::Time expires =
       absl::Now() + absl::Seconds(static_cast<int64_t>(ttl_seconds));
+  // However often it is extended, a sandbox ends within its lifetime.
+  if (const uint64_t lifetime = MaxLifetime(options_.rules, policy);
+      lifetime != 0) {
+    const absl::Time end = FromProto(live->view.created_at()) +
+                           absl::Seconds(static_cast<int64_t>(lifetime));
+    if (expires > end) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "limit lifetime_seconds = ", lifetime, " reached: sandbox ", id,
+          " may live until ",
+          absl::FormatTime(absl::RFC3339_sec, end, absl::UTCTimeZone()),
+          " at most (", policy.name.empty() ? "default_policy" : policy.name,
+          "); extend it by ",
+          std::max<int64_t>(0, absl::ToInt64Seconds(end - absl::Now())),
+          " s at most"));
+    }
+  }
   RETURN_IF_ERROR(store_->SetExpiry(id, expires));
   *live->view.mutable_expires_at() = ToProto(expires);
   RETURN_IF_ERROR(
@@ -471,6 +614,9 @@ absl::StatusOr<std::unique_ptr<RunningCommand>> SandboxManager::StartExec(
   }
   command->started_at_ = absl::Now();
   ASSIGN_OR_RETURN(command->session_, agent->StartExec(start));
+  // Running from here to its destruction: the sandbox is not idle.
+  CommandStarted(command->sandbox_id_, +1);
+  command->counted_ = true;
   return command;
 }
 
@@ -488,10 +634,13 @@ absl::StatusOr<std::unique_ptr<ExecSession>> SandboxManager::StartSession(
     agent = live->agent;
   }
   if (adjust) adjust(start);
+  NoteActivity(request.sandbox_id());
   return agent->StartExec(start);
 }
 
-RunningCommand::~RunningCommand() = default;
+RunningCommand::~RunningCommand() {
+  if (counted_) manager_->CommandStarted(sandbox_id_, -1);
+}
 
 absl::StatusOr<v1::ExecStreamResponse> RunningCommand::Next(
     absl::Time deadline) {
@@ -657,7 +806,50 @@ void SandboxManager::ReaperLoop() {
       std::lock_guard lock(mutex_);
       for (auto& [id, live] : live_) all.push_back(live);
     }
-    for (auto& live : all) CheckAgent(live);
+    for (auto& live : all) {
+      CheckAgent(live);
+      CheckIdle(live);
+    }
+  }
+}
+
+v1::Sandbox SandboxManager::ViewOf(const Live& live) const {
+  v1::Sandbox view = live.view;
+  *view.mutable_last_activity_at() =
+      ToProto(live.running_commands > 0 ? absl::Now() : live.last_activity);
+  return view;
+}
+
+void SandboxManager::CheckIdle(const std::shared_ptr<Live>& live) {
+  const absl::Time now = absl::Now();
+  {
+    std::lock_guard lock(live->mutex);
+    const uint64_t idle = live->view.idle_timeout_seconds();
+    const auto state = live->view.state();
+    if (idle == 0 || live->destroyed ||
+        (state != v1::SANDBOX_STATE_RUNNING &&
+         state != v1::SANDBOX_STATE_PAUSED)) {
+      return;
+    }
+    if (live->running_commands > 0) live->last_activity = now;
+    // The last activity reaches the store every few seconds, so that a
+    // restarted daemon counts on from about there.
+    if (live->last_activity - live->last_activity_stored >
+        absl::Seconds(std::min<int64_t>(5, idle))) {
+      *live->view.mutable_last_activity_at() = ToProto(live->last_activity);
+      if (store_
+              ->UpdateSandboxSpec(live->view.id(),
+                                  live->view.SerializeAsString())
+              .ok()) {
+        live->last_activity_stored = live->last_activity;
+      }
+    }
+    if (now - live->last_activity < absl::Seconds(static_cast<int64_t>(idle))) {
+      return;
+    }
+  }
+  if (auto s = Destroy(live, "idle"); !s.ok()) {
+    Log()->error("reaper: idle sandbox: {}", s.ToString());
   }
 }
 
@@ -776,9 +968,31 @@ absl::Status SandboxManager::Recover() {
     }
     live->view.set_state(static_cast<v1::SandboxState>(record.state));
     live->view.set_failure(record.failure);
+    // Idle time goes on from what was last written (a restart is no
+    // activity of the sandbox's).
+    if (live->view.has_last_activity_at()) {
+      live->last_activity = FromProto(live->view.last_activity_at());
+      live->last_activity_stored = live->last_activity;
+    }
     live->workspace_dir =
         absl::StrCat(options_.state_dir, "/workspaces/", record.id);
     live->handle.ParseFromString(record.backend_handle);
+    std::string uid_conflict;
+    if (record.host_uid != 0 && options_.registry != nullptr) {
+      // Claimed when it was made; a registry lost since (or an older
+      // daemon's sandbox) is claimed again now.
+      auto ours = options_.registry->ClaimUid(record.host_uid,
+                                              options_.instance_id, record.id);
+      if (ours.ok() && *ours) {
+        live->host_uid = record.host_uid;
+      } else {
+        uid_conflict =
+            absl::StrCat("its host uid ", record.host_uid,
+                         ours.ok() ? " is held by another corrald's sandbox"
+                                   : absl::StrCat(" could not be claimed: ",
+                                                  ours.status().message()));
+      }
+    }
     auto backend = plugins_->Get(record.runtime);
     if (!backend.ok()) {
       Log()->error("recover: sandbox {} needs runtime {}: {}", record.id,
@@ -795,6 +1009,14 @@ absl::Status SandboxManager::Recover() {
     {
       std::lock_guard lock(mutex_);
       live_[record.id] = live;
+    }
+    if (!uid_conflict.empty() && (record.state == v1::SANDBOX_STATE_RUNNING ||
+                                  record.state == v1::SANDBOX_STATE_PAUSED)) {
+      // Two sandboxes must never run as one host uid: this one stops.
+      live->view.set_state(v1::SANDBOX_STATE_RUNNING);
+      MarkFailed(live, absl::StrCat("not recovered after a daemon restart: ",
+                                    uid_conflict));
+      continue;
     }
     switch (record.state) {
       case v1::SANDBOX_STATE_PAUSED:
@@ -849,6 +1071,19 @@ absl::Status SandboxManager::Recover() {
         break;
     }
   }
+  // Host uids this instance claimed for sandboxes it no longer has (a
+  // daemon killed between the claim and the record, or after the record
+  // went and before the release).
+  if (options_.registry != nullptr) {
+    for (const auto& [uid, claim] : options_.registry->Claims()) {
+      if (claim.instance_id != options_.instance_id) continue;
+      std::lock_guard lock(mutex_);
+      auto it = live_.find(claim.sandbox_id);
+      if (it == live_.end() || it->second->host_uid != uid) {
+        ReleaseHostUid(uid);
+      }
+    }
+  }
   // Whatever a runtime finds on the host that the store does not know.
   for (const auto& name : plugins_->KnownRuntimes()) {
     auto backend = plugins_->Get(name);
@@ -872,9 +1107,11 @@ absl::Status SandboxManager::Recover() {
     const std::string id = entry.path().filename().string();
     std::lock_guard lock(mutex_);
     if (live_.count(id) == 0) {
-      std::error_code ignored;
-      std::filesystem::remove_all(entry.path(), ignored);
-      Log()->warn("recover: removed orphaned workspace {}", id);
+      if (auto s = RemoveWorkspace(entry.path().string()); !s.ok()) {
+        Log()->error("recover: orphaned workspace {}: {}", id, s.ToString());
+      } else {
+        Log()->warn("recover: removed orphaned workspace {}", id);
+      }
     }
   }
   return absl::OkStatus();

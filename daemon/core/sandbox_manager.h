@@ -28,6 +28,7 @@ namespace corral::daemon {
 
 class Store;
 class ImageStore;
+class HostRegistry;
 
 // The command log keeps at most this much of each command's stdout and
 // stderr (the totals are always recorded).
@@ -40,6 +41,11 @@ struct CoreOptions {
   // Host uids given to sandboxes' root: [uid_base, uid_base + uid_count).
   uint32_t uid_base = 1'500'000'000;
   uint32_t uid_count = 65536;
+  // This daemon instance (instance.h) and the host-wide registry where it
+  // claims the host uids of its sandboxes; without a registry (tests of the
+  // core alone) uids are unique within this store only. Not owned.
+  std::string instance_id;
+  const HostRegistry* registry = nullptr;
   uint32_t max_sandboxes = 1000;
   // How long a new sandbox's agent has to say hello.
   absl::Duration agent_hello_timeout = absl::Seconds(10);
@@ -98,6 +104,8 @@ class RunningCommand {
   std::string cwd_;
   absl::Time started_at_;
   bool finished_ = false;
+  // Counted among its sandbox's running commands (until destroyed).
+  bool counted_ = false;
 };
 
 class SandboxManager {
@@ -144,9 +152,12 @@ class SandboxManager {
   absl::Status DeleteMemory(const Caller& caller, const std::string& id,
                             const std::string& state);
   // The agent of a running sandbox the caller may see, for `action`
-  // (FAILED_PRECONDITION when the state does not allow it).
+  // (FAILED_PRECONDITION when the state does not allow it). Counts as the
+  // sandbox's activity (idle timeouts) unless `activity` is false (the
+  // daemon's own work, such as taking up processes after a restart).
   absl::StatusOr<SandboxAccess> Access(const Caller& caller,
-                                       const std::string& id, Action action);
+                                       const std::string& id, Action action,
+                                       bool activity = true);
   absl::StatusOr<corral::v1::Sandbox> GetSandbox(const Caller& caller,
                                                  const std::string& id);
   absl::StatusOr<std::vector<corral::v1::Sandbox>> ListSandboxes(
@@ -163,6 +174,15 @@ class SandboxManager {
       const Caller& caller, const corral::v1::ExecStart& request,
       const std::function<void(corral::agent::v1::ExecStart&)>& adjust);
 
+  // The caller would hold more than its storage quota (workspace disks,
+  // snapshots, memory snapshots) with `more_bytes` more: RESOURCE_EXHAUSTED
+  // naming the quota, its value and `what`. Admins have no quota.
+  absl::Status CheckStorageQuota(const Caller& caller, uint64_t more_bytes,
+                                 const std::string& what);
+  // Something happened in sandbox `id` (a background process's input or
+  // output): it is not idle.
+  void NoteActivity(const std::string& id);
+
   // Sandboxes by state name, for health.
   std::map<std::string, uint32_t> CountByState();
   const SpecRules& rules() const { return options_.rules; }
@@ -178,6 +198,19 @@ class SandboxManager {
         images_(images),
         plugins_(plugins) {}
 
+  // Gives a destroyed sandbox's host uid back to the registry.
+  void ReleaseHostUid(uint32_t uid) const;
+  // Bytes `uid` holds: its sandboxes' disks, snapshots and memory snapshots.
+  absl::StatusOr<uint64_t> StorageBytesOf(uid_t uid);
+  // A command starts (+1) or ends (-1) in sandbox `id`.
+  void CommandStarted(const std::string& id, int delta);
+  // The view of a sandbox with its last activity; live's mutex held.
+  corral::v1::Sandbox ViewOf(const Live& live) const;
+  // Destroys the sandbox when it has been idle for its idle timeout, and
+  // writes its last activity to the store now and then.
+  void CheckIdle(const std::shared_ptr<Live>& live);
+  // The caller's policy: resolved with the connection, or now.
+  CallerPolicy PolicyOf(const Caller& caller) const;
   // Finds a sandbox the caller may see; NOT_FOUND otherwise, so that other
   // users' sandboxes are not even revealed to exist.
   absl::StatusOr<std::shared_ptr<Live>> Find(const Caller& caller,

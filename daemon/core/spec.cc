@@ -103,6 +103,10 @@ absl::StatusOr<T> Limit(absl::string_view field, T requested, T fallback,
 
 }  // namespace
 
+bool CallerPolicy::Grants(std::string_view grant) const {
+  return std::find(grants.begin(), grants.end(), grant) != grants.end();
+}
+
 absl::Status ValidateSandboxId(const std::string& id) {
   if (id.size() != 32 || !std::all_of(id.begin(), id.end(), [](char c) {
         return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
@@ -112,6 +116,15 @@ absl::Status ValidateSandboxId(const std::string& id) {
                      "': expected 32 lowercase hex characters"));
   }
   return absl::OkStatus();
+}
+
+uint64_t MaxLifetime(const SpecRules& rules, const CallerPolicy& policy) {
+  uint64_t lifetime = rules.maxima.lifetime_seconds;
+  if (policy.maxima.lifetime_seconds != 0 &&
+      (lifetime == 0 || policy.maxima.lifetime_seconds < lifetime)) {
+    lifetime = policy.maxima.lifetime_seconds;
+  }
+  return lifetime;
 }
 
 absl::Status ValidateTtl(uint64_t ttl_seconds, const SpecRules& rules,
@@ -162,13 +175,25 @@ absl::StatusOr<SandboxPlan> PlanSandbox(
       Limit<uint64_t>("limits.disk_mib", l.disk_mib(), rules.defaults.disk_mib,
                       rules.minima.disk_mib, rules.maxima.disk_mib,
                       policy.maxima.disk_mib, " MiB"));
-  ASSIGN_OR_RETURN(
-      plan.limits.ttl_seconds,
-      Limit<uint64_t>("ttl_seconds", request.ttl_seconds(),
-                      rules.defaults.ttl_seconds, 1, rules.maxima.ttl_seconds,
-                      policy.maxima.ttl_seconds, " s"));
+  // The default TTL is at most the caller's lifetime.
+  plan.limits.lifetime_seconds = MaxLifetime(rules, policy);
+  uint64_t default_ttl = rules.defaults.ttl_seconds;
+  if (plan.limits.lifetime_seconds != 0) {
+    default_ttl = std::min(default_ttl, plan.limits.lifetime_seconds);
+  }
+  ASSIGN_OR_RETURN(plan.limits.ttl_seconds,
+                   Limit<uint64_t>("ttl_seconds", request.ttl_seconds(),
+                                   default_ttl, 1, rules.maxima.ttl_seconds,
+                                   policy.maxima.ttl_seconds, " s"));
   plan.limits.exec_timeout_seconds = rules.defaults.exec_timeout_seconds;
   plan.limits.output_limit_bytes = rules.defaults.output_limit_bytes;
+  if (plan.limits.lifetime_seconds != 0 &&
+      plan.limits.ttl_seconds > plan.limits.lifetime_seconds) {
+    return Invalid("ttl_seconds",
+                   absl::StrCat(plan.limits.ttl_seconds,
+                                " s exceeds the maximum lifetime ",
+                                plan.limits.lifetime_seconds, " s"));
+  }
 
   switch (request.network()) {
     case corral::v1::NETWORK_MODE_UNSPECIFIED:
@@ -233,11 +258,25 @@ absl::StatusOr<SandboxPlan> PlanSandbox(
                        "must be \"true\" or \"false\"");
       }
       plan.user_namespace = value == "true";
+      if (!plan.user_namespace && !policy.Grants(kGrantNoUserns)) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            "runtime_options.userns=false weakens isolation (sandbox root "
+            "would be host root): only admins, or callers whose policy (",
+            policy.name.empty() ? "default_policy" : policy.name, ") grants \"",
+            kGrantNoUserns, "\", may ask for it"));
+      }
     }
   }
   plan.runtime_options.insert(request.runtime_options().begin(),
                               request.runtime_options().end());
   plan.idle_timeout_seconds = request.idle_timeout_seconds();
+  if (rules.maxima.ttl_seconds != 0 &&
+      plan.idle_timeout_seconds > rules.maxima.ttl_seconds) {
+    return Invalid(
+        "idle_timeout_seconds",
+        absl::StrCat(plan.idle_timeout_seconds, " s exceeds the maximum ",
+                     rules.maxima.ttl_seconds, " s"));
+  }
   return plan;
 }
 

@@ -8,7 +8,9 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -17,15 +19,6 @@
 #include "corral/v1/sandboxes.pb.h"
 
 namespace corral::daemon {
-
-// Who called, from SO_PEERCRED / SO_PEERGROUPS of the connection.
-struct Caller {
-  uid_t uid = 0;
-  gid_t gid = 0;
-  std::vector<gid_t> groups;
-  // Root or a member of the admin group: sees and manages every sandbox.
-  bool admin = false;
-};
 
 // One set of the numbers a request may ask for.
 struct LimitSet {
@@ -36,13 +29,50 @@ struct LimitSet {
   uint64_t ttl_seconds = 0;
   uint32_t exec_timeout_seconds = 0;
   uint64_t output_limit_bytes = 0;
+  // From creation to the end, however the TTL is extended.
+  uint64_t lifetime_seconds = 0;
 };
+
+// What one uid may hold at once (config [quotas] or its policy's); zero
+// fields: no quota.
+struct QuotaSet {
+  uint32_t sandboxes = 0;
+  uint32_t calls = 0;
+  uint64_t storage_mib = 0;
+};
+
+// The isolation-weakening option "userns=false" (config kKnownGrants).
+inline constexpr char kGrantNoUserns[] = "no-userns";
 
 // What one caller may do, resolved from the config's policy entries.
 struct CallerPolicy {
+  // "policy[N]" or "default_policy", for messages.
+  std::string name;
+  // The caller may do nothing.
+  bool deny = false;
   std::vector<std::string> runtimes;  // empty: every runtime
   std::string default_runtime;        // empty: the daemon's default
   LimitSet maxima;                    // zero fields: the daemon's maxima
+  // Isolation-weakening options the caller may ask for; admins get all.
+  std::vector<std::string> grants;
+  QuotaSet quotas;
+
+  [[nodiscard]] bool Grants(std::string_view grant) const;
+};
+
+// Who called, from SO_PEERCRED / SO_PEERGROUPS of the connection.
+struct Caller {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;
+  // False when the caller's groups could not be read: every call is refused
+  // (policies and the admin group depend on them).
+  bool groups_known = true;
+  // Root or a member of the admin group: sees and manages every sandbox.
+  bool admin = false;
+  // Resolved once per connection, when the daemon has a policy resolver;
+  // unset for callers made in code (the core then resolves it).
+  std::optional<CallerPolicy> policy;
 };
 
 struct SpecRules {
@@ -70,7 +100,8 @@ struct SandboxPlan {
 };
 
 // Validates a create request: INVALID_ARGUMENT naming the field for bad
-// values, PERMISSION_DENIED for a runtime the policy forbids. Does not check
+// values, PERMISSION_DENIED for a runtime the policy forbids or an option
+// that weakens isolation which the policy does not grant. Does not check
 // that the runtime or image exist (the caller does, with their own errors).
 absl::StatusOr<SandboxPlan> PlanSandbox(
     const corral::v1::CreateSandboxRequest& request, const SpecRules& rules,
@@ -87,6 +118,9 @@ absl::StatusOr<corral::agent::v1::ExecStart> PlanExec(
 absl::Status ValidateSandboxId(const std::string& id);
 absl::Status ValidateTtl(uint64_t ttl_seconds, const SpecRules& rules,
                          const CallerPolicy& policy);
+// The longest a sandbox of this caller may live from its creation; 0: no
+// maximum.
+uint64_t MaxLifetime(const SpecRules& rules, const CallerPolicy& policy);
 
 }  // namespace corral::daemon
 

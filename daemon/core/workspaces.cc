@@ -682,6 +682,22 @@ absl::StatusOr<v1::Snapshot> Workspaces::CreateSnapshot(
     record.memory = saved.state();
     record.memory_bytes = saved.size_bytes();
   }
+  // What it takes counts towards the caller's storage quota; its content
+  // objects, unreferenced then, go with the next garbage collection.
+  if (auto quota = sandboxes_->CheckStorageQuota(
+          caller, record.size_bytes + record.memory_bytes,
+          absl::StrCat(
+              "snapshot ", name, " (",
+              (record.size_bytes + record.memory_bytes + (1 << 20) - 1) >> 20,
+              " MiB)"));
+      !quota.ok()) {
+    if (!record.memory.empty()) {
+      (void)sandboxes_->DeleteMemory(caller, request.sandbox_id(),
+                                     record.memory);
+    }
+    RequestGarbageCollection();
+    return quota;
+  }
   if (auto put = store_->PutSnapshot(record, /*replace=*/false); !put.ok()) {
     if (!record.memory.empty()) {
       (void)sandboxes_->DeleteMemory(caller, request.sandbox_id(),

@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "corral/logging.h"
+#include "corral/remove_tree.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
 #include "daemon/images/oci_archive.h"
@@ -135,7 +136,7 @@ class TempDir {
   TempDir& operator=(TempDir&&) = delete;
   ~TempDir() {
     if (path_.empty()) return;
-    absl::Status status = RemoveTree(path_);
+    absl::Status status = corral::RemoveTree(path_.string());
     if (!status.ok()) {
       Logger("images")->error("removing {}: {}", path_.string(),
                               status.ToString());
@@ -184,7 +185,7 @@ absl::StatusOr<ExtractStats> ImportImageArchive(const fs::path& staging,
   ASSIGN_OR_RETURN(ResolvedImage image, archive->Resolve());
   ASSIGN_OR_RETURN(ExtractStats stats,
                    ApplyLayers(staging / "rootfs", image.layers, limits));
-  RETURN_IF_ERROR(RemoveTree(spool));
+  RETURN_IF_ERROR(corral::RemoveTree(spool.string()));
   RETURN_IF_ERROR(WriteNewFile(staging / kConfigFile, image.config_json));
   stats.archive_bytes = archive->archive_bytes();
   stats.archive_sha256 = archive->archive_sha256();
@@ -274,7 +275,8 @@ absl::Status ImageStore::CleanUp() {
     return absl::InternalError(
         absl::StrCat("listing ", images_dir_.string(), ": ", error.message()));
   }
-  for (const fs::path& path : remove) RETURN_IF_ERROR(RemoveTree(path));
+  for (const fs::path& path : remove)
+    RETURN_IF_ERROR(corral::RemoveTree(path.string()));
   ASSIGN_OR_RETURN(std::vector<ImageRecord> records, store_->ListImages());
   for (const ImageRecord& record : records) {
     if (!fs::is_directory(images_dir_ / record.name / "rootfs", error)) {

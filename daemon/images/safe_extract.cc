@@ -20,6 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "corral/logging.h"
+#include "corral/remove_tree.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
 #include "daemon/images/digest.h"
@@ -95,53 +96,6 @@ std::string_view TypeName(mode_t type) {
     default:
       return "special file";
   }
-}
-
-// Removes `name` under `parent_fd` with all it contains, never following a
-// symlink. OK when it is missing.
-absl::Status RemoveTreeAt(int parent_fd, const std::string& name,
-                          const std::string& display) {
-  struct stat st {};
-  if (::fstatat(parent_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-    if (errno == ENOENT) return absl::OkStatus();
-    return ErrnoStatus(absl::StrCat("fstatat ", display));
-  }
-  if (S_ISDIR(st.st_mode)) {
-    const int fd = ::openat(parent_fd, name.c_str(),
-                            O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return ErrnoStatus(absl::StrCat("openat ", display));
-    // An archive may have made the directory read-only; root ignores that,
-    // but a test run as a user does not.
-    (void)::fchmod(fd, 0700);
-    DIR* raw = ::fdopendir(fd);
-    if (raw == nullptr) {
-      ::close(fd);
-      return ErrnoStatus(absl::StrCat("fdopendir ", display));
-    }
-    std::unique_ptr<DIR, int (*)(DIR*)> listing(raw, ::closedir);
-    // Names first, then removal: unlinking while reading may skip entries.
-    std::vector<std::string> children;
-    errno = 0;
-    while (struct dirent* child = ::readdir(listing.get())) {
-      const std::string_view child_name = child->d_name;
-      if (child_name == "." || child_name == "..") continue;
-      children.emplace_back(child_name);
-    }
-    if (errno != 0) return ErrnoStatus(absl::StrCat("readdir ", display));
-    for (const std::string& child : children) {
-      RETURN_IF_ERROR(RemoveTreeAt(::dirfd(listing.get()), child,
-                                   absl::StrCat(display, "/", child)));
-    }
-    listing.reset();
-    if (::unlinkat(parent_fd, name.c_str(), AT_REMOVEDIR) != 0) {
-      return ErrnoStatus(absl::StrCat("rmdir ", display));
-    }
-    return absl::OkStatus();
-  }
-  if (::unlinkat(parent_fd, name.c_str(), 0) != 0 && errno != ENOENT) {
-    return ErrnoStatus(absl::StrCat("unlink ", display));
-  }
-  return absl::OkStatus();
 }
 
 // Opens the directory `path` (clean and relative to the working directory,
@@ -584,7 +538,8 @@ void Extractor::ForgetChildren(const std::string& dir) {
 absl::Status Extractor::Remove(const std::string& path) {
   const auto [parent, base] = SplitParent(path);
   ASSIGN_OR_RETURN(UniqueFd parent_fd, OpenDirectoryNoFollow(parent));
-  if (parent_fd) RETURN_IF_ERROR(RemoveTreeAt(parent_fd.get(), base, path));
+  if (parent_fd)
+    RETURN_IF_ERROR(corral::RemoveTreeAt(parent_fd.get(), base, path));
   tree_.erase(path);
   ForgetChildren(path);
   return absl::OkStatus();
@@ -592,28 +547,7 @@ absl::Status Extractor::Remove(const std::string& path) {
 
 absl::Status Extractor::RemoveChildren(const std::string& dir) {
   ASSIGN_OR_RETURN(UniqueFd dir_fd, OpenDirectoryNoFollow(dir));
-  if (dir_fd) {
-    const int listing_fd = ::dup(dir_fd.get());
-    if (listing_fd < 0) return ErrnoStatus("dup");
-    DIR* raw = ::fdopendir(listing_fd);
-    if (raw == nullptr) {
-      ::close(listing_fd);
-      return ErrnoStatus(absl::StrCat("fdopendir ", dir));
-    }
-    std::unique_ptr<DIR, int (*)(DIR*)> listing(raw, ::closedir);
-    std::vector<std::string> children;
-    errno = 0;
-    while (struct dirent* child = ::readdir(listing.get())) {
-      const std::string_view child_name = child->d_name;
-      if (child_name == "." || child_name == "..") continue;
-      children.emplace_back(child_name);
-    }
-    if (errno != 0) return ErrnoStatus(absl::StrCat("readdir ", dir));
-    for (const std::string& child : children) {
-      RETURN_IF_ERROR(RemoveTreeAt(dir_fd.get(), child,
-                                   dir.empty() ? child : dir + "/" + child));
-    }
-  }
+  if (dir_fd) RETURN_IF_ERROR(corral::RemoveContentsAt(dir_fd.get(), dir));
   ForgetChildren(dir);
   return absl::OkStatus();
 }
@@ -795,18 +729,6 @@ absl::StatusOr<ExtractStats> ApplyLayers(
     extractor.LogSkipped();
     return extractor.LayeredStats();
   });
-}
-
-absl::Status RemoveTree(const std::filesystem::path& path) {
-  const std::filesystem::path parent =
-      path.has_parent_path() ? path.parent_path() : ".";
-  UniqueFd parent_fd(
-      ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!parent_fd) {
-    if (errno == ENOENT) return absl::OkStatus();
-    return ErrnoStatus(absl::StrCat("open ", parent.string()));
-  }
-  return RemoveTreeAt(parent_fd.get(), path.filename().string(), path.string());
 }
 
 }  // namespace corral::daemon

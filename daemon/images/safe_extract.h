@@ -89,10 +89,6 @@ struct LayerSource {
     const std::filesystem::path& destination,
     const std::vector<LayerSource>& layers, const ImportLimits& limits);
 
-// Removes a directory tree without following symlinks (fd-relative, so a
-// link planted in the tree never redirects the removal). OK if missing.
-[[nodiscard]] absl::Status RemoveTree(const std::filesystem::path& path);
-
 }  // namespace corral::daemon
 
 #endif  // CORRAL_DAEMON_IMAGES_SAFE_EXTRACT_H_

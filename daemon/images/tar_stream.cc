@@ -1,17 +1,38 @@
 #include "daemon/images/tar_stream.h"
 
-#include <archive.h>
 #include <archive_entry.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstdlib>
 #include <limits>
+#include <mutex>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/substitute.h"
+#include "absl/time/clock.h"
+#include "corral/status_macros.h"
+#include "corral/trusted_file.h"
+#include "corral/unique_fd.h"
+#include "daemon/images/unpack_wire.h"
 
 namespace corral::daemon {
 namespace {
+
+namespace wire = unpack;
+
+// How long the decoder may go without taking input or giving output before
+// the stream is given up (it has nothing to wait for but us).
+constexpr absl::Duration kDecoderStall = absl::Seconds(120);
 
 uint64_t SaturatingAdd(uint64_t a, uint64_t b) {
   return a > std::numeric_limits<uint64_t>::max() - b
@@ -30,7 +51,59 @@ absl::string_view Sv(std::string_view text) {
   return absl::string_view(text.data(), text.size());
 }
 
+// The decoder's program, opened once (SetTarDecoder).
+std::mutex decoder_mutex;
+int decoder_fd = -1;  // guarded by decoder_mutex; never closed
+
+absl::Status OpenDecoder(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) {
+    return ErrnoStatus(absl::StrCat("archive decoder ", path));
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("archive decoder ", path, " is not a regular file"));
+  }
+  RETURN_IF_ERROR(
+      CheckTrustedFd(fd.get(), absl::StrCat("archive decoder ", path)));
+  decoder_fd = fd.Release();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> DecoderFd() {
+  std::lock_guard lock(decoder_mutex);
+  if (decoder_fd < 0) {
+    const char* path = std::getenv("CORRAL_UNPACK");
+    if (path == nullptr || *path == '\0') {
+      return absl::FailedPreconditionError(
+          "no archive decoder (corral-unpack) is configured");
+    }
+    RETURN_IF_ERROR(OpenDecoder(path));
+  }
+  return decoder_fd;
+}
+
+// What the decoder said about a failure, as the daemon shows it: no
+// control characters, bounded.
+std::string Printable(std::string_view text) {
+  std::string out;
+  for (char c : text.substr(0, wire::kMaxMessageBytes)) {
+    out.push_back(static_cast<unsigned char>(c) < 0x20 || c == 0x7f ? '?' : c);
+  }
+  return out;
+}
+
 }  // namespace
+
+absl::Status SetTarDecoder(const std::string& path) {
+  std::lock_guard lock(decoder_mutex);
+  if (decoder_fd >= 0) {
+    ::close(decoder_fd);
+    decoder_fd = -1;
+  }
+  return OpenDecoder(path);
+}
 
 uint64_t TarRawByteCap(uint64_t content_bytes, uint64_t entries,
                        uint64_t slack) {
@@ -50,173 +123,387 @@ std::optional<std::string> SymlinkTargetProblem(struct archive_entry* entry,
   return std::nullopt;
 }
 
-// Pulls chunks from the caller for libarchive's read callback, counting them
-// against the raw cap.
-struct TarStream::Input {
-  const ChunkReader* next_chunk = nullptr;
-  const TarStreamOptions* options = nullptr;
-  std::string chunk;
-  bool eof = false;
-  bool over_limit = false;
-  uint64_t bytes = 0;
-  // The reader's own failure (a cancelled RPC), returned as is.
-  absl::Status reader_status;
+// One decoder process and the conversation with it: the raw stream goes in
+// through one pipe, frames come back through the other. Everything runs on
+// the caller's thread: while the decoder has no frame ready, the next chunk
+// is fetched and written to it.
+struct TarStream::Decoder {
+  pid_t pid = -1;
+  UniqueFd pidfd;
+  UniqueFd to_decoder;    // the decoder's stdin, non-blocking
+  UniqueFd from_decoder;  // its stdout, non-blocking
 
-  // The next non-empty chunk, or nullptr at the end or on an error.
-  const std::string* Next() {
-    while (!eof && !over_limit && reader_status.ok()) {
-      absl::StatusOr<std::optional<std::string>> next = (*next_chunk)();
+  // Input.
+  std::string pending;  // fetched, not yet written
+  size_t pending_at = 0;
+  bool eof = false;  // the ChunkReader has ended
+  bool over_limit = false;
+  absl::Status reader_status;  // the ChunkReader's own failure, as is
+  uint64_t bytes = 0;
+
+  // Output.
+  std::string buffer;  // read, not yet taken as frames
+  absl::Status protocol_error;
+  bool failed = false;  // a failure frame came
+  std::string failure_message;
+  bool ended = false;  // the end-of-archive frame came
+  bool data_ended = true;
+  int filter_code = 0;
+  std::string filter_name = "?";
+  struct archive_entry* entry = nullptr;  // owned
+  std::string data;                       // the current data block
+
+  ~Decoder() {
+    if (entry != nullptr) archive_entry_free(entry);
+    to_decoder.Reset();
+    from_decoder.Reset();
+    if (pidfd) {
+      ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+      // Reaped here, unless the daemon's reaper thread was first.
+      siginfo_t info{};
+      while (::waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &info,
+                      WEXITED) != 0 &&
+             errno == EINTR) {
+      }
+    }
+  }
+
+  absl::Status Start(unsigned filters) {
+    ASSIGN_OR_RETURN(const int program, DecoderFd());
+    int in[2], out[2];
+    if (::pipe2(in, O_CLOEXEC) != 0) return ErrnoStatus("pipe2");
+    UniqueFd in_read(in[0]), in_write(in[1]);
+    if (::pipe2(out, O_CLOEXEC) != 0) return ErrnoStatus("pipe2");
+    UniqueFd out_read(out[0]), out_write(out[1]);
+    // Copies above 3, so that no dup2 below overwrites a source.
+    auto high = [](int fd) {
+      return UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 10));
+    };
+    UniqueFd stdin_high = high(in_read.get());
+    UniqueFd stdout_high = high(out_write.get());
+    UniqueFd program_high = high(program);
+    if (!stdin_high || !stdout_high || !program_high) {
+      return ErrnoStatus("fcntl F_DUPFD_CLOEXEC");
+    }
+    in_read.Reset();
+    out_write.Reset();
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, stdin_high.get(), 0);
+    posix_spawn_file_actions_adddup2(&actions, stdout_high.get(), 1);
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, program_high.get(), 3);
+    // Nothing else of the daemon's reaches the decoder.
+    posix_spawn_file_actions_addclosefrom_np(&actions, 4);
+    posix_spawnattr_t attributes;
+    posix_spawnattr_init(&attributes);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attributes, &none);
+    posix_spawnattr_setsigdefault(&attributes, &all);
+    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK |
+                                              POSIX_SPAWN_SETSIGDEF |
+                                              POSIX_SPAWN_SETSID);
+    const std::string filter_bits = absl::StrCat(filters);
+    char arg0[] = "corral-unpack";
+    char arg1[] = "--filters";
+    char* argv[] = {arg0, arg1, const_cast<char*>(filter_bits.c_str()),
+                    nullptr};
+    char* envp[] = {nullptr};
+    // The program checked once, by its fd: nothing can be swapped in.
+    const int rc = ::posix_spawn(&pid, "/proc/self/fd/3", &actions, &attributes,
+                                 argv, envp);
+    posix_spawnattr_destroy(&attributes);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) return ErrnoStatus("posix_spawn corral-unpack", rc);
+    pidfd.Reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    to_decoder = std::move(in_write);
+    from_decoder = std::move(out_read);
+    for (int fd : {to_decoder.get(), from_decoder.get()}) {
+      const int flags = ::fcntl(fd, F_GETFL);
+      if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+        return ErrnoStatus("fcntl O_NONBLOCK");
+      }
+    }
+    entry = archive_entry_new();
+    if (entry == nullptr) return absl::ResourceExhaustedError("archive_entry");
+    return absl::OkStatus();
+  }
+
+  // Fetches the next chunk when none is pending, and writes what it can.
+  void Feed(const ChunkReader& next_chunk, const TarStreamOptions& options) {
+    if (pending_at == pending.size()) {
+      pending.clear();
+      pending_at = 0;
+      absl::StatusOr<std::optional<std::string>> next = next_chunk();
       if (!next.ok()) {
         reader_status = next.status();
-        return nullptr;
+        to_decoder.Reset();
+        return;
       }
       if (!next->has_value()) {
         eof = true;
-        break;
+        to_decoder.Reset();  // the decoder sees the end
+        return;
       }
-      chunk = std::move(**next);
-      if (chunk.empty()) continue;
-      bytes = SaturatingAdd(bytes, chunk.size());
-      if (bytes > options->max_raw_bytes) {
+      if ((*next)->empty()) return;
+      bytes = SaturatingAdd(bytes, (*next)->size());
+      if (bytes > options.max_raw_bytes) {
         over_limit = true;
-        return nullptr;
+        to_decoder.Reset();
+        return;
       }
-      if (options->on_chunk) options->on_chunk(chunk);
-      return &chunk;
+      if (options.on_chunk) options.on_chunk(**next);
+      pending = std::move(**next);
     }
-    return nullptr;
+    const ssize_t n = ::write(to_decoder.get(), pending.data() + pending_at,
+                              pending.size() - pending_at);
+    if (n > 0) {
+      pending_at += static_cast<size_t>(n);
+    } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+      // The decoder went (it reports why, or ended early).
+      to_decoder.Reset();
+    }
   }
 
-  static la_ssize_t Read(struct archive* archive, void* data,
-                         const void** buffer) {
-    auto* input = static_cast<Input*>(data);
-    const std::string* chunk = input->Next();
-    if (chunk != nullptr) {
-      *buffer = chunk->data();
-      return static_cast<la_ssize_t>(chunk->size());
+  // The next frame, or nullopt when the conversation is over for a reason
+  // Failure() gives (the input failed or passed its cap, the decoder broke
+  // its protocol or died).
+  std::optional<std::pair<char, std::string>> Next(
+      const ChunkReader& next_chunk, const TarStreamOptions& options) {
+    absl::Time last_progress = absl::Now();
+    for (;;) {
+      if (!reader_status.ok() || over_limit || !protocol_error.ok()) {
+        return std::nullopt;
+      }
+      if (buffer.size() >= 5) {
+        const uint32_t size =
+            (static_cast<uint32_t>(static_cast<unsigned char>(buffer[1]))
+             << 24) |
+            (static_cast<uint32_t>(static_cast<unsigned char>(buffer[2]))
+             << 16) |
+            (static_cast<uint32_t>(static_cast<unsigned char>(buffer[3]))
+             << 8) |
+            static_cast<uint32_t>(static_cast<unsigned char>(buffer[4]));
+        if (size > wire::kMaxPayload) {
+          protocol_error = absl::InvalidArgumentError(
+              "the archive decoder sent an oversized frame");
+          return std::nullopt;
+        }
+        if (buffer.size() >= 5 + size) {
+          std::pair<char, std::string> frame(buffer[0], buffer.substr(5, size));
+          buffer.erase(0, 5 + size);
+          return frame;
+        }
+      }
+      if (!from_decoder) {
+        protocol_error = absl::InvalidArgumentError(
+            "the archive decoder ended without a last frame");
+        return std::nullopt;
+      }
+      pollfd polls[2] = {{from_decoder.get(), POLLIN, 0},
+                         {to_decoder.get(), POLLOUT, 0}};
+      const int count = to_decoder ? 2 : 1;
+      const int wait_ms = static_cast<int>(std::max<int64_t>(
+          1, absl::ToInt64Milliseconds(kDecoderStall -
+                                       (absl::Now() - last_progress))));
+      const int ready = ::poll(polls, count, wait_ms);
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready < 0) {
+        protocol_error = ErrnoStatus("poll the archive decoder");
+        return std::nullopt;
+      }
+      if (ready == 0) {
+        protocol_error = absl::DeadlineExceededError(
+            absl::StrCat("the archive decoder made no progress for ",
+                         absl::FormatDuration(kDecoderStall)));
+        return std::nullopt;
+      }
+      last_progress = absl::Now();
+      // Output first: the decoder may be waiting for us to take it.
+      if (polls[0].revents != 0) {
+        char chunk[64 << 10];
+        const ssize_t n = ::read(from_decoder.get(), chunk, sizeof(chunk));
+        if (n > 0) {
+          buffer.append(chunk, static_cast<size_t>(n));
+        } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+          from_decoder.Reset();
+        }
+        continue;
+      }
+      if (count == 2 && polls[1].revents != 0) Feed(next_chunk, options);
     }
-    *buffer = nullptr;
-    if (input->eof) return 0;
-    archive_set_error(archive, input->over_limit ? EFBIG : EIO, "%s",
-                      input->over_limit ? "archive stream over its byte limit"
-                                        : "reading the archive stream failed");
-    return -1;
   }
 };
 
-void TarStream::ReadFree::operator()(struct archive* archive) const {
-  archive_read_free(archive);
-}
-
 TarStream::TarStream(const ChunkReader& next_chunk, TarStreamOptions options)
-    : options_(std::move(options)), input_(std::make_unique<Input>()) {
-  input_->next_chunk = &next_chunk;
-  input_->options = &options_;
-}
+    : options_(std::move(options)),
+      next_chunk_(&next_chunk),
+      decoder_(std::make_unique<Decoder>()) {}
 
 TarStream::~TarStream() = default;
 
 absl::Status TarStream::Open(std::string_view context) {
-  reader_.reset(archive_read_new());
-  if (!reader_) return absl::ResourceExhaustedError("archive_read_new");
-  if (archive_read_support_format_tar(reader_.get()) != ARCHIVE_OK) {
-    return absl::InternalError("libarchive lacks tar support");
-  }
-  using Support = int (*)(struct archive*);
-  const struct {
-    TarFilter bit;
-    const char* name;
-    Support support;
-  } filters[] = {
-      {kTarGzip, "gzip", archive_read_support_filter_gzip},
-      {kTarXz, "xz", archive_read_support_filter_xz},
-      {kTarZstd, "zstd", archive_read_support_filter_zstd},
-  };
-  for (const auto& filter : filters) {
-    if ((options_.filters & filter.bit) == 0) continue;
-    // ARCHIVE_WARN means "only through an external program".
-    if (filter.support(reader_.get()) != ARCHIVE_OK) {
-      return absl::UnimplementedError(absl::StrCat(
-          "libarchive here has no built-in ", filter.name, " support"));
-    }
-  }
-  if (archive_read_open(reader_.get(), input_.get(), nullptr, &Input::Read,
-                        nullptr) != ARCHIVE_OK) {
+  RETURN_IF_ERROR(decoder_->Start(options_.filters & kTarAnyFilter));
+  auto frame = decoder_->Next(*next_chunk_, options_);
+  if (!frame) return Failure(context);
+  if (frame->first == wire::kFailure) {
+    wire::PayloadReader reader(frame->second);
+    (void)reader.String(&decoder_->failure_message, wire::kMaxMessageBytes);
+    decoder_->failed = true;
     return Failure(context);
   }
+  wire::PayloadReader reader(frame->second);
+  uint32_t code = 0;
+  if (frame->first != wire::kOpened || !reader.U32(&code) ||
+      !reader.String(&decoder_->filter_name, 64) || !reader.empty()) {
+    decoder_->protocol_error =
+        absl::InvalidArgumentError("the archive decoder broke its protocol");
+    return Failure(context);
+  }
+  decoder_->filter_code = static_cast<int>(code);
   return absl::OkStatus();
 }
 
 absl::StatusOr<struct archive_entry*> TarStream::NextHeader(
     std::string_view first_context, std::string_view later_context) {
-  struct archive_entry* entry = nullptr;
-  const int r = archive_read_next_header(reader_.get(), &entry);
-  if (r == ARCHIVE_EOF) return nullptr;
-  if (r < ARCHIVE_WARN) {
-    return Failure(headers_ == 0 ? first_context : later_context);
+  const std::string_view context =
+      headers_ == 0 ? first_context : later_context;
+  Decoder& d = *decoder_;
+  if (d.ended) return nullptr;
+  for (;;) {
+    auto frame = d.Next(*next_chunk_, options_);
+    if (!frame) return Failure(context);
+    switch (frame->first) {
+      case wire::kData:
+      case wire::kEndOfData:
+        continue;  // the data of an entry the caller skipped
+      case wire::kEndOfArchive:
+        d.ended = true;
+        return nullptr;
+      case wire::kCompressedTwice:
+        return absl::InvalidArgumentError(
+            "archive is compressed more than once; give a tar with at most "
+            "one gzip, xz or zstd layer");
+      case wire::kFailure: {
+        wire::PayloadReader reader(frame->second);
+        (void)reader.String(&d.failure_message, wire::kMaxMessageBytes);
+        d.failed = true;
+        return Failure(context);
+      }
+      case wire::kHeader: {
+        wire::EntryHeader header;
+        if (!wire::DecodeHeader(frame->second, &header)) break;
+        archive_entry_clear(d.entry);
+        archive_entry_set_filetype(d.entry, header.file_type);
+        archive_entry_set_perm(d.entry, header.permissions);
+        if (header.size) archive_entry_set_size(d.entry, *header.size);
+        if (header.mtime_seconds) {
+          archive_entry_set_mtime(d.entry, *header.mtime_seconds,
+                                  static_cast<long>(header.mtime_nanoseconds));
+        }
+        if (header.path)
+          archive_entry_copy_pathname(d.entry, header.path->c_str());
+        if (header.hardlink) {
+          archive_entry_copy_hardlink(d.entry, header.hardlink->c_str());
+        }
+        if (header.symlink) {
+          archive_entry_copy_symlink(d.entry, header.symlink->c_str());
+        }
+        d.data_ended = false;
+        ++headers_;
+        return d.entry;
+      }
+      default:
+        break;
+    }
+    d.protocol_error =
+        absl::InvalidArgumentError("the archive decoder broke its protocol");
+    return Failure(context);
   }
-  // Filter 0 is the outermost; the last one is the "none" reader of bytes.
-  if (++headers_ == 1 && archive_filter_count(reader_.get()) > 2) {
-    return absl::InvalidArgumentError(
-        "archive is compressed more than once; give a tar with at most one "
-        "gzip, xz or zstd layer");
-  }
-  return entry;
 }
 
 absl::StatusOr<std::optional<TarDataBlock>> TarStream::NextDataBlock(
     std::string_view context) {
-  const void* buffer = nullptr;
-  size_t size = 0;
-  la_int64_t offset = 0;
-  const int r = archive_read_data_block(reader_.get(), &buffer, &size, &offset);
-  if (r == ARCHIVE_EOF) return std::nullopt;
-  if (r < ARCHIVE_WARN) return Failure(context);
-  return TarDataBlock{std::string_view(static_cast<const char*>(buffer), size),
-                      static_cast<int64_t>(offset)};
+  Decoder& d = *decoder_;
+  if (d.data_ended) return std::nullopt;
+  auto frame = d.Next(*next_chunk_, options_);
+  if (!frame) return Failure(context);
+  switch (frame->first) {
+    case wire::kEndOfData:
+      d.data_ended = true;
+      return std::nullopt;
+    case wire::kFailure: {
+      wire::PayloadReader reader(frame->second);
+      (void)reader.String(&d.failure_message, wire::kMaxMessageBytes);
+      d.failed = true;
+      return Failure(context);
+    }
+    case wire::kData: {
+      wire::PayloadReader reader(frame->second);
+      int64_t offset = 0;
+      if (!reader.I64(&offset) || offset < 0) break;
+      d.data.assign(reader.rest());
+      return TarDataBlock{d.data, offset};
+    }
+    default:
+      break;
+  }
+  d.protocol_error =
+      absl::InvalidArgumentError("the archive decoder broke its protocol");
+  return Failure(context);
 }
 
 absl::Status TarStream::ReadToEnd() {
-  while (input_->Next() != nullptr) {
+  Decoder& d = *decoder_;
+  // The decoder reads the input to its end before it says the archive
+  // ended; the caller may not have asked for the end yet.
+  while (!d.ended) {
+    auto frame = d.Next(*next_chunk_, options_);
+    if (!frame) return Failure("reading past the end of the archive");
+    if (frame->first == wire::kEndOfArchive) d.ended = true;
+    if (frame->first == wire::kFailure) {
+      wire::PayloadReader reader(frame->second);
+      (void)reader.String(&d.failure_message, wire::kMaxMessageBytes);
+      d.failed = true;
+      return Failure("reading past the end of the archive");
+    }
   }
-  if (!input_->eof) return Failure("reading past the end of the archive");
+  if (!d.eof) return Failure("reading past the end of the archive");
   return absl::OkStatus();
 }
 
 absl::Status TarStream::Failure(std::string_view context) const {
-  if (!input_->reader_status.ok()) return input_->reader_status;
-  if (input_->over_limit) {
+  const Decoder& d = *decoder_;
+  if (!d.reader_status.ok()) return d.reader_status;
+  if (d.over_limit) {
     return absl::InvalidArgumentError(
         absl::Substitute(options_.over_limit_message, options_.max_raw_bytes));
   }
-  const char* message =
-      reader_ != nullptr ? archive_error_string(reader_.get()) : nullptr;
+  if (!d.protocol_error.ok()) return d.protocol_error;
+  const std::string message =
+      d.failed ? Printable(d.failure_message) : "unknown error";
   return absl::InvalidArgumentError(
-      absl::Substitute(options_.corrupt_message, Sv(context),
-                       message != nullptr ? message : "unknown error"));
+      absl::Substitute(options_.corrupt_message, Sv(context), message));
 }
 
 bool TarStream::EndedInsideBlock() const {
-  if (!input_->eof || input_->over_limit || !input_->reader_status.ok() ||
-      reader_ == nullptr) {
+  const Decoder& d = *decoder_;
+  if (!d.eof || d.over_limit || !d.reader_status.ok() || !d.failed) {
     return false;
   }
-  const char* message = archive_error_string(reader_.get());
   // libarchive's words for a short block: "Truncated tar archive" and
   // "Truncated input file (needed 512 bytes, only N available)".
-  return message != nullptr &&
-         absl::StartsWith(absl::string_view(message), "Truncated");
+  return absl::StartsWith(d.failure_message, "Truncated");
 }
 
-int TarStream::filter_code() const {
-  return archive_filter_code(reader_.get(), 0);
-}
+int TarStream::filter_code() const { return decoder_->filter_code; }
 
 std::string_view TarStream::filter_name() const {
-  const char* name = archive_filter_name(reader_.get(), 0);
-  return name != nullptr ? name : "?";
+  return decoder_->filter_name;
 }
 
-uint64_t TarStream::raw_bytes() const { return input_->bytes; }
+uint64_t TarStream::raw_bytes() const { return decoder_->bytes; }
 
 }  // namespace corral::daemon

@@ -1,8 +1,16 @@
 // The reading side of an untrusted tar stream that both image imports
-// (daemon/images) and workspace uploads (daemon/workspace) share: libarchive
-// set up for tar alone with built-in gzip/xz/zstd filters, fed by a
-// ChunkReader, with a cap on the raw bytes that stops compression bombs.
-// What the entries may be is the caller's business.
+// (daemon/images) and workspace uploads (daemon/workspace) share: tar alone
+// with built-in gzip/xz/zstd filters, fed by a ChunkReader, with a cap on
+// the raw bytes that stops compression bombs. What the entries may be is
+// the caller's business.
+//
+// The decoding never happens in this process: each stream is decoded by a
+// corral-unpack process (unpack_main.cc: libarchive, as nobody, no
+// privileges, a seccomp filter that allows little but read and write),
+// which this class feeds the raw bytes and whose frames (unpack_wire.h) it
+// reads back with every length checked. A decoder bug cannot run code in
+// the root daemon; a compromised decoder can only lie about the archive,
+// which every caller checks as hostile anyway.
 #ifndef CORRAL_DAEMON_IMAGES_TAR_STREAM_H_
 #define CORRAL_DAEMON_IMAGES_TAR_STREAM_H_
 
@@ -25,6 +33,13 @@ namespace corral::daemon {
 // Returns the next chunk of a byte stream, std::nullopt at its end, or an
 // error (which aborts the reader with that error).
 using ChunkReader = std::function<absl::StatusOr<std::optional<std::string>>()>;
+
+// The corral-unpack program every TarStream runs. Called once at start,
+// before any stream (the daemon: beside corrald). The file is opened once
+// and checked (a regular file; when the daemon runs as root, owned by root
+// and not writable by group or others: it starts as root) and executed from
+// that fd. Without a call, $CORRAL_UNPACK names it (tests).
+[[nodiscard]] absl::Status SetTarDecoder(const std::string& path);
 
 // The most raw bytes a tar of `entries` entries holding `content_bytes` of
 // file data may take: 2 KiB of headers per entry (tar header, pax header,
@@ -77,10 +92,10 @@ class TarStream {
   TarStream(const TarStream&) = delete;
   TarStream& operator=(const TarStream&) = delete;
 
-  // Sets libarchive up (tar formats only: most of its history of CVEs is in
-  // formats nobody needs here; filters only built in, never an external
-  // decompressor run on untrusted input) and starts reading. A failure to
-  // start reads as Failure(context).
+  // Starts the decoder (tar formats only: most of libarchive's history of
+  // CVEs is in formats nobody needs here; filters only built in, never an
+  // external decompressor run on untrusted input) and waits until it has
+  // opened the stream. A failure to start reads as Failure(context).
   [[nodiscard]] absl::Status Open(std::string_view context);
 
   // The next entry's header, nullptr at the end of the archive, or
@@ -118,15 +133,13 @@ class TarStream {
   [[nodiscard]] uint64_t raw_bytes() const;
 
  private:
-  // What libarchive's read callback pulls chunks through (in the .cc).
-  struct Input;
-  struct ReadFree {
-    void operator()(struct archive* archive) const;
-  };
+  // The decoder process and the state of the conversation with it (in the
+  // .cc).
+  struct Decoder;
 
   const TarStreamOptions options_;
-  std::unique_ptr<Input> input_;
-  std::unique_ptr<struct archive, ReadFree> reader_;
+  const ChunkReader* const next_chunk_;  // not owned
+  std::unique_ptr<Decoder> decoder_;
   uint64_t headers_ = 0;
 };
 

@@ -4,8 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "corral/v1/images.grpc.pb.h"
 #include "daemon/images/image_store.h"
-#include "daemon/rpc/listener.h"
-#include "daemon/rpc/services.h"
+#include "daemon/rpc/handler.h"
 
 namespace corral::daemon {
 namespace {
@@ -16,17 +15,20 @@ class ImagesService final : public v1::Images::Service {
  public:
   explicit ImagesService(const ServiceDeps& deps) : deps_(deps) {}
 
-  grpc::Status ListImages(grpc::ServerContext*, const v1::ListImagesRequest*,
+  grpc::Status ListImages(grpc::ServerContext* context,
+                          const v1::ListImagesRequest*,
                           v1::ListImagesResponse* response) override {
+    CALLER_OR_RETURN(caller);
     auto images = deps_.images->List();
     if (!images.ok()) return ToGrpcStatus(images.status());
     for (auto& image : *images) *response->add_images() = std::move(image);
     return grpc::Status::OK;
   }
 
-  grpc::Status GetImage(grpc::ServerContext*,
+  grpc::Status GetImage(grpc::ServerContext* context,
                         const v1::GetImageRequest* request,
                         v1::Image* response) override {
+    CALLER_OR_RETURN(caller);
     auto image = deps_.images->Get(request->name());
     if (!image.ok()) return ToGrpcStatus(image.status());
     *response = std::move(*image);
@@ -36,10 +38,8 @@ class ImagesService final : public v1::Images::Service {
   grpc::Status ImportImage(grpc::ServerContext* context,
                            grpc::ServerReader<v1::ImportImageRequest>* reader,
                            v1::Image* response) override {
-    if (auto denied = RequireAdmin(*context, "importing images");
-        !denied.ok()) {
-      return denied;
-    }
+    CALLER_OR_RETURN(caller);
+    if (!caller.admin) return NeedsAdmin("importing images");
     v1::ImportImageRequest first;
     if (!reader->Read(&first) || !first.has_metadata()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -66,9 +66,8 @@ class ImagesService final : public v1::Images::Service {
   grpc::Status DeleteImage(grpc::ServerContext* context,
                            const v1::DeleteImageRequest* request,
                            v1::DeleteImageResponse*) override {
-    if (auto denied = RequireAdmin(*context, "deleting images"); !denied.ok()) {
-      return denied;
-    }
+    CALLER_OR_RETURN(caller);
+    if (!caller.admin) return NeedsAdmin("deleting images");
     return ToGrpcStatus(deps_.images->Delete(request->name()));
   }
 
@@ -79,18 +78,9 @@ class ImagesService final : public v1::Images::Service {
   }
 
  private:
-  grpc::Status RequireAdmin(const grpc::ServerContext& context,
-                            const char* what) const {
-    auto caller = deps_.listener->CallerOf(context);
-    if (!caller) {
-      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                          "the caller's credentials are unknown");
-    }
-    if (!caller->admin) {
-      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                          absl::StrCat(what, " needs root or the admin group"));
-    }
-    return grpc::Status::OK;
+  static grpc::Status NeedsAdmin(const char* what) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        absl::StrCat(what, " needs root or the admin group"));
   }
 
   const ServiceDeps deps_;

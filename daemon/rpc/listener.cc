@@ -8,7 +8,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -204,28 +207,8 @@ void Listener::AcceptLoop(grpc::Server* server) {
       }
       continue;
     }
-    ucred credentials{};
-    socklen_t length = sizeof(credentials);
-    if (::getsockopt(connection.get(), SOL_SOCKET, SO_PEERCRED, &credentials,
-                     &length) != 0) {
-      Log()->warn("SO_PEERCRED: {}", std::strerror(errno));
-      continue;
-    }
-    Caller caller;
-    caller.uid = credentials.uid;
-    caller.gid = credentials.gid;
-    gid_t groups[256];
-    length = sizeof(groups);
-    if (::getsockopt(connection.get(), SOL_SOCKET, SO_PEERGROUPS, groups,
-                     &length) == 0) {
-      caller.groups.assign(groups, groups + length / sizeof(gid_t));
-    }
-    caller.admin = caller.uid == 0;
-    if (has_admin_group_) {
-      caller.admin = caller.admin || caller.gid == admin_gid_ ||
-                     std::find(caller.groups.begin(), caller.groups.end(),
-                               admin_gid_) != caller.groups.end();
-    }
+    std::optional<Caller> caller = ReadCaller(connection.get());
+    if (!caller) continue;
     // gRPC takes the fd; when the connection ends it closes it and the number
     // may be reused, but only by a later accept, which overwrites the entry
     // before handing the new connection over.
@@ -241,10 +224,55 @@ void Listener::AcceptLoop(grpc::Server* server) {
           it = ::fcntl(it->first, F_GETFD) < 0 ? connections_.erase(it) : ++it;
         }
       }
-      connections_[raw] = Connection{caller, st.st_ino};
+      connections_[raw] = Connection{*std::move(caller), st.st_ino};
     }
     grpc::AddInsecureChannelFromFd(server, raw);
   }
+}
+
+std::optional<Caller> Listener::ReadCaller(int fd) const {
+  ucred credentials{};
+  socklen_t length = sizeof(credentials);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) {
+    Log()->warn("SO_PEERCRED: {}", std::strerror(errno));
+    return std::nullopt;
+  }
+  Caller caller;
+  caller.uid = credentials.uid;
+  caller.gid = credentials.gid;
+  // The kernel says how much room the list needs when it does not fit.
+  std::vector<gid_t> groups(64);
+  bool read = false;
+  for (int attempt = 0; attempt < 3 && !read; ++attempt) {
+    length = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &length) ==
+        0) {
+      groups.resize(length / sizeof(gid_t));
+      caller.groups = std::move(groups);
+      read = true;
+    } else if (errno == ERANGE && length / sizeof(gid_t) > groups.size()) {
+      groups.resize(length / sizeof(gid_t));
+    } else {
+      break;
+    }
+  }
+  if (!read) {
+    // Policies and the admin group depend on the groups: without them the
+    // caller is refused rather than treated as a member of none.
+    Log()->warn("SO_PEERGROUPS of uid {}: {}; refusing its calls", caller.uid,
+                std::strerror(errno));
+    caller.groups_known = false;
+  }
+  caller.admin = caller.uid == 0;
+  if (caller.groups_known && has_admin_group_) {
+    caller.admin = caller.admin || caller.gid == admin_gid_ ||
+                   std::find(caller.groups.begin(), caller.groups.end(),
+                             admin_gid_) != caller.groups.end();
+  }
+  if (caller.groups_known && options_.resolve_policy) {
+    caller.policy = options_.resolve_policy(caller);
+  }
+  return caller;
 }
 
 std::optional<Caller> Listener::CallerOf(

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -34,6 +35,9 @@ struct ListenerOptions {
   std::string group;
   // Members of this group are admins (see Caller::admin).
   std::string admin_group;
+  // Resolves the policy of a new connection's caller (Caller::policy), once
+  // per connection; unset: callers carry no policy.
+  std::function<CallerPolicy(const Caller&)> resolve_policy;
 };
 
 class Listener {
@@ -72,6 +76,9 @@ class Listener {
   // The socket systemd passed, if any (see Create).
   static absl::StatusOr<UniqueFd> TakeActivatedSocket(const std::string& path);
   void AcceptLoop(grpc::Server* server);
+  // The credentials of a connected peer; groups_known false when
+  // SO_PEERGROUPS failed. nullopt when SO_PEERCRED failed.
+  std::optional<Caller> ReadCaller(int fd) const;
 
   const ListenerOptions options_;
   UniqueFd fd_;

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "corral/logging.h"
+#include "corral/status_macros.h"
 #include "corral/v1/exec.grpc.pb.h"
 #include "corral/v1/files.grpc.pb.h"
 #include "corral/v1/images.grpc.pb.h"
@@ -22,6 +23,7 @@
 #include "daemon/images/image_store.h"
 #include "daemon/rpc/handler.h"
 #include "daemon/rpc/listener.h"
+#include "daemon/rpc/output_budget.h"
 #include "daemon/store/store.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -34,6 +36,36 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
                       std::string(status.message()));
+}
+
+absl::StatusOr<AdmittedCall> AdmitCall(const ServiceDeps& deps,
+                                       const grpc::ServerContext& context) {
+  std::optional<Caller> caller = deps.listener->CallerOf(context);
+  if (!caller) {
+    return absl::UnauthenticatedError("the caller's credentials are unknown");
+  }
+  if (!caller->groups_known) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("the daemon could not read the groups of uid ",
+                     caller->uid, " (SO_PEERGROUPS); its calls are refused"));
+  }
+  AdmittedCall admitted;
+  if (caller->policy && !caller->admin) {
+    const CallerPolicy& policy = *caller->policy;
+    if (policy.deny) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("the daemon's policy (", policy.name,
+                       ") denies every call of uid ", caller->uid));
+    }
+    if (deps.calls != nullptr) {
+      ASSIGN_OR_RETURN(
+          admitted.slot,
+          deps.calls->Acquire(caller->uid, policy.quotas.calls,
+                              absl::StrCat("quotas of ", policy.name)));
+    }
+  }
+  admitted.caller = *std::move(caller);
+  return admitted;
 }
 
 grpc::Status CreateSeededSandbox(
@@ -125,8 +157,10 @@ class SystemService final : public v1::System::Service {
  public:
   explicit SystemService(const ServiceDeps& deps) : deps_(deps) {}
 
-  grpc::Status GetVersion(grpc::ServerContext*, const v1::GetVersionRequest*,
+  grpc::Status GetVersion(grpc::ServerContext* context,
+                          const v1::GetVersionRequest*,
                           v1::GetVersionResponse* response) override {
+    CALLER_OR_RETURN(caller);
     response->set_version(kDaemonVersion);
     response->set_api_version("v1");
     response->set_agent_protocol_version(kAgentProtocolVersion);
@@ -135,9 +169,10 @@ class SystemService final : public v1::System::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ListRuntimes(grpc::ServerContext*,
+  grpc::Status ListRuntimes(grpc::ServerContext* context,
                             const v1::ListRuntimesRequest*,
                             v1::ListRuntimesResponse* response) override {
+    CALLER_OR_RETURN(caller);
     for (const auto& name : deps_.plugins->KnownRuntimes()) {
       RuntimeInfo info = deps_.plugins->Probe(name);
       auto* runtime = response->add_runtimes();
@@ -154,8 +189,10 @@ class SystemService final : public v1::System::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status GetHealth(grpc::ServerContext*, const v1::GetHealthRequest*,
+  grpc::Status GetHealth(grpc::ServerContext* context,
+                         const v1::GetHealthRequest*,
                          v1::GetHealthResponse* response) override {
+    CALLER_OR_RETURN(caller);
     auto count = deps_.store->CountSandboxes();
     response->set_serving(count.ok());
     for (const auto& [state, n] : deps_.manager->CountByState()) {
@@ -356,16 +393,41 @@ class ExecService final : public v1::Exec::Service {
     absl::Cleanup join = [&] {
       if (feeder.joinable()) feeder.join();
     };
+    // The output is held until the command exits: within the daemon's
+    // budget for all unary calls together. What does not fit is cut and
+    // flagged, as output past the call's own limit is (ExecStream passes
+    // output on as the client reads it, and has no such cut).
+    uint64_t held = 0;
+    absl::Cleanup give_back = [&] {
+      if (deps_.output_budget != nullptr) deps_.output_budget->Give(held);
+    };
+    bool cut[3] = {false, false, false};
     for (;;) {
       auto event = NextEvent(running, *context);
       if (!event.ok()) return ToGrpcStatus(event.status());
       if (event->has_output()) {
-        auto* out = event->output().stream() == v1::OUTPUT_STREAM_STDERR
-                        ? response->mutable_stderr()
-                        : response->mutable_stdout();
-        out->append(event->output().data());
+        const bool is_stderr =
+            event->output().stream() == v1::OUTPUT_STREAM_STDERR;
+        auto* out =
+            is_stderr ? response->mutable_stderr() : response->mutable_stdout();
+        const std::string& data = event->output().data();
+        uint64_t fits = data.size();
+        if (deps_.output_budget != nullptr) {
+          fits = deps_.output_budget->Take(data.size());
+          held += fits;
+        }
+        out->append(data, 0, fits);
+        if (fits < data.size()) cut[is_stderr ? 2 : 1] = true;
       } else if (event->has_exit()) {
         *response->mutable_exit() = event->exit();
+        if (cut[1]) response->mutable_exit()->set_stdout_truncated(true);
+        if (cut[2]) response->mutable_exit()->set_stderr_truncated(true);
+        if (cut[1] || cut[2]) {
+          corral::Logger("rpc")->warn(
+              "exec in sandbox {}: output cut, the daemon holds "
+              "daemon.output_buffer_bytes for unary calls already",
+              start.sandbox_id());
+        }
         return grpc::Status::OK;
       }
     }

@@ -21,6 +21,8 @@ class Listener;
 class Store;
 class Workspaces;
 class Processes;
+class CallQuota;
+class OutputBudget;
 
 // The one place where internal errors become gRPC errors. absl and gRPC share
 // their code numbering; the message is kept as it is.
@@ -34,6 +36,9 @@ struct ServiceDeps {
   Store* store = nullptr;
   Workspaces* workspaces = nullptr;
   Processes* processes = nullptr;
+  CallQuota* calls = nullptr;  // null: no call quota
+  // Output held for unary Exec calls, all together; null: no budget.
+  OutputBudget* output_budget = nullptr;
   std::string default_runtime;
   absl::Time started_at;
   // Largest image archive accepted, in bytes of extracted content.

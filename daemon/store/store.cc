@@ -521,12 +521,32 @@ absl::StatusOr<uint32_t> Store::AllocateHostUid(uint32_t base, uint32_t count) {
 }
 
 absl::StatusOr<uint32_t> Store::InsertSandboxWithHostUid(
-    const SandboxRecord& record, HostUidRange range) {
+    const SandboxRecord& record, HostUidRange range,
+    const HostUidClaims* claims) {
   std::lock_guard lock(mutex_);
   ASSIGN_OR_RETURN(Transaction transaction, Transaction::Begin(this));
-  ASSIGN_OR_RETURN(uint32_t host_uid, LowestFreeHostUid(range));
-  RETURN_IF_ERROR(InsertSandboxLocked(record, host_uid));
-  RETURN_IF_ERROR(transaction.Commit());
+  const uint64_t end = uint64_t{range.base} + range.count;
+  HostUidRange left = range;
+  uint32_t host_uid = 0;
+  for (;;) {
+    ASSIGN_OR_RETURN(host_uid, LowestFreeHostUid(left));
+    if (claims == nullptr) break;
+    ASSIGN_OR_RETURN(bool ours, claims->claim(host_uid));
+    if (ours) break;
+    // Held by another daemon: try the next uid this store has free.
+    if (uint64_t{host_uid} + 1 >= end) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("every host uid of [", range.base, ", ", end,
+                       ") is taken by a sandbox of this or another corrald"));
+    }
+    left = {host_uid + 1, static_cast<uint32_t>(end - host_uid - 1)};
+  }
+  absl::Status inserted = InsertSandboxLocked(record, host_uid);
+  if (inserted.ok()) inserted = transaction.Commit();
+  if (!inserted.ok()) {
+    if (claims != nullptr) claims->release(host_uid);
+    return inserted;
+  }
   return host_uid;
 }
 

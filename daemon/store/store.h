@@ -5,6 +5,7 @@
 #define CORRAL_DAEMON_STORE_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -109,6 +110,16 @@ struct HostUidRange {
   uint32_t count = 0;
 };
 
+// Host-wide holders of host uids, consulted when the store picks one: a
+// uid this store has free may be held by another daemon's sandbox.
+struct HostUidClaims {
+  // Takes the uid for the sandbox being inserted: true when it is now held
+  // by it, false when someone else holds it.
+  std::function<absl::StatusOr<bool>(uint32_t uid)> claim;
+  // Gives back a uid `claim` took, when the insert then fails.
+  std::function<void(uint32_t uid)> release;
+};
+
 struct StoreOptions {
   // Events beyond this many (the oldest) are trimmed on append; 0 keeps all.
   int64_t max_events = 100000;
@@ -141,11 +152,13 @@ class Store {
   // ALREADY_EXISTS when the id is taken.
   [[nodiscard]] absl::Status InsertSandbox(const SandboxRecord& record);
   // Like InsertSandbox, but sets host_uid to the lowest uid of `range` that no
-  // sandbox holds, chosen in the same transaction as the insert so that two
-  // creations never get the same uid. Returns that uid. RESOURCE_EXHAUSTED
-  // when every uid of the range is taken.
+  // sandbox holds (and, with `claims`, that no other daemon holds), chosen
+  // in the same transaction as the insert so that two creations never get
+  // the same uid. Returns that uid. RESOURCE_EXHAUSTED when every uid of the
+  // range is taken.
   [[nodiscard]] absl::StatusOr<uint32_t> InsertSandboxWithHostUid(
-      const SandboxRecord& record, HostUidRange range);
+      const SandboxRecord& record, HostUidRange range,
+      const HostUidClaims* claims = nullptr);
   // The lowest uid of [base, base + count) no sandbox holds now. Nothing is
   // reserved: use InsertSandboxWithHostUid to take it.
   [[nodiscard]] absl::StatusOr<uint32_t> AllocateHostUid(uint32_t base,

@@ -231,6 +231,19 @@ if probe "TTFC" cli run "${sandbox_opts[@]}" -- true; then
   measure corral-run -n "$runs" -w 3 -- "$corral" --socket "$socket" run "${sandbox_opts[@]}" -- true || true
 fi
 
+# What the disk limit costs a create: every workspace is an ext4 image of
+# the sandbox's disk size (mkfs, a loop device, a mount in the sandbox).
+# TTFC with the smallest disk and a 16 GiB one beside the default (1 GiB),
+# and formatting a 1 GiB image alone, as the runtimes do.
+if probe "TTFC --disk 16" cli run "${sandbox_opts[@]}" --disk 16 -- true; then
+  measure corral-run-disk16m -n "$runs" -w 3 -- "$corral" --socket "$socket" run "${sandbox_opts[@]}" --disk 16 -- true || true
+  measure corral-run-disk16g -n "$runs" -w 3 -- "$corral" --socket "$socket" run "${sandbox_opts[@]}" --disk 16384 -- true || true
+fi
+if mkfs_ext4=$(command -v mkfs.ext4 || ls /usr/sbin/mkfs.ext4 2>/dev/null); then
+  measure mkfs-1g -n 50 -w 2 -- sh -c "rm -f '$work/disk.img' && truncate -s 1G '$work/disk.img' && '$mkfs_ext4' -q -F -O ^has_journal -m 0 -E lazy_itable_init=1,nodiscard '$work/disk.img'" || true
+  rm -f "$work/disk.img"
+fi
+
 # A CLI round trip that touches no sandbox (client start, connect, one
 # unary RPC): the floor under every CLI number.
 measure corral-version -n "$runs" -w 3 -- "$corral" --socket "$socket" version || true
@@ -373,6 +386,13 @@ for label in corral-run api-run; do
     "$label" "$m" "$(bench_ratio "$m" "$bwrap_median")" "$(bench_ratio "$m" "$unshare_median")" \
     "$(bench_ratio "$m" "$rawns_median")" "$(bench_ratio "$m" "$fork_median")"
 done
+run_median=$(field corral-run 5)
+mkfs_median=$(field mkfs-1g 5)
+if [ -n "$run_median" ] && [ -n "$mkfs_median" ]; then
+  printf 'workspace disk   mkfs of 1 GiB %.2f ms = %s%% of TTFC; TTFC with a 16 MiB disk %s ms, a 16 GiB one %s ms\n' \
+    "$mkfs_median" "$(awk -v a="$mkfs_median" -v b="$run_median" 'BEGIN { printf "%.0f", 100 * a / b }')" \
+    "$(field corral-run-disk16m 5)" "$(field corral-run-disk16g 5)"
+fi
 exec_median=$(field corral-exec 5)
 floor_median=$(field corral-version 5)
 if [ -n "$exec_median" ]; then

@@ -128,27 +128,14 @@ std::string GuaranteeName(v1::Guarantee guarantee) {
 
 Conformance::Conformance(const std::string& extra_toml)
     : variant_(CurrentVariant()) {
-  std::string config = variant_.config_toml;
-  if (variant_.runtime == "oci" || variant_.runtime == "qemu") {
-    // As the harness does for linux: cgroups no other daemon uses, so that
-    // no other daemon's start-up reconciliation takes this one's sandboxes
-    // for leftovers. The [runtimes.<runtime>] table is the fragment's last.
-    static int count = 0;
-    cgroup_parent_ = "corral-it/conformance-" + std::to_string(::getpid()) +
-                     "-" + std::to_string(++count);
-    config += "cgroup_parent = \"" + cgroup_parent_ + "\"\n";
-  }
-  daemon_ = std::make_unique<Daemon>(config + extra_toml);
+  // The runtime's default cgroup parents, shared with every other daemon
+  // on the host (tests run in parallel): each daemon instance keeps its
+  // sandboxes beneath its own id, and reconciles only those.
+  daemon_ = std::make_unique<Daemon>(variant_.config_toml + extra_toml);
   RequireRuntime();
 }
 
-Conformance::~Conformance() {
-  daemon_.reset();
-  if (!cgroup_parent_.empty()) {
-    corral::testing::Sh("rmdir /sys/fs/cgroup/" + cgroup_parent_ +
-                        " /sys/fs/cgroup/*/" + cgroup_parent_ + " 2>/dev/null");
-  }
-}
+Conformance::~Conformance() { daemon_.reset(); }
 
 namespace {
 
@@ -404,6 +391,9 @@ std::string Leftovers(const Daemon& daemon, const std::string& id,
     if (!Trim(files.out).empty()) found += "files:\n" + files.out;
     auto mounts = Sh("grep -F '" + id + "' /proc/self/mountinfo");
     if (!Trim(mounts.out).empty()) found += "mounts:\n" + mounts.out;
+    // A workspace disk's loop device goes with the sandbox's last mount.
+    auto loops = Sh("losetup -a 2>/dev/null | grep -F '" + id + "'");
+    if (!Trim(loops.out).empty()) found += "loop devices:\n" + loops.out;
     if (found.empty()) return found;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }

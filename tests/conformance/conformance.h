@@ -79,9 +79,6 @@ class Conformance {
   void RequireRuntime();
 
   Variant variant_;
-  // Empty unless the runtime takes a cgroup parent from its config (oci,
-  // qemu).
-  std::string cgroup_parent_;
   std::unique_ptr<Daemon> daemon_;
 };
 

@@ -189,5 +189,64 @@ TEST_CASE(
   CHECK(alive == "alive\n");
 }
 
+// Bytes the files under `path` take on the host's disk (allocated blocks).
+uint64_t HostDiskBytes(const std::string& path) {
+  auto du = corral::testing::Sh("du -sk '" + path + "' | cut -f1");
+  return Trim(du.out).empty() ? 0 : std::stoull(Trim(du.out)) * 1024;
+}
+
+TEST_CASE(
+    "guarantee disk-limit: writing past the sandbox's disk fails with ENOSPC "
+    "inside, the sandbox and the host live on, and the limit holds after a "
+    "daemon restart") {
+  Conformance suite;
+  constexpr uint64_t kDiskMib = 64;
+  const std::string id = suite.Create({"--disk", std::to_string(kDiskMib)});
+  const v1::Sandbox sandbox = suite.Get(id);
+  CHECK(sandbox.limits().disk_mib() == kDiskMib);
+  if (!HasGuarantee(sandbox, v1::GUARANTEE_DISK_LIMIT)) {
+    // The runtimes that can (an ext4 image per workspace, a VM's disk)
+    // must, with their default settings.
+    CHECK((suite.runtime() != "linux" && suite.runtime() != "oci" &&
+           suite.runtime() != "qemu"));
+    suite.NoteUnclaimed(sandbox, v1::GUARANTEE_DISK_LIMIT);
+    // Unclaimed, it may not be required either.
+    auto refused = suite.Cli(
+        {"create", "--runtime", suite.runtime(), "--require", "disk-limit"});
+    CHECK(refused.exit_code == 125);
+    CHECK(Contains(refused.err, "GUARANTEE_DISK_LIMIT"));
+    return;
+  }
+  const std::string workspace =
+      suite.daemon().state_dir() + "/workspaces/" + id;
+  // Four times the disk: the write stops at the limit, inside.
+  auto fill = suite.Sh(id,
+                       "dd if=/dev/zero of=/workspace/fill bs=1M count=256 "
+                       "2>&1; echo rc=$?; stat -c %s /workspace/fill");
+  INFO(fill.out << fill.err);
+  CHECK(Contains(fill.out, "No space left on device"));
+  CHECK_FALSE(Contains(fill.out, "rc=0"));
+  const std::vector<std::string> lines = Lines(fill.out);
+  REQUIRE_FALSE(lines.empty());
+  CHECK(std::stoull(lines.back()) <= (kDiskMib << 20));
+  // The host's disk took at most the sandbox's disk size for it.
+  CHECK(HostDiskBytes(workspace) <= ((kDiskMib + 8) << 20));
+  // The sandbox lives on, and frees what it wrote.
+  CHECK(suite.Sh(id, "rm /workspace/fill && echo alive").out == "alive\n");
+  // Nothing else it can write is on disk: the root is read-only.
+  CHECK(suite.Sh(id, "touch /usr/corral-disk-test").exit_code != 0);
+
+  // The limit holds after a daemon restart.
+  suite.daemon().Kill9();
+  suite.daemon().Start();
+  auto again = suite.Sh(id,
+                        "dd if=/dev/zero of=/workspace/fill bs=1M count=256 "
+                        "2>&1; echo rc=$?");
+  INFO(again.out << again.err << suite.daemon().log());
+  CHECK(Contains(again.out, "No space left on device"));
+  CHECK(HostDiskBytes(workspace) <= ((kDiskMib + 8) << 20));
+  CHECK(suite.Sh(id, "echo alive").out == "alive\n");
+}
+
 }  // namespace
 }  // namespace corral::testing::conformance

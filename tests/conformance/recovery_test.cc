@@ -167,5 +167,49 @@ TEST_CASE("a restart removes sandboxes the daemon's store does not know") {
   CHECK(suite.Sh(kept, "echo alive").out == "alive\n");
 }
 
+TEST_CASE(
+    "two daemons share the host: starting, killing and restarting one never "
+    "touches the other's sandboxes, and their host uids never overlap") {
+  // Both with the runtime's default settings: the same cgroup parents,
+  // engine and uid range, as a system daemon and a test run would have.
+  Conformance first;
+  Conformance second;
+  const std::string mine = first.Create();
+  const std::string theirs = second.Create();
+  auto uid_of = [](const Conformance& suite, const std::string& id) {
+    std::string uid;
+    for (const HostProcess& process : SandboxHostProcesses(suite, id)) {
+      if (process.ends_sandbox) uid = std::to_string(process.uid);
+    }
+    return uid;
+  };
+  const std::string my_uid = uid_of(first, mine);
+  const std::string their_uid = uid_of(second, theirs);
+  INFO("host uids " << my_uid << " and " << their_uid);
+  if (!my_uid.empty() && my_uid != "0" && their_uid != "0") {
+    CHECK(my_uid != their_uid);
+  }
+  // A third daemon starting (its start-up reconciliation runs) and going.
+  { Conformance third; }
+  // The second one killed, restarted; then stopped cleanly and restarted.
+  second.daemon().Kill9();
+  second.daemon().Start();
+  second.daemon().Stop();
+  second.daemon().Start();
+  auto still = first.Sh(mine, "echo still mine");
+  INFO(still.err << first.daemon().log());
+  CHECK(still.out == "still mine\n");
+  CHECK(first.Get(mine).state() == v1::SANDBOX_STATE_RUNNING);
+  // And the other way round.
+  first.daemon().Kill9();
+  first.daemon().Start();
+  auto theirs_still = second.Sh(theirs, "echo still theirs");
+  INFO(theirs_still.err << second.daemon().log());
+  CHECK(theirs_still.out == "still theirs\n");
+  CHECK(first.Sh(mine, "echo back").out == "back\n");
+  CHECK_FALSE(Contains(first.daemon().log(), "leftovers"));
+  CHECK_FALSE(Contains(second.daemon().log(), "leftovers"));
+}
+
 }  // namespace
 }  // namespace corral::testing::conformance

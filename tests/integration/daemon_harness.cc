@@ -192,16 +192,15 @@ Daemon::Daemon(const std::string& config_toml, bool socket_activated)
   ::chmod(dir_.c_str(), 0755);
   socket_ = dir_ + "/corrald.sock";
   state_dir_ = dir_ + "/state";
-  cgroup_parent_ = "corral-it/" + dir_.substr(dir_.rfind('/') + 1);
-  std::string config = config_toml;
-  if (config.find("runtimes.linux") == std::string::npos &&
-      config.find("[runtimes]") == std::string::npos) {
-    config +=
-        "\n[runtimes.linux]\ncgroup_parent = \"" + cgroup_parent_ + "\"\n";
-  }
   config_path_ = dir_ + "/corrald.toml";
-  std::ofstream(config_path_) << config;
-  Start();
+  std::ofstream(config_path_) << config_toml;
+  try {
+    Start();
+  } catch (...) {
+    // No destructor runs for an object whose constructor throws.
+    Sh("rm -rf '" + dir_ + "'");
+    throw;
+  }
 }
 
 Daemon::~Daemon() {
@@ -215,11 +214,18 @@ Daemon::~Daemon() {
     }
     Stop();
   }
-  // The daemon's own cgroup parent, in every hierarchy; it is empty once its
-  // sandboxes are gone (rmdir leaves it otherwise).
-  Sh("rmdir /sys/fs/cgroup/" + cgroup_parent_ + " /sys/fs/cgroup/*/" +
-     cgroup_parent_ + " 2>/dev/null");
+  std::ifstream instance_file(state_dir_ + "/instance-id");
+  std::string instance;
+  instance_file >> instance;
   Sh("rm -rf '" + dir_ + "'");
+  // With its state gone this daemon is an orphan: what it left on the host
+  // (its instance's empty cgroup directories, a sandbox of a daemon that
+  // was killed, uid claims, its registry entry) goes, as an operator would
+  // clean it. Only its own: other tests' daemons run meanwhile.
+  if (!instance.empty()) {
+    RunProcess({BinaryDir() + "/corrald", "--cleanup-orphans", "--instance",
+                instance, "--log-level", "warn"});
+  }
 }
 
 void Daemon::Start() {
@@ -268,12 +274,31 @@ void Daemon::Start() {
     ::execv(args[0], args.data());
     ::_exit(127);
   }
-  // Ready when the socket accepts a connection.
-  for (int i = 0; i < 300; ++i) {
+  // Ready when this very daemon says so in its log (a socket that accepts
+  // may be held by something else, such as a dead daemon's orphan) and the
+  // socket accepts a connection.
+  auto ready_lines = [this] {
+    size_t count = 0;
+    const std::string text = log();
+    for (size_t at = 0; (at = text.find(" ready on ", at)) != std::string::npos;
+         ++at) {
+      ++count;
+    }
+    return count;
+  };
+  const size_t ready_before = ready_lines();
+  // Recovery may take a while (VMs to re-attach).
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
     int status = 0;
     if (Reaper::Get().WaitFor(pid_, std::chrono::milliseconds(0), &status)) {
       pid_ = -1;
       throw std::runtime_error("corrald exited at start:\n" + log());
+    }
+    if (ready_lines() <= ready_before) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
     }
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_un address{};

@@ -38,17 +38,17 @@ CommandResult Sh(const std::string& command_line);
 class Daemon {
  public:
   // Starts corrald; `config_toml` (may be empty) is written to a config file.
-  // Unless it has a [runtimes.linux] table of its own, one is added that
-  // gives the linux runtime cgroups of this daemon's own (cgroup_parent()):
-  // at start the runtime removes every sandbox under its cgroup parent that
-  // its store does not know, so test daemons sharing one (tests run in
-  // parallel, or by several people on one machine) would destroy each
-  // other's sandboxes.
+  // Every runtime keeps its default settings (cgroup parents, uid range):
+  // daemons on one host (tests run in parallel, or by several people on one
+  // machine) never touch each other's sandboxes.
   // With `socket_activated`, the harness plays systemd: it binds the socket
   // itself and passes it as fd 3 with LISTEN_FDS/LISTEN_PID.
   explicit Daemon(const std::string& config_toml = "",
                   bool socket_activated = false);
-  ~Daemon();  // stops the daemon (SIGTERM) and removes every sandbox left
+  // Stops the daemon (SIGTERM) after removing every sandbox left, removes
+  // its directory, then runs `corrald --cleanup-orphans` for what it left
+  // on the host.
+  ~Daemon();
 
   void Start();
   void Stop();   // SIGTERM, waits
@@ -59,8 +59,6 @@ class Daemon {
   const std::string& socket() const { return socket_; }
   const std::string& state_dir() const { return state_dir_; }
   const std::string& dir() const { return dir_; }
-  // "corral-it/<name of dir()>": a cgroup parent no other daemon uses.
-  const std::string& cgroup_parent() const { return cgroup_parent_; }
   std::string log() const;
 
   // Runs the corral CLI against this daemon: Cli({"run", "--", "true"}).
@@ -77,7 +75,7 @@ class Daemon {
       const corral::v1::CreateSandboxRequest& request) const;
 
  private:
-  std::string dir_, socket_, state_dir_, config_path_, cgroup_parent_;
+  std::string dir_, socket_, state_dir_, config_path_;
   pid_t pid_ = -1;
   bool socket_activated_ = false;
 };

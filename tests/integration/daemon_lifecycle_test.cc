@@ -58,3 +58,79 @@ TEST_CASE("under socket activation corrald serves the socket systemd passes") {
 
 }  // namespace
 }  // namespace corral::testing
+
+namespace corral::testing {
+namespace {
+
+// The processes of host uid `uid` and the cgroup directories named `id`.
+std::string HostTraces(const std::string& id, const std::string& uid) {
+  return Sh("ps -eo uid=,pid=,comm= | awk '$1 == " + uid +
+            "'; find /sys/fs/cgroup -maxdepth 5 -type d -name '" + id +
+            "' 2>/dev/null")
+      .out;
+}
+
+TEST_CASE(
+    "a daemon whose state is gone leaves its sandboxes to an explicit "
+    "corrald --cleanup-orphans, never to another daemon's start") {
+  auto gone = std::make_unique<Daemon>();
+  const std::string orphan = Create(*gone);
+  const std::string orphan_uid = HostUidOf(*gone, orphan);
+  REQUIRE_FALSE(orphan_uid.empty());
+  REQUIRE_FALSE(Trim(HostTraces(orphan, orphan_uid)).empty());
+  // Its daemon killed, then its state removed (an operator wiping a test
+  // directory, a disk replaced): the sandbox runs on with nobody's record.
+  gone->Kill9();
+  const std::string gone_state = gone->state_dir();
+  const std::string gone_instance =
+      Trim(Sh("cat '" + gone_state + "/instance-id'").out);
+  REQUIRE(gone_instance.size() == 16);
+  REQUIRE(Sh("rm -rf '" + gone_state + "'").exit_code == 0);
+
+  // Another daemon starts, makes a sandbox, is killed and restarted: its
+  // reconciliations leave the orphan alone.
+  Daemon other;
+  const std::string mine = Create(other);
+  other.Kill9();
+  other.Start();
+  CHECK_FALSE(Trim(HostTraces(orphan, orphan_uid)).empty());
+  auto registry = Sh("grep -l '" + orphan + "' /var/lib/corral-host/uids/*");
+  CHECK_FALSE(Trim(registry.out).empty());
+
+  // The explicit request removes it, and only it. (Scoped to this
+  // instance: other tests' daemons, and their orphans, live on this host
+  // meanwhile; an operator runs it without --instance.)
+  auto live_refused =
+      RunProcess({BinaryDir() + "/corrald", "--cleanup-orphans", "--instance",
+                  Trim(Sh("cat '" + other.state_dir() + "/instance-id'").out)});
+  CHECK(live_refused.exit_code == 1);
+  CHECK(live_refused.err.find("is live") != std::string::npos);
+  auto cleanup =
+      RunProcess({BinaryDir() + "/corrald", "--cleanup-orphans", "--instance",
+                  gone_instance, "--log-level", "warn"});
+  INFO(cleanup.out << cleanup.err);
+  CHECK(cleanup.out.find("removed linux sandbox") != std::string::npos);
+  CHECK(cleanup.out.find(orphan) != std::string::npos);
+  CHECK(cleanup.out.find("released host uid " + orphan_uid) !=
+        std::string::npos);
+  for (int attempt = 0; attempt < 30; ++attempt) {
+    if (Trim(HostTraces(orphan, orphan_uid)).empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(Trim(HostTraces(orphan, orphan_uid)).empty());
+  CHECK(Trim(Sh("grep -l '" + orphan +
+                "' /var/lib/corral-host/uids/* "
+                "2>/dev/null")
+                 .out)
+            .empty());
+  auto still = other.Cli({"exec", mine, "--", "echo", "mine"});
+  INFO(still.err);
+  CHECK(still.out == "mine\n");
+  // Nothing more to do the second time.
+  auto again = RunProcess({BinaryDir() + "/corrald", "--cleanup-orphans",
+                           "--instance", gone_instance, "--log-level", "warn"});
+  CHECK(again.out.find(orphan) == std::string::npos);
+}
+
+}  // namespace
+}  // namespace corral::testing

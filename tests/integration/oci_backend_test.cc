@@ -461,7 +461,11 @@ TEST_CASE("oci create, attach, destroy", "[oci][integration]") {
     INFO(result.out << result.err);
     CHECK(result.out.find("root=1\ndev=1\nrw=ok\n0\n0\n") == 0);
     CHECK(result.out.find(" 65536 ") != std::string::npos);
-    CHECK(Exists(spec.workspace_dir() + "/x"));
+    // The workspace is the disk image's filesystem, mounted only in the
+    // container's namespace: its files are in the image, not in the
+    // directory on the host.
+    CHECK(Exists(spec.workspace_dir() + "/disk.ext4"));
+    CHECK_FALSE(Exists(spec.workspace_dir() + "/x"));
 
     // Masks, seccomp and no host secrets.
     result = agent.Sh(

@@ -23,9 +23,12 @@ TEST_CASE(
   Daemon daemon;
   Api api(daemon.Channel());
   v1::Sandbox sandbox;
-  REQUIRE(
-      api.CreateSeeded(Tar({{"seed.txt", TarEntry::kFile, "s\n"}}), &sandbox)
-          .ok());
+  // Room for the file: the workspace is a filesystem of disk_mib.
+  v1::CreateSandboxRequest create;
+  create.mutable_limits()->set_disk_mib(2048);
+  REQUIRE(api.CreateSeeded(Tar({{"seed.txt", TarEntry::kFile, "s\n"}}),
+                           &sandbox, 1 << 20, create)
+              .ok());
   const std::string id = sandbox.id();
   const long before = ProcStatusKib(daemon.pid(), "VmRSS");
   REQUIRE(before > 0);

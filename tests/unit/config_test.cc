@@ -60,6 +60,14 @@ TEST_CASE("config: defaults", "[config]") {
   CHECK(config.images.max_entries == 1000000);
   CHECK(config.policies.empty());
   CHECK(config.runtimes.empty());
+  CHECK(config.daemon.output_buffer_bytes == 256u << 20);
+  CHECK(config.limits.lifetime_seconds == 30 * 24 * 3600);
+  CHECK(config.quotas.sandboxes == 100);
+  CHECK(config.quotas.calls == 64);
+  CHECK(config.quotas.storage_mib == 1024 * 1024);
+  CHECK_FALSE(config.default_policy.deny);
+  CHECK(config.default_policy.runtimes.empty());
+  CHECK(config.default_policy.grants.empty());
 
   // An empty file is the defaults.
   const DaemonConfig empty = ParseOrDie("");
@@ -87,6 +95,14 @@ TEST_CASE("config: the documented example parses to the defaults", "[config]") {
   CHECK(loaded->sandbox_uids.base == defaults.sandbox_uids.base);
   CHECK(loaded->images.max_bytes == defaults.images.max_bytes);
   CHECK(loaded->policies.empty());
+  CHECK(loaded->daemon.output_buffer_bytes ==
+        defaults.daemon.output_buffer_bytes);
+  CHECK(loaded->limits.lifetime_seconds == defaults.limits.lifetime_seconds);
+  CHECK(loaded->quotas.sandboxes == defaults.quotas.sandboxes);
+  CHECK(loaded->quotas.calls == defaults.quotas.calls);
+  CHECK(loaded->quotas.storage_mib == defaults.quotas.storage_mib);
+  CHECK(loaded->default_policy.deny == defaults.default_policy.deny);
+  CHECK(loaded->default_policy.runtimes == defaults.default_policy.runtimes);
 }
 
 TEST_CASE("config: a full file with policies and runtimes", "[config]") {
@@ -323,6 +339,97 @@ runtimes = ["docker"]
         "[[policy]]\nusers = [\"no-such-user-corral\"]\nruntimes = "
         "[\"qemu\"]\n");
     CHECK(ResolvePolicy(ghosts, 0, no_groups).policy_index == -1);
+  }
+}
+
+TEST_CASE("config: default policy, grants, quotas and lifetime", "[config]") {
+  const DaemonConfig config = ParseOrDie(R"toml(
+[limits]
+lifetime_seconds = 86400
+
+[quotas]
+sandboxes = 5
+calls = 8
+storage_mib = 2048
+
+[default_policy]
+runtimes = ["linux"]
+ttl_seconds = 600
+
+[default_policy.quotas]
+sandboxes = 2
+
+[[policy]]
+users = [2001]
+grants = ["no-userns"]
+disk_mib = 512
+lifetime_seconds = 3600
+
+[policy.quotas]
+calls = 100
+storage_mib = 100
+
+[[policy]]
+users = [2002]
+deny = true
+)toml");
+  const uint32_t no_groups[] = {4242};
+  SECTION("unmatched callers get the default policy") {
+    const EffectivePolicy p = ResolvePolicy(config, 3000, no_groups);
+    CHECK(p.policy_index == -1);
+    CHECK(p.name == "default_policy");
+    CHECK_FALSE(p.deny);
+    CHECK_FALSE(p.AllowsRuntime("qemu"));
+    CHECK(p.AllowsRuntime("linux"));
+    CHECK(p.maxima.ttl_seconds == 600);
+    CHECK(p.maxima.lifetime_seconds == 86400);
+    CHECK(p.grants.empty());
+    CHECK(p.quotas.sandboxes == 2);  // its own
+    CHECK(p.quotas.calls == 8);      // [quotas]
+    CHECK(p.quotas.storage_mib == 2048);
+  }
+  SECTION("a policy's grants, maxima and quotas") {
+    const EffectivePolicy p = ResolvePolicy(config, 2001, no_groups);
+    CHECK(p.name == "policy[0]");
+    CHECK(p.all_runtimes);
+    CHECK(p.grants == std::vector<std::string>{"no-userns"});
+    CHECK(p.maxima.disk_mib == 512);
+    CHECK(p.defaults.disk_mib == 512);
+    CHECK(p.maxima.lifetime_seconds == 3600);
+    CHECK(p.defaults.ttl_seconds == 3600);  // at most the lifetime
+    CHECK(p.quotas.sandboxes == 5);
+    CHECK(p.quotas.calls == 100);
+    CHECK(p.quotas.storage_mib == 100);
+  }
+  SECTION("deny") {
+    CHECK(ResolvePolicy(config, 2002, no_groups).deny);
+    const DaemonConfig closed = ParseOrDie("[default_policy]\ndeny = true\n");
+    CHECK(ResolvePolicy(closed, 1234, no_groups).deny);
+  }
+  SECTION("bad values name the key") {
+    CHECK_THAT(ErrorOf("[[policy]]\nusers = [1]\ngrants = [\"host-root\"]\n"),
+               Catch::Contains("policy[0].grants") &&
+                   Catch::Contains("host-root") &&
+                   Catch::Contains("no-userns"));
+    CHECK_THAT(ErrorOf("[default_policy]\nusers = [1]\n"),
+               Catch::Contains("default_policy.users") &&
+                   Catch::Contains("unknown key"));
+    CHECK_THAT(ErrorOf("[default_policy]\ndeny = 1\n"),
+               Catch::Contains("default_policy.deny"));
+    CHECK_THAT(ErrorOf("[quotas]\ncalls = 0\n"),
+               Catch::Contains("quotas.calls"));
+    CHECK_THAT(
+        ErrorOf("[quotas]\nthreads = 3\n"),
+        Catch::Contains("quotas.threads") && Catch::Contains("unknown key"));
+    CHECK_THAT(ErrorOf("[[policy]]\nusers = [1]\n[policy.quotas]\n"
+                       "sandboxes = 0\n"),
+               Catch::Contains("policy[0].quotas.sandboxes"));
+    CHECK_THAT(
+        ErrorOf("[[policy]]\nusers = [1]\nlifetime_seconds = 99999999\n"),
+        Catch::Contains("policy[0].lifetime_seconds") &&
+            Catch::Contains("limits.lifetime_seconds"));
+    CHECK_THAT(ErrorOf("[daemon]\noutput_buffer_bytes = 1000\n"),
+               Catch::Contains("daemon.output_buffer_bytes"));
   }
 }
 

@@ -91,10 +91,42 @@ TEST_CASE("PlanSandbox validates strings") {
     v1::CreateSandboxRequest request;
     (*request.mutable_runtime_options())["userns"] = "maybe";
     CHECK(absl::IsInvalidArgument(PlanSandbox(request, Rules(), {}).status()));
+    // Turning the user namespace off weakens isolation: refused unless the
+    // caller's policy grants it (admins are given every grant).
     (*request.mutable_runtime_options())["userns"] = "false";
-    auto plan = PlanSandbox(request, Rules(), {});
+    CallerPolicy plain;
+    plain.name = "policy[2]";
+    auto refused = PlanSandbox(request, Rules(), plain);
+    REQUIRE(absl::IsPermissionDenied(refused.status()));
+    CHECK(refused.status().message().find("no-userns") != std::string::npos);
+    CHECK(refused.status().message().find("policy[2]") != std::string::npos);
+    CallerPolicy granted;
+    granted.grants = {kGrantNoUserns};
+    auto plan = PlanSandbox(request, Rules(), granted);
     REQUIRE(plan.ok());
     CHECK_FALSE(plan->user_namespace);
+    // userns=true needs no grant.
+    (*request.mutable_runtime_options())["userns"] = "true";
+    CHECK(PlanSandbox(request, Rules(), plain).ok());
+  }
+  SECTION("a TTL beyond the maximum lifetime") {
+    SpecRules rules = Rules();
+    rules.maxima.lifetime_seconds = 7200;
+    v1::CreateSandboxRequest request;
+    request.set_ttl_seconds(7201);
+    auto refused = PlanSandbox(request, rules, {});
+    REQUIRE(absl::IsInvalidArgument(refused.status()));
+    CHECK(refused.status().message().find("lifetime") != std::string::npos);
+    CallerPolicy shorter;
+    shorter.maxima.lifetime_seconds = 60;
+    request.set_ttl_seconds(61);
+    CHECK(
+        absl::IsInvalidArgument(PlanSandbox(request, rules, shorter).status()));
+    CHECK(MaxLifetime(rules, shorter) == 60);
+    request.set_ttl_seconds(60);
+    auto plan = PlanSandbox(request, rules, shorter);
+    REQUIRE(plan.ok());
+    CHECK(plan->limits.lifetime_seconds == 60);
   }
   SECTION("egress is refused as not built") {
     v1::CreateSandboxRequest request;

@@ -25,6 +25,7 @@
 #include "backends/linux/launch_config.h"
 #include "backends/linux/sandbox_state.h"
 #include "backends/linux/seccomp_policy.h"
+#include "corral/remove_tree.h"
 
 namespace lr = corral::linux_runtime;
 
@@ -281,11 +282,44 @@ TEST_CASE("RemoveTree removes links, not their targets", "[linux][fs]") {
   std::ofstream(tree + "/sub/file") << "y";
   REQUIRE(symlink(keep.c_str(), (tree + "/link").c_str()) == 0);
 
-  REQUIRE(lr::RemoveTree(tree).ok());
+  REQUIRE(corral::RemoveTree(tree).ok());
   CHECK(access(tree.c_str(), F_OK) != 0);
   CHECK(access((keep + "/precious").c_str(), F_OK) == 0);
-  CHECK(lr::RemoveTree(tree).ok());  // missing is fine
-  REQUIRE(lr::RemoveTree(base).ok());
+  CHECK(corral::RemoveTree(tree).ok());  // missing is fine
+  // A symlink given as the tree itself is removed, its target kept.
+  const std::string top_link = base + "/top";
+  REQUIRE(symlink(keep.c_str(), top_link.c_str()) == 0);
+  REQUIRE(corral::RemoveTree(top_link).ok());
+  CHECK(access(top_link.c_str(), F_OK) != 0);
+  CHECK(access((keep + "/precious").c_str(), F_OK) == 0);
+  REQUIRE(corral::RemoveTree(base).ok());
+}
+
+TEST_CASE("RemoveTree never empties a filesystem mounted inside the tree",
+          "[linux][fs]") {
+  if (geteuid() != 0) {
+    WARN("skipped: needs root to mount");
+    return;
+  }
+  char base_template[] = "/tmp/corral-linux-rm-XXXXXX";
+  REQUIRE(mkdtemp(base_template) != nullptr);
+  const std::string base = base_template;
+  const std::string mounted = base + "/tree/mounted";
+  REQUIRE(mkdir((base + "/tree").c_str(), 0700) == 0);
+  REQUIRE(mkdir(mounted.c_str(), 0700) == 0);
+  std::ofstream(base + "/tree/mine") << "x";
+  REQUIRE(mount("tmpfs", mounted.c_str(), "tmpfs", 0, "size=1m") == 0);
+  std::ofstream(mounted + "/theirs") << "y";
+  const absl::Status removed = corral::RemoveTree(base + "/tree");
+  CHECK_FALSE(removed.ok());
+  // rmdir of the mount point: EBUSY, naming it.
+  CHECK_THAT(std::string(removed.message()),
+             Catch::Contains("rmdir") && Catch::Contains("tree/mounted"));
+  CHECK(access((mounted + "/theirs").c_str(), F_OK) == 0);
+  CHECK(access((base + "/tree/mine").c_str(), F_OK) != 0);
+  REQUIRE(umount(mounted.c_str()) == 0);
+  CHECK(corral::RemoveTree(base).ok());
+  CHECK(access(base.c_str(), F_OK) != 0);
 }
 
 TEST_CASE("the agent image is a sealed, executable memfd", "[linux][image]") {

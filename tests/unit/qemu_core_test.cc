@@ -16,6 +16,7 @@
 #include <sstream>
 #include <string>
 
+#include "backends/common/workspace_disk.h"
 #include "backends/qemu/qemu_command.h"
 #include "backends/qemu/qemu_settings.h"
 #include "backends/qemu/vm_assets.h"
@@ -402,7 +403,9 @@ TEST_CASE(
     "[qemu]") {
   TempDir dir("corral-qemu-test");
   const fs::path disk = dir.path() / "disk.ext4";
-  REQUIRE(qemu::MakeWorkspaceDisk(disk, 256u << 20).ok());
+  REQUIRE(
+      corral::runtime_common::MakeWorkspaceDisk(disk, 256u << 20, 1234, 5678)
+          .ok());
   struct stat st {};
   REQUIRE(::stat(disk.c_str(), &st) == 0);
   CHECK(st.st_size == (256 << 20));
@@ -411,8 +414,14 @@ TEST_CASE(
   CHECK(static_cast<uint64_t>(st.st_blocks) * 512 < (32u << 20));
   CHECK(Contains(Run("debugfs -R 'ls /' '" + disk.string() + "' 2>/dev/null"),
                  "lost+found"));
+  // Its root belongs to the sandbox's root (a container's mapped uid).
+  const std::string root =
+      Run("debugfs -R 'stat /' '" + disk.string() + "' 2>/dev/null");
+  CHECK(Contains(root, "User:  1234"));
+  CHECK(Contains(root, "Group:  5678"));
   // Never over an existing file.
-  CHECK_FALSE(qemu::MakeWorkspaceDisk(disk, 256u << 20).ok());
+  CHECK_FALSE(
+      corral::runtime_common::MakeWorkspaceDisk(disk, 256u << 20, 0, 0).ok());
 }
 
 TEST_CASE("a machine record round-trips and refuses what it did not write",
