@@ -934,6 +934,14 @@ void Agent::RefreshCommand(Command& command) {
   const bool can_send = !command.attached() || (!command.connection->closing &&
                                                 command.connection->backlog() <=
                                                     kMaxConnectionBacklog);
+  // Held back by the backlog: the connection is congested now, whether or
+  // not RefreshConnection saw it (the backlog may drain within this round
+  // of events), so that it refreshes this command once it drains. Without
+  // this, a command with nothing unacknowledged stays without interest:
+  // no window update comes for it, and its output waits forever.
+  if (command.attached() && !command.connection->closing && !can_send) {
+    command.connection->congested = true;
+  }
   for (int i = 0; i < 2; ++i) {
     OutputPipe& pipe = command.out[i];
     uint32_t events = 0;

@@ -13,9 +13,9 @@
 #include <cerrno>
 #include <cstring>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "corral/spawn_attributes.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
 
@@ -177,19 +177,7 @@ absl::StatusOr<pid_t> SpawnInSession(
     return absl::InvalidArgumentError(
         "SpawnInSession: argv[0] must be absolute");
   }
-  posix_spawnattr_t attributes;
-  posix_spawnattr_init(&attributes);
-  absl::Cleanup destroy_attributes = [&] {
-    posix_spawnattr_destroy(&attributes);
-  };
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attributes, &none);
-  posix_spawnattr_setsigdefault(&attributes, &all);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK |
-                                            POSIX_SPAWN_SETSIGDEF |
-                                            POSIX_SPAWN_SETSID);
+  const SessionSpawnAttributes attributes;
   std::vector<std::string> args = argv;
   std::vector<char*> arg_pointers;
   for (std::string& arg : args) arg_pointers.push_back(arg.data());
@@ -197,7 +185,7 @@ absl::StatusOr<pid_t> SpawnInSession(
   char path_env[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
   char* envp[] = {path_env, nullptr};
   pid_t pid = 0;
-  int rc = ::posix_spawn(&pid, args[0].c_str(), &actions, &attributes,
+  int rc = ::posix_spawn(&pid, args[0].c_str(), &actions, attributes.get(),
                          arg_pointers.data(), envp);
   if (rc != 0) return ErrnoStatus(absl::StrCat("posix_spawn ", args[0]), rc);
   return pid;

@@ -1,13 +1,26 @@
 #include "backends/common/workspace_disk.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/loop.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
@@ -115,16 +128,169 @@ absl::StatusOr<LoopDevice> AttachLoopDevice(const std::string& image) {
       absl::StrCat("no free loop device for ", image));
 }
 
+namespace {
+
+constexpr int kReadyPerSize = 2;
+constexpr size_t kSizesKept = 4;
+constexpr char kPoolSuffix[] = ".ext4";
+
+// The images of one pool directory, and the thread that formats them.
+// One per directory, for the life of the process.
+class DiskPool {
+ public:
+  static DiskPool& For(const std::string& dir) {
+    static std::mutex mutex;
+    static auto* pools = new std::map<std::string, DiskPool*>();
+    std::lock_guard lock(mutex);
+    DiskPool*& pool = (*pools)[dir];
+    if (pool == nullptr) pool = new DiskPool(dir);
+    return *pool;
+  }
+
+  // Moves a ready image of `bytes` to `path`: false when none is ready.
+  bool Take(uint64_t bytes, const std::string& path) {
+    for (const std::string& name : Ready(bytes)) {
+      const std::string from = absl::StrCat(dir_, "/", name);
+      if (::rename(from.c_str(), path.c_str()) == 0) return true;
+      if (errno != ENOENT) return false;  // another filesystem, say
+    }
+    return false;
+  }
+
+  // Keep images of `bytes` ready from now on.
+  void Want(uint64_t bytes) {
+    if (bytes == 0) return;
+    {
+      std::lock_guard lock(mutex_);
+      wanted_.erase(std::remove(wanted_.begin(), wanted_.end(), bytes),
+                    wanted_.end());
+      wanted_.push_front(bytes);
+      if (wanted_.size() > kSizesKept) wanted_.pop_back();
+    }
+    wake_.notify_one();
+  }
+
+ private:
+  explicit DiskPool(std::string dir) : dir_(std::move(dir)) {
+    ::mkdir(dir_.c_str(), 0700);
+    // Images half-made by an earlier process go; finished ones are used.
+    for (const std::string& name : Names()) {
+      if (absl::StartsWith(name, ".tmp-")) {
+        ::unlink(absl::StrCat(dir_, "/", name).c_str());
+      }
+    }
+    std::thread([this] { Work(); }).detach();
+  }
+
+  std::vector<std::string> Names() const {
+    std::vector<std::string> names;
+    std::unique_ptr<DIR, int (*)(DIR*)> listing(::opendir(dir_.c_str()),
+                                                ::closedir);
+    if (!listing) return names;
+    while (struct dirent* entry = ::readdir(listing.get())) {
+      const std::string_view name = entry->d_name;
+      if (name != "." && name != "..") names.emplace_back(name);
+    }
+    return names;
+  }
+
+  // The ready images of `bytes`: "<bytes>-<random>.ext4".
+  std::vector<std::string> Ready(uint64_t bytes) const {
+    const std::string prefix = absl::StrCat(bytes, "-");
+    std::vector<std::string> ready;
+    for (const std::string& name : Names()) {
+      if (absl::StartsWith(name, prefix) && absl::EndsWith(name, kPoolSuffix)) {
+        ready.push_back(name);
+      }
+    }
+    return ready;
+  }
+
+  // Removes the images of sizes no longer kept, so that a client asking
+  // for ever new sizes cannot fill the host's disk with them.
+  void Prune(const std::deque<uint64_t>& kept) const {
+    for (const std::string& name : Names()) {
+      if (!absl::EndsWith(name, kPoolSuffix) || absl::StartsWith(name, ".")) {
+        continue;
+      }
+      const bool wanted =
+          std::any_of(kept.begin(), kept.end(), [&](uint64_t size) {
+            return absl::StartsWith(name, absl::StrCat(size, "-"));
+          });
+      if (!wanted) ::unlink(absl::StrCat(dir_, "/", name).c_str());
+    }
+  }
+
+  void Work() {
+    for (;;) {
+      uint64_t bytes = 0;
+      {
+        std::unique_lock lock(mutex_);
+        if (pruned_for_ != wanted_) {
+          Prune(wanted_);
+          pruned_for_ = wanted_;
+        }
+        wake_.wait(lock, [&] {
+          if (pruned_for_ != wanted_) return true;  // prune first
+          for (uint64_t size : wanted_) {
+            if (static_cast<int>(Ready(size).size()) < kReadyPerSize) {
+              bytes = size;
+              return true;
+            }
+          }
+          return false;
+        });
+        if (bytes == 0) continue;
+      }
+      unsigned char random[8];
+      if (::getrandom(random, sizeof(random), 0) != sizeof(random)) continue;
+      const std::string name = absl::StrCat(
+          bytes, "-",
+          absl::BytesToHexString(absl::string_view(
+              reinterpret_cast<const char*>(random), sizeof(random))),
+          kPoolSuffix);
+      const std::string temporary = absl::StrCat(dir_, "/.tmp-", name);
+      absl::Status made = MakeWorkspaceDisk(temporary, bytes, 0, 0);
+      if (made.ok() && ::rename(temporary.c_str(),
+                                absl::StrCat(dir_, "/", name).c_str()) != 0) {
+        made = ErrnoStatus("rename a pool image");
+        ::unlink(temporary.c_str());
+      }
+      if (!made.ok()) {
+        // A full disk, say: creates make their own meanwhile.
+        std::this_thread::sleep_for(std::chrono::seconds(5));
+      }
+    }
+  }
+
+  const std::string dir_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<uint64_t> wanted_;      // guarded by mutex_; most recent first
+  std::deque<uint64_t> pruned_for_;  // guarded by mutex_
+};
+
+}  // namespace
+
+absl::Status TakeWorkspaceDisk(const std::string& pool_dir, uint64_t bytes,
+                               const std::string& path) {
+  DiskPool& pool = DiskPool::For(pool_dir);
+  absl::Status status = absl::OkStatus();
+  if (!pool.Take(bytes, path)) status = MakeWorkspaceDisk(path, bytes, 0, 0);
+  pool.Want(bytes);
+  return status;
+}
+
 absl::StatusOr<LoopDevice> PrepareWorkspaceDisk(
     const std::string& workspace_dir, uint64_t bytes, bool enabled,
-    uint32_t uid, uint32_t gid) {
+    const std::string& pool_dir) {
   if (!enabled || bytes == 0 || !WorkspaceDiskSupport().ok()) {
     return LoopDevice{};
   }
   const std::string image =
       absl::StrCat(workspace_dir, "/", kWorkspaceDiskName);
   RETURN_IF_ERROR(
-      Annotate(MakeWorkspaceDisk(image, bytes, uid, gid), "workspace disk"));
+      Annotate(TakeWorkspaceDisk(pool_dir, bytes, image), "workspace disk"));
   return AttachLoopDevice(image);
 }
 

@@ -52,14 +52,25 @@ struct LoopDevice {
 [[nodiscard]] absl::StatusOr<LoopDevice> AttachLoopDevice(
     const std::string& image);
 
+// Makes `path` (which must not exist) an empty image of `bytes` whose root
+// belongs to root (0:0; whoever mounts it for a sandbox hands it to the
+// sandbox's root): one formatted ahead of time in `pool_dir` (on the same
+// filesystem) when one is ready, else a new one now. Either way another is
+// then formatted in the background, so that creates do not wait for mkfs
+// (a few ms that grow with the size). The pool keeps two images of each of
+// the last four sizes asked for; they are sparse (a few MiB each on disk).
+[[nodiscard]] absl::Status TakeWorkspaceDisk(const std::string& pool_dir,
+                                             uint64_t bytes,
+                                             const std::string& path);
+
 // What a container runtime's create does: when `enabled`, `bytes` > 0 and
-// the host can (WorkspaceDiskSupport), makes the image of `bytes` in
-// `workspace_dir` with its root owned by uid:gid and attaches it; else an
-// empty LoopDevice (the workspace stays a plain directory, with no disk
-// limit).
+// the host can (WorkspaceDiskSupport), puts an image of `bytes` in
+// `workspace_dir` (TakeWorkspaceDisk; its root is root's) and attaches it;
+// else an empty LoopDevice (the workspace stays a plain directory, with no
+// disk limit).
 [[nodiscard]] absl::StatusOr<LoopDevice> PrepareWorkspaceDisk(
     const std::string& workspace_dir, uint64_t bytes, bool enabled,
-    uint32_t uid, uint32_t gid);
+    const std::string& pool_dir);
 
 }  // namespace corral::runtime_common
 

@@ -54,6 +54,8 @@ constexpr int kGuaranteeDiskLimit = 9;
 
 constexpr char kDefaultCgroupParent[] = "corral";
 constexpr char kStagingName[] = "root";
+// Workspace images formatted ahead of time (workspace_disk.h).
+constexpr char kDiskPoolName[] = "disk-pool";
 constexpr uint64_t kDefaultTmpBytes = 64u << 20;
 // The agent and a shell need some room; below this a sandbox cannot start.
 constexpr absl::Duration kTeardownTimeout = absl::Seconds(5);
@@ -375,8 +377,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
       runtime_common::LoopDevice workspace_disk,
       runtime_common::PrepareWorkspaceDisk(
           spec.workspace_dir(), spec.disk_bytes(), settings.workspace_disk,
-          user_namespace ? spec.host_uid() : 0,
-          user_namespace ? spec.host_gid() : 0));
+          absl::StrCat(settings.runtime_dir, "/", kDiskPoolName)));
   ASSIGN_OR_RETURN(UniqueFd listen_fd,
                    backend_plugin::ListenAgent(state.sandbox_dir));
   // Connecting before the agent runs is fine: the connection waits in the

@@ -347,7 +347,13 @@ absl::Status BuildRootAndPivot(const LaunchConfig& config) {
                              "/workspace"));
     // mkfs makes lost+found (root's, unreadable to a mapped root); a
     // workspace starts empty. rmdir leaves one that holds anything alone.
+    // Its root is the sandbox's root's.
     ::rmdir((root + "/workspace/lost+found").c_str());
+    if (config.user_namespace &&
+        ::chown((root + "/workspace").c_str(), config.host_uid,
+                config.host_gid) != 0) {
+      return ErrnoStatus(absl::StrCat("chown ", root, "/workspace"));
+    }
   }
   // The root itself becomes read-only last, once every mount point and
   // file in it exists.

@@ -14,10 +14,11 @@
 //   --root-at DIR SRC  bind-mounts SRC on DIR there (runc mounts the rootfs
 //                    as the sandbox's mapped root, which cannot traverse
 //                    root-only directories such as the daemon's state dir);
-//   --mount-ext4 DEV DIR  mounts the ext4 block device DEV on DIR there
-//                    (nosuid, nodev): the workspace's own filesystem, which
-//                    the bundle binds into the container (in a user
-//                    namespace the runtime could not mount it itself);
+//   --mount-ext4 DEV DIR UID:GID  mounts the ext4 block device DEV on DIR
+//                    there (nosuid, nodev) and gives its root to UID:GID:
+//                    the workspace's own filesystem, which the bundle binds
+//                    into the container (in a user namespace the runtime
+//                    could not mount it itself);
 // then forks the runtime, waits for it and writes one line on fd N:
 //   "exit <code>\n" or "signal <number>\n" or "error <message>\n".
 // The runtime gets fds 0-2 and every fd from 3 up to N-1 (the plugin passes
@@ -49,6 +50,8 @@ struct Options {
   std::vector<std::string> unmounts;
   std::string ext4_device;
   std::string ext4_dir;
+  uid_t ext4_uid = 0;
+  gid_t ext4_gid = 0;
   std::string root_dir;
   std::string root_source;
   std::vector<char*> command;
@@ -80,9 +83,17 @@ bool ParseArgs(int argc, char** argv, Options* options, std::string* error) {
       options->report_fd = std::atoi(argv[++i]);
     } else if (arg == "--unmount" && i + 1 < argc) {
       options->unmounts.emplace_back(argv[++i]);
-    } else if (arg == "--mount-ext4" && i + 2 < argc) {
+    } else if (arg == "--mount-ext4" && i + 3 < argc) {
       options->ext4_device = argv[++i];
       options->ext4_dir = argv[++i];
+      unsigned long uid = 0, gid = 0;
+      char slack = 0;
+      if (std::sscanf(argv[++i], "%lu:%lu%c", &uid, &gid, &slack) != 2) {
+        *error = std::string("--mount-ext4: bad owner ") + argv[i];
+        return false;
+      }
+      options->ext4_uid = static_cast<uid_t>(uid);
+      options->ext4_gid = static_cast<gid_t>(gid);
     } else if (arg == "--root-at" && i + 2 < argc) {
       options->root_dir = argv[++i];
       options->root_source = argv[++i];
@@ -143,8 +154,13 @@ bool SetUpMounts(const Options& options, std::string* error) {
       return false;
     }
     // mkfs makes lost+found; a workspace starts empty (rmdir leaves one
-    // that holds anything alone).
+    // that holds anything alone). Its root is the sandbox's root's.
     ::rmdir((options.ext4_dir + "/lost+found").c_str());
+    if (::chown(options.ext4_dir.c_str(), options.ext4_uid, options.ext4_gid) !=
+        0) {
+      *error = Errno("chown " + options.ext4_dir);
+      return false;
+    }
   }
   if (!options.root_dir.empty()) {
     if (!IsDirectory(options.root_dir) || !IsDirectory(options.root_source)) {

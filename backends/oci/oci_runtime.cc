@@ -143,9 +143,11 @@ struct RuntimeCall {
   std::string root_at_dir;
   std::string root_at_source;
   // Mount this ext4 block device on workspace_dir in the helper's
-  // namespace, which the runtime then binds into the container.
+  // namespace, which the runtime then binds into the container, and give
+  // its root to workspace_owner ("uid:gid").
   std::string workspace_device;
   std::string workspace_dir;
+  std::string workspace_owner;
   // stdout and stderr to pipes read here; otherwise /dev/null (a started
   // container inherits the runtime's stdio: it must not hold our pipes).
   bool capture_output = true;
@@ -232,8 +234,8 @@ absl::StatusOr<RuntimeOutcome> RunRuntime(const Runner& runner,
                 {"--root-at", call.root_at_dir, call.root_at_source});
   }
   if (!call.workspace_device.empty()) {
-    args.insert(args.end(),
-                {"--mount-ext4", call.workspace_device, call.workspace_dir});
+    args.insert(args.end(), {"--mount-ext4", call.workspace_device,
+                             call.workspace_dir, call.workspace_owner});
   }
   args.insert(args.end(), {"--", runner.runtime_path,
                            absl::StrCat("--root=", runner.state_root)});
@@ -733,8 +735,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
       runtime_common::LoopDevice workspace_disk,
       runtime_common::PrepareWorkspaceDisk(
           spec.workspace_dir(), spec.disk_bytes(), settings.workspace_disk,
-          user_namespace ? spec.host_uid() : 0,
-          user_namespace ? spec.host_gid() : 0));
+          absl::StrCat(settings.runtime_dir, "/disk-pool")));
   RETURN_IF_ERROR(
       WriteNewFile(absl::StrCat(record.sandbox_dir, "/", kConfigName),
                    BundleConfig(bundle).dump(1)));
@@ -765,6 +766,9 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   }
   run.workspace_device = workspace_disk.path;
   run.workspace_dir = spec.workspace_dir();
+  run.workspace_owner =
+      user_namespace ? absl::StrCat(spec.host_uid(), ":", spec.host_gid())
+                     : "0:0";
   const absl::Time launched = absl::Now();
   ASSIGN_OR_RETURN(RuntimeOutcome outcome, RunRuntime(runner, run));
   const absl::Time ran = absl::Now();

@@ -605,8 +605,9 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
     RETURN_IF_ERROR(CopySparse(absl::StrCat(saved_dir, "/", kSavedWorkspace),
                                machine.workspace_disk));
   } else {
-    RETURN_IF_ERROR(runtime_common::MakeWorkspaceDisk(machine.workspace_disk,
-                                                      spec.disk_bytes(), 0, 0));
+    RETURN_IF_ERROR(runtime_common::TakeWorkspaceDisk(
+        absl::StrCat(settings.runtime_dir, "/disk-pool"), spec.disk_bytes(),
+        machine.workspace_disk));
   }
   RETURN_IF_ERROR(
       ReplaceFile(absl::StrCat(record.sandbox_dir, "/", kMachineFile),

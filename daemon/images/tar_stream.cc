@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/substitute.h"
 #include "absl/time/clock.h"
+#include "corral/spawn_attributes.h"
 #include "corral/status_macros.h"
 #include "corral/trusted_file.h"
 #include "corral/unique_fd.h"
@@ -195,16 +196,7 @@ struct TarStream::Decoder {
     posix_spawn_file_actions_adddup2(&actions, program_high.get(), 3);
     // Nothing else of the daemon's reaches the decoder.
     posix_spawn_file_actions_addclosefrom_np(&actions, 4);
-    posix_spawnattr_t attributes;
-    posix_spawnattr_init(&attributes);
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&attributes, &none);
-    posix_spawnattr_setsigdefault(&attributes, &all);
-    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK |
-                                              POSIX_SPAWN_SETSIGDEF |
-                                              POSIX_SPAWN_SETSID);
+    const SessionSpawnAttributes attributes;
     const std::string filter_bits = absl::StrCat(filters);
     char arg0[] = "corral-unpack";
     char arg1[] = "--filters";
@@ -212,9 +204,8 @@ struct TarStream::Decoder {
                     nullptr};
     char* envp[] = {nullptr};
     // The program checked once, by its fd: nothing can be swapped in.
-    const int rc = ::posix_spawn(&pid, "/proc/self/fd/3", &actions, &attributes,
-                                 argv, envp);
-    posix_spawnattr_destroy(&attributes);
+    const int rc = ::posix_spawn(&pid, "/proc/self/fd/3", &actions,
+                                 attributes.get(), argv, envp);
     posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) return ErrnoStatus("posix_spawn corral-unpack", rc);
     pidfd.Reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));

@@ -1,0 +1,5 @@
+# Tests of the pieces the runtimes share (backends/common).
+corral_test(NAME workspace_disk_test
+  SOURCES unit/workspace_disk_test.cc
+  LIBS corral_runtime_shared
+  LABELS unit)
