@@ -1,46 +1,19 @@
 #include "corral/remove_tree.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <memory>
-#include <string_view>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "corral/directory.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
 
 namespace corral {
 namespace {
-
-// The names in the open directory `dir_fd`, "." and ".." left out. Read
-// first and removed after: unlinking while reading may skip entries.
-absl::StatusOr<std::vector<std::string>> ListEntries(
-    int dir_fd, const std::string& display) {
-  const int listing_fd = ::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
-  if (listing_fd < 0) return ErrnoStatus(absl::StrCat("dup ", display));
-  DIR* raw = ::fdopendir(listing_fd);
-  if (raw == nullptr) {
-    ::close(listing_fd);
-    return ErrnoStatus(absl::StrCat("fdopendir ", display));
-  }
-  std::unique_ptr<DIR, int (*)(DIR*)> listing(raw, ::closedir);
-  // fdopendir shares the offset with listing_fd's description, which is
-  // new: it starts at the beginning.
-  std::vector<std::string> names;
-  errno = 0;
-  while (struct dirent* entry = ::readdir(listing.get())) {
-    const std::string_view name = entry->d_name;
-    if (name == "." || name == "..") continue;
-    names.emplace_back(name);
-  }
-  if (errno != 0) return ErrnoStatus(absl::StrCat("readdir ", display));
-  return names;
-}
 
 absl::Status RemoveBeneath(int parent_fd, const std::string& name,
                            const std::string& display, dev_t device);
@@ -50,7 +23,7 @@ absl::Status RemoveBeneath(int parent_fd, const std::string& name,
 absl::Status RemoveEntriesOf(int dir_fd, const std::string& display,
                              dev_t device) {
   ASSIGN_OR_RETURN(std::vector<std::string> names,
-                   ListEntries(dir_fd, display));
+                   ListDirectoryAt(dir_fd, display));
   absl::Status first;
   for (const std::string& name : names) {
     absl::Status status = RemoveBeneath(

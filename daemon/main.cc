@@ -292,9 +292,10 @@ int Run(int argc, char** argv) {
   core.max_sandboxes = config.daemon.max_sandboxes;
   core.instance_id = *instance_id;
   core.registry = &*registry;
-  core.resolve_policy = [&config](const Caller& caller) {
+  const auto resolve_policy = [&config](const Caller& caller) {
     return ResolveCallerPolicy(config, caller);
   };
+  core.resolve_policy = resolve_policy;
   // Sandboxes that go away leave workspace content to collect; recovery
   // may destroy some before the workspaces exist (their first collection
   // covers those).
@@ -330,9 +331,7 @@ int Run(int argc, char** argv) {
   listener_options.mode = config.daemon.socket_mode;
   listener_options.group = config.daemon.socket_group;
   listener_options.admin_group = config.daemon.admin_group;
-  listener_options.resolve_policy = [&config](const Caller& caller) {
-    return ResolveCallerPolicy(config, caller);
-  };
+  listener_options.resolve_policy = resolve_policy;
   auto listener = Listener::Create(listener_options);
   if (!listener.ok()) return fail(listener.status());
 

@@ -61,12 +61,6 @@ absl::StatusOr<bv1::ReconcileResponse> RemoveUnknownSandboxes(
   return response;
 }
 
-bool ValidInstanceId(absl::string_view id) {
-  return id.size() == 16 && std::all_of(id.begin(), id.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
-}
-
 absl::StatusOr<std::string> InstanceCgroupParent(
     const std::string& cgroup_parent, const std::string& instance_id) {
   if (instance_id.empty()) return cgroup_parent;

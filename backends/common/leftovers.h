@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "backends/linux/cgroups.h"
 #include "corral/backend/v1/backend.pb.h"
+#include "corral/hex_id.h"
 
 namespace corral::backend_plugin {
 
@@ -39,7 +40,7 @@ RemoveUnknownSandboxes(
     absl::FunctionRef<absl::Status(const std::string& id)> tear_down);
 
 // True for a daemon instance id: 16 lowercase hex characters.
-[[nodiscard]] bool ValidInstanceId(absl::string_view id);
+using ::corral::ValidInstanceId;
 
 // Where the cgroups of this daemon instance's sandboxes live:
 // <cgroup_parent>/<instance_id>, so that no other daemon's reconcile ever

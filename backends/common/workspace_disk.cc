@@ -1,10 +1,8 @@
 #include "backends/common/workspace_disk.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <linux/loop.h>
 #include <sys/ioctl.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,16 +13,16 @@
 #include <cstring>
 #include <deque>
 #include <map>
-#include <memory>
 #include <mutex>
 #include <thread>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "backends/common/subprocess.h"
+#include "corral/directory.h"
+#include "corral/hex_id.h"
 #include "corral/status_macros.h"
 
 namespace corral::runtime_common {
@@ -183,15 +181,7 @@ class DiskPool {
   }
 
   std::vector<std::string> Names() const {
-    std::vector<std::string> names;
-    std::unique_ptr<DIR, int (*)(DIR*)> listing(::opendir(dir_.c_str()),
-                                                ::closedir);
-    if (!listing) return names;
-    while (struct dirent* entry = ::readdir(listing.get())) {
-      const std::string_view name = entry->d_name;
-      if (name != "." && name != "..") names.emplace_back(name);
-    }
-    return names;
+    return ListDirectory(dir_).value_or(std::vector<std::string>());
   }
 
   // The ready images of `bytes`: "<bytes>-<random>.ext4".
@@ -242,13 +232,9 @@ class DiskPool {
         });
         if (bytes == 0) continue;
       }
-      unsigned char random[8];
-      if (::getrandom(random, sizeof(random), 0) != sizeof(random)) continue;
-      const std::string name = absl::StrCat(
-          bytes, "-",
-          absl::BytesToHexString(absl::string_view(
-              reinterpret_cast<const char*>(random), sizeof(random))),
-          kPoolSuffix);
+      absl::StatusOr<std::string> random = RandomHexId(8);
+      if (!random.ok()) continue;
+      const std::string name = absl::StrCat(bytes, "-", *random, kPoolSuffix);
       const std::string temporary = absl::StrCat(dir_, "/.tmp-", name);
       absl::Status made = MakeWorkspaceDisk(temporary, bytes, 0, 0);
       if (made.ok() && ::rename(temporary.c_str(),

@@ -52,6 +52,12 @@ struct LoopDevice {
 [[nodiscard]] absl::StatusOr<LoopDevice> AttachLoopDevice(
     const std::string& image);
 
+// Where a runtime keeps its images formatted ahead of time (the pool of
+// TakeWorkspaceDisk): beside its sandboxes, on the same filesystem.
+inline std::string DiskPoolDir(const std::string& runtime_dir) {
+  return runtime_dir + "/disk-pool";
+}
+
 // Makes `path` (which must not exist) an empty image of `bytes` whose root
 // belongs to root (0:0; whoever mounts it for a sandbox hands it to the
 // sandbox's root): one formatted ahead of time in `pool_dir` (on the same

@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "corral/hex_id.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
 
@@ -104,13 +105,7 @@ void KillProcessAndWait(pid_t pid, uint64_t start_time, int timeout_ms) {
   ::poll(&exited, 1, timeout_ms);
 }
 
-bool ValidSandboxId(absl::string_view id) {
-  if (id.size() != 32) return false;
-  for (char c : id) {
-    if (!((c >= 'a' && c <= 'f') || (c >= '0' && c <= '9'))) return false;
-  }
-  return true;
-}
+bool ValidSandboxId(absl::string_view id) { return IsHexId(id, 32); }
 
 bool CleanAbsolutePath(absl::string_view path) {
   if (path.empty() || path[0] != '/' || path.size() > 4096) return false;

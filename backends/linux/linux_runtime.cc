@@ -54,8 +54,6 @@ constexpr int kGuaranteeDiskLimit = 9;
 
 constexpr char kDefaultCgroupParent[] = "corral";
 constexpr char kStagingName[] = "root";
-// Workspace images formatted ahead of time (workspace_disk.h).
-constexpr char kDiskPoolName[] = "disk-pool";
 constexpr uint64_t kDefaultTmpBytes = 64u << 20;
 // The agent and a shell need some room; below this a sandbox cannot start.
 constexpr absl::Duration kTeardownTimeout = absl::Seconds(5);
@@ -270,11 +268,13 @@ bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
     problems.push_back(absl::StrCat("cgroups: ", layout.status().message()));
   }
   // Workspaces as filesystems of their own (the disk limit).
+  bool disk_limit = false;
   if (settings.ok() && !settings->workspace_disk) {
     details["disk_limit"] = "no: runtimes.linux.workspace_disk = false";
   } else if (absl::Status disks = runtime_common::WorkspaceDiskSupport();
              disks.ok()) {
     details["disk_limit"] = "yes";
+    disk_limit = true;
   } else {
     details["disk_limit"] = absl::StrCat("no: ", disks.message());
   }
@@ -302,10 +302,7 @@ bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
           kGuaranteeUserNamespace}) {
       response.add_guarantees(guarantee);
     }
-    if (settings->workspace_disk &&
-        runtime_common::WorkspaceDiskSupport().ok()) {
-      response.add_guarantees(kGuaranteeDiskLimit);
-    }
+    if (disk_limit) response.add_guarantees(kGuaranteeDiskLimit);
   } else {
     response.set_reason(absl::StrJoin(problems, "; "));
   }
@@ -377,7 +374,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
       runtime_common::LoopDevice workspace_disk,
       runtime_common::PrepareWorkspaceDisk(
           spec.workspace_dir(), spec.disk_bytes(), settings.workspace_disk,
-          absl::StrCat(settings.runtime_dir, "/", kDiskPoolName)));
+          runtime_common::DiskPoolDir(settings.runtime_dir)));
   ASSIGN_OR_RETURN(UniqueFd listen_fd,
                    backend_plugin::ListenAgent(state.sandbox_dir));
   // Connecting before the agent runs is fine: the connection waits in the

@@ -735,7 +735,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
       runtime_common::LoopDevice workspace_disk,
       runtime_common::PrepareWorkspaceDisk(
           spec.workspace_dir(), spec.disk_bytes(), settings.workspace_disk,
-          absl::StrCat(settings.runtime_dir, "/disk-pool")));
+          runtime_common::DiskPoolDir(settings.runtime_dir)));
   RETURN_IF_ERROR(
       WriteNewFile(absl::StrCat(record.sandbox_dir, "/", kConfigName),
                    BundleConfig(bundle).dump(1)));

@@ -606,7 +606,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
                                machine.workspace_disk));
   } else {
     RETURN_IF_ERROR(runtime_common::TakeWorkspaceDisk(
-        absl::StrCat(settings.runtime_dir, "/disk-pool"), spec.disk_bytes(),
+        runtime_common::DiskPoolDir(settings.runtime_dir), spec.disk_bytes(),
         machine.workspace_disk));
   }
   RETURN_IF_ERROR(

@@ -159,11 +159,9 @@ absl::Status Backend::CheckConfig() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<std::string>> Backend::Reconcile(
-    const std::vector<std::string>& known_ids) {
-  bv1::ReconcileRequest request;
+absl::StatusOr<std::vector<std::string>> Backend::CallReconcile(
+    bv1::ReconcileRequest request) {
   *request.mutable_config() = config_;
-  for (const auto& id : known_ids) request.add_known_ids(id);
   bv1::ReconcileResponse response;
   RETURN_IF_ERROR(
       Call(table_->reconcile, "reconcile", request, &response, nullptr));
@@ -171,19 +169,21 @@ absl::StatusOr<std::vector<std::string>> Backend::Reconcile(
                                   response.removed_ids().end());
 }
 
+absl::StatusOr<std::vector<std::string>> Backend::Reconcile(
+    const std::vector<std::string>& known_ids) {
+  bv1::ReconcileRequest request;
+  for (const auto& id : known_ids) request.add_known_ids(id);
+  return CallReconcile(std::move(request));
+}
+
 absl::StatusOr<std::vector<std::string>> Backend::RemoveOrphans(
     const std::vector<std::string>& live_instances,
     const std::string& only_instance) {
   bv1::ReconcileRequest request;
-  *request.mutable_config() = config_;
   request.set_orphans(true);
   request.set_only_instance(only_instance);
   for (const auto& id : live_instances) request.add_live_instances(id);
-  bv1::ReconcileResponse response;
-  RETURN_IF_ERROR(
-      Call(table_->reconcile, "reconcile", request, &response, nullptr));
-  return std::vector<std::string>(response.removed_ids().begin(),
-                                  response.removed_ids().end());
+  return CallReconcile(std::move(request));
 }
 
 absl::Status Backend::Pause(const bv1::SandboxHandle& handle) {

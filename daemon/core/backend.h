@@ -84,6 +84,10 @@ class Backend {
                     const google::protobuf::MessageLite& request,
                     google::protobuf::MessageLite* response,
                     UniqueFd* agent_fd);
+  // Sends `request` (its config filled in here) to reconcile; the ids it
+  // removed.
+  absl::StatusOr<std::vector<std::string>> CallReconcile(
+      corral::backend::v1::ReconcileRequest request);
 
   const std::string name_;
   const corral_backend_v1* const table_;  // owned by the plugin

@@ -1,22 +1,19 @@
 #include "daemon/core/instance.h"
 
-#include <dirent.h>
 #include <fcntl.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <memory>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "corral/directory.h"
+#include "corral/hex_id.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
 
@@ -48,14 +45,8 @@ absl::StatusOr<std::string> ReadSmallFile(const std::string& path) {
 // with ALREADY_EXISTS when `path` exists. Readers never see a partial file.
 absl::Status PublishFile(const std::string& path, absl::string_view content,
                          bool replace) {
-  unsigned char random[8];
-  if (::getrandom(random, sizeof(random), 0) != sizeof(random)) {
-    return ErrnoStatus("getrandom");
-  }
-  const std::string temporary =
-      absl::StrCat(path, ".tmp-",
-                   absl::BytesToHexString(absl::string_view(
-                       reinterpret_cast<const char*>(random), sizeof(random))));
+  ASSIGN_OR_RETURN(const std::string random, RandomHexId(8));
+  const std::string temporary = absl::StrCat(path, ".tmp-", random);
   UniqueFd fd(::open(temporary.c_str(),
                      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                      0600));
@@ -114,45 +105,31 @@ absl::Status MakePrivateDirectory(const std::string& path) {
   return absl::OkStatus();
 }
 
+// The published entries of a registry directory (files being written are
+// named "*.tmp-*"), sorted; none when it cannot be read.
 std::vector<std::string> ListNames(const std::string& dir) {
-  std::vector<std::string> names;
-  std::unique_ptr<DIR, int (*)(DIR*)> listing(::opendir(dir.c_str()),
-                                              ::closedir);
-  if (!listing) return names;
-  while (struct dirent* entry = ::readdir(listing.get())) {
-    const absl::string_view name = entry->d_name;
-    if (name == "." || name == ".." || absl::StrContains(name, ".tmp-")) {
-      continue;
-    }
-    names.emplace_back(name);
-  }
+  std::vector<std::string> names =
+      ListDirectory(dir).value_or(std::vector<std::string>());
+  names.erase(std::remove_if(names.begin(), names.end(),
+                             [](const std::string& name) {
+                               return absl::StrContains(name, ".tmp-");
+                             }),
+              names.end());
   std::sort(names.begin(), names.end());
   return names;
-}
-
-bool IsSandboxId(absl::string_view id) {
-  return id.size() == 32 && std::all_of(id.begin(), id.end(), [](char c) {
-           return absl::ascii_isdigit(c) || (c >= 'a' && c <= 'f');
-         });
 }
 
 absl::StatusOr<UidClaim> ParseClaim(absl::string_view text) {
   std::vector<absl::string_view> fields =
       absl::StrSplit(absl::StripAsciiWhitespace(text), ' ');
   if (fields.size() != 2 || !ValidInstanceId(fields[0]) ||
-      !IsSandboxId(fields[1])) {
+      !IsHexId(fields[1], 32)) {
     return absl::InvalidArgumentError("not a uid claim");
   }
   return UidClaim{std::string(fields[0]), std::string(fields[1])};
 }
 
 }  // namespace
-
-bool ValidInstanceId(absl::string_view id) {
-  return id.size() == 16 && std::all_of(id.begin(), id.end(), [](char c) {
-           return absl::ascii_isdigit(c) || (c >= 'a' && c <= 'f');
-         });
-}
 
 absl::StatusOr<std::string> LoadOrCreateInstanceId(
     const std::string& state_dir) {
@@ -171,12 +148,7 @@ absl::StatusOr<std::string> LoadOrCreateInstanceId(
       return id;
     }
     if (!absl::IsNotFound(text.status())) return text.status();
-    unsigned char random[8];
-    if (::getrandom(random, sizeof(random), 0) != sizeof(random)) {
-      return ErrnoStatus("getrandom");
-    }
-    const std::string id = absl::BytesToHexString(absl::string_view(
-        reinterpret_cast<const char*>(random), sizeof(random)));
+    ASSIGN_OR_RETURN(const std::string id, RandomHexId(8));
     absl::Status published =
         PublishFile(path, absl::StrCat(id, "\n"), /*replace=*/false);
     if (published.ok()) return id;
@@ -255,7 +227,7 @@ bool HostRegistry::IsLive(const InstanceRecord& record) {
 absl::StatusOr<bool> HostRegistry::ClaimUid(
     uint32_t uid, const std::string& instance_id,
     const std::string& sandbox_id) const {
-  if (!ValidInstanceId(instance_id) || !IsSandboxId(sandbox_id)) {
+  if (!ValidInstanceId(instance_id) || !IsHexId(sandbox_id, 32)) {
     return absl::InvalidArgumentError("invalid instance or sandbox id");
   }
   const std::string path = UidPath(uid);

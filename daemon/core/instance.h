@@ -24,13 +24,14 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "corral/hex_id.h"
 
 namespace corral::daemon {
 
 inline constexpr char kHostRegistryDir[] = "/var/lib/corral-host";
 
-// True for 16 lowercase hex characters.
-[[nodiscard]] bool ValidInstanceId(absl::string_view id);
+// True for 16 lowercase hex characters (corral/hex_id.h).
+using ::corral::ValidInstanceId;
 
 // The id kept in `state_dir`/instance-id, made (randomly, written atomically)
 // when the file does not exist yet. INVALID_ARGUMENT when the file holds

@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,6 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "corral/hex_id.h"
 #include "corral/logging.h"
 #include "corral/status_macros.h"
 #include "google/protobuf/util/time_util.h"
@@ -43,19 +43,10 @@ constexpr absl::Duration kPumpSlice = absl::Milliseconds(200);
 // How long a new command has to report that it started.
 constexpr absl::Duration kStartTimeout = absl::Seconds(30);
 
-absl::StatusOr<std::string> NewId() {
-  unsigned char bytes[8];
-  if (::getrandom(bytes, sizeof(bytes), 0) != sizeof(bytes)) {
-    return absl::InternalError("getrandom failed");
-  }
-  return absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
-}
+absl::StatusOr<std::string> NewId() { return RandomHexId(8); }
 
 bool IsProcessId(std::string_view id) {
-  return id.size() == 16 && std::all_of(id.begin(), id.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
+  return IsHexId(absl::string_view(id.data(), id.size()), 16);
 }
 
 absl::Status ValidateTag(const std::string& tag) {

@@ -1,16 +1,15 @@
 #include "daemon/core/sandbox_manager.h"
 
 #include <signal.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "corral/hex_id.h"
 #include "corral/logging.h"
 #include "corral/remove_tree.h"
 #include "corral/status_macros.h"
@@ -30,14 +29,7 @@ using google::protobuf::util::TimeUtil;
 
 std::shared_ptr<spdlog::logger> Log() { return corral::Logger("sandboxes"); }
 
-absl::StatusOr<std::string> NewSandboxId() {
-  unsigned char bytes[16];
-  if (::getrandom(bytes, sizeof(bytes), 0) != sizeof(bytes)) {
-    return ErrnoStatus("getrandom");
-  }
-  return absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<char*>(bytes), sizeof(bytes)));
-}
+absl::StatusOr<std::string> NewSandboxId() { return RandomHexId(16); }
 
 google::protobuf::Timestamp ToProto(absl::Time t) {
   return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
@@ -209,8 +201,7 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
         return absl::ResourceExhaustedError(absl::StrCat(
             "quota sandboxes = ", policy.quotas.sandboxes, " reached: uid ",
             caller.uid, " already has ", mine, " sandboxes (quotas of ",
-            policy.name.empty() ? "default_policy" : policy.name,
-            "); remove one first"));
+            policy.name, "); remove one first"));
       }
     }
     RETURN_IF_ERROR(CheckStorageQuota(
@@ -350,36 +341,27 @@ void SandboxManager::ReleaseHostUid(uint32_t uid) const {
 }
 
 absl::StatusOr<uint64_t> SandboxManager::StorageBytesOf(uid_t uid) {
-  std::vector<std::pair<std::string, uint64_t>> sandboxes;  // id, disk
+  uint64_t bytes = 0;
   {
     std::lock_guard lock(mutex_);
     for (const auto& [id, live] : live_) {
       std::unique_lock live_lock(live->mutex, std::try_to_lock);
+      if (live_lock.owns_lock()) {
+        if (live->destroyed || live->view.owner_uid() != uid) continue;
+        bytes += live->view.limits().disk_mib() << 20;
+        continue;
+      }
       // One busy being made or removed: its record has what counts.
       v1::Sandbox view;
-      if (live_lock.owns_lock()) {
-        if (live->destroyed) continue;
-        view = live->view;
-      } else {
-        auto record = store_->GetSandbox(id);
-        if (!record.ok() || !view.ParseFromString(record->spec)) continue;
-      }
-      if (view.owner_uid() == uid) {
-        sandboxes.emplace_back(id, view.limits().disk_mib() << 20);
+      auto record = store_->GetSandbox(id);
+      if (record.ok() && view.ParseFromString(record->spec) &&
+          view.owner_uid() == uid) {
+        bytes += view.limits().disk_mib() << 20;
       }
     }
   }
-  uint64_t bytes = 0;
-  for (const auto& [id, disk] : sandboxes) {
-    bytes += disk;
-    ASSIGN_OR_RETURN(auto snapshots, store_->ListSnapshots(id));
-    for (const SnapshotRecord& snapshot : snapshots) {
-      // The baseline is the workspace's seed, within its disk already.
-      if (snapshot.name.empty()) continue;
-      bytes += snapshot.size_bytes + snapshot.memory_bytes;
-    }
-  }
-  return bytes;
+  ASSIGN_OR_RETURN(const uint64_t snapshots, store_->SnapshotBytesByOwner(uid));
+  return bytes + snapshots;
 }
 
 absl::Status SandboxManager::CheckStorageQuota(const Caller& caller,
@@ -392,23 +374,16 @@ absl::Status SandboxManager::CheckStorageQuota(const Caller& caller,
   const uint64_t quota = policy.quotas.storage_mib << 20;
   if (used + more_bytes <= quota) return absl::OkStatus();
   auto mib = [](uint64_t bytes) { return (bytes + (1u << 20) - 1) >> 20; };
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "quota storage_mib = ", policy.quotas.storage_mib, " reached: uid ",
-      caller.uid, " holds ", mib(used),
-      " MiB (workspace disks, snapshots and memory snapshots); ", what,
-      " would make it ", mib(used + more_bytes), " MiB (quotas of ",
-      policy.name.empty() ? "default_policy" : policy.name, ")"));
+  return absl::ResourceExhaustedError(
+      absl::StrCat("quota storage_mib = ", policy.quotas.storage_mib,
+                   " reached: uid ", caller.uid, " holds ", mib(used),
+                   " MiB (workspace disks, snapshots and memory snapshots); ",
+                   what, " would make it ", mib(used + more_bytes),
+                   " MiB (quotas of ", policy.name, ")"));
 }
 
 void SandboxManager::NoteActivity(const std::string& id) {
-  std::shared_ptr<Live> live;
-  {
-    std::lock_guard lock(mutex_);
-    if (auto it = live_.find(id); it != live_.end()) live = it->second;
-  }
-  if (!live) return;
-  std::lock_guard lock(live->mutex);
-  live->last_activity = absl::Now();
+  CommandStarted(id, 0);
 }
 
 void SandboxManager::CommandStarted(const std::string& id, int delta) {
@@ -519,6 +494,18 @@ absl::Status SandboxManager::DeleteSandbox(const Caller& caller,
 
 absl::Status SandboxManager::Destroy(const std::shared_ptr<Live>& live,
                                      const std::string& event) {
+  const std::string id = live->view.id();
+  bool destroyed = false;
+  RETURN_IF_ERROR(DestroyLocked(live, event, &destroyed));
+  // Outside the sandbox's lock: on_destroyed joins the threads that pump
+  // its processes, and a pump takes that lock to note activity.
+  if (destroyed && options_.on_destroyed) options_.on_destroyed(id);
+  return absl::OkStatus();
+}
+
+absl::Status SandboxManager::DestroyLocked(const std::shared_ptr<Live>& live,
+                                           const std::string& event,
+                                           bool* destroyed) {
   std::lock_guard lock(live->mutex);
   if (live->destroyed) return absl::OkStatus();
   const std::string id = live->view.id();
@@ -546,7 +533,7 @@ absl::Status SandboxManager::Destroy(const std::shared_ptr<Live>& live,
     live_.erase(id);
   }
   Log()->info("{} sandbox {}", event, id);
-  if (options_.on_destroyed) options_.on_destroyed(id);
+  *destroyed = true;
   return absl::OkStatus();
 }
 
@@ -572,8 +559,7 @@ absl::StatusOr<v1::Sandbox> SandboxManager::ExtendSandbox(
           "limit lifetime_seconds = ", lifetime, " reached: sandbox ", id,
           " may live until ",
           absl::FormatTime(absl::RFC3339_sec, end, absl::UTCTimeZone()),
-          " at most (", policy.name.empty() ? "default_policy" : policy.name,
-          "); extend it by ",
+          " at most (", policy.name, "); extend it by ",
           std::max<int64_t>(0, absl::ToInt64Seconds(end - absl::Now())),
           " s at most"));
     }

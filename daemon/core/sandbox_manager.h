@@ -202,7 +202,8 @@ class SandboxManager {
   void ReleaseHostUid(uint32_t uid) const;
   // Bytes `uid` holds: its sandboxes' disks, snapshots and memory snapshots.
   absl::StatusOr<uint64_t> StorageBytesOf(uid_t uid);
-  // A command starts (+1) or ends (-1) in sandbox `id`.
+  // A command starts (+1) or ends (-1) in sandbox `id` (0: something else
+  // happened there); either way it is active now.
   void CommandStarted(const std::string& id, int delta);
   // The view of a sandbox with its last activity; live's mutex held.
   corral::v1::Sandbox ViewOf(const Live& live) const;
@@ -219,6 +220,9 @@ class SandboxManager {
   // store. `event` says why ("deleted", "expired").
   absl::Status Destroy(const std::shared_ptr<Live>& live,
                        const std::string& event);
+  // Destroy's part under the sandbox's lock; *destroyed says it went now.
+  absl::Status DestroyLocked(const std::shared_ptr<Live>& live,
+                             const std::string& event, bool* destroyed);
   // Marks a running sandbox whose agent went away as failed and tears down
   // its processes; the record stays until deleted or expired.
   void MarkFailed(const std::shared_ptr<Live>& live, const std::string& why);

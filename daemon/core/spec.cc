@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "corral/hex_id.h"
 #include "corral/status_macros.h"
 
 namespace corral::daemon {
@@ -108,9 +109,7 @@ bool CallerPolicy::Grants(std::string_view grant) const {
 }
 
 absl::Status ValidateSandboxId(const std::string& id) {
-  if (id.size() != 32 || !std::all_of(id.begin(), id.end(), [](char c) {
-        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-      })) {
+  if (!IsHexId(id, 32)) {
     return absl::InvalidArgumentError(
         absl::StrCat("invalid sandbox id '", id.substr(0, 64),
                      "': expected 32 lowercase hex characters"));
@@ -262,8 +261,7 @@ absl::StatusOr<SandboxPlan> PlanSandbox(
         return absl::PermissionDeniedError(absl::StrCat(
             "runtime_options.userns=false weakens isolation (sandbox root "
             "would be host root): only admins, or callers whose policy (",
-            policy.name.empty() ? "default_policy" : policy.name, ") grants \"",
-            kGrantNoUserns, "\", may ask for it"));
+            policy.name, ") grants \"", kGrantNoUserns, "\", may ask for it"));
       }
     }
   }

@@ -47,7 +47,7 @@ inline constexpr char kGrantNoUserns[] = "no-userns";
 // What one caller may do, resolved from the config's policy entries.
 struct CallerPolicy {
   // "policy[N]" or "default_policy", for messages.
-  std::string name;
+  std::string name = "default_policy";
   // The caller may do nothing.
   bool deny = false;
   std::vector<std::string> runtimes;  // empty: every runtime

@@ -259,32 +259,32 @@ struct TarStream::Decoder {
   }
 
   // The next frame, or nullopt when the conversation is over for a reason
-  // Failure() gives (the input failed or passed its cap, the decoder broke
-  // its protocol or died).
+  // Failure() gives (the input failed or passed its cap, the decoder
+  // reported a failure, broke its protocol or died).
   std::optional<std::pair<char, std::string>> Next(
       const ChunkReader& next_chunk, const TarStreamOptions& options) {
     absl::Time last_progress = absl::Now();
     for (;;) {
-      if (!reader_status.ok() || over_limit || !protocol_error.ok()) {
+      if (!reader_status.ok() || over_limit || !protocol_error.ok() || failed) {
         return std::nullopt;
       }
-      if (buffer.size() >= 5) {
-        const uint32_t size =
-            (static_cast<uint32_t>(static_cast<unsigned char>(buffer[1]))
-             << 24) |
-            (static_cast<uint32_t>(static_cast<unsigned char>(buffer[2]))
-             << 16) |
-            (static_cast<uint32_t>(static_cast<unsigned char>(buffer[3]))
-             << 8) |
-            static_cast<uint32_t>(static_cast<unsigned char>(buffer[4]));
+      if (buffer.size() >= wire::kFrameHeaderBytes) {
+        const uint32_t size = wire::FramePayloadSize(buffer);
         if (size > wire::kMaxPayload) {
           protocol_error = absl::InvalidArgumentError(
               "the archive decoder sent an oversized frame");
           return std::nullopt;
         }
-        if (buffer.size() >= 5 + size) {
-          std::pair<char, std::string> frame(buffer[0], buffer.substr(5, size));
-          buffer.erase(0, 5 + size);
+        if (buffer.size() >= wire::kFrameHeaderBytes + size) {
+          std::pair<char, std::string> frame(
+              buffer[0], buffer.substr(wire::kFrameHeaderBytes, size));
+          buffer.erase(0, wire::kFrameHeaderBytes + size);
+          if (frame.first == wire::kFailure) {
+            wire::PayloadReader reader(frame.second);
+            (void)reader.String(&failure_message, wire::kMaxMessageBytes);
+            failed = true;
+            return std::nullopt;
+          }
           return frame;
         }
       }
@@ -339,12 +339,6 @@ absl::Status TarStream::Open(std::string_view context) {
   RETURN_IF_ERROR(decoder_->Start(options_.filters & kTarAnyFilter));
   auto frame = decoder_->Next(*next_chunk_, options_);
   if (!frame) return Failure(context);
-  if (frame->first == wire::kFailure) {
-    wire::PayloadReader reader(frame->second);
-    (void)reader.String(&decoder_->failure_message, wire::kMaxMessageBytes);
-    decoder_->failed = true;
-    return Failure(context);
-  }
   wire::PayloadReader reader(frame->second);
   uint32_t code = 0;
   if (frame->first != wire::kOpened || !reader.U32(&code) ||
@@ -377,12 +371,6 @@ absl::StatusOr<struct archive_entry*> TarStream::NextHeader(
         return absl::InvalidArgumentError(
             "archive is compressed more than once; give a tar with at most "
             "one gzip, xz or zstd layer");
-      case wire::kFailure: {
-        wire::PayloadReader reader(frame->second);
-        (void)reader.String(&d.failure_message, wire::kMaxMessageBytes);
-        d.failed = true;
-        return Failure(context);
-      }
       case wire::kHeader: {
         wire::EntryHeader header;
         if (!wire::DecodeHeader(frame->second, &header)) break;
@@ -425,12 +413,6 @@ absl::StatusOr<std::optional<TarDataBlock>> TarStream::NextDataBlock(
     case wire::kEndOfData:
       d.data_ended = true;
       return std::nullopt;
-    case wire::kFailure: {
-      wire::PayloadReader reader(frame->second);
-      (void)reader.String(&d.failure_message, wire::kMaxMessageBytes);
-      d.failed = true;
-      return Failure(context);
-    }
     case wire::kData: {
       wire::PayloadReader reader(frame->second);
       int64_t offset = 0;
@@ -454,12 +436,6 @@ absl::Status TarStream::ReadToEnd() {
     auto frame = d.Next(*next_chunk_, options_);
     if (!frame) return Failure("reading past the end of the archive");
     if (frame->first == wire::kEndOfArchive) d.ended = true;
-    if (frame->first == wire::kFailure) {
-      wire::PayloadReader reader(frame->second);
-      (void)reader.String(&d.failure_message, wire::kMaxMessageBytes);
-      d.failed = true;
-      return Failure("reading past the end of the archive");
-    }
   }
   if (!d.eof) return Failure("reading past the end of the archive");
   return absl::OkStatus();

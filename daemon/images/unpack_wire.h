@@ -4,8 +4,8 @@
 // under a seccomp filter; everything in a frame is as hostile as the archive
 // itself, and the daemon checks every length before it uses one.
 //
-// A frame: one type byte, a 4-byte big-endian payload length, the payload.
-// Integers in payloads are little-endian, strings a 4-byte length and bytes.
+// A frame: one type byte, a 4-byte payload length, the payload. Integers
+// are little-endian, strings a 4-byte length and bytes.
 #ifndef CORRAL_DAEMON_IMAGES_UNPACK_WIRE_H_
 #define CORRAL_DAEMON_IMAGES_UNPACK_WIRE_H_
 
@@ -75,12 +75,13 @@ inline void PutString(std::string* out, std::string_view text) {
   out->append(text);
 }
 
+// The type byte and the payload length.
+inline constexpr size_t kFrameHeaderBytes = 5;
+
 // A frame of `type` around `payload`.
 inline std::string Frame(FrameType type, std::string_view payload) {
   std::string frame(1, static_cast<char>(type));
-  const auto size = static_cast<uint32_t>(payload.size());
-  for (int i = 3; i >= 0; --i)
-    frame.push_back(static_cast<char>(size >> (8 * i)));
+  PutU32(&frame, static_cast<uint32_t>(payload.size()));
   frame.append(payload);
   return frame;
 }
@@ -142,6 +143,14 @@ class PayloadReader {
  private:
   std::string_view rest_;
 };
+
+// The payload length of the frame `buffer` starts with, whose first
+// kFrameHeaderBytes it must hold.
+inline uint32_t FramePayloadSize(std::string_view buffer) {
+  uint32_t size = 0;
+  (void)PayloadReader(buffer.substr(1, 4)).U32(&size);
+  return size;
+}
 
 // False for a payload that is no header (too short, too long, bad lengths).
 inline bool DecodeHeader(std::string_view payload, EntryHeader* header) {

@@ -30,11 +30,10 @@ absl::StatusOr<CallQuota::Slot> CallQuota::Acquire(uid_t uid, uint32_t limit,
   uint32_t& count = in_progress_[uid];
   if (limit != 0 && count >= limit) {
     if (count == 0) in_progress_.erase(uid);
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "quota calls = ", limit, " reached: uid ", uid, " already has ", limit,
-        " calls in progress (",
-        policy.empty() ? std::string("quotas") : std::string(policy),
-        "); wait for some to end"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("quota calls = ", limit, " reached: uid ", uid,
+                     " already has ", limit, " calls in progress (",
+                     std::string(policy), "); wait for some to end"));
   }
   ++count;
   return Slot(this, uid);

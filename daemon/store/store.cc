@@ -714,6 +714,17 @@ absl::StatusOr<int64_t> Store::CountSandboxesUsingImage(
   return row ? stmt.ColumnInt(0) : 0;
 }
 
+absl::StatusOr<uint64_t> Store::SnapshotBytesByOwner(uint32_t owner_uid) {
+  std::lock_guard lock(mutex_);
+  static constexpr char kSql[] =
+      "SELECT COALESCE(SUM(s.size_bytes + s.memory_bytes), 0) "
+      "FROM snapshots s JOIN sandboxes b ON b.id = s.sandbox_id "
+      "WHERE b.owner_uid = ?1 AND s.name != ''";
+  ASSIGN_OR_RETURN(Statement stmt, Prepare(kSql));
+  ASSIGN_OR_RETURN(bool row, stmt.Int(1, owner_uid).Step());
+  return row ? static_cast<uint64_t>(stmt.ColumnInt(0)) : 0;
+}
+
 // --- Images ---
 
 namespace {

@@ -192,6 +192,11 @@ class Store {
       uint32_t owner_uid);
   [[nodiscard]] absl::StatusOr<int64_t> CountSandboxesUsingImage(
       std::string_view image);
+  // Bytes of the named snapshots (workspace and memory) of every sandbox
+  // `owner_uid` owns; baselines are left out (a workspace's seed lies
+  // within its disk).
+  [[nodiscard]] absl::StatusOr<uint64_t> SnapshotBytesByOwner(
+      uint32_t owner_uid);
 
   // --- Images ---
 

@@ -1,6 +1,5 @@
 #include "daemon/workspace/content_store.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -12,6 +11,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "corral/directory.h"
 #include "corral/status_macros.h"
 #include "daemon/workspace/path_rules.h"
 #include "daemon/workspace/sha256.h"
@@ -69,26 +69,6 @@ absl::StatusOr<std::string> ReadUpTo(int fd, uint64_t limit,
   return data;
 }
 
-struct DirCloser {
-  void operator()(DIR* dir) const { ::closedir(dir); }
-};
-using DirPtr = std::unique_ptr<DIR, DirCloser>;
-
-// Names in a directory, "." and ".." left out.
-absl::StatusOr<std::vector<std::string>> ListNames(const fs::path& path) {
-  DirPtr dir(::opendir(path.c_str()));
-  if (!dir) return ErrnoStatus(absl::StrCat("opendir ", path.string()));
-  std::vector<std::string> names;
-  errno = 0;
-  while (struct dirent* entry = ::readdir(dir.get())) {
-    const std::string_view name = entry->d_name;
-    if (name == "." || name == "..") continue;
-    names.emplace_back(name);
-  }
-  if (errno != 0) return ErrnoStatus(absl::StrCat("readdir ", path.string()));
-  return names;
-}
-
 }  // namespace
 
 ContentStore::ContentStore(fs::path root) : root_(std::move(root)) {}
@@ -109,7 +89,8 @@ absl::StatusOr<std::unique_ptr<ContentStore>> ContentStore::Open(
   RETURN_IF_ERROR(MakeDirectory(root / "objects"));
   RETURN_IF_ERROR(MakeDirectory(root / "tmp"));
   // Whatever is in tmp/ was being written when the previous daemon died.
-  ASSIGN_OR_RETURN(std::vector<std::string> stale, ListNames(root / "tmp"));
+  ASSIGN_OR_RETURN(std::vector<std::string> stale,
+                   ListDirectory((root / "tmp").string()));
   for (const std::string& name : stale) {
     fs::remove_all(root / "tmp" / name, error);
     if (error) {
@@ -265,12 +246,14 @@ absl::StatusOr<uint64_t> ContentStore::CollectGarbage(
     const absl::flat_hash_set<std::string>& live) {
   std::unique_lock lock(gc_mutex_);
   const fs::path objects = root_ / "objects";
-  ASSIGN_OR_RETURN(std::vector<std::string> shards, ListNames(objects));
+  ASSIGN_OR_RETURN(std::vector<std::string> shards,
+                   ListDirectory(objects.string()));
   uint64_t freed = 0;
   for (const std::string& shard : shards) {
     if (shard.size() != 2) continue;
     const fs::path shard_path = objects / shard;
-    ASSIGN_OR_RETURN(std::vector<std::string> names, ListNames(shard_path));
+    ASSIGN_OR_RETURN(std::vector<std::string> names,
+                     ListDirectory(shard_path.string()));
     size_t kept = 0;
     for (const std::string& name : names) {
       const std::string sha256 = shard + name;

@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "corral/v1/exec.grpc.pb.h"
 #include "corral/v1/shells.grpc.pb.h"
@@ -312,6 +313,35 @@ TEST_CASE(
   v1::DeleteSandboxResponse removed;
   REQUIRE(api.sandboxes->DeleteSandbox(&delete_context, remove, &removed).ok());
   CHECK_FALSE(std::filesystem::exists(files));
+}
+
+TEST_CASE(
+    "deleting sandboxes whose processes keep writing returns at once: no "
+    "process's output thread waits for the sandbox being deleted") {
+  // Each output thread notes the sandbox's activity once a second, which
+  // takes the sandbox's lock; deleting joins those threads. A delete that
+  // held that lock while joining hung whenever a note fell between its
+  // start and the agent's close: with 31 writers that is rare on an idle
+  // host and common under disk load (it was found by a full ctest run;
+  // widening that window by hand made this test fail at every round).
+  Daemon daemon;
+  ProcessApi api(daemon);
+  for (int round = 0; round < 3; ++round) {
+    const std::string id = daemon.CreateSandbox();
+    for (int i = 0; i < 31; ++i) {
+      api.Start(id, "while :; do echo tick; sleep 0.01; done");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(60));
+    v1::DeleteSandboxRequest remove;
+    remove.set_id(id);
+    v1::DeleteSandboxResponse removed;
+    auto status = api.sandboxes->DeleteSandbox(&context, remove, &removed);
+    INFO("round " << round << ": " << status.error_message());
+    REQUIRE(status.ok());
+  }
 }
 
 TEST_CASE(
