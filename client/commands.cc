@@ -23,6 +23,7 @@
 #include "client/exec_session.h"
 #include "client/exit_status.h"
 #include "client/format.h"
+#include "client/net_commands.h"
 #include "client/options.h"
 #include "client/output.h"
 #include "client/process_commands.h"
@@ -436,8 +437,19 @@ void AddCreateFlags(CLI::App* command, CreateOptions& options) {
                       "Working directory of commands (default: /workspace)");
   Repeatable(command->add_option("--label", options.labels,
                                  "Label KEY=VALUE (repeatable)"));
-  command->add_option("--network", options.network,
-                      "Network: 'none' (loopback only) or 'egress'");
+  command->add_option(
+      "--network", options.network,
+      "Network: 'none' (loopback only, the default), 'egress' (public "
+      "addresses through the daemon's audited egress proxy) or 'learn' "
+      "(egress, recorded for `corral net suggest`)");
+  Repeatable(command->add_option(
+      "--allow-domain", options.allow_domains,
+      "Egress only to NAME (or *.NAME for every name below it); implies "
+      "--network egress (repeatable, or comma-separated)"));
+  Repeatable(command->add_option(
+      "--allow-cidr", options.allow_cidrs,
+      "Egress only to public range CIDR, optionally :PORT; implies "
+      "--network egress (repeatable, or comma-separated)"));
   command->add_option("--hostname", options.hostname,
                       "Hostname inside the sandbox");
   command->add_flag(
@@ -506,7 +518,9 @@ void NameOptionValues(CLI::App* app) {
       {"max-entries", "N"},
       {"memory", "MIB"},
       {"mode", "MODE"},
-      {"network", "none|egress"},
+      {"network", "none|egress|learn"},
+      {"allow-domain", "NAME"},
+      {"allow-cidr", "CIDR[:PORT]"},
       {"output-limit", "BYTES"},
       {"pids", "N"},
       {"require", "GUARANTEE"},
@@ -725,6 +739,7 @@ int RunCli(const std::vector<std::string>& args) {
 
   WorkspaceCommands workspace(app);
   ShellCommands shells(app);
+  NetCommands net(app);
 
   NameOptionValues(&app);
 
@@ -811,6 +826,9 @@ int RunCli(const std::vector<std::string>& args) {
     result = std::move(*done);
   } else if (std::optional<Result> done =
                  shells.Dispatch(connection, global.json)) {
+    result = std::move(*done);
+  } else if (std::optional<Result> done =
+                 net.Dispatch(connection, global.json)) {
     result = std::move(*done);
   }
   if (!result.ok()) return Fail(result.status().message());

@@ -56,6 +56,7 @@ void Connection::MakeStubs() {
   files_ = corral::v1::Files::NewStub(channel_);
   snapshots_ = corral::v1::Snapshots::NewStub(channel_);
   shells_ = corral::v1::Shells::NewStub(channel_);
+  network_ = corral::v1::Network::NewStub(channel_);
 }
 
 void Connection::Connect() {

@@ -12,6 +12,7 @@
 #include "corral/v1/exec.grpc.pb.h"
 #include "corral/v1/files.grpc.pb.h"
 #include "corral/v1/images.grpc.pb.h"
+#include "corral/v1/network.grpc.pb.h"
 #include "corral/v1/sandboxes.grpc.pb.h"
 #include "corral/v1/shells.grpc.pb.h"
 #include "corral/v1/snapshots.grpc.pb.h"
@@ -56,6 +57,7 @@ class Connection {
   corral::v1::Files::Stub& files() { return (Connect(), *files_); }
   corral::v1::Snapshots::Stub& snapshots() { return (Connect(), *snapshots_); }
   corral::v1::Shells::Stub& shells() { return (Connect(), *shells_); }
+  corral::v1::Network::Stub& network() { return (Connect(), *network_); }
 
   // Connects to the daemon now: OK once it answers, else UNAVAILABLE
   // "cannot reach corrald at PATH: <why>" (at once when nothing listens,
@@ -87,6 +89,7 @@ class Connection {
   std::unique_ptr<corral::v1::Files::Stub> files_;
   std::unique_ptr<corral::v1::Snapshots::Stub> snapshots_;
   std::unique_ptr<corral::v1::Shells::Stub> shells_;
+  std::unique_ptr<corral::v1::Network::Stub> network_;
 };
 
 }  // namespace corral::cli

@@ -234,6 +234,17 @@ std::string FormatSandbox(const corral::v1::Sandbox& sandbox,
   list.Add("Pids", LimitOrDefault(limits.pids(), ""));
   list.Add("Disk", LimitOrDefault(limits.disk_mib(), "MiB"));
   list.Add("Network", NetworkName(sandbox.network()));
+  if (!sandbox.network_address().empty()) {
+    list.Add("Address", sandbox.network_address());
+  }
+  const auto& allow = sandbox.network_policy();
+  if (allow.allow_domains_size() > 0 || allow.allow_cidrs_size() > 0) {
+    std::vector<std::string> entries(allow.allow_domains().begin(),
+                                     allow.allow_domains().end());
+    entries.insert(entries.end(), allow.allow_cidrs().begin(),
+                   allow.allow_cidrs().end());
+    list.Add("Allowed", absl::StrJoin(entries, ", "));
+  }
   list.Add("Hostname", sandbox.hostname().empty() ? "-" : sandbox.hostname());
   list.Add("Workdir", sandbox.workdir().empty() ? "-" : sandbox.workdir());
   list.Add("Guarantees", FormatGuarantees(sandbox.guarantees()));

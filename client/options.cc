@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "corral/status_macros.h"
 #include "google/protobuf/descriptor.h"
@@ -119,8 +120,9 @@ std::vector<std::string> GuaranteeNames() {
 absl::StatusOr<NetworkMode> ParseNetwork(absl::string_view name) {
   if (name == "none") return corral::v1::NETWORK_MODE_NONE;
   if (name == "egress") return corral::v1::NETWORK_MODE_EGRESS;
-  return absl::InvalidArgumentError(
-      absl::StrCat("--network expects 'none' or 'egress', got '", name, "'"));
+  if (name == "learn") return corral::v1::NETWORK_MODE_LEARN;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--network expects 'none', 'egress' or 'learn', got '", name, "'"));
 }
 
 std::string NetworkName(NetworkMode mode) {
@@ -130,6 +132,8 @@ std::string NetworkName(NetworkMode mode) {
       return "none";
     case corral::v1::NETWORK_MODE_EGRESS:
       return "egress";
+    case corral::v1::NETWORK_MODE_LEARN:
+      return "learn";
     default:
       return absl::StrCat("network-", static_cast<int>(mode));
   }
@@ -194,6 +198,22 @@ absl::StatusOr<corral::v1::CreateSandboxRequest> BuildCreateRequest(
   if (!options.network.empty()) {
     ASSIGN_OR_RETURN(const NetworkMode network, ParseNetwork(options.network));
     request.set_network(network);
+  }
+  // Checked by the daemon, which names the bad entry.
+  for (const auto& entry : options.allow_domains) {
+    for (absl::string_view domain : absl::StrSplit(entry, ',')) {
+      if (!domain.empty()) {
+        request.mutable_network_policy()->add_allow_domains(
+            std::string(domain));
+      }
+    }
+  }
+  for (const auto& entry : options.allow_cidrs) {
+    for (absl::string_view cidr : absl::StrSplit(entry, ',')) {
+      if (!cidr.empty()) {
+        request.mutable_network_policy()->add_allow_cidrs(std::string(cidr));
+      }
+    }
   }
   ASSIGN_OR_RETURN(const auto env, ParseEnv(options.env, lookup));
   request.mutable_env()->insert(env.begin(), env.end());

@@ -62,8 +62,11 @@ struct CreateOptions {
   std::vector<std::string> env;
   std::string workdir;
   std::vector<std::string> labels;
-  // "" (daemon default), "none" or "egress".
+  // "" (daemon default), "none", "egress" or "learn".
   std::string network;
+  // `--allow-domain` / `--allow-cidr` entries, each possibly a comma list.
+  std::vector<std::string> allow_domains;
+  std::vector<std::string> allow_cidrs;
   std::string hostname;
   bool no_userns = false;
   // Guarantee names ("seccomp", "cgroup-limits", ...).
@@ -112,7 +115,7 @@ std::string GuaranteeName(corral::v1::Guarantee guarantee);
 // Every guarantee's short name, for help texts and error messages.
 std::vector<std::string> GuaranteeNames();
 
-// "none" / "egress" -> NetworkMode.
+// "none" / "egress" / "learn" -> NetworkMode.
 absl::StatusOr<corral::v1::NetworkMode> ParseNetwork(absl::string_view name);
 // NETWORK_MODE_EGRESS -> "egress"; UNSPECIFIED reads "none" (its meaning).
 std::string NetworkName(corral::v1::NetworkMode mode);

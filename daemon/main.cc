@@ -20,10 +20,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "corral/child_reaper.h"
+#include "corral/directory.h"
 #include "corral/logging.h"
 #include "corral/remove_tree.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
+#include "corral/v1/network.pb.h"
 #include "daemon/config/config.h"
 #include "daemon/core/backend.h"
 #include "daemon/core/instance.h"
@@ -32,12 +34,14 @@
 #include "daemon/core/workspaces.h"
 #include "daemon/images/image_store.h"
 #include "daemon/images/tar_stream.h"
+#include "daemon/net/egress.h"
 #include "daemon/rpc/call_quota.h"
 #include "daemon/rpc/listener.h"
 #include "daemon/rpc/output_budget.h"
 #include "daemon/rpc/services.h"
 #include "daemon/settings.h"
 #include "daemon/store/store.h"
+#include "google/protobuf/util/time_util.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -88,6 +92,9 @@ absl::Status MakePrivateDir(const std::string& path) {
     return ErrnoStatus(absl::StrCat("chmod ", path));
   return absl::OkStatus();
 }
+
+// Where each instance keeps its egress namespaces (net/egress.h).
+constexpr char kEgressRoot[] = "/run/corral-net";
 
 // `corrald --cleanup-orphans`: an operator's explicit request to remove
 // what instances whose state directory is gone left on the host. Never run
@@ -163,6 +170,20 @@ int CleanupOrphans(const DaemonConfig& config, const HostRegistry& registry,
     }
     std::cout << "released host uid " << uid << " of instance "
               << claim.instance_id << "\n";
+  }
+  // Egress namespaces of instances that are not live.
+  if (auto dirs = ListDirectory(kEgressRoot); dirs.ok()) {
+    for (const std::string& id : *dirs) {
+      if (!ValidInstanceId(id) || live_set.count(id) != 0) continue;
+      if (!only.empty() && id != only) continue;
+      if (auto s = net::Egress::RemoveAll(absl::StrCat(kEgressRoot, "/", id));
+          !s.ok()) {
+        std::cerr << "corrald: " << s.message() << "\n";
+        ++failures;
+        continue;
+      }
+      std::cout << "removed the egress namespaces of instance " << id << "\n";
+    }
   }
   for (const std::string& id : orphans) {
     if (auto s = registry.Unregister(id); !s.ok()) {
@@ -275,6 +296,54 @@ int Run(int argc, char** argv) {
   auto images = ImageStore::Open(absl::StrCat(state, "/images"), store->get());
   if (!images.ok()) return fail(images.status());
 
+  // The egress path. Without it (no nftables in this kernel, say) the
+  // daemon still runs sandboxes without network, and says why the others
+  // are refused.
+  std::unique_ptr<net::Egress> egress;
+  std::string egress_unavailable;
+  {
+    // Host-wide, by instance: `--cleanup-orphans` finds what a daemon
+    // whose state is gone left (its namespaces are bind mounts).
+    (void)::mkdir(kEgressRoot, 0700);
+    auto options =
+        MakeEgressOptions(config, absl::StrCat(kEgressRoot, "/", *instance_id));
+    if (!options.ok() && absl::IsInvalidArgument(options.status())) {
+      return fail(options.status());
+    }
+    if (options.ok()) {
+      const int64_t keep = static_cast<int64_t>(config.network.audit_events);
+      Store* events = store->get();
+      options->on_event = [events, keep](const net::NetEvent& e) {
+        v1::NetworkEvent event;
+        *event.mutable_time() =
+            google::protobuf::util::TimeUtil::NanosecondsToTimestamp(
+                absl::ToUnixNanos(e.time));
+        event.set_kind(e.kind);
+        event.set_address(e.address);
+        event.set_port(e.port);
+        event.set_name(e.name);
+        event.set_allowed(e.allowed);
+        event.set_reason(e.reason);
+        event.set_bytes_out(e.bytes_out);
+        event.set_bytes_in(e.bytes_in);
+        // A sandbox being deleted has no record left: nothing to keep.
+        (void)events->AppendNetEvent(e.sandbox_id, event.SerializeAsString(),
+                                     keep);
+      };
+      auto started = net::Egress::Start(*std::move(options));
+      if (started.ok()) {
+        egress = *std::move(started);
+      } else {
+        egress_unavailable = std::string(started.status().message());
+      }
+    } else {
+      egress_unavailable = std::string(options.status().message());
+    }
+    if (!egress) {
+      log->warn("no network egress for sandboxes: {}", egress_unavailable);
+    }
+  }
+
   PluginHost::Options plugin_options;
   plugin_options.plugin_dir = config.daemon.plugin_dir;
   plugin_options.agent_path = config.daemon.agent_path;
@@ -292,6 +361,8 @@ int Run(int argc, char** argv) {
   core.max_sandboxes = config.daemon.max_sandboxes;
   core.instance_id = *instance_id;
   core.registry = &*registry;
+  core.egress = egress.get();
+  if (!egress) core.egress_unavailable = egress_unavailable;
   const auto resolve_policy = [&config](const Caller& caller) {
     return ResolveCallerPolicy(config, caller);
   };
@@ -324,6 +395,8 @@ int Run(int argc, char** argv) {
       manager->get(), state + "/processes", ProcessLimits{});
   if (auto s = processes->Recover(); !s.ok()) return fail(s);
   (*manager)->FinishRecovery();
+  // What a killed daemon left on the egress path for sandboxes now gone.
+  if (egress) egress->Prune();
   processes_ready = processes.get();
 
   ListenerOptions listener_options;
@@ -400,6 +473,16 @@ int Run(int argc, char** argv) {
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   workspaces_ready = nullptr;
   processes_ready = nullptr;
+  // Sandboxes with network keep running and keep their egress namespace
+  // for the next start; without any, nothing is left behind.
+  if (egress && egress->idle()) {
+    egress.reset();
+    if (auto s = net::Egress::RemoveAll(
+            absl::StrCat(kEgressRoot, "/", *instance_id));
+        !s.ok()) {
+      log->warn("{}", s.ToString());
+    }
+  }
   return 0;
 }
 

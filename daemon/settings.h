@@ -5,10 +5,17 @@
 
 #include "daemon/config/config.h"
 #include "daemon/core/spec.h"
+#include "daemon/net/egress.h"
 
 namespace corral::daemon {
 
 SpecRules MakeSpecRules(const DaemonConfig& config);
+// The egress path's options from [network]: INVALID_ARGUMENT naming the
+// key for a bad CIDR or address. Without network.dns_upstream, the first
+// nameserver of `resolv_conf`.
+absl::StatusOr<net::EgressOptions> MakeEgressOptions(
+    const DaemonConfig& config, const std::string& dir,
+    const std::string& resolv_conf = "/etc/resolv.conf");
 CallerPolicy ResolveCallerPolicy(const DaemonConfig& config,
                                  const Caller& caller);
 

@@ -24,6 +24,10 @@ packages=(
   sqlite3 python3 e2fsprogs
   # the oci and docker runtimes, and the engines their tests run against
   runc crun docker.io podman uidmap skopeo umoci
+  # the egress path: nftables rules (libnftables), rtnetlink (libmnl), DNS
+  # messages (ldns); the network tests' fake internet serves DNS with
+  # dnsmasq and checks TLS with openssl
+  nftables libnftables-dev libmnl-dev libldns-dev dnsmasq-base openssl
   # the qemu runtime: QEMU (with virtiofsd), and what
   # deploy/images/build-vm-kernel.sh unpacks Debian's kernel with
   qemu-system-x86 lz4 binutils

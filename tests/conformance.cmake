@@ -13,9 +13,10 @@ add_executable(conformance_test
   conformance/conformance_test.cc
   conformance/guarantees_test.cc
   conformance/workflow_test.cc
-  conformance/recovery_test.cc)
+  conformance/recovery_test.cc
+  conformance/network_test.cc)
 target_link_libraries(conformance_test PRIVATE
-  corral_catch_main corral_daemon_harness)
+  corral_catch_main corral_daemon_harness corral_fake_internet)
 target_compile_definitions(conformance_test PRIVATE
   CORRAL_BINARY_DIR="${CMAKE_BINARY_DIR}"
   CORRAL_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
@@ -25,7 +26,8 @@ set_target_properties(conformance_test PROPERTIES
 
 # Everything the suite runs must be built first; the plugins only once the
 # components that make them exist.
-add_dependencies(conformance_test corrald corral corral-agent agent_socket_probe)
+add_dependencies(conformance_test corrald corral corral-agent agent_socket_probe
+  net_probe)
 foreach(plugin corral_linux_plugin corral_oci_plugin corral_docker_plugin
                corral_qemu_plugin)
   if(TARGET ${plugin})

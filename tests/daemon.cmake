@@ -13,6 +13,13 @@ corral_test(NAME daemon_unit_test
   LIBS corral::daemon_core
   LABELS unit)
 
+# The egress path's parsers and policy: allowlists, refused ranges, SNI,
+# Host, DNS messages.
+corral_test(NAME egress_policy_test
+  SOURCES unit/egress_policy_test.cc
+  LIBS corral::net
+  LABELS unit)
+
 corral_test(NAME daemon_integration_test
   SOURCES integration/daemon_cli_test.cc integration/daemon_lifecycle_test.cc
   LIBS corral_daemon_harness

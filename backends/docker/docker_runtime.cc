@@ -48,6 +48,7 @@ using linux_runtime::ValidSandboxId;
 constexpr int kGuaranteeCgroupLimits = 2;
 constexpr int kGuaranteeSeccomp = 3;
 constexpr int kGuaranteeNetworkIsolation = 4;
+constexpr int kGuaranteeEgressPolicy = 5;
 constexpr int kGuaranteeUserNamespace = 6;
 
 constexpr char kDefaultSocket[] = "/var/run/docker.sock";
@@ -398,6 +399,9 @@ bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
     response.set_reason(absl::StrCat(details["engine"], " ", details["version"],
                                      " on ", settings->socket));
     for (int guarantee : Guarantees(*info)) response.add_guarantees(guarantee);
+    // The daemon links each container's own namespace to its egress path
+    // (CreateResponse.netns_to_link) and claims it per sandbox then.
+    response.add_guarantees(kGuaranteeEgressPolicy);
   } else {
     response.set_reason(absl::StrJoin(problems, "; "));
   }
@@ -508,6 +512,12 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   response.mutable_handle()->set_id(spec.id());
   response.mutable_handle()->set_state(state.Serialize());
   for (int guarantee : Guarantees(info)) response.add_guarantees(guarantee);
+  // The engine made the container's namespace (NetworkMode none: loopback
+  // only); the daemon links it to its egress path.
+  if (!spec.netns_path().empty()) {
+    response.set_netns_to_link(
+        absl::StrCat("/proc/", container.pid, "/ns/net"));
+  }
   *agent_fd = std::move(connection);
   return response;
 }

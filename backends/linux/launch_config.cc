@@ -28,6 +28,7 @@ std::vector<std::string> LaunchConfig::ToArgs() const {
   if (!workspace_device.empty()) {
     args.insert(args.end(), {"--workspace-device", workspace_device});
   }
+  if (!netns_path.empty()) args.insert(args.end(), {"--netns", netns_path});
   for (const std::string& file : cgroup_procs) {
     args.insert(args.end(), {"--cgroup-procs", file});
   }
@@ -80,6 +81,11 @@ absl::StatusOr<LaunchConfig> LaunchConfig::FromArgs(
         return absl::InvalidArgumentError(absl::StrCat("bad --userns ", value));
       }
       config.user_namespace = true;
+    } else if (flag == "--netns") {
+      if (!absl::StartsWith(value, "/")) {
+        return absl::InvalidArgumentError("--netns needs an absolute path");
+      }
+      config.netns_path = std::string(value);
     } else if (flag == "--cgroup-procs") {
       config.cgroup_procs.emplace_back(value);
     } else {

@@ -51,6 +51,11 @@ struct LaunchConfig {
   bool user_namespace = false;
   uint32_t host_uid = 0;
   uint32_t host_gid = 0;
+  // When not empty: a network namespace (a file the daemon made, linked to
+  // its egress path) that the init joins instead of making a loopback-only
+  // one. It belongs to the host's user namespace: root inside the sandbox
+  // cannot change its links, routes or rules.
+  std::string netns_path;
   // cgroup.procs files the launcher moves itself into before it creates the
   // sandbox's init, which is thereby born inside them.
   std::vector<std::string> cgroup_procs;

@@ -150,7 +150,19 @@ absl::Status ReadExactly(int fd, char* data, size_t size) {
 
 absl::Status InitSteps(const LaunchConfig& config, int* to_launcher,
                        int from_launcher) {
-  if (::unshare(kInitNamespaces) != 0) {
+  if (!config.netns_path.empty()) {
+    // Joined while still host root: the namespace is the daemon's.
+    UniqueFd netns(
+        ::open(config.netns_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!netns) return ErrnoStatus("open the sandbox's network namespace");
+    if (::setns(netns.get(), CLONE_NEWNET) != 0) {
+      return ErrnoStatus("join the sandbox's network namespace");
+    }
+  }
+  const int namespaces = config.netns_path.empty()
+                             ? kInitNamespaces
+                             : kInitNamespaces & ~CLONE_NEWNET;
+  if (::unshare(namespaces) != 0) {
     return ErrnoStatus("unshare mount/net/ipc/uts/cgroup namespaces");
   }
   if (::setsid() < 0) return ErrnoStatus("setsid");

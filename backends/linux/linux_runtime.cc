@@ -49,6 +49,7 @@ namespace {
 constexpr int kGuaranteeCgroupLimits = 2;
 constexpr int kGuaranteeSeccomp = 3;
 constexpr int kGuaranteeNetworkIsolation = 4;
+constexpr int kGuaranteeEgressPolicy = 5;
 constexpr int kGuaranteeUserNamespace = 6;
 constexpr int kGuaranteeDiskLimit = 9;
 
@@ -299,7 +300,7 @@ bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
     response.set_reason(absl::StrCat("cgroup ", details["cgroup"]));
     for (int guarantee :
          {kGuaranteeCgroupLimits, kGuaranteeSeccomp, kGuaranteeNetworkIsolation,
-          kGuaranteeUserNamespace}) {
+          kGuaranteeEgressPolicy, kGuaranteeUserNamespace}) {
       response.add_guarantees(guarantee);
     }
     if (disk_limit) response.add_guarantees(kGuaranteeDiskLimit);
@@ -396,6 +397,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   config.host_uid = spec.host_uid();
   config.host_gid = spec.host_gid();
   config.cgroup_procs = state.cgroups.ProcsFiles();
+  config.netns_path = spec.netns_path();
 
   const absl::Time launched = absl::Now();
   ASSIGN_OR_RETURN(
@@ -429,6 +431,10 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
     response.add_guarantees(guarantee);
   }
   if (user_namespace) response.add_guarantees(kGuaranteeUserNamespace);
+  // On the daemon's egress path, which enforces the policy.
+  if (!spec.netns_path().empty()) {
+    response.add_guarantees(kGuaranteeEgressPolicy);
+  }
   if (!workspace_disk.path.empty()) {
     response.add_guarantees(kGuaranteeDiskLimit);
   }

@@ -47,9 +47,18 @@ json Mounts(const BundleSpec& spec) {
   mounts.push_back(Mount("/dev/shm", "tmpfs", "shm",
                          {"nosuid", "noexec", "nodev", "mode=1777",
                           absl::StrCat("size=", spec.tmp_bytes)}));
-  // sysfs mounted in the new network namespace shows only its devices (lo).
-  mounts.push_back(
-      Mount("/sys", "sysfs", "sysfs", {"nosuid", "noexec", "nodev", "ro"}));
+  if (spec.user_namespace && !spec.netns_path.empty()) {
+    // The kernel lets only the user namespace that owns a network namespace
+    // mount sysfs in it, and the joined one is the daemon's. An empty
+    // read-only /sys then, rather than the host's.
+    mounts.push_back(Mount("/sys", "tmpfs", "tmpfs",
+                           {"nosuid", "noexec", "nodev", "ro", "size=4k"}));
+  } else {
+    // sysfs mounted in the new network namespace shows only its devices
+    // (lo).
+    mounts.push_back(
+        Mount("/sys", "sysfs", "sysfs", {"nosuid", "noexec", "nodev", "ro"}));
+  }
   for (const runtime_common::HostBind& bind : spec.host_binds) {
     mounts.push_back(Mount(bind.destination, "bind", bind.source,
                            {"bind", "ro", "nosuid", "nodev"}));
@@ -85,7 +94,11 @@ json Resources(const BundleSpec& spec) {
 json Namespaces(const BundleSpec& spec) {
   json namespaces = json::array();
   for (const char* type : {"pid", "network", "ipc", "uts", "mount", "cgroup"}) {
-    namespaces.push_back({{"type", type}});
+    json entry = {{"type", type}};
+    if (std::string(type) == "network" && !spec.netns_path.empty()) {
+      entry["path"] = spec.netns_path;
+    }
+    namespaces.push_back(std::move(entry));
   }
   if (spec.user_namespace) namespaces.push_back({{"type", "user"}});
   return namespaces;

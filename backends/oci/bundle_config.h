@@ -38,6 +38,9 @@ struct BundleSpec {
   uint64_t memory_bytes = 0;
   uint32_t pids = 0;
   uint32_t cpu_millis = 0;
+  // Non-empty: the network namespace to join (the daemon's, linked to its
+  // egress path) instead of a new loopback-only one.
+  std::string netns_path;
   // linux.cgroupsPath, absolute ("/corral/oci/<id>").
   std::string cgroups_path;
   // memory.swap = memory limit (no swap at all) is written only where swap

@@ -55,6 +55,7 @@ using linux_runtime::SandboxCgroups;
 constexpr int kGuaranteeCgroupLimits = 2;
 constexpr int kGuaranteeSeccomp = 3;
 constexpr int kGuaranteeNetworkIsolation = 4;
+constexpr int kGuaranteeEgressPolicy = 5;
 constexpr int kGuaranteeUserNamespace = 6;
 constexpr int kGuaranteeDiskLimit = 9;
 
@@ -604,7 +605,7 @@ bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
     response.set_reason(absl::StrCat(details["runtime_version"], ", cgroup ",
                                      details["cgroup"]));
     for (int guarantee : {kGuaranteeCgroupLimits, kGuaranteeSeccomp,
-                          kGuaranteeNetworkIsolation}) {
+                          kGuaranteeNetworkIsolation, kGuaranteeEgressPolicy}) {
       response.add_guarantees(guarantee);
     }
     if (userns) response.add_guarantees(kGuaranteeUserNamespace);
@@ -680,6 +681,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   bundle.memory_bytes = spec.memory_bytes();
   bundle.pids = spec.pids();
   bundle.cpu_millis = spec.cpu_millis();
+  bundle.netns_path = spec.netns_path();
   bundle.cgroups_path =
       absl::StrCat("/", settings.cgroup_parent, "/", spec.id());
   bundle.swap_accounting = HasSwapAccounting(layout);
@@ -817,6 +819,10 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
     response.add_guarantees(guarantee);
   }
   if (user_namespace) response.add_guarantees(kGuaranteeUserNamespace);
+  // On the daemon's egress path, which enforces the policy.
+  if (!spec.netns_path().empty()) {
+    response.add_guarantees(kGuaranteeEgressPolicy);
+  }
   if (!workspace_disk.path.empty()) {
     response.add_guarantees(kGuaranteeDiskLimit);
   }

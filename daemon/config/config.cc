@@ -162,6 +162,7 @@ class Reader {
   absl::Status ReadUids(const toml::table& table);
   absl::Status ReadImages(const toml::table& table);
   absl::Status ReadWorkspace(const toml::table& table);
+  absl::Status ReadNetwork(const toml::table& table);
   absl::Status ReadQuotas(const toml::table& table);
   absl::Status ReadPolicy(const toml::table& table, size_t index);
   // The keys [[policy]] and [default_policy] share; `principals` says
@@ -485,6 +486,34 @@ absl::Status Reader::ReadWorkspace(const toml::table& table) {
       });
 }
 
+absl::Status Reader::ReadNetwork(const toml::table& table) {
+  NetworkConfig& c = config_->network;
+  return ForEachKey(
+      table, "network",
+      {
+          {"dns_upstream",
+           [&](const toml::node& n) {
+             return String("network.dns_upstream", n, &c.dns_upstream);
+           }},
+          {"sandbox_subnet",
+           [&](const toml::node& n) {
+             return String("network.sandbox_subnet", n, &c.sandbox_subnet);
+           }},
+          {"allow_private",
+           [&](const toml::node& n) {
+             return StringArray("network.allow_private", n, &c.allow_private);
+           }},
+          {"audit_events",
+           [&](const toml::node& n) {
+             return Unsigned("network.audit_events", n, &c.audit_events);
+           }},
+          {"max_connections",
+           [&](const toml::node& n) {
+             return Unsigned("network.max_connections", n, &c.max_connections);
+           }},
+      });
+}
+
 absl::Status Reader::ReadPolicyKeys(const toml::table& table,
                                     const std::string& prefix, bool principals,
                                     PolicyEntry* entry) {
@@ -538,6 +567,10 @@ absl::Status Reader::ReadPolicyKeys(const toml::table& table,
       {"grants",
        [&](const toml::node& n) {
          return StringArray(key("grants"), n, &p.grants);
+       }},
+      {"network",
+       [&](const toml::node& n) {
+         return StringArray(key("network"), n, &p.network);
        }},
       {"quotas",
        [&](const toml::node& n) -> absl::Status {
@@ -650,6 +683,11 @@ absl::Status Reader::Read(const toml::table& root) {
            [&](const toml::node& n) -> absl::Status {
              RETURN_IF_ERROR(ExpectTable(n, "workspace"));
              return ReadWorkspace(*n.as_table());
+           }},
+          {"network",
+           [&](const toml::node& n) -> absl::Status {
+             RETURN_IF_ERROR(ExpectTable(n, "network"));
+             return ReadNetwork(*n.as_table());
            }},
           {"quotas",
            [&](const toml::node& n) -> absl::Status {
@@ -826,6 +864,12 @@ absl::Status Reader::Validate() const {
   if (c.workspace.max_entries == 0) {
     return Invalid("workspace.max_entries", "bad value 0: must be at least 1");
   }
+  if (c.network.audit_events == 0 || c.network.audit_events > 1'000'000) {
+    return Invalid("network.audit_events", "bad value: expected 1-1000000");
+  }
+  if (c.network.max_connections == 0 || c.network.max_connections > 65536) {
+    return Invalid("network.max_connections", "bad value: expected 1-65536");
+  }
   if (c.workspace.max_snapshots > 100000) {
     return Invalid("workspace.max_snapshots", "bad value: at most 100000");
   }
@@ -867,6 +911,17 @@ absl::Status Reader::Validate() const {
       return Invalid(absl::StrCat(prefix, ".default_runtime"),
                      absl::StrCat("bad value ", Quote(p.default_runtime),
                                   ": not among the policy's runtimes"));
+    }
+    for (const std::string& mode : p.network) {
+      if (std::find_if(std::begin(kKnownNetworkModes),
+                       std::end(kKnownNetworkModes), [&](const char* known) {
+                         return mode == known;
+                       }) == std::end(kKnownNetworkModes)) {
+        return Invalid(
+            absl::StrCat(prefix, ".network"),
+            absl::StrCat("bad value ", Quote(mode), ": known modes: ",
+                         absl::StrJoin(kKnownNetworkModes, ", ")));
+      }
     }
     for (const std::string& grant : p.grants) {
       if (std::find_if(std::begin(kKnownGrants), std::end(kKnownGrants),
@@ -1032,6 +1087,7 @@ EffectivePolicy ResolvePolicy(const DaemonConfig& config, uint32_t uid,
   const PolicyEntry& p = *applies;
   effective.deny = p.deny;
   effective.grants = p.grants;
+  effective.network = p.network;
   if (!p.runtimes.empty()) {
     effective.all_runtimes = false;
     effective.runtimes = p.runtimes;

@@ -112,6 +112,28 @@ struct WorkspaceConfig {
   uint64_t max_snapshots = 64;
 };
 
+// [network]: the egress path of sandboxes with network access.
+struct NetworkConfig {
+  // "A.B.C.D" or "A.B.C.D:PORT" of the DNS server that allowed names are
+  // resolved with; empty: the first nameserver of /etc/resolv.conf.
+  std::string dns_upstream;
+  // Addresses of the sandboxes' links, a /30 each; never reachable from a
+  // sandbox. At most a /28.
+  std::string sandbox_subnet = "10.231.0.0/16";
+  // Refused ranges (private, CGNAT, link-local...) that sandboxes may
+  // reach anyway, as CIDRs. Empty: none.
+  std::vector<std::string> allow_private;
+  // Newest DNS queries and connections kept per sandbox.
+  uint64_t audit_events = 10000;
+  // Connections open at once, per sandbox.
+  uint64_t max_connections = 256;
+};
+
+// Network modes a policy may allow (PolicyEntry::network): "allowlist" is
+// egress restricted by allow_domains/allow_cidrs.
+inline constexpr const char* kKnownNetworkModes[] = {"none", "allowlist",
+                                                     "egress", "learn"};
+
 // One [[policy]] entry, or [default_policy]. A [[policy]] entry matches a
 // caller whose uid is in `uids` or whose name is in `user_names`, or who is
 // in one of `gids`/`group_names`; [default_policy] applies to every caller
@@ -136,6 +158,9 @@ struct PolicyEntry {
   std::optional<uint64_t> max_lifetime_seconds;
   // Isolation-weakening options these callers may ask for (kKnownGrants).
   std::vector<std::string> grants;
+  // Network modes these callers may ask for (kKnownNetworkModes); empty:
+  // every mode.
+  std::vector<std::string> network;
   // Quotas instead of [quotas] (the `quotas` sub-table); unset: [quotas].
   std::optional<uint32_t> quota_sandboxes;
   std::optional<uint32_t> quota_calls;
@@ -151,6 +176,7 @@ struct DaemonConfig {
   SandboxUidRange sandbox_uids;
   ImageImportConfig images;
   WorkspaceConfig workspace;
+  NetworkConfig network;
   Quotas quotas;
   std::vector<PolicyEntry> policies;
   // [default_policy]: for callers no [[policy]] entry matches. Its user and
@@ -188,6 +214,8 @@ struct EffectivePolicy {
   bool deny = false;
   // Isolation-weakening options the caller may ask for.
   std::vector<std::string> grants;
+  // Network modes the caller may ask for; empty: every mode.
+  std::vector<std::string> network;
   Quotas quotas;
   // Empty with all_runtimes set: every runtime is allowed.
   bool all_runtimes = true;

@@ -109,6 +109,7 @@ absl::StatusOr<BackendSandbox> Backend::Create(const bv1::SandboxSpec& spec,
   sandbox.guarantees.assign(response.guarantees().begin(),
                             response.guarantees().end());
   sandbox.details.insert(response.details().begin(), response.details().end());
+  sandbox.netns_to_link = response.netns_to_link();
   return sandbox;
 }
 

@@ -23,6 +23,9 @@ struct BackendSandbox {
   std::vector<int> guarantees;                 // corral.v1.Guarantee numbers
   std::map<std::string, std::string> details;  // Sandbox.runtime_details
   UniqueFd agent_fd;  // connected to the sandbox's agent
+  // CreateResponse.netns_to_link: the sandbox's own network namespace, for
+  // the daemon to link to its egress path.
+  std::string netns_to_link;
 };
 
 // One loaded runtime plugin. Thread-safe: calls go straight to the plugin,

@@ -17,6 +17,7 @@
 #include "daemon/core/instance.h"
 #include "daemon/core/lifecycle.h"
 #include "daemon/images/image_store.h"
+#include "daemon/net/egress.h"
 #include "daemon/store/store.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -30,6 +31,19 @@ using google::protobuf::util::TimeUtil;
 std::shared_ptr<spdlog::logger> Log() { return corral::Logger("sandboxes"); }
 
 absl::StatusOr<std::string> NewSandboxId() { return RandomHexId(16); }
+
+net::SandboxPolicy EgressPolicyOf(const v1::NetworkPolicy& policy) {
+  // Validated when the sandbox was made (PlanSandbox).
+  net::SandboxPolicy egress;
+  egress.allow.domains.assign(policy.allow_domains().begin(),
+                              policy.allow_domains().end());
+  for (const auto& text : policy.allow_cidrs()) {
+    if (auto cidr = net::ParseCidr(text, /*allow_port=*/true); cidr.ok()) {
+      egress.allow.cidrs.push_back(*cidr);
+    }
+  }
+  return egress;
+}
 
 google::protobuf::Timestamp ToProto(absl::Time t) {
   return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
@@ -137,7 +151,12 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
     return absl::UnavailableError(absl::StrCat(
         "runtime ", plan.runtime, " cannot run here: ", runtime.reason));
   }
-  for (int required : plan.require) {
+  // The egress policy holds only where the runtime put the sandbox on the
+  // egress path; a runtime that cannot must not get network access.
+  const bool networked = plan.network != v1::NETWORK_MODE_NONE;
+  std::vector<int> required_guarantees = plan.require;
+  if (networked) required_guarantees.push_back(v1::GUARANTEE_EGRESS_POLICY);
+  for (int required : required_guarantees) {
     if (std::find(runtime.guarantees.begin(), runtime.guarantees.end(),
                   required) == runtime.guarantees.end()) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -169,6 +188,12 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
   limits->set_pids(plan.limits.pids);
   limits->set_disk_mib(plan.limits.disk_mib);
   view.set_network(plan.network);
+  *view.mutable_network_policy() = plan.network_policy;
+  if (networked && options_.egress == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("network ", v1::NetworkMode_Name(plan.network),
+                     " is not available: ", options_.egress_unavailable));
+  }
   view.mutable_env()->insert(plan.env.begin(), plan.env.end());
   view.mutable_labels()->insert(plan.labels.begin(), plan.labels.end());
   view.set_workdir(plan.workdir);
@@ -251,6 +276,7 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
     if (auto s = RemoveWorkspace(live->workspace_dir); !s.ok()) {
       Log()->error("create {}: {}", id, s.ToString());
     }
+    if (networked) options_.egress->Detach(id);
     (void)store_->DeleteSandbox(id);
     ReleaseHostUid(live->host_uid);
     live->destroyed = true;
@@ -275,15 +301,31 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
   spec.set_host_uid(host_uid);
   spec.set_host_gid(host_uid);
   spec.set_network_none(true);
+  if (networked) {
+    auto address =
+        options_.egress->Attach(id, EgressPolicyOf(plan.network_policy));
+    if (!address.ok()) return fail(address.status());
+    live->view.set_network_address(*address);
+    spec.set_network_none(false);
+    spec.set_netns_path(options_.egress->NetnsPath(id));
+  }
   spec.mutable_runtime_options()->insert(plan.runtime_options.begin(),
                                          plan.runtime_options.end());
 
   auto created = backend->Create(spec, memory);
   if (!created.ok()) return fail(created.status());
+  if (networked && !created->netns_to_link.empty()) {
+    // The runtime made its own namespace: it is linked instead.
+    live->handle = created->handle;
+    if (auto s = options_.egress->Adopt(id, created->netns_to_link); !s.ok()) {
+      return fail(s);
+    }
+    created->guarantees.push_back(v1::GUARANTEE_EGRESS_POLICY);
+  }
   // The runtime may give one sandbox less than it claims (linux without a
   // user namespace, qemu on the host image): a requirement holds for the
   // sandbox made, not for the runtime in general.
-  for (int required : plan.require) {
+  for (int required : required_guarantees) {
     if (std::find(created->guarantees.begin(), created->guarantees.end(),
                   required) == created->guarantees.end()) {
       live->handle = created->handle;
@@ -520,6 +562,9 @@ absl::Status SandboxManager::DestroyLocked(const std::shared_ptr<Live>& live,
       Log()->error("destroy {} failed: {}", id, s.ToString());
       return Annotate(s, absl::StrCat("destroying sandbox ", id));
     }
+  }
+  if (options_.egress != nullptr && !live->view.network_address().empty()) {
+    options_.egress->Detach(id);
   }
   if (auto s = RemoveWorkspace(live->workspace_dir); !s.ok()) {
     Log()->error("destroy {}: {}", id, s.ToString());
@@ -992,6 +1037,17 @@ absl::Status SandboxManager::Recover() {
     }
     live->backend = *backend;
     known_by_runtime[record.runtime].push_back(record.id);
+    std::string network_lost;
+    if (!live->view.network_address().empty()) {
+      if (options_.egress == nullptr) {
+        network_lost = options_.egress_unavailable;
+      } else if (auto s = options_.egress->Restore(
+                     record.id, live->view.network_address(),
+                     EgressPolicyOf(live->view.network_policy()));
+                 !s.ok()) {
+        network_lost = std::string(s.message());
+      }
+    }
     {
       std::lock_guard lock(mutex_);
       live_[record.id] = live;
@@ -1002,6 +1058,14 @@ absl::Status SandboxManager::Recover() {
       live->view.set_state(v1::SANDBOX_STATE_RUNNING);
       MarkFailed(live, absl::StrCat("not recovered after a daemon restart: ",
                                     uid_conflict));
+      continue;
+    }
+    if (!network_lost.empty() && (record.state == v1::SANDBOX_STATE_RUNNING ||
+                                  record.state == v1::SANDBOX_STATE_PAUSED)) {
+      live->view.set_state(v1::SANDBOX_STATE_RUNNING);
+      MarkFailed(live, absl::StrCat("its network was not recovered after a "
+                                    "daemon restart: ",
+                                    network_lost));
       continue;
     }
     switch (record.state) {

@@ -24,6 +24,10 @@
 #include "daemon/core/lifecycle.h"
 #include "daemon/core/spec.h"
 
+namespace corral::net {
+class Egress;
+}  // namespace corral::net
+
 namespace corral::daemon {
 
 class Store;
@@ -56,6 +60,10 @@ struct CoreOptions {
   // Called after a sandbox was destroyed and its record removed (for the
   // workspace store's garbage collection).
   std::function<void(const std::string& id)> on_destroyed;
+  // The egress path for sandboxes with network access; null when it could
+  // not start, `egress_unavailable` saying why. Not owned.
+  net::Egress* egress = nullptr;
+  std::string egress_unavailable = "the daemon has no egress path";
 };
 
 // Runs once a new sandbox's agent is up, before the sandbox is RUNNING (a

@@ -1,6 +1,7 @@
 #include "daemon/core/spec.h"
 
 #include <algorithm>
+#include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -8,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "corral/hex_id.h"
 #include "corral/status_macros.h"
+#include "daemon/net/egress_policy.h"
 
 namespace corral::daemon {
 namespace {
@@ -134,6 +136,78 @@ absl::Status ValidateTtl(uint64_t ttl_seconds, const SpecRules& rules,
       .status();
 }
 
+namespace {
+
+// The network mode and allowlists of a create request, as the policy
+// allows them.
+absl::Status PlanNetwork(const corral::v1::CreateSandboxRequest& request,
+                         const CallerPolicy& policy, SandboxPlan* plan) {
+  const auto& asked = request.network_policy();
+  const bool lists =
+      asked.allow_domains_size() > 0 || asked.allow_cidrs_size() > 0;
+  constexpr int kMaxEntries = 256;
+  if (asked.allow_domains_size() > kMaxEntries ||
+      asked.allow_cidrs_size() > kMaxEntries) {
+    return Invalid("network_policy",
+                   absl::StrCat("at most ", kMaxEntries, " domains and ",
+                                kMaxEntries, " CIDRs"));
+  }
+  std::string mode;
+  switch (request.network()) {
+    case corral::v1::NETWORK_MODE_UNSPECIFIED:
+      plan->network = lists ? corral::v1::NETWORK_MODE_EGRESS
+                            : corral::v1::NETWORK_MODE_NONE;
+      break;
+    case corral::v1::NETWORK_MODE_NONE:
+    case corral::v1::NETWORK_MODE_EGRESS:
+    case corral::v1::NETWORK_MODE_LEARN:
+      plan->network = request.network();
+      break;
+    default:
+      return Invalid("network",
+                     absl::StrCat("unknown mode ", request.network()));
+  }
+  switch (plan->network) {
+    case corral::v1::NETWORK_MODE_EGRESS:
+      mode = lists ? "allowlist" : "egress";
+      break;
+    case corral::v1::NETWORK_MODE_LEARN:
+      mode = "learn";
+      break;
+    default:
+      mode = "none";
+  }
+  if (lists && plan->network != corral::v1::NETWORK_MODE_EGRESS) {
+    return Invalid(
+        "network_policy",
+        absl::StrCat("allowlists need network mode egress, not ", mode));
+  }
+  if (!policy.network_modes.empty() &&
+      std::find(policy.network_modes.begin(), policy.network_modes.end(),
+                mode) == policy.network_modes.end()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "network ", mode, " is not allowed by ", policy.name,
+        "; it allows: ", absl::StrJoin(policy.network_modes, ", ")));
+  }
+  std::set<std::string> domains, cidrs;
+  for (const auto& domain : asked.allow_domains()) {
+    const std::string lower = absl::AsciiStrToLower(domain);
+    RETURN_IF_ERROR(
+        Annotate(net::ValidateDomainPattern(lower), "network_policy"));
+    domains.insert(lower);
+  }
+  for (const auto& text : asked.allow_cidrs()) {
+    auto cidr = net::ParseCidr(text, /*allow_port=*/true);
+    if (!cidr.ok()) return Annotate(cidr.status(), "network_policy");
+    cidrs.insert(cidr->ToString());
+  }
+  for (const auto& d : domains) plan->network_policy.add_allow_domains(d);
+  for (const auto& c : cidrs) plan->network_policy.add_allow_cidrs(c);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<SandboxPlan> PlanSandbox(
     const corral::v1::CreateSandboxRequest& request, const SpecRules& rules,
     const CallerPolicy& policy) {
@@ -194,18 +268,7 @@ absl::StatusOr<SandboxPlan> PlanSandbox(
                                 plan.limits.lifetime_seconds, " s"));
   }
 
-  switch (request.network()) {
-    case corral::v1::NETWORK_MODE_UNSPECIFIED:
-    case corral::v1::NETWORK_MODE_NONE:
-      plan.network = corral::v1::NETWORK_MODE_NONE;
-      break;
-    case corral::v1::NETWORK_MODE_EGRESS:
-      return absl::UnimplementedError(
-          "network mode egress is not built yet; use none (loopback only)");
-    default:
-      return Invalid("network",
-                     absl::StrCat("unknown mode ", request.network()));
-  }
+  RETURN_IF_ERROR(PlanNetwork(request, policy, &plan));
 
   RETURN_IF_ERROR(ValidateEnv(request.env(), "env"));
   plan.env.insert(request.env().begin(), request.env().end());

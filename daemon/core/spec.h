@@ -55,6 +55,9 @@ struct CallerPolicy {
   LimitSet maxima;                    // zero fields: the daemon's maxima
   // Isolation-weakening options the caller may ask for; admins get all.
   std::vector<std::string> grants;
+  // Network modes ("none", "allowlist", "egress", "learn") the caller may
+  // ask for; empty: every mode.
+  std::vector<std::string> network_modes;
   QuotaSet quotas;
 
   [[nodiscard]] bool Grants(std::string_view grant) const;
@@ -89,6 +92,8 @@ struct SandboxPlan {
   std::string image;
   LimitSet limits;  // every field > 0
   corral::v1::NetworkMode network = corral::v1::NETWORK_MODE_NONE;
+  // Mode EGRESS only: validated, lowercased, without duplicates.
+  corral::v1::NetworkPolicy network_policy;
   std::map<std::string, std::string> env;
   std::map<std::string, std::string> labels;
   std::string workdir;

@@ -563,6 +563,7 @@ std::unique_ptr<grpc::Service> MakeImagesService(const ServiceDeps& deps);
 std::unique_ptr<grpc::Service> MakeFilesService(const ServiceDeps& deps);
 std::unique_ptr<grpc::Service> MakeShellsService(const ServiceDeps& deps);
 std::unique_ptr<grpc::Service> MakeSnapshotsService(const ServiceDeps& deps);
+std::unique_ptr<grpc::Service> MakeNetworkService(const ServiceDeps& deps);
 
 std::vector<std::unique_ptr<grpc::Service>> MakeServices(
     const ServiceDeps& deps) {
@@ -574,6 +575,7 @@ std::vector<std::unique_ptr<grpc::Service>> MakeServices(
   services.push_back(MakeShellsService(deps));
   services.push_back(MakeFilesService(deps));
   services.push_back(MakeSnapshotsService(deps));
+  services.push_back(MakeNetworkService(deps));
   return services;
 }
 

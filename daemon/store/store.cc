@@ -99,6 +99,16 @@ CREATE TABLE snapshots (
 ALTER TABLE snapshots ADD COLUMN memory BLOB NOT NULL DEFAULT x'';
 ALTER TABLE snapshots ADD COLUMN memory_bytes INTEGER NOT NULL DEFAULT 0;
 )sql"},
+    // The egress audit: each DNS query and connection of a sandbox, as a
+    // serialized corral.v1.NetworkEvent.
+    {4, R"sql(
+CREATE TABLE net_events (
+  sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+  sandbox_id TEXT NOT NULL REFERENCES sandboxes(id) ON DELETE CASCADE,
+  event BLOB NOT NULL
+) STRICT;
+CREATE INDEX net_events_sandbox ON net_events(sandbox_id, sequence);
+)sql"},
 };
 static_assert(std::size(kMigrations) == Store::kSchemaVersion);
 
@@ -934,6 +944,51 @@ absl::StatusOr<std::vector<CommandRecord>> Store::ListCommands(
     c.duration = absl::Microseconds(row.ColumnInt(6));
     c.details = row.ColumnBytes(7);
     return c;
+  });
+}
+
+// --- Egress audit ---
+
+absl::StatusOr<int64_t> Store::AppendNetEvent(std::string_view sandbox_id,
+                                              std::string_view event,
+                                              int64_t keep) {
+  std::lock_guard lock(mutex_);
+  static constexpr char kInsert[] =
+      "INSERT INTO net_events (sandbox_id, event) VALUES (?1, ?2)";
+  ASSIGN_OR_RETURN(Statement stmt, Prepare(kInsert));
+  absl::Status status = stmt.Text(1, sandbox_id).Blob(2, event).Run();
+  if (absl::IsAlreadyExists(status)) {
+    return absl::NotFoundError(
+        absl::StrCat("no sandbox ", std::string(sandbox_id)));
+  }
+  RETURN_IF_ERROR(status);
+  const int64_t sequence = sqlite3_last_insert_rowid(db_);
+  // Trimming walks `keep` index entries: done now and then, so a sandbox
+  // holds at most keep + 63 events.
+  if (sequence % 64 == 0) {
+    static constexpr char kTrim[] =
+        "DELETE FROM net_events WHERE sandbox_id = ?1 AND sequence < "
+        "(SELECT sequence FROM net_events WHERE sandbox_id = ?1 "
+        "ORDER BY sequence DESC LIMIT 1 OFFSET ?2)";
+    ASSIGN_OR_RETURN(Statement trim, Prepare(kTrim));
+    RETURN_IF_ERROR(trim.Text(1, sandbox_id).Int(2, keep - 1).Run());
+  }
+  return sequence;
+}
+
+absl::StatusOr<std::vector<NetEventRecord>> Store::ListNetEvents(
+    std::string_view sandbox_id, int64_t after_sequence, int64_t limit) {
+  std::lock_guard lock(mutex_);
+  static constexpr char kSql[] =
+      "SELECT sequence, event FROM net_events WHERE sandbox_id = ?1 AND "
+      "sequence > ?2 ORDER BY sequence LIMIT ?3";
+  ASSIGN_OR_RETURN(Statement stmt, Prepare(kSql));
+  stmt.Text(1, sandbox_id).Int(2, after_sequence).Int(3, limit);
+  return stmt.Collect([](Statement& row) {
+    NetEventRecord record;
+    record.sequence = row.ColumnInt(0);
+    record.event = row.ColumnBytes(1);
+    return record;
   });
 }
 

@@ -73,6 +73,12 @@ struct EventRecord {
   std::string message;
 };
 
+struct NetEventRecord {
+  int64_t sequence = 0;
+  // A serialized corral.v1.NetworkEvent (its sequence field unset).
+  std::string event;
+};
+
 struct CommandRecord {
   // Increases strictly across all sandboxes.
   int64_t sequence = 0;
@@ -133,7 +139,7 @@ class Store {
  public:
   // The schema version this code writes. A database at a newer version is
   // refused, because the old code could silently lose the newer columns.
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
 
   // Opens (creating if missing) the database at `path` (mode 0600) and
   // applies the pending migrations, each in its own transaction.
@@ -223,6 +229,16 @@ class Store {
       int64_t after_sequence, int64_t limit, std::string_view sandbox_id = {});
   // Keeps only the newest `keep` events; returns how many were removed.
   [[nodiscard]] absl::StatusOr<int64_t> TrimEvents(int64_t keep);
+
+  // --- Egress audit ---
+
+  // Appends a sandbox's network event and keeps about the newest `keep`
+  // (at most keep + 63). NOT_FOUND when the sandbox does not exist.
+  [[nodiscard]] absl::StatusOr<int64_t> AppendNetEvent(
+      std::string_view sandbox_id, std::string_view event, int64_t keep);
+  // Its events with sequence > after_sequence, oldest first, at most limit.
+  [[nodiscard]] absl::StatusOr<std::vector<NetEventRecord>> ListNetEvents(
+      std::string_view sandbox_id, int64_t after_sequence, int64_t limit);
 
   // --- Command log ---
 

@@ -126,12 +126,14 @@ std::string GuaranteeName(v1::Guarantee guarantee) {
   return name;
 }
 
-Conformance::Conformance(const std::string& extra_toml)
+Conformance::Conformance(const std::string& extra_toml,
+                         const std::string& netns_path)
     : variant_(CurrentVariant()) {
   // The runtime's default cgroup parents, shared with every other daemon
   // on the host (tests run in parallel): each daemon instance keeps its
   // sandboxes beneath its own id, and reconciles only those.
-  daemon_ = std::make_unique<Daemon>(variant_.config_toml + extra_toml);
+  daemon_ = std::make_unique<Daemon>(variant_.config_toml + extra_toml,
+                                     /*socket_activated=*/false, netns_path);
   RequireRuntime();
 }
 

@@ -43,8 +43,10 @@ std::string GuaranteeName(v1::Guarantee guarantee);
 // A daemon for one test case, configured for the current variant.
 class Conformance {
  public:
-  // `extra_toml` is appended to the variant's config.
-  explicit Conformance(const std::string& extra_toml = "");
+  // `extra_toml` is appended to the variant's config. With `netns_path`
+  // corrald runs in that network namespace (a FakeInternet's host one).
+  explicit Conformance(const std::string& extra_toml = "",
+                       const std::string& netns_path = "");
   ~Conformance();
 
   Daemon& daemon() { return *daemon_; }

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -183,8 +184,9 @@ CommandResult Sh(const std::string& command_line) {
   return RunProcess({"/bin/sh", "-c", command_line});
 }
 
-Daemon::Daemon(const std::string& config_toml, bool socket_activated)
-    : socket_activated_(socket_activated) {
+Daemon::Daemon(const std::string& config_toml, bool socket_activated,
+               const std::string& netns_path)
+    : socket_activated_(socket_activated), netns_path_(netns_path) {
   char pattern[] = "/tmp/corral-it-XXXXXX";
   if (!::mkdtemp(pattern)) throw std::runtime_error("mkdtemp");
   dir_ = pattern;
@@ -252,6 +254,10 @@ void Daemon::Start() {
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (!netns_path_.empty()) {
+      const int netns = ::open(netns_path_.c_str(), O_RDONLY | O_CLOEXEC);
+      if (netns < 0 || ::setns(netns, CLONE_NEWNET) != 0) ::_exit(125);
+    }
     if (socket_activated_) {
       // What systemd does for corrald.socket: a listening socket as fd 3.
       ::unlink(socket_.c_str());

@@ -43,8 +43,11 @@ class Daemon {
   // machine) never touch each other's sandboxes.
   // With `socket_activated`, the harness plays systemd: it binds the socket
   // itself and passes it as fd 3 with LISTEN_FDS/LISTEN_PID.
+  // With `netns_path`, corrald runs in that network namespace (a network
+  // test's FakeInternet host namespace).
   explicit Daemon(const std::string& config_toml = "",
-                  bool socket_activated = false);
+                  bool socket_activated = false,
+                  const std::string& netns_path = "");
   // Stops the daemon (SIGTERM) after removing every sandbox left, removes
   // its directory, then runs `corrald --cleanup-orphans` for what it left
   // on the host.
@@ -78,6 +81,7 @@ class Daemon {
   std::string dir_, socket_, state_dir_, config_path_;
   pid_t pid_ = -1;
   bool socket_activated_ = false;
+  std::string netns_path_;
 };
 
 std::string BinaryDir();

@@ -128,10 +128,34 @@ TEST_CASE("PlanSandbox validates strings") {
     REQUIRE(plan.ok());
     CHECK(plan->limits.lifetime_seconds == 60);
   }
-  SECTION("egress is refused as not built") {
+  SECTION("network: allowlists imply egress and are normalized") {
     v1::CreateSandboxRequest request;
+    request.mutable_network_policy()->add_allow_domains("PyPI.org");
+    request.mutable_network_policy()->add_allow_domains("pypi.org");
+    request.mutable_network_policy()->add_allow_cidrs("203.0.113.7");
+    auto plan = PlanSandbox(request, Rules(), {});
+    REQUIRE(plan.ok());
+    CHECK(plan->network == v1::NETWORK_MODE_EGRESS);
+    REQUIRE(plan->network_policy.allow_domains_size() == 1);
+    CHECK(plan->network_policy.allow_domains(0) == "pypi.org");
+    CHECK(plan->network_policy.allow_cidrs(0) == "203.0.113.7/32");
+    request.set_network(v1::NETWORK_MODE_LEARN);
+    CHECK(absl::IsInvalidArgument(PlanSandbox(request, Rules(), {}).status()));
+    request.set_network(static_cast<v1::NetworkMode>(9));
+    CHECK(absl::IsInvalidArgument(PlanSandbox(request, Rules(), {}).status()));
+  }
+  SECTION("network: the policy caps the modes") {
+    CallerPolicy policy;
+    policy.network_modes = {"none", "allowlist"};
+    v1::CreateSandboxRequest request;
+    CHECK(PlanSandbox(request, Rules(), policy).ok());
     request.set_network(v1::NETWORK_MODE_EGRESS);
-    CHECK(absl::IsUnimplemented(PlanSandbox(request, Rules(), {}).status()));
+    auto refused = PlanSandbox(request, Rules(), policy);
+    CHECK(absl::IsPermissionDenied(refused.status()));
+    CHECK(refused.status().message().find("allows: none, allowlist") !=
+          std::string::npos);
+    request.mutable_network_policy()->add_allow_domains("pypi.org");
+    CHECK(PlanSandbox(request, Rules(), policy).ok());
   }
 }
 

@@ -1,0 +1,883 @@
+#include "daemon/net/egress.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <linux/netfilter_ipv4.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <nftables/libnftables.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "corral/directory.h"
+#include "corral/logging.h"
+#include "corral/status_macros.h"
+#include "daemon/net/dns_message.h"
+#include "daemon/net/netlink.h"
+#include "daemon/net/netns.h"
+#include "daemon/net/sniff.h"
+
+namespace corral::net {
+namespace {
+
+// Ports inside the egress namespace, which holds nothing else.
+constexpr uint16_t kProxyPort = 15001;
+constexpr uint16_t kResolverPort = 15053;
+constexpr char kEgressName[] = "egress";
+constexpr char kLinkPrefix[] = "cs";  // the egress side of each sandbox
+constexpr char kSandboxLink[] = "eth0";
+constexpr int kResolverThreads = 2;
+constexpr size_t kMaxResolvedAddresses = 4096;
+constexpr absl::Duration kSniffTimeout = absl::Seconds(5);
+constexpr absl::Duration kConnectTimeout = absl::Seconds(10);
+constexpr absl::Duration kUpstreamDnsTimeout = absl::Seconds(2);
+
+std::shared_ptr<spdlog::logger> Log() { return corral::Logger("egress"); }
+
+// Everything from a sandbox's link goes to the proxy (TCP) or the resolver
+// (UDP 53) and nowhere else; nothing is forwarded. Applied as one
+// transaction, which replaces the tables of an earlier start.
+std::string Ruleset() {
+  return absl::StrCat(
+      R"(
+table ip corral
+delete table ip corral
+table ip corral {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname ")",
+      kLinkPrefix, R"(*" udp dport 53 redirect to :)", kResolverPort, R"(
+    iifname ")",
+      kLinkPrefix, R"(*" meta l4proto tcp redirect to :)", kProxyPort, R"(
+  }
+  chain input {
+    type filter hook input priority filter; policy drop;
+    iif "lo" accept
+    iifname ")",
+      kLinkPrefix, R"(*" tcp dport )", kProxyPort, R"( accept
+    iifname ")",
+      kLinkPrefix, R"(*" udp dport )", kResolverPort, R"( accept
+  }
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+  }
+}
+table ip6 corral6
+delete table ip6 corral6
+table ip6 corral6 {
+  chain input {
+    type filter hook input priority filter; policy drop;
+    iif "lo" accept
+  }
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+  }
+}
+)");
+}
+
+// Inside each sandbox's namespace: DNS sent to a loopback address (no
+// /etc/resolv.conf, or systemd-resolved's 127.0.0.53 in a host image) goes
+// to the gateway like any other query. The namespace belongs to the
+// daemon's user namespace, so the sandbox cannot change this.
+std::string SandboxRuleset(uint32_t gateway) {
+  const std::string to = FormatIpv4(gateway);
+  return absl::StrCat(R"(
+table ip corral {
+  chain output {
+    type nat hook output priority -100; policy accept;
+    ip daddr 127.0.0.0/8 udp dport 53 dnat to )",
+                      to, R"(
+    ip daddr 127.0.0.0/8 tcp dport 53 dnat to )",
+                      to, R"(
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname ")",
+                      kSandboxLink, R"(" ip saddr 127.0.0.0/8 masquerade
+  }
+}
+)");
+}
+
+absl::Status ApplyRuleset(const std::string& rules) {
+  nft_ctx* context = nft_ctx_new(NFT_CTX_DEFAULT);
+  if (context == nullptr) return absl::InternalError("nft_ctx_new failed");
+  nft_ctx_buffer_output(context);
+  nft_ctx_buffer_error(context);
+  const int rc = nft_run_cmd_from_buffer(context, rules.c_str());
+  std::string error = nft_ctx_get_error_buffer(context);
+  nft_ctx_free(context);
+  if (rc != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("nftables refused the egress rules: ", error));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SetNonBlocking(int fd) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+    return ErrnoStatus("fcntl O_NONBLOCK");
+  }
+  return absl::OkStatus();
+}
+
+sockaddr_in Ipv4Address(uint32_t address, uint16_t port) {
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_addr.s_addr = htonl(address);
+  in.sin_port = htons(port);
+  return in;
+}
+
+// Waits for `fd` to be ready for `events`, or for `stop`; false on
+// timeout or stop.
+bool WaitFor(int fd, short events, int stop, absl::Time deadline) {
+  for (;;) {
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) return false;
+    pollfd fds[2] = {{fd, events, 0}, {stop, POLLIN, 0}};
+    const int n =
+        ::poll(fds, 2, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 || (fds[1].revents & POLLIN)) return false;
+    if (n > 0 && fds[0].revents != 0) return true;
+  }
+}
+
+// Closing with RST: a refused client learns at once, not at a timeout.
+void Reset(int fd) {
+  linger hard{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
+}
+
+bool SendAll(int fd, absl::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+}  // namespace
+
+struct Egress::Sandbox {
+  std::string id;
+  uint32_t index = 0;
+  uint32_t address = 0;
+  SandboxPolicy policy;
+  std::mutex mutex;
+  // Address -> the names resolved to it for this sandbox.
+  std::map<uint32_t, std::set<std::string>> resolved;
+  std::atomic<int> connections{0};
+};
+
+Egress::Egress(EgressOptions options) : options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<Egress>> Egress::Start(EgressOptions options) {
+  std::unique_ptr<Egress> egress(new Egress(std::move(options)));
+  RETURN_IF_ERROR(egress->Setup());
+  return egress;
+}
+
+absl::Status Egress::Setup() {
+  if (options_.subnet.prefix > 28) {
+    return absl::InvalidArgumentError(
+        "network.sandbox_subnet must be a /28 or larger");
+  }
+  if (::mkdir(options_.dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return ErrnoStatus(absl::StrCat("mkdir ", options_.dir));
+  }
+  const std::string path = absl::StrCat(options_.dir, "/", kEgressName);
+  if (!IsNamedNetns(path)) {
+    // A file without its mount: the host rebooted, or a start failed.
+    (void)RemoveNamedNetns(path);
+    RETURN_IF_ERROR(CreateNamedNetns(path));
+  }
+  ASSIGN_OR_RETURN(egress_ns_, OpenNetns(path));
+  RETURN_IF_ERROR(RunInNetns(egress_ns_.get(), [&]() -> absl::Status {
+    RETURN_IF_ERROR(LinkUp("lo"));
+    RETURN_IF_ERROR(WriteNetSysctl("net/ipv4/ip_forward", "0"));
+    // A sandbox that changes its address cannot pass for another.
+    RETURN_IF_ERROR(WriteNetSysctl("net/ipv4/conf/all/rp_filter", "1"));
+    RETURN_IF_ERROR(WriteNetSysctl("net/ipv4/conf/default/rp_filter", "1"));
+    (void)WriteNetSysctl("net/ipv6/conf/default/disable_ipv6", "1");
+    RETURN_IF_ERROR(ApplyRuleset(Ruleset()));
+
+    listener_.Reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!listener_) return ErrnoStatus("proxy socket");
+    const int one = 1;
+    ::setsockopt(listener_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in any = Ipv4Address(INADDR_ANY, kProxyPort);
+    if (::bind(listener_.get(), reinterpret_cast<sockaddr*>(&any),
+               sizeof(any)) != 0 ||
+        ::listen(listener_.get(), 1024) != 0) {
+      return ErrnoStatus("proxy listen");
+    }
+    dns_socket_.Reset(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!dns_socket_) return ErrnoStatus("resolver socket");
+    sockaddr_in dns = Ipv4Address(INADDR_ANY, kResolverPort);
+    if (::bind(dns_socket_.get(), reinterpret_cast<sockaddr*>(&dns),
+               sizeof(dns)) != 0) {
+      return ErrnoStatus("resolver bind");
+    }
+    return absl::OkStatus();
+  }));
+  RETURN_IF_ERROR(SetNonBlocking(listener_.get()));
+  RETURN_IF_ERROR(SetNonBlocking(dns_socket_.get()));
+  stop_.Reset(::eventfd(0, EFD_CLOEXEC));
+  if (!stop_) return ErrnoStatus("eventfd");
+  threads_.emplace_back([this] { AcceptLoop(); });
+  for (int i = 0; i < kResolverThreads; ++i) {
+    threads_.emplace_back([this] { ResolverLoop(); });
+  }
+  return absl::OkStatus();
+}
+
+Egress::~Egress() {
+  if (stop_) {
+    const uint64_t one = 1;
+    (void)!::write(stop_.get(), &one, sizeof(one));
+  }
+  for (auto& thread : threads_) thread.join();
+  std::unique_lock lock(connections_mutex_);
+  connections_done_.wait(lock, [this] { return connections_ == 0; });
+}
+
+bool Egress::idle() const {
+  std::lock_guard lock(mutex_);
+  return by_id_.empty();
+}
+
+std::string Egress::NetnsPath(const std::string& id) const {
+  return absl::StrCat(options_.dir, "/", id);
+}
+
+std::string Egress::LinkName(uint32_t index) const {
+  return absl::StrCat(kLinkPrefix, index);
+}
+
+std::string Egress::gateway_of(const std::string& address) const {
+  auto parsed = ParseIpv4(address);
+  return parsed ? FormatIpv4(*parsed - 1) : "";
+}
+
+absl::StatusOr<uint32_t> Egress::AllocateIndex(std::optional<uint32_t> wanted) {
+  const uint32_t blocks = uint32_t{1} << (32 - options_.subnet.prefix - 2);
+  std::lock_guard lock(mutex_);
+  if (wanted) {
+    if (*wanted == 0 || *wanted >= blocks || indexes_.count(*wanted) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("network block ", *wanted, " is not free"));
+    }
+    indexes_.insert(*wanted);
+    return *wanted;
+  }
+  // Block 0 holds the subnet's network address: skipped.
+  for (uint32_t index = 1; index < blocks; ++index) {
+    if (indexes_.insert(index).second) return index;
+  }
+  return absl::ResourceExhaustedError(
+      absl::StrCat("every address of network.sandbox_subnet ",
+                   options_.subnet.ToString(), " is in use"));
+}
+
+absl::Status Egress::Link(uint32_t index, int sandbox_ns) {
+  const uint32_t gateway = options_.subnet.network + 4 * index + 1;
+  const uint32_t address = gateway + 1;
+  const std::string link = LinkName(index);
+  RETURN_IF_ERROR(
+      CreateVethPair(kSandboxLink, sandbox_ns, link, egress_ns_.get()));
+  RETURN_IF_ERROR(RunInNetns(egress_ns_.get(), [&]() -> absl::Status {
+    (void)WriteNetSysctl(absl::StrCat("net/ipv6/conf/", link, "/disable_ipv6"),
+                         "1");
+    return AddAddressAndUp(link, gateway, 30);
+  }));
+  return RunInNetns(sandbox_ns, [&]() -> absl::Status {
+    (void)WriteNetSysctl("net/ipv6/conf/all/disable_ipv6", "1");
+    RETURN_IF_ERROR(LinkUp("lo"));
+    RETURN_IF_ERROR(AddAddressAndUp(kSandboxLink, address, 30));
+    RETURN_IF_ERROR(AddDefaultRoute(gateway));
+    // Loopback-sourced DNS may leave through eth0 once rewritten.
+    RETURN_IF_ERROR(WriteNetSysctl(
+        absl::StrCat("net/ipv4/conf/", kSandboxLink, "/route_localnet"), "1"));
+    return ApplyRuleset(SandboxRuleset(gateway));
+  });
+}
+
+absl::StatusOr<std::string> Egress::Attach(const std::string& id,
+                                           const SandboxPolicy& policy) {
+  ASSIGN_OR_RETURN(const uint32_t index, AllocateIndex(std::nullopt));
+  const uint32_t address = options_.subnet.network + 4 * index + 2;
+  const std::string path = NetnsPath(id);
+  auto undo = [&](absl::Status status) {
+    const std::string link = LinkName(index);
+    (void)RunInNetns(egress_ns_.get(), [&] { return DeleteLink(link); });
+    (void)RemoveNamedNetns(path);
+    std::lock_guard lock(mutex_);
+    indexes_.erase(index);
+    return Annotate(status, absl::StrCat("network of sandbox ", id));
+  };
+  if (auto s = CreateNamedNetns(path); !s.ok()) return undo(s);
+  auto sandbox_ns = OpenNetns(path);
+  if (!sandbox_ns.ok()) return undo(sandbox_ns.status());
+  if (auto s = Link(index, sandbox_ns->get()); !s.ok()) return undo(s);
+  auto sandbox = std::make_shared<Sandbox>();
+  sandbox->id = id;
+  sandbox->index = index;
+  sandbox->address = address;
+  sandbox->policy = policy;
+  {
+    std::lock_guard lock(mutex_);
+    by_id_[id] = sandbox;
+    by_address_[address] = sandbox;
+  }
+  return FormatIpv4(address);
+}
+
+absl::Status Egress::Adopt(const std::string& id,
+                           const std::string& netns_path) {
+  std::shared_ptr<Sandbox> sandbox;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = by_id_.find(id);
+    if (it == by_id_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("sandbox ", id, " has no network to move"));
+    }
+    sandbox = it->second;
+  }
+  UniqueFd target(::open(netns_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!target) return ErrnoStatus(absl::StrCat("open ", netns_path));
+  // Deleting one end of a veth pair deletes both.
+  const std::string link = LinkName(sandbox->index);
+  RETURN_IF_ERROR(
+      RunInNetns(egress_ns_.get(), [&] { return DeleteLink(link); }));
+  RETURN_IF_ERROR(RemoveNamedNetns(NetnsPath(id)));
+  return Annotate(Link(sandbox->index, target.get()),
+                  absl::StrCat("network of sandbox ", id));
+}
+
+absl::Status Egress::Restore(const std::string& id, const std::string& address,
+                             const SandboxPolicy& policy) {
+  auto parsed = ParseIpv4(address);
+  if (!parsed || !options_.subnet.Contains(*parsed) || (*parsed & 3) != 2) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "sandbox ", id, ": its address ", address, " is not one of ",
+        options_.subnet.ToString(), " (was network.sandbox_subnet changed?)"));
+  }
+  const uint32_t index = (*parsed - options_.subnet.network) / 4;
+  ASSIGN_OR_RETURN(const uint32_t got, AllocateIndex(index));
+  auto sandbox = std::make_shared<Sandbox>();
+  sandbox->id = id;
+  sandbox->index = got;
+  sandbox->address = *parsed;
+  sandbox->policy = policy;
+  std::lock_guard lock(mutex_);
+  by_id_[id] = sandbox;
+  by_address_[*parsed] = sandbox;
+  return absl::OkStatus();
+}
+
+void Egress::Detach(const std::string& id) {
+  std::shared_ptr<Sandbox> sandbox;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = by_id_.find(id);
+    if (it == by_id_.end()) return;
+    sandbox = it->second;
+    by_id_.erase(it);
+    by_address_.erase(sandbox->address);
+  }
+  const std::string link = LinkName(sandbox->index);
+  if (auto s = RunInNetns(egress_ns_.get(), [&] { return DeleteLink(link); });
+      !s.ok()) {
+    Log()->warn("sandbox {}: {}", id, s.ToString());
+  }
+  if (auto s = RemoveNamedNetns(NetnsPath(id)); !s.ok()) {
+    Log()->warn("sandbox {}: {}", id, s.ToString());
+  }
+  std::lock_guard lock(mutex_);
+  indexes_.erase(sandbox->index);
+}
+
+void Egress::Prune() {
+  std::set<std::string> known_links, known_files = {kEgressName};
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [id, sandbox] : by_id_) {
+      known_links.insert(LinkName(sandbox->index));
+      known_files.insert(id);
+    }
+  }
+  (void)RunInNetns(egress_ns_.get(), [&]() -> absl::Status {
+    struct if_nameindex* names = ::if_nameindex();
+    if (names == nullptr) return ErrnoStatus("if_nameindex");
+    std::vector<std::string> stale;
+    for (struct if_nameindex* n = names; n->if_index != 0; ++n) {
+      const std::string name = n->if_name;
+      if (absl::StartsWith(name, kLinkPrefix) && !known_links.count(name)) {
+        stale.push_back(name);
+      }
+    }
+    ::if_freenameindex(names);
+    for (const auto& name : stale) {
+      Log()->info("removing the stale link {}", name);
+      (void)DeleteLink(name);
+    }
+    return absl::OkStatus();
+  });
+  auto files = ListDirectory(options_.dir);
+  if (!files.ok()) return;
+  for (const auto& name : *files) {
+    if (known_files.count(name)) continue;
+    Log()->info("removing the stale network namespace {}", name);
+    (void)RemoveNamedNetns(absl::StrCat(options_.dir, "/", name));
+  }
+}
+
+absl::Status Egress::RemoveAll(const std::string& dir) {
+  auto files = ListDirectory(dir);
+  if (!files.ok()) {
+    return absl::IsNotFound(files.status()) ? absl::OkStatus() : files.status();
+  }
+  for (const auto& name : *files) {
+    RETURN_IF_ERROR(RemoveNamedNetns(absl::StrCat(dir, "/", name)));
+  }
+  if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) {
+    return ErrnoStatus(absl::StrCat("rmdir ", dir));
+  }
+  return absl::OkStatus();
+}
+
+std::shared_ptr<Egress::Sandbox> Egress::SandboxAt(uint32_t address) const {
+  std::lock_guard lock(mutex_);
+  auto it = by_address_.find(address);
+  return it == by_address_.end() ? nullptr : it->second;
+}
+
+void Egress::Emit(NetEvent event) const {
+  event.time = absl::Now();
+  Log()->debug("sandbox {}: {} {} {}:{} {} ({})", event.sandbox_id,
+               event.allowed ? "allowed" : "refused", event.kind, event.address,
+               event.port, event.name, event.reason);
+  if (options_.on_event) options_.on_event(event);
+}
+
+bool Egress::IsHostAddress(uint32_t address) {
+  std::lock_guard lock(host_mutex_);
+  // Addresses come and go (DHCP, VPNs): read again now and then.
+  if (absl::Now() - host_addresses_read_ > absl::Seconds(5)) {
+    host_addresses_.clear();
+    ifaddrs* list = nullptr;
+    if (::getifaddrs(&list) == 0) {
+      for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
+        if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET) {
+          continue;
+        }
+        host_addresses_.insert(ntohl(
+            reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr.s_addr));
+      }
+      ::freeifaddrs(list);
+    }
+    host_addresses_read_ = absl::Now();
+  }
+  return host_addresses_.count(address) != 0;
+}
+
+Egress::Verdict Egress::Decide(const Sandbox& sandbox, uint32_t address,
+                               uint16_t port) {
+  if (options_.subnet.Contains(address)) {
+    return {false, false, "the sandboxes' own network"};
+  }
+  if (IsHostAddress(address)) return {false, false, "an address of the host"};
+  if (auto range = RefusedRange(address)) {
+    bool opened = false;
+    for (const auto& cidr : options_.allow_private) {
+      opened = opened || cidr.Contains(address);
+    }
+    if (!opened) return {false, false, *range};
+  }
+  const AllowList& allow = sandbox.policy.allow;
+  if (allow.empty()) return {true, false, "egress"};
+  for (const auto& cidr : allow.cidrs) {
+    if (cidr.Allows(address, port)) {
+      return {true, false, absl::StrCat("allow-cidr ", cidr.ToString())};
+    }
+  }
+  std::lock_guard lock(const_cast<Sandbox&>(sandbox).mutex);
+  auto it = sandbox.resolved.find(address);
+  if (it == sandbox.resolved.end()) {
+    return {false, false,
+            "not an address an allowed name resolved to, nor in an allowed "
+            "CIDR"};
+  }
+  if (port == 80 || port == 443) return {true, true, ""};
+  return {true, false,
+          absl::StrCat("resolved from ", absl::StrJoin(it->second, ","))};
+}
+
+// ---- The resolver -----------------------------------------------------------
+
+std::string Egress::Resolve(Sandbox& sandbox, const std::string& query) {
+  NetEvent event;
+  event.sandbox_id = sandbox.id;
+  event.kind = "dns";
+  event.port = 53;
+  auto question = ParseDnsQuery(query);
+  if (!question) {
+    event.reason = "not a DNS query";
+    Emit(event);
+    return {};
+  }
+  event.name = question->name;
+  const AllowList& allow = sandbox.policy.allow;
+  if (!allow.empty() && !allow.AllowsName(question->name)) {
+    event.reason = absl::StrCat(question->type_name, ": not an allowed name");
+    Emit(event);
+    return EmptyDnsAnswer(*question, kDnsNxDomain);
+  }
+  event.allowed = true;
+  if (question->type == kDnsTypeAaaa) {
+    // No IPv6 egress: an empty answer sends clients to IPv4 at once.
+    event.reason = "AAAA: no IPv6 egress, empty answer";
+    Emit(event);
+    return EmptyDnsAnswer(*question, kDnsNoError);
+  }
+  UniqueFd upstream(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_in server =
+      Ipv4Address(options_.dns_upstream, options_.dns_upstream_port);
+  std::optional<DnsAnswer> answer;
+  std::string wire(4096, '\0');
+  for (int attempt = 0; attempt < 2 && upstream && !answer; ++attempt) {
+    if (::connect(upstream.get(), reinterpret_cast<sockaddr*>(&server),
+                  sizeof(server)) != 0 ||
+        ::send(upstream.get(), query.data(), query.size(), 0) < 0) {
+      break;
+    }
+    const absl::Time deadline = absl::Now() + kUpstreamDnsTimeout;
+    while (!answer && WaitFor(upstream.get(), POLLIN, stop_.get(), deadline)) {
+      const ssize_t n = ::recv(upstream.get(), wire.data(), wire.size(), 0);
+      if (n <= 0) break;
+      answer = ParseDnsAnswer(absl::string_view(wire.data(), n), *question);
+      if (answer) wire.resize(static_cast<size_t>(n));
+    }
+  }
+  if (!answer) {
+    event.reason = absl::StrCat(question->type_name,
+                                ": the upstream server did not answer");
+    Emit(event);
+    return EmptyDnsAnswer(*question, kDnsServFail);
+  }
+  std::vector<std::string> addresses;
+  {
+    std::lock_guard lock(sandbox.mutex);
+    for (const auto& a : answer->addresses) {
+      addresses.push_back(FormatIpv4(a.address));
+      if (sandbox.resolved.size() < kMaxResolvedAddresses ||
+          sandbox.resolved.count(a.address)) {
+        sandbox.resolved[a.address].insert(question->name);
+      }
+    }
+  }
+  event.address = absl::StrJoin(addresses, ",");
+  event.reason = question->type_name;
+  if (answer->rcode != kDnsNoError) {
+    absl::StrAppend(&event.reason, " rcode ", answer->rcode);
+  }
+  Emit(event);
+  return wire;
+}
+
+void Egress::ResolverLoop() {
+  std::string buffer(4096, '\0');
+  for (;;) {
+    pollfd fds[2] = {{dns_socket_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0 && errno != EINTR) return;
+    if (fds[1].revents & POLLIN) return;
+    sockaddr_in from{};
+    socklen_t from_size = sizeof(from);
+    const ssize_t n =
+        ::recvfrom(dns_socket_.get(), buffer.data(), buffer.size(), 0,
+                   reinterpret_cast<sockaddr*>(&from), &from_size);
+    if (n <= 0) continue;  // another thread took it
+    auto sandbox = SandboxAt(ntohl(from.sin_addr.s_addr));
+    if (!sandbox) continue;
+    const std::string answer =
+        Resolve(*sandbox, std::string(buffer.data(), static_cast<size_t>(n)));
+    if (answer.empty()) continue;
+    (void)::sendto(dns_socket_.get(), answer.data(), answer.size(), 0,
+                   reinterpret_cast<sockaddr*>(&from), from_size);
+  }
+}
+
+// ---- The proxy ------------------------------------------------------------
+
+void Egress::AcceptLoop() {
+  for (;;) {
+    pollfd fds[2] = {{listener_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0 && errno != EINTR) return;
+    if (fds[1].revents & POLLIN) return;
+    UniqueFd client(::accept4(listener_.get(), nullptr, nullptr,
+                              SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (!client) continue;
+    {
+      std::lock_guard lock(connections_mutex_);
+      ++connections_;
+    }
+    std::thread([this, fd = client.Release()] {
+      Serve(UniqueFd(fd));
+      std::lock_guard lock(connections_mutex_);
+      if (--connections_ == 0) connections_done_.notify_all();
+    }).detach();
+  }
+}
+
+void Egress::ServeDnsOverTcp(Sandbox& sandbox, int client) {
+  const int stop = stop_.get();
+  for (;;) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    std::string message;
+    auto read_exactly = [&](size_t size) {
+      std::string data;
+      while (data.size() < size) {
+        if (!WaitFor(client, POLLIN, stop, deadline)) return false;
+        char chunk[512];
+        const ssize_t n = ::recv(
+            client, chunk, std::min(sizeof(chunk), size - data.size()), 0);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        if (n <= 0) return false;
+        data.append(chunk, static_cast<size_t>(n));
+      }
+      message = std::move(data);
+      return true;
+    };
+    if (!read_exactly(2)) return;
+    const size_t size = (static_cast<uint8_t>(message[0]) << 8) |
+                        static_cast<uint8_t>(message[1]);
+    if (size == 0 || !read_exactly(size)) return;
+    const std::string answer = Resolve(sandbox, message);
+    if (answer.empty() || answer.size() > 65535) return;
+    std::string framed;
+    framed.push_back(static_cast<char>(answer.size() >> 8));
+    framed.push_back(static_cast<char>(answer.size() & 0xff));
+    framed += answer;
+    if (!SendAll(client, framed)) return;
+  }
+}
+
+void Egress::Serve(UniqueFd client) {
+  sockaddr_in peer{}, original{};
+  socklen_t size = sizeof(peer);
+  if (::getpeername(client.get(), reinterpret_cast<sockaddr*>(&peer), &size) !=
+      0) {
+    return;
+  }
+  auto sandbox = SandboxAt(ntohl(peer.sin_addr.s_addr));
+  size = sizeof(original);
+  if (!sandbox || ::getsockopt(client.get(), SOL_IP, SO_ORIGINAL_DST, &original,
+                               &size) != 0) {
+    Reset(client.get());
+    return;
+  }
+  const uint32_t address = ntohl(original.sin_addr.s_addr);
+  const uint16_t port = ntohs(original.sin_port);
+  if (port == 53) {
+    // DNS over TCP, to whatever server: the sandbox's resolver answers.
+    ServeDnsOverTcp(*sandbox, client.get());
+    return;
+  }
+  NetEvent event;
+  event.sandbox_id = sandbox->id;
+  event.kind = "tcp";
+  event.address = FormatIpv4(address);
+  event.port = port;
+  struct Counted {
+    std::atomic<int>& count;
+    ~Counted() { --count; }
+  } counted{sandbox->connections};
+  if (++sandbox->connections > static_cast<int>(options_.max_connections)) {
+    event.reason = absl::StrCat("more than ", options_.max_connections,
+                                " connections open at once");
+    Emit(event);
+    Reset(client.get());
+    return;
+  }
+  Verdict verdict = Decide(*sandbox, address, port);
+  std::string first;  // what sniffing read; sent upstream first
+  // On 80 and 443 the name is read from the first bytes: enforced with an
+  // allowlist, recorded without one (for the audit and for learning; a
+  // protocol where the server speaks first waits a second there).
+  const bool named_port = port == 80 || port == 443;
+  const bool record_name =
+      verdict.allowed && named_port && sandbox->policy.allow.empty();
+  if (verdict.allowed && (verdict.sniff || record_name)) {
+    const absl::Time deadline =
+        absl::Now() + (verdict.sniff ? kSniffTimeout : absl::Seconds(1));
+    Sniffed sniffed = Sniffed::kNeedMore;
+    std::string name;
+    while (sniffed == Sniffed::kNeedMore) {
+      if (first.size() >= kMaxSniffBytes ||
+          !WaitFor(client.get(), POLLIN, stop_.get(), deadline)) {
+        sniffed = Sniffed::kNotProtocol;
+        break;
+      }
+      char chunk[4096];
+      const ssize_t n =
+          ::recv(client.get(), chunk,
+                 std::min(sizeof(chunk), kMaxSniffBytes - first.size()), 0);
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      if (n <= 0) return;  // the client gave up
+      first.append(chunk, static_cast<size_t>(n));
+      sniffed = port == 443 ? SniffTlsServerName(first, &name)
+                            : SniffHttpHost(first, &name);
+    }
+    event.name = name;
+    const char* what = port == 443 ? "TLS server name" : "HTTP Host";
+    if (!verdict.sniff) {
+      // Recorded only.
+    } else if (sniffed == Sniffed::kName &&
+               sandbox->policy.allow.AllowsName(name)) {
+      verdict.reason = absl::StrCat(what, " ", name);
+    } else {
+      verdict.allowed = false;
+      verdict.reason =
+          sniffed == Sniffed::kName
+              ? absl::StrCat(what, " ", name, " is not an allowed name")
+          : sniffed == Sniffed::kNoName
+              ? absl::StrCat("no ", what, " to check")
+              : absl::StrCat("not ", port == 443 ? "TLS" : "HTTP", " on port ",
+                             port);
+    }
+  }
+  if (verdict.allowed && event.name.empty()) {
+    std::lock_guard lock(sandbox->mutex);
+    auto it = sandbox->resolved.find(address);
+    if (it != sandbox->resolved.end()) event.name = *it->second.begin();
+  }
+  if (!verdict.allowed) {
+    event.reason = verdict.reason;
+    Emit(event);
+    Reset(client.get());
+    return;
+  }
+
+  UniqueFd upstream(
+      ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  sockaddr_in destination = Ipv4Address(address, port);
+  bool connected = false;
+  if (upstream) {
+    const int rc =
+        ::connect(upstream.get(), reinterpret_cast<sockaddr*>(&destination),
+                  sizeof(destination));
+    if (rc == 0) {
+      connected = true;
+    } else if (errno == EINPROGRESS &&
+               WaitFor(upstream.get(), POLLOUT, stop_.get(),
+                       absl::Now() + kConnectTimeout)) {
+      int error = 0;
+      socklen_t error_size = sizeof(error);
+      ::getsockopt(upstream.get(), SOL_SOCKET, SO_ERROR, &error, &error_size);
+      connected = error == 0;
+      if (!connected) errno = error;
+    } else if (errno == EINPROGRESS) {
+      errno = ETIMEDOUT;
+    }
+  }
+  if (!connected) {
+    event.allowed = true;
+    event.reason = absl::StrCat(verdict.reason,
+                                "; connect failed: ", std::strerror(errno));
+    Emit(event);
+    Reset(client.get());
+    return;
+  }
+  event.allowed = true;
+  event.reason = verdict.reason;
+
+  // Relay both ways until both are closed. Half-closes pass through.
+  int ends[2] = {client.get(), upstream.get()};
+  std::string pending[2] = {std::move(first), {}};  // to upstream, to client
+  bool read_open[2] = {true, true};
+  uint64_t* counts[2] = {&event.bytes_out, &event.bytes_in};
+  *counts[0] += pending[0].size();
+  std::vector<char> buffer(64 * 1024);
+  while (read_open[0] || read_open[1] || !pending[0].empty() ||
+         !pending[1].empty()) {
+    pollfd fds[3];
+    for (int side = 0; side < 2; ++side) {
+      const int other = 1 - side;
+      fds[side].fd = ends[side];
+      fds[side].events = 0;
+      // Read from a side only when what it sent before has gone out.
+      if (read_open[side] && pending[side].empty()) fds[side].events |= POLLIN;
+      if (!pending[other].empty()) fds[side].events |= POLLOUT;
+      fds[side].revents = 0;
+      // Nothing to wait for on this side: leave it out, or its hangup
+      // would wake the poll at once, forever.
+      if (fds[side].events == 0) fds[side].fd = -1;
+    }
+    fds[2] = {stop_.get(), POLLIN, 0};
+    if (::poll(fds, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[2].revents & POLLIN) break;
+    bool failed = false;
+    for (int side = 0; side < 2 && !failed; ++side) {
+      const int other = 1 - side;
+      if (fds[side].revents & POLLOUT && !pending[other].empty()) {
+        const ssize_t n = ::send(ends[side], pending[other].data(),
+                                 pending[other].size(), MSG_NOSIGNAL);
+        if (n > 0) {
+          pending[other].erase(0, static_cast<size_t>(n));
+          if (pending[other].empty() && !read_open[other]) {
+            ::shutdown(ends[side], SHUT_WR);
+          }
+        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+          failed = true;
+        }
+      }
+      if (fds[side].revents & (POLLIN | POLLHUP | POLLERR) && read_open[side] &&
+          pending[side].empty()) {
+        const ssize_t n = ::recv(ends[side], buffer.data(), buffer.size(), 0);
+        if (n > 0) {
+          pending[side].assign(buffer.data(), static_cast<size_t>(n));
+          *counts[side] += static_cast<uint64_t>(n);
+        } else if (n == 0) {
+          read_open[side] = false;
+          ::shutdown(ends[other], SHUT_WR);
+        } else if (errno != EAGAIN && errno != EINTR) {
+          failed = true;
+        }
+      }
+    }
+    if (failed) {
+      Reset(client.get());
+      break;
+    }
+    if (!read_open[0] && !read_open[1] && pending[0].empty() &&
+        pending[1].empty()) {
+      break;
+    }
+  }
+  Emit(event);
+}
+
+}  // namespace corral::net

@@ -1,0 +1,355 @@
+// The egress path on every runtime that claims egress-policy, through the
+// real daemon, CLI and sandboxes: corrald runs in the host namespace of a
+// FakeInternet (tests/integration/fake_internet.h), so no packet goes to a
+// real address. Inside each sandbox, net_probe (tests/network/net_probe.c)
+// resolves and connects. A runtime that does not claim egress-policy must
+// refuse every network mode but none, which is what is checked there.
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/conformance/conformance.h"
+#include "tests/integration/fake_internet.h"
+
+namespace corral::testing::conformance {
+namespace {
+
+constexpr int kNobody = 65534;
+
+bool Contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+std::string Config(const std::string& extra) {
+  return std::string("[network]\ndns_upstream = \"") +
+         FakeInternet::kDnsServer + "\"\n" + extra;
+}
+
+// A FakeInternet and the variant's corrald inside its host namespace, which
+// resolves through the fake DNS server.
+class NetworkWorld {
+ public:
+  explicit NetworkWorld(const std::string& extra_config = "")
+      : internet_({{"allowed.test", "203.0.113.10"},
+                   {"shared.test", "203.0.113.10"},
+                   {"other.test", "203.0.113.11"},
+                   {"cdn.allowed.test", "203.0.113.12"}},
+                  {"203.0.113.50:22"}),
+        suite_(Config(extra_config), internet_.host_netns_path()) {}
+
+  Daemon& daemon() { return suite_.daemon(); }
+  Conformance& suite() { return suite_; }
+  FakeInternet& internet() { return internet_; }
+
+  // Whether the runtime puts sandboxes on the egress path. When it does
+  // not, checks that it refuses network access and says so.
+  bool Enforced() {
+    if (suite_.RuntimeClaims(v1::GUARANTEE_EGRESS_POLICY)) return true;
+    auto refused = suite_.Cli(
+        {"create", "--runtime", suite_.runtime(), "--network", "egress"});
+    INFO(refused.err);
+    CHECK(refused.exit_code == 125);
+    CHECK(Contains(refused.err, "cannot guarantee GUARANTEE_EGRESS_POLICY"));
+    WARN(suite_.runtime() << " does not claim egress-policy: network "
+                          << "access is refused there, not checked");
+    return false;
+  }
+
+  // A sandbox made with these flags, with net_probe in /workspace.
+  std::string Create(const std::vector<std::string>& flags) {
+    const std::string id = suite_.Create(flags);
+    auto copied =
+        suite_.Cli({"cp", std::string(CORRAL_BINARY_DIR) + "/tests/net_probe",
+                    id + ":/workspace/probe"});
+    INFO(copied.err);
+    REQUIRE(copied.exit_code == 0);
+    return id;
+  }
+
+  // net_probe's output.
+  std::string Probe(const std::string& id,
+                    const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {"exec",
+                                     id,
+                                     "--",
+                                     "sh",
+                                     "-c",
+                                     "chmod +x /workspace/probe && exec "
+                                     "/workspace/probe \"$@\"",
+                                     "probe"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto probed = suite_.Cli(argv);
+    INFO(probed.err);
+    return probed.out;
+  }
+
+  std::string NetLog(const std::string& id) {
+    return suite_.Cli({"net", "log", id}).out;
+  }
+
+ private:
+  FakeInternet internet_;
+  Conformance suite_;
+};
+
+bool Skip() {
+  std::string why;
+  if (FakeInternet::Available(&why)) return false;
+  WARN("network tests skipped: " << why);
+  return true;
+}
+
+TEST_CASE(
+    "allow-domain: an allowed name resolves and connects, checked by HTTP "
+    "Host and TLS server name; another name neither resolves nor connects, "
+    "by IP, by a shared address or through another DNS server") {
+  if (Skip()) return;
+  NetworkWorld world;
+  if (!world.Enforced()) return;
+  const std::string id = world.Create({"--allow-domain", "allowed.test"});
+
+  CHECK(world.Probe(id, {"resolve", "allowed.test"}) == "A 203.0.113.10\n");
+  CHECK(world.Probe(id, {"resolve", "other.test"}) == "NXDOMAIN\n");
+  // Another server, over UDP and TCP: the sandbox's resolver answers.
+  CHECK(world.Probe(id, {"resolve", "other.test", "198.51.100.53"}) ==
+        "NXDOMAIN\n");
+  CHECK(world.Probe(id, {"resolve-tcp", "other.test", "192.0.2.1"}) ==
+        "NXDOMAIN\n");
+  CHECK(world.Probe(id, {"resolve-tcp", "allowed.test", "192.0.2.1"}) ==
+        "A 203.0.113.10\n");
+  // A refused name never reaches the upstream server.
+  for (const auto& name : world.internet().dns_queries()) {
+    CHECK(name != "other.test");
+  }
+
+  const std::string http =
+      world.Probe(id, {"http", "203.0.113.10", "80", "allowed.test"});
+  CHECK(Contains(http, "HTTP/1.1 200"));
+  CHECK(Contains(http, "Host: allowed.test"));
+  CHECK(world.Probe(id, {"tls", "203.0.113.10", "443", "allowed.test"}) ==
+        "tls answered\n");
+
+  // The same address under a name that is not allowed.
+  CHECK(Contains(world.Probe(id, {"http", "203.0.113.10", "80", "shared.test"}),
+                 "failed"));
+  CHECK(Contains(world.Probe(id, {"tls", "203.0.113.10", "443", "shared.test"}),
+                 "failed"));
+  // An address no allowed name resolved to, on any port, and raw UDP.
+  CHECK(
+      Contains(world.Probe(id, {"http", "203.0.113.11", "80", "allowed.test"}),
+               "failed"));
+  CHECK(Contains(world.Probe(id, {"connect", "203.0.113.50", "22"}), "failed"));
+  CHECK(world.Probe(id, {"udp", "203.0.113.10", "9999"}) == "no answer\n");
+  CHECK_FALSE(world.internet().Reached("203.0.113.11", 80));
+  CHECK_FALSE(world.internet().Reached("203.0.113.50", 22));
+  // Exactly the two allowed connections reached the web server.
+  int reached = 0;
+  for (const auto& c : world.internet().connections()) {
+    if (c.local == "203.0.113.10") ++reached;
+  }
+  CHECK(reached == 2);
+
+  // Every query and connection is in the audit, with why.
+  const std::string log = world.NetLog(id);
+  INFO(log);
+  CHECK(Contains(log, "REFUSED dns - other.test (A: not an allowed name)"));
+  CHECK(Contains(log, "allowed dns 203.0.113.10 allowed.test"));
+  CHECK(Contains(log, "allowed tcp 203.0.113.10:80 allowed.test out "));
+  CHECK(Contains(log, "(TLS server name allowed.test)"));
+  CHECK(Contains(log,
+                 "REFUSED tcp 203.0.113.10:80 shared.test (HTTP Host "
+                 "shared.test is not an allowed name)"));
+  CHECK(Contains(log,
+                 "REFUSED tcp 203.0.113.11:80 - (not an address an "
+                 "allowed name resolved to"));
+  auto json = world.daemon().Cli({"--json", "net", "log", id});
+  CHECK(Contains(json.out, "\"allowed\":true"));
+}
+
+TEST_CASE(
+    "allow-cidr opens a public range and port, nothing else; egress opens "
+    "every public address but never the host, private, link-local or "
+    "metadata ranges, nor the sandboxes' own network") {
+  if (Skip()) return;
+  NetworkWorld world;
+  if (!world.Enforced()) return;
+  const std::string cidr = world.Create({"--allow-cidr", "203.0.113.50/32:22"});
+  CHECK(world.Probe(cidr, {"connect", "203.0.113.50", "22"}) ==
+        "hello 203.0.113.50:22\n");
+  CHECK(Contains(
+      world.Probe(cidr, {"http", "203.0.113.10", "80", "allowed.test"}),
+      "failed"));
+  CHECK(world.Probe(cidr, {"resolve", "allowed.test"}) == "NXDOMAIN\n");
+
+  const std::string open = world.Create({"--network", "egress"});
+  CHECK(world.Probe(open, {"resolve", "other.test"}) == "A 203.0.113.11\n");
+  CHECK(Contains(world.Probe(open, {"http", "203.0.113.11", "80", "x.test"}),
+                 "HTTP/1.1 200"));
+  auto shown = world.daemon().Cli({"inspect", cidr});
+  INFO(shown.out);
+  CHECK(Contains(shown.out, "203.0.113.50/32:22"));
+  std::string gateway;
+  for (const auto& line : Lines(shown.out)) {
+    if (Contains(line, "Address"))
+      gateway = Trim(line.substr(line.find(':') + 1));
+  }
+  REQUIRE_FALSE(gateway.empty());
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {FakeInternet::kHostAddress, "an address of the host"},
+      {"10.0.0.1", "RFC 1918"},
+      {"172.16.5.5", "RFC 1918"},
+      {"192.168.1.1", "RFC 1918"},
+      {"100.64.0.1", "CGNAT"},
+      {"169.254.169.254", "metadata"},
+      {gateway, "the sandboxes' own network"},
+  };
+  for (const auto& [address, why] : refused) {
+    INFO(address);
+    CHECK(Contains(world.Probe(open, {"connect", address, "80"}), "failed"));
+  }
+  const std::string log = world.NetLog(open);
+  INFO(log);
+  for (const auto& [address, why] : refused) {
+    CHECK(Contains(log, "REFUSED tcp " + address + ":80"));
+    CHECK(Contains(log, why));
+  }
+}
+
+TEST_CASE(
+    "learn mode records what a run needs; suggest prints the narrowest "
+    "flags, and the same run passes with them") {
+  if (Skip()) return;
+  NetworkWorld world;
+  if (!world.Enforced()) return;
+  const std::string learner = world.Create({"--network", "learn"});
+  auto run = [&](const std::string& id) {
+    // In this order (the operands of + have none).
+    std::string out = world.Probe(id, {"resolve", "allowed.test"});
+    out += world.Probe(id, {"http", "203.0.113.10", "80", "allowed.test"});
+    out += world.Probe(id, {"connect", "203.0.113.50", "22"});
+    return out;
+  };
+  const std::string learned = run(learner);
+  REQUIRE(Contains(learned, "HTTP/1.1 200"));
+  REQUIRE(Contains(learned, "hello 203.0.113.50:22"));
+  auto suggested = world.daemon().Cli({"net", "suggest", learner});
+  INFO(suggested.err);
+  REQUIRE(suggested.exit_code == 0);
+  CHECK(Trim(suggested.out) ==
+        "--allow-domain allowed.test --allow-cidr 203.0.113.50/32:22");
+
+  std::vector<std::string> flags;
+  std::istringstream words(Trim(suggested.out));
+  for (std::string word; words >> word;) flags.push_back(word);
+  const std::string narrow = world.Create(flags);
+  const std::string again = run(narrow);
+  INFO(again << world.NetLog(narrow));
+  CHECK(Contains(again, "A 203.0.113.10"));
+  CHECK(Contains(again, "HTTP/1.1 200"));
+  CHECK(Contains(again, "hello 203.0.113.50:22"));
+  // And nothing more.
+  CHECK(world.Probe(narrow, {"resolve", "other.test"}) == "NXDOMAIN\n");
+}
+
+TEST_CASE(
+    "network requests are checked: bad entries, allowlists without egress, "
+    "and modes the caller's policy does not allow change nothing") {
+  if (Skip()) return;
+  NetworkWorld world(
+      "[daemon]\nsocket_mode = 0o666\n"
+      "[default_policy]\nnetwork = [\"none\", \"allowlist\"]\n");
+  if (!world.Enforced()) return;
+  auto& daemon = world.daemon();
+  auto count = [&] {
+    const std::string listed = daemon.Cli({"--json", "ls"}).out;
+    size_t n = 0;
+    for (size_t at = 0; (at = listed.find("\"id\":", at)) != std::string::npos;
+         ++at) {
+      ++n;
+    }
+    return n;
+  };
+  const size_t before = count();
+  const std::vector<std::pair<std::vector<std::string>, std::string>> bad = {
+      {{"create", "--allow-domain", "*.org"}, "domain \"*.org\""},
+      {{"create", "--allow-cidr", "203.0.113.1/24"}, "did you mean"},
+      {{"create", "--allow-cidr", "2001:db8::/32"}, "IPv6"},
+      {{"create", "--network", "none", "--allow-domain", "a.test"},
+       "need network mode egress"},
+      {{"create", "--network", "everything"}, "--network expects"},
+  };
+  for (auto [args, message] : bad) {
+    args.insert(args.begin() + 1, {"--runtime", world.suite().runtime()});
+    auto result = daemon.Cli(args);
+    INFO(result.err);
+    CHECK(result.exit_code == 125);
+    CHECK(Contains(result.err, message));
+  }
+  // Root is an admin: every mode. Another user gets what the policy says.
+  const std::string runtime = world.suite().runtime();
+  auto denied = daemon.Cli(
+      {"create", "--runtime", runtime, "--network", "egress"}, "", kNobody);
+  INFO(denied.err);
+  CHECK(denied.exit_code == 125);
+  CHECK(
+      Contains(denied.err, "network egress is not allowed by default_policy"));
+  auto allowed = daemon.Cli(
+      {"create", "--runtime", runtime, "--allow-domain", "allowed.test"}, "",
+      kNobody);
+  INFO(allowed.err);
+  CHECK(allowed.exit_code == 0);
+  CHECK(count() == before + 1);
+}
+
+TEST_CASE(
+    "a sandbox's network survives a daemon restart and kill -9, and delete "
+    "removes its namespace and link") {
+  if (Skip()) return;
+  NetworkWorld world;
+  if (!world.Enforced()) return;
+  const std::string id = world.Create({"--allow-domain", "allowed.test"});
+  // Connections go only where an allowed name resolved to, for this
+  // sandbox: not before it resolved the name.
+  CHECK(
+      Contains(world.Probe(id, {"http", "203.0.113.10", "80", "allowed.test"}),
+               "failed"));
+  CHECK(world.Probe(id, {"resolve", "allowed.test"}) == "A 203.0.113.10\n");
+  CHECK(
+      Contains(world.Probe(id, {"http", "203.0.113.10", "80", "allowed.test"}),
+               "HTTP/1.1 200"));
+  // The resolved addresses are the daemon's memory: after a restart the
+  // name is resolved again, as a program would on a new connection.
+  world.daemon().Kill9();
+  world.daemon().Start();
+  CHECK(world.Probe(id, {"resolve", "allowed.test"}) == "A 203.0.113.10\n");
+  CHECK(
+      Contains(world.Probe(id, {"http", "203.0.113.10", "80", "allowed.test"}),
+               "HTTP/1.1 200"));
+  world.daemon().Stop();
+  world.daemon().Start();
+  CHECK(world.Probe(id, {"resolve", "allowed.test"}) == "A 203.0.113.10\n");
+  CHECK(
+      Contains(world.Probe(id, {"http", "203.0.113.10", "80", "allowed.test"}),
+               "HTTP/1.1 200"));
+  CHECK(Contains(world.Probe(id, {"http", "203.0.113.10", "80", "shared.test"}),
+                 "failed"));
+
+  std::ifstream instance_file(world.daemon().state_dir() + "/instance-id");
+  std::string instance;
+  std::getline(instance_file, instance);
+  const std::string dir = "/run/corral-net/" + Trim(instance);
+  CHECK(std::filesystem::exists(dir + "/egress"));
+  REQUIRE(world.daemon().Cli({"rm", id}).exit_code == 0);
+  CHECK_FALSE(std::filesystem::exists(dir + "/" + id));
+  // With no sandbox with network left, a stopped daemon leaves nothing.
+  world.daemon().Stop();
+  CHECK_FALSE(std::filesystem::exists(dir));
+}
+
+}  // namespace
+}  // namespace corral::testing::conformance
