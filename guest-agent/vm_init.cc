@@ -1,10 +1,14 @@
 // corral-agent as a VM's init; see vm_init.h.
 #include "guest-agent/vm_init.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -333,6 +337,85 @@ void BringUpLoopback() {
   ::close(fd);
 }
 
+// corral.net=ADDRESS/PREFIX,GATEWAY: the card (virtio-net, eth0) is the
+// guest's end of the daemon's tap on its egress path. Its address and
+// default route; no IPv6 (the egress path has none); DNS at the gateway,
+// over the image's /etc/resolv.conf when it has one (any server it names
+// would reach the same resolver, but not a loopback one).
+// Returns the gateway.
+std::string ConfigureNetwork(const std::string& setting) {
+  unsigned a[4] = {}, g[4] = {}, prefix = 0;
+  if (std::sscanf(setting.c_str(), "%u.%u.%u.%u/%u,%u.%u.%u.%u", &a[0], &a[1],
+                  &a[2], &a[3], &prefix, &g[0], &g[1], &g[2], &g[3]) != 9 ||
+      prefix == 0 || prefix > 32) {
+    Fail("bad corral.net=" + setting, EINVAL);
+  }
+  auto in_addr_of = [](const unsigned* p) {
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    in.sin_addr.s_addr = htonl((p[0] & 0xff) << 24 | (p[1] & 0xff) << 16 |
+                               (p[2] & 0xff) << 8 | (p[3] & 0xff));
+    return in;
+  };
+  // The driver registers the card as it loads; give it a moment.
+  for (int i = 0; i < 200 && ::access("/sys/class/net/eth0", F_OK) != 0; ++i) {
+    SleepMs(10);
+  }
+  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) Fail("socket AF_INET", errno);
+  ifreq request{};
+  std::strncpy(request.ifr_name, "eth0", IFNAMSIZ - 1);
+  sockaddr_in address = in_addr_of(a);
+  std::memcpy(&request.ifr_addr, &address, sizeof(address));
+  if (::ioctl(fd, SIOCSIFADDR, &request) != 0) Fail("SIOCSIFADDR eth0", errno);
+  sockaddr_in mask{};
+  mask.sin_family = AF_INET;
+  mask.sin_addr.s_addr = htonl(prefix == 32 ? ~0u : ~(~0u >> prefix));
+  std::memcpy(&request.ifr_netmask, &mask, sizeof(mask));
+  if (::ioctl(fd, SIOCSIFNETMASK, &request) != 0) {
+    Fail("SIOCSIFNETMASK eth0", errno);
+  }
+  if (::ioctl(fd, SIOCGIFFLAGS, &request) != 0)
+    Fail("SIOCGIFFLAGS eth0", errno);
+  request.ifr_flags |= IFF_UP;
+  if (::ioctl(fd, SIOCSIFFLAGS, &request) != 0)
+    Fail("SIOCSIFFLAGS eth0", errno);
+  rtentry route{};
+  sockaddr_in any{};
+  any.sin_family = AF_INET;
+  std::memcpy(&route.rt_dst, &any, sizeof(any));
+  std::memcpy(&route.rt_genmask, &any, sizeof(any));
+  sockaddr_in gateway = in_addr_of(g);
+  std::memcpy(&route.rt_gateway, &gateway, sizeof(gateway));
+  route.rt_flags = RTF_UP | RTF_GATEWAY;
+  char device[] = "eth0";
+  route.rt_dev = device;
+  if (::ioctl(fd, SIOCADDRT, &route) != 0) Fail("SIOCADDRT default", errno);
+  ::close(fd);
+  if (::access("/proc/sys/net/ipv6/conf/all/disable_ipv6", F_OK) == 0) {
+    WriteFile("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1");
+  }
+  // The file stays in the initramfs, which lives on beneath the new root.
+  const std::string nameserver =
+      std::to_string(g[0] & 0xff) + "." + std::to_string(g[1] & 0xff) + "." +
+      std::to_string(g[2] & 0xff) + "." + std::to_string(g[3] & 0xff);
+  const std::string text = "nameserver " + nameserver + "\n";
+  int file =
+      ::open("/resolv.conf", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (file < 0 || ::write(file, text.data(), text.size()) !=
+                      static_cast<ssize_t>(text.size())) {
+    Fail("write /resolv.conf", errno);
+  }
+  ::close(file);
+  const std::string target = std::string(kNewRoot) + "/etc/resolv.conf";
+  struct stat st {};
+  if (::lstat(target.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+    Mount("/resolv.conf", target, nullptr, MS_BIND, "");
+    Mount(target, target, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, "");
+  }
+  return nameserver;
+}
+
 void SwitchRoot() {
   // The initramfs's own mounts go; its files (but this program, which is
   // running) were the modules, already removed.
@@ -417,6 +500,86 @@ pid_t StartLink(const std::string& port, int listen_fd) {
   return pid;
 }
 
+// Resolvers without an /etc/resolv.conf ask 127.0.0.1: in a VM with network
+// a small relay answers there, passing each query to the gateway (where
+// the daemon's resolver judges it) and the answer back. A process of its
+// own, as an unprivileged uid that commands cannot signal. UDP only.
+void StartLoopbackDnsRelay(const std::string& gateway) {
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  local.sin_port = htons(53);
+  local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sockaddr_in upstream{};
+  upstream.sin_family = AF_INET;
+  upstream.sin_port = htons(53);
+  if (::inet_pton(AF_INET, gateway.c_str(), &upstream.sin_addr) != 1) return;
+  int listen = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (listen < 0 ||
+      ::bind(listen, reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0) {
+    Say("no DNS relay on 127.0.0.1: %s", std::strerror(errno));
+    if (listen >= 0) ::close(listen);
+    return;
+  }
+  pid_t pid = ::fork();
+  if (pid < 0) Fail("fork the DNS relay", errno);
+  if (pid != 0) {
+    ::close(listen);
+    return;
+  }
+  if (::setgroups(0, nullptr) != 0 ||
+      ::setresgid(kLinkGid, kLinkGid, kLinkGid) != 0 ||
+      ::setresuid(kLinkUid, kLinkUid, kLinkUid) != 0 ||
+      ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    ::_exit(1);
+  }
+  // In flight: an upstream socket per query, with its client and deadline.
+  struct Query {
+    int fd;
+    sockaddr_in client;
+    time_t deadline;
+  };
+  constexpr size_t kMaxInFlight = 64;
+  std::vector<Query> queries;
+  char buffer[4096];
+  for (;;) {
+    std::vector<pollfd> fds = {{listen, POLLIN, 0}};
+    for (const Query& q : queries) fds.push_back({q.fd, POLLIN, 0});
+    if (::poll(fds.data(), fds.size(), 1000) < 0 && errno != EINTR) ::_exit(1);
+    const time_t now = ::time(nullptr);
+    for (size_t i = queries.size(); i-- > 0;) {
+      Query& q = queries[i];
+      const bool ready = fds[i + 1].revents & POLLIN;
+      if (ready) {
+        const ssize_t n = ::recv(q.fd, buffer, sizeof(buffer), 0);
+        if (n > 0) {
+          ::sendto(listen, buffer, static_cast<size_t>(n), 0,
+                   reinterpret_cast<sockaddr*>(&q.client), sizeof(q.client));
+        }
+      }
+      if (ready || now > q.deadline) {
+        ::close(q.fd);
+        queries.erase(queries.begin() + static_cast<long>(i));
+      }
+    }
+    if (fds[0].revents & POLLIN) {
+      sockaddr_in client{};
+      socklen_t size = sizeof(client);
+      const ssize_t n = ::recvfrom(listen, buffer, sizeof(buffer), 0,
+                                   reinterpret_cast<sockaddr*>(&client), &size);
+      if (n <= 0 || queries.size() >= kMaxInFlight) continue;
+      int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      if (fd < 0) continue;
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&upstream),
+                    sizeof(upstream)) != 0 ||
+          ::send(fd, buffer, static_cast<size_t>(n), 0) != n) {
+        ::close(fd);
+        continue;
+      }
+      queries.push_back({fd, client, now + 5});
+    }
+  }
+}
+
 }  // namespace
 
 std::map<std::string, std::string> ParseVmCommandLine(const std::string& text) {
@@ -471,6 +634,10 @@ void RunVmInit() {
     }
   }
   BringUpLoopback();
+  if (auto net = settings.find("net"); net != settings.end()) {
+    StartLoopbackDnsRelay(ConfigureNetwork(net->second));
+    Trace("network configured");
+  }
   SwitchRoot();
 
   const int listen_fd = ListenForLink();

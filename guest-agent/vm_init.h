@@ -21,6 +21,8 @@
 //   corral.memory=BYTES          memory.max of the commands' cgroup
 //   corral.pids=N                pids.max of the commands' cgroup
 //   corral.tmp=BYTES             size of the /tmp tmpfs (64 MiB)
+//   corral.net=ADDR/PREFIX,GW    the network card's address and gateway
+//                                (the daemon's tap on its egress path)
 //   corral.trace=1               each step's end on the console, with the
 //                                kernel's uptime
 #ifndef CORRAL_GUEST_AGENT_VM_INIT_H_

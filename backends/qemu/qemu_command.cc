@@ -95,12 +95,13 @@ std::string KernelCommandLine(const VmPlan& plan) {
     absl::StrAppend(&line, " tsc_early_khz=", plan.tsc_khz,
                     " lpj=", plan.tsc_khz * 1000 / kGuestHz, " tsc=reliable");
   }
-  absl::StrAppend(&line, " corral.root=", plan.host_image ? "virtiofs" : "disk",
-                  " corral.workspace=disk corral.port=", kAgentPortName,
-                  " corral.hostname=", plan.hostname,
-                  " corral.memory=", plan.memory_limit_bytes,
-                  " corral.pids=", plan.pids, " corral.tmp=", plan.tmp_bytes,
-                  plan.trace_boot ? " corral.trace=1" : "", " -- --vm-init");
+  absl::StrAppend(
+      &line, " corral.root=", plan.host_image ? "virtiofs" : "disk",
+      " corral.workspace=disk corral.port=", kAgentPortName,
+      " corral.hostname=", plan.hostname,
+      " corral.memory=", plan.memory_limit_bytes, " corral.pids=", plan.pids,
+      " corral.tmp=", plan.tmp_bytes, plan.trace_boot ? " corral.trace=1" : "",
+      plan.net.empty() ? "" : " corral.net=", plan.net, " -- --vm-init");
   return line;
 }
 
@@ -184,6 +185,14 @@ std::vector<std::string> QemuCommand(const std::string& qemu,
          "file=/dev/fdset/"
          "1,if=none,id=root,format=raw,readonly=on,file.locking=off",
          "-device", "virtio-blk-device,drive=root,serial=corral-root"});
+  }
+  if (!plan.net.empty() && plan.tap_fd >= 0) {
+    // The daemon's tap on its egress path (vhost off: /dev/vhost-net is
+    // the host's, and QEMU runs without privileges).
+    argv.insert(
+        argv.end(),
+        {"-netdev", absl::StrCat("tap,id=net0,fd=", plan.tap_fd), "-device",
+         absl::StrCat("virtio-net-device,netdev=net0,mac=", plan.mac)});
   }
   if (incoming) {
     argv.insert(argv.end(), {"-incoming", absl::StrCat("fd:", kIncomingFd)});

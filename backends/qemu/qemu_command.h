@@ -47,6 +47,12 @@ struct VmPlan {
   uint64_t tmp_bytes = 0;
   // The guest's init prints each step's time on the console (console.log).
   bool trace_boot = false;
+  // With network: the guest's "ADDRESS/PREFIX,GATEWAY" (corral.net=), its
+  // card's MAC, and the fd number of the tap QEMU gets (not saved: a VM
+  // with network is never saved).
+  std::string net;
+  std::string mac;
+  int tap_fd = -1;
 };
 
 // What a VM was started with, kept in its runtime directory ("machine") so

@@ -1,9 +1,13 @@
 #include "backends/qemu/qemu_runtime.h"
 
 #include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
@@ -11,13 +15,16 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <thread>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
@@ -50,6 +57,7 @@ using linux_runtime::SandboxCgroups;
 constexpr int kGuaranteeSeparateKernel = 1;
 constexpr int kGuaranteeCgroupLimits = 2;
 constexpr int kGuaranteeNetworkIsolation = 4;
+constexpr int kGuaranteeEgressPolicy = 5;
 constexpr int kGuaranteeMemorySnapshot = 7;
 constexpr int kGuaranteePause = 8;
 constexpr int kGuaranteeDiskLimit = 9;
@@ -373,15 +381,57 @@ absl::Status TearDown(const Settings& settings,
 
 // What a sandbox gets: everything the runtime claims, but memory snapshots
 // for the host image (QEMU cannot save a machine with a vhost-user device).
-std::vector<int> SandboxGuarantees(bool host_image) {
+std::vector<int> SandboxGuarantees(bool host_image, bool network) {
   // The workspace is a disk of the sandbox's disk size and the root is
   // read-only: nothing the guest writes reaches the host's disk beyond it
   // (the console log is capped).
   std::vector<int> guarantees = {
       kGuaranteeSeparateKernel, kGuaranteeCgroupLimits,
       kGuaranteeNetworkIsolation, kGuaranteePause, kGuaranteeDiskLimit};
-  if (!host_image) guarantees.push_back(kGuaranteeMemorySnapshot);
+  // A saved machine would come back with another sandbox's address in its
+  // memory: a VM with network is not saved.
+  if (!host_image && !network) {
+    guarantees.push_back(kGuaranteeMemorySnapshot);
+  }
+  if (network) guarantees.push_back(kGuaranteeEgressPolicy);
   return guarantees;
+}
+
+// The tap the daemon made for this sandbox, opened in the namespace that
+// holds it (on a thread of its own: corrald is multithreaded).
+absl::StatusOr<UniqueFd> OpenTap(const bv1::TapLink& tap) {
+  UniqueFd netns(::open(tap.netns_path().c_str(), O_RDONLY | O_CLOEXEC));
+  if (!netns) return ErrnoStatus(absl::StrCat("open ", tap.netns_path()));
+  UniqueFd fd;
+  absl::Status status;
+  std::thread opener([&] {
+    if (::setns(netns.get(), CLONE_NEWNET) != 0) {
+      status = ErrnoStatus("setns to the egress namespace");
+      return;
+    }
+    fd.Reset(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
+    if (!fd) {
+      status = ErrnoStatus("open /dev/net/tun");
+      return;
+    }
+    ifreq request{};
+    std::strncpy(request.ifr_name, tap.name().c_str(), IFNAMSIZ - 1);
+    request.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    if (::ioctl(fd.get(), TUNSETIFF, &request) != 0) {
+      status = ErrnoStatus(absl::StrCat("open tap ", tap.name()));
+    }
+  });
+  opener.join();
+  RETURN_IF_ERROR(status);
+  return fd;
+}
+
+// A locally administered MAC from the guest's address.
+std::string MacFor(const std::string& address) {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  std::sscanf(address.c_str(), "%u.%u.%u.%u", &a, &b, &c, &d);
+  return absl::StrFormat("52:54:%02x:%02x:%02x:%02x", a & 0xff, b & 0xff,
+                         c & 0xff, d & 0xff);
 }
 
 // The group that may open /dev/kvm, for a QEMU that runs unprivileged.
@@ -492,10 +542,14 @@ bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
     }
     response.set_available(true);
     response.set_reason(absl::StrCat(accel.note, ", kernel ", kernel->release));
-    // The runtime's claims are what an image sandbox gets.
-    for (int guarantee : SandboxGuarantees(/*host_image=*/false)) {
+    // The runtime's claims are what an image sandbox gets, and egress
+    // through the daemon's tap (details network_link) for one with network.
+    for (int guarantee :
+         SandboxGuarantees(/*host_image=*/false, /*network=*/false)) {
       response.add_guarantees(guarantee);
     }
+    response.add_guarantees(kGuaranteeEgressPolicy);
+    details["network_link"] = "tap";
   } else {
     response.set_reason(absl::StrJoin(problems, "; "));
   }
@@ -578,6 +632,17 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   }
   VmPlan& plan = machine.plan;
   plan.id = spec.id();
+  UniqueFd tap_fd;
+  if (spec.has_tap()) {
+    if (restoring) {
+      return absl::FailedPreconditionError(
+          "a saved machine cannot start with network");
+    }
+    ASSIGN_OR_RETURN(tap_fd, OpenTap(spec.tap()));
+    plan.net = absl::StrCat(spec.tap().address(), "/", spec.tap().prefix(), ",",
+                            spec.tap().gateway());
+    plan.mac = MacFor(spec.tap().address());
+  }
   machine.workspace_disk =
       absl::StrCat(spec.workspace_dir(), "/", kWorkspaceDisk);
 
@@ -667,6 +732,10 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
                      workspace_read_fd.get(), qmp_listen.get()};
   if (root_fd) launch.qemu_fds.push_back(root_fd.get());
   if (incoming_fd) launch.qemu_fds.push_back(incoming_fd.get());
+  if (tap_fd) {
+    plan.tap_fd = kKernelFd + static_cast<int>(launch.qemu_fds.size());
+    launch.qemu_fds.push_back(tap_fd.get());
+  }
   launch.argv = {settings.launcher_path,
                  "--report-fd",
                  "4",
@@ -750,7 +819,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   bv1::CreateResponse response;
   response.mutable_handle()->set_id(spec.id());
   response.mutable_handle()->set_state(record.Serialize());
-  for (int guarantee : SandboxGuarantees(plan.host_image)) {
+  for (int guarantee : SandboxGuarantees(plan.host_image, !plan.net.empty())) {
     response.add_guarantees(guarantee);
   }
   auto& details = *response.mutable_details();

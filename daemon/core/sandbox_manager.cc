@@ -301,7 +301,22 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
   spec.set_host_uid(host_uid);
   spec.set_host_gid(host_uid);
   spec.set_network_none(true);
-  if (networked) {
+  const auto link_kind = runtime.details.find("network_link");
+  const bool tap_link =
+      link_kind != runtime.details.end() && link_kind->second == "tap";
+  if (networked && tap_link) {
+    auto tap =
+        options_.egress->AttachTap(id, EgressPolicyOf(plan.network_policy));
+    if (!tap.ok()) return fail(tap.status());
+    live->view.set_network_address(tap->address);
+    spec.set_network_none(false);
+    bv1::TapLink* link = spec.mutable_tap();
+    link->set_netns_path(tap->netns_path);
+    link->set_name(tap->name);
+    link->set_address(tap->address);
+    link->set_prefix(static_cast<uint32_t>(tap->prefix));
+    link->set_gateway(tap->gateway);
+  } else if (networked) {
     auto address =
         options_.egress->Attach(id, EgressPolicyOf(plan.network_policy));
     if (!address.ok()) return fail(address.status());

@@ -3,12 +3,14 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
+#include <linux/if_tun.h>
 #include <linux/netfilter_ipv4.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <nftables/libnftables.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -182,7 +184,7 @@ struct Egress::Sandbox {
   uint32_t index = 0;
   uint32_t address = 0;
   SandboxPolicy policy;
-  std::mutex mutex;
+  mutable std::mutex mutex;
   // Address -> the names resolved to it for this sandbox.
   std::map<uint32_t, std::set<std::string>> resolved;
   std::atomic<int> connections{0};
@@ -338,17 +340,58 @@ absl::StatusOr<std::string> Egress::Attach(const std::string& id,
   auto sandbox_ns = OpenNetns(path);
   if (!sandbox_ns.ok()) return undo(sandbox_ns.status());
   if (auto s = Link(index, sandbox_ns->get()); !s.ok()) return undo(s);
+  Register(id, index, policy);
+  return FormatIpv4(address);
+}
+
+void Egress::Register(const std::string& id, uint32_t index,
+                      const SandboxPolicy& policy) {
   auto sandbox = std::make_shared<Sandbox>();
   sandbox->id = id;
   sandbox->index = index;
-  sandbox->address = address;
+  sandbox->address = options_.subnet.network + 4 * index + 2;
   sandbox->policy = policy;
-  {
+  std::lock_guard lock(mutex_);
+  by_id_[id] = sandbox;
+  by_address_[sandbox->address] = sandbox;
+}
+
+absl::StatusOr<Egress::Tap> Egress::AttachTap(const std::string& id,
+                                              const SandboxPolicy& policy) {
+  ASSIGN_OR_RETURN(const uint32_t index, AllocateIndex(std::nullopt));
+  const uint32_t gateway = options_.subnet.network + 4 * index + 1;
+  const std::string link = LinkName(index);
+  absl::Status made = RunInNetns(egress_ns_.get(), [&]() -> absl::Status {
+    // Persistent, so that it outlives this fd: the runtime's launcher opens
+    // it again by name for the VM, and Detach deletes it.
+    UniqueFd tun(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
+    if (!tun) return ErrnoStatus("open /dev/net/tun");
+    ifreq request{};
+    std::strncpy(request.ifr_name, link.c_str(), IFNAMSIZ - 1);
+    request.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    if (::ioctl(tun.get(), TUNSETIFF, &request) != 0) {
+      return ErrnoStatus(absl::StrCat("make tap ", link));
+    }
+    if (::ioctl(tun.get(), TUNSETPERSIST, 1) != 0) {
+      return ErrnoStatus(absl::StrCat("keep tap ", link));
+    }
+    (void)WriteNetSysctl(absl::StrCat("net/ipv6/conf/", link, "/disable_ipv6"),
+                         "1");
+    return AddAddressAndUp(link, gateway, 30);
+  });
+  if (!made.ok()) {
+    (void)RunInNetns(egress_ns_.get(), [&] { return DeleteLink(link); });
     std::lock_guard lock(mutex_);
-    by_id_[id] = sandbox;
-    by_address_[address] = sandbox;
+    indexes_.erase(index);
+    return Annotate(made, absl::StrCat("network of sandbox ", id));
   }
-  return FormatIpv4(address);
+  Register(id, index, policy);
+  Tap tap;
+  tap.netns_path = absl::StrCat(options_.dir, "/", kEgressName);
+  tap.name = link;
+  tap.address = FormatIpv4(gateway + 1);
+  tap.gateway = FormatIpv4(gateway);
+  return tap;
 }
 
 absl::Status Egress::Adopt(const std::string& id,
@@ -384,14 +427,7 @@ absl::Status Egress::Restore(const std::string& id, const std::string& address,
   }
   const uint32_t index = (*parsed - options_.subnet.network) / 4;
   ASSIGN_OR_RETURN(const uint32_t got, AllocateIndex(index));
-  auto sandbox = std::make_shared<Sandbox>();
-  sandbox->id = id;
-  sandbox->index = got;
-  sandbox->address = *parsed;
-  sandbox->policy = policy;
-  std::lock_guard lock(mutex_);
-  by_id_[id] = sandbox;
-  by_address_[*parsed] = sandbox;
+  Register(id, got, policy);
   return absl::OkStatus();
 }
 
@@ -521,7 +557,7 @@ Egress::Verdict Egress::Decide(const Sandbox& sandbox, uint32_t address,
       return {true, false, absl::StrCat("allow-cidr ", cidr.ToString())};
     }
   }
-  std::lock_guard lock(const_cast<Sandbox&>(sandbox).mutex);
+  std::lock_guard lock(sandbox.mutex);
   auto it = sandbox.resolved.find(address);
   if (it == sandbox.resolved.end()) {
     return {false, false,

@@ -79,6 +79,18 @@ class Egress {
   // sandbox's address.
   absl::StatusOr<std::string> Attach(const std::string& id,
                                      const SandboxPolicy& policy);
+  // For a VM: instead of a namespace, a tap device in the egress namespace
+  // that the runtime opens there and gives the guest's network card; the
+  // guest takes `address`/30 with `gateway`.
+  struct Tap {
+    std::string netns_path;  // the egress namespace
+    std::string name;
+    std::string address;
+    std::string gateway;
+    int prefix = 30;
+  };
+  absl::StatusOr<Tap> AttachTap(const std::string& id,
+                                const SandboxPolicy& policy);
   // Moves an Attached sandbox's link into `netns_path` (a runtime that made
   // its own namespace, /proc/PID/ns/net) and removes the namespace Attach
   // made. The sandbox keeps its address.
@@ -115,6 +127,8 @@ class Egress {
   // The veth pair of block `index`: eth0 in `sandbox_ns`, configured, and
   // its peer in the egress namespace.
   absl::Status Link(uint32_t index, int sandbox_ns);
+  void Register(const std::string& id, uint32_t index,
+                const SandboxPolicy& policy);
   Verdict Decide(const Sandbox& sandbox, uint32_t address, uint16_t port);
   bool IsHostAddress(uint32_t address);
   std::string Resolve(Sandbox& sandbox, const std::string& query);

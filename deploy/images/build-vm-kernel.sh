@@ -50,7 +50,7 @@ fi
 version=$(apt-cache policy "$package" | awk '/Candidate:/ { print $2; exit }')
 wanted="$package=$version"
 # What OUT/package holds: a change of this script's output changes it too.
-stamp="$wanted format=2"
+stamp="$wanted format=3"
 
 if [ -f "$out/package" ] && [ "$(cat "$out/package")" = "$stamp" ] &&
   [ -f "$out/vmlinux" ] && [ -d "$out/modules" ]; then
@@ -118,7 +118,7 @@ head -c 4 "$stage/vmlinux" | grep -q 'ELF' ||
 moddir="$tmp/x/lib/modules/$release/kernel"
 strip=1
 if grep -q '^CONFIG_MODULE_SIG_FORCE=y' "$config"; then strip=0; fi
-python3 - "$moddir" "$stage/modules" "$strip" virtio_mmio virtio_blk virtio_console virtiofs <<'PY'
+python3 - "$moddir" "$stage/modules" "$strip" virtio_mmio virtio_blk virtio_console virtiofs virtio_net <<'PY'
 import os, struct, subprocess, sys
 moddir, dest, strip, wanted = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4:]
 MAGIC = b"~Module signature appended~\n"

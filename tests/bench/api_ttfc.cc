@@ -2,7 +2,7 @@
 // without the CLI's process start and connect in the numbers.
 //
 //   corral_bench_api --socket PATH [-n RUNS] [-c CREATES] [--image NAME]
-//                    [--runtime NAME]
+//                    [--runtime NAME] [--network none|egress]
 //
 // Prints one line per measurement in timeit's machine format (see
 // tests/bench/timeit.c), which tests/bench/run.sh reads:
@@ -40,12 +40,14 @@ struct Options {
   int creates = 100;
   std::string image;
   std::string runtime;
+  bool egress = false;  // --network egress
 };
 
 void Usage() {
   std::fprintf(stderr,
                "usage: corral_bench_api --socket PATH [-n RUNS] [-c CREATES]\n"
-               "                        [--image NAME] [--runtime NAME]\n");
+               "                        [--image NAME] [--runtime NAME]\n"
+               "                        [--network none|egress]\n");
   std::exit(2);
 }
 
@@ -67,6 +69,10 @@ Options ParseOptions(int argc, char** argv) {
       options.image = value();
     } else if (arg == "--runtime") {
       options.runtime = value();
+    } else if (arg == "--network") {
+      const std::string mode = value();
+      if (mode != "none" && mode != "egress") Usage();
+      options.egress = mode == "egress";
     } else {
       Usage();
     }
@@ -124,6 +130,7 @@ corral::v1::CreateSandboxRequest SandboxRequest(const Options& options) {
   corral::v1::CreateSandboxRequest request;
   request.set_image(options.image);
   request.set_runtime(options.runtime);
+  if (options.egress) request.set_network(corral::v1::NETWORK_MODE_EGRESS);
   return request;
 }
 
