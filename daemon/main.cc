@@ -25,10 +25,10 @@
 #include "corral/remove_tree.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
-#include "corral/v1/network.pb.h"
 #include "daemon/config/config.h"
 #include "daemon/core/backend.h"
 #include "daemon/core/instance.h"
+#include "daemon/core/net_audit.h"
 #include "daemon/core/processes.h"
 #include "daemon/core/sandbox_manager.h"
 #include "daemon/core/workspaces.h"
@@ -41,7 +41,6 @@
 #include "daemon/rpc/services.h"
 #include "daemon/settings.h"
 #include "daemon/store/store.h"
-#include "google/protobuf/util/time_util.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -299,6 +298,8 @@ int Run(int argc, char** argv) {
   // The egress path. Without it (no nftables in this kernel, say) the
   // daemon still runs sandboxes without network, and says why the others
   // are refused.
+  // The audit's writer outlives the egress path, which feeds it.
+  std::unique_ptr<NetAudit> net_audit;
   std::unique_ptr<net::Egress> egress;
   std::string egress_unavailable;
   {
@@ -311,24 +312,10 @@ int Run(int argc, char** argv) {
       return fail(options.status());
     }
     if (options.ok()) {
-      const int64_t keep = static_cast<int64_t>(config.network.audit_events);
-      Store* events = store->get();
-      options->on_event = [events, keep](const net::NetEvent& e) {
-        v1::NetworkEvent event;
-        *event.mutable_time() =
-            google::protobuf::util::TimeUtil::NanosecondsToTimestamp(
-                absl::ToUnixNanos(e.time));
-        event.set_kind(e.kind);
-        event.set_address(e.address);
-        event.set_port(e.port);
-        event.set_name(e.name);
-        event.set_allowed(e.allowed);
-        event.set_reason(e.reason);
-        event.set_bytes_out(e.bytes_out);
-        event.set_bytes_in(e.bytes_in);
-        // A sandbox being deleted has no record left: nothing to keep.
-        (void)events->AppendNetEvent(e.sandbox_id, event.SerializeAsString(),
-                                     keep);
+      net_audit = std::make_unique<NetAudit>(
+          store->get(), static_cast<int64_t>(config.network.audit_events));
+      options->on_event = [audit = net_audit.get()](const net::NetEvent& e) {
+        audit->Record(e);
       };
       auto started = net::Egress::Start(*std::move(options));
       if (started.ok()) {
@@ -416,6 +403,7 @@ int Run(int argc, char** argv) {
   deps.store = store->get();
   deps.workspaces = workspaces->get();
   deps.processes = processes.get();
+  deps.net_audit = net_audit.get();
   CallQuota call_quota;
   deps.calls = &call_quota;
   OutputBudget output_budget(config.daemon.output_buffer_bytes);

@@ -177,6 +177,104 @@ bool SendAll(int fd, absl::string_view data) {
   return true;
 }
 
+// Moves bytes both ways between two connected non-blocking sockets until
+// both directions are closed (half-closes pass through), through a pipe per
+// direction with splice(2): the data never enters this process. `first`
+// goes to `b` before anything else. False when a side failed.
+bool Relay(int a, int b, const std::string& first, int stop, uint64_t* a_to_b,
+           uint64_t* b_to_a) {
+  struct Direction {
+    int from, to;
+    UniqueFd pipe_read, pipe_write;
+    size_t in_pipe = 0;
+    bool open = true;   // `from` may still send
+    bool shut = false;  // `to` was told the end
+    uint64_t* count;
+  };
+  Direction dirs[2] = {{a, b, {}, {}, 0, true, false, a_to_b},
+                       {b, a, {}, {}, 0, true, false, b_to_a}};
+  for (Direction& d : dirs) {
+    int fds[2];
+    if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return false;
+    d.pipe_read.Reset(fds[0]);
+    d.pipe_write.Reset(fds[1]);
+  }
+  // The sniffed bytes, written before the pipes take over.
+  for (size_t sent = 0; sent < first.size();) {
+    const ssize_t n =
+        ::send(b, first.data() + sent, first.size() - sent, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+    } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      if (!WaitFor(b, POLLOUT, stop, absl::Now() + kConnectTimeout)) {
+        return false;
+      }
+    } else {
+      return false;
+    }
+  }
+  *a_to_b += first.size();
+  constexpr size_t kChunk = 1 << 20;
+  constexpr uint64_t kBigPipeAfter = 4 << 20;
+  for (;;) {
+    for (Direction& d : dirs) {
+      if (!d.open && d.in_pipe == 0 && !d.shut) {
+        ::shutdown(d.to, SHUT_WR);
+        d.shut = true;
+      }
+    }
+    if (dirs[0].shut && dirs[1].shut) return true;
+    pollfd fds[3] = {{a, 0, 0}, {b, 0, 0}, {stop, POLLIN, 0}};
+    for (Direction& d : dirs) {
+      pollfd& from = fds[d.from == a ? 0 : 1];
+      pollfd& to = fds[d.to == a ? 0 : 1];
+      if (d.open && d.in_pipe < kChunk) from.events |= POLLIN;
+      if (d.in_pipe > 0) to.events |= POLLOUT;
+    }
+    // Nothing to wait for on a side: left out, or its hangup would wake
+    // the poll at once, forever.
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].events == 0) fds[i].fd = -1;
+    }
+    if (::poll(fds, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    if (fds[2].revents & POLLIN) return true;  // the daemon stops
+    for (Direction& d : dirs) {
+      if (d.open && d.in_pipe < kChunk) {
+        const ssize_t n =
+            ::splice(d.from, nullptr, d.pipe_write.get(), nullptr,
+                     kChunk - d.in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+          d.in_pipe += static_cast<size_t>(n);
+          // A long transfer gets a bigger pipe, which moves more per call;
+          // most connections never need one.
+          if (*d.count < kBigPipeAfter &&
+              *d.count + static_cast<uint64_t>(n) >= kBigPipeAfter) {
+            (void)::fcntl(d.pipe_write.get(), F_SETPIPE_SZ, 1 << 20);
+          }
+          *d.count += static_cast<uint64_t>(n);
+        } else if (n == 0) {
+          d.open = false;
+        } else if (errno != EAGAIN && errno != EINTR) {
+          return false;
+        }
+      }
+      if (d.in_pipe > 0) {
+        const ssize_t n =
+            ::splice(d.pipe_read.get(), nullptr, d.to, nullptr, d.in_pipe,
+                     SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+          d.in_pipe -= static_cast<size_t>(n);
+        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+          return false;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 struct Egress::Sandbox {
@@ -847,71 +945,9 @@ void Egress::Serve(UniqueFd client) {
   event.allowed = true;
   event.reason = verdict.reason;
 
-  // Relay both ways until both are closed. Half-closes pass through.
-  int ends[2] = {client.get(), upstream.get()};
-  std::string pending[2] = {std::move(first), {}};  // to upstream, to client
-  bool read_open[2] = {true, true};
-  uint64_t* counts[2] = {&event.bytes_out, &event.bytes_in};
-  *counts[0] += pending[0].size();
-  std::vector<char> buffer(64 * 1024);
-  while (read_open[0] || read_open[1] || !pending[0].empty() ||
-         !pending[1].empty()) {
-    pollfd fds[3];
-    for (int side = 0; side < 2; ++side) {
-      const int other = 1 - side;
-      fds[side].fd = ends[side];
-      fds[side].events = 0;
-      // Read from a side only when what it sent before has gone out.
-      if (read_open[side] && pending[side].empty()) fds[side].events |= POLLIN;
-      if (!pending[other].empty()) fds[side].events |= POLLOUT;
-      fds[side].revents = 0;
-      // Nothing to wait for on this side: leave it out, or its hangup
-      // would wake the poll at once, forever.
-      if (fds[side].events == 0) fds[side].fd = -1;
-    }
-    fds[2] = {stop_.get(), POLLIN, 0};
-    if (::poll(fds, 3, -1) < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    if (fds[2].revents & POLLIN) break;
-    bool failed = false;
-    for (int side = 0; side < 2 && !failed; ++side) {
-      const int other = 1 - side;
-      if (fds[side].revents & POLLOUT && !pending[other].empty()) {
-        const ssize_t n = ::send(ends[side], pending[other].data(),
-                                 pending[other].size(), MSG_NOSIGNAL);
-        if (n > 0) {
-          pending[other].erase(0, static_cast<size_t>(n));
-          if (pending[other].empty() && !read_open[other]) {
-            ::shutdown(ends[side], SHUT_WR);
-          }
-        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-          failed = true;
-        }
-      }
-      if (fds[side].revents & (POLLIN | POLLHUP | POLLERR) && read_open[side] &&
-          pending[side].empty()) {
-        const ssize_t n = ::recv(ends[side], buffer.data(), buffer.size(), 0);
-        if (n > 0) {
-          pending[side].assign(buffer.data(), static_cast<size_t>(n));
-          *counts[side] += static_cast<uint64_t>(n);
-        } else if (n == 0) {
-          read_open[side] = false;
-          ::shutdown(ends[other], SHUT_WR);
-        } else if (errno != EAGAIN && errno != EINTR) {
-          failed = true;
-        }
-      }
-    }
-    if (failed) {
-      Reset(client.get());
-      break;
-    }
-    if (!read_open[0] && !read_open[1] && pending[0].empty() &&
-        pending[1].empty()) {
-      break;
-    }
+  if (!Relay(client.get(), upstream.get(), first, stop_.get(), &event.bytes_out,
+             &event.bytes_in)) {
+    Reset(client.get());
   }
   Emit(event);
 }

@@ -1,6 +1,7 @@
 // corral.v1.Network: a sandbox's egress record, from the store.
 #include "absl/time/clock.h"
 #include "corral/v1/network.grpc.pb.h"
+#include "daemon/core/net_audit.h"
 #include "daemon/core/sandbox_manager.h"
 #include "daemon/rpc/handler.h"
 #include "daemon/rpc/services.h"
@@ -40,6 +41,8 @@ class NetworkService final : public v1::Network::Service {
     const absl::Time deadline =
         absl::Now() + absl::Milliseconds(request->wait_ms());
     response->set_next_sequence(request->after_sequence());
+    // What the sandbox did until now is in the store, not in flight.
+    if (deps_.net_audit != nullptr) deps_.net_audit->Flush();
     for (;;) {
       auto records = deps_.store->ListNetEvents(
           request->sandbox_id(),

@@ -14,6 +14,8 @@
 
 namespace corral::daemon {
 
+class NetAudit;
+
 class SandboxManager;
 class ImageStore;
 class PluginHost;
@@ -37,6 +39,8 @@ struct ServiceDeps {
   Workspaces* workspaces = nullptr;
   Processes* processes = nullptr;
   CallQuota* calls = nullptr;  // null: no call quota
+  // The egress audit's writer, flushed before a read; null without egress.
+  NetAudit* net_audit = nullptr;
   // Output held for unary Exec calls, all together; null: no budget.
   OutputBudget* output_budget = nullptr;
   std::string default_runtime;

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <limits>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -949,31 +950,32 @@ absl::StatusOr<std::vector<CommandRecord>> Store::ListCommands(
 
 // --- Egress audit ---
 
-absl::StatusOr<int64_t> Store::AppendNetEvent(std::string_view sandbox_id,
-                                              std::string_view event,
-                                              int64_t keep) {
+absl::Status Store::AppendNetEvents(const std::vector<NetEventRecord>& events,
+                                    int64_t keep) {
   std::lock_guard lock(mutex_);
+  // One transaction, so one sync for the batch.
+  ASSIGN_OR_RETURN(Transaction transaction, Transaction::Begin(this));
   static constexpr char kInsert[] =
       "INSERT INTO net_events (sandbox_id, event) VALUES (?1, ?2)";
-  ASSIGN_OR_RETURN(Statement stmt, Prepare(kInsert));
-  absl::Status status = stmt.Text(1, sandbox_id).Blob(2, event).Run();
-  if (absl::IsAlreadyExists(status)) {
-    return absl::NotFoundError(
-        absl::StrCat("no sandbox ", std::string(sandbox_id)));
+  std::set<std::string> sandboxes;
+  for (const NetEventRecord& record : events) {
+    ASSIGN_OR_RETURN(Statement stmt, Prepare(kInsert));
+    absl::Status status =
+        stmt.Text(1, record.sandbox_id).Blob(2, record.event).Run();
+    // The foreign key: the sandbox was deleted meanwhile.
+    if (absl::IsAlreadyExists(status)) continue;
+    RETURN_IF_ERROR(status);
+    sandboxes.insert(record.sandbox_id);
   }
-  RETURN_IF_ERROR(status);
-  const int64_t sequence = sqlite3_last_insert_rowid(db_);
-  // Trimming walks `keep` index entries: done now and then, so a sandbox
-  // holds at most keep + 63 events.
-  if (sequence % 64 == 0) {
-    static constexpr char kTrim[] =
-        "DELETE FROM net_events WHERE sandbox_id = ?1 AND sequence < "
-        "(SELECT sequence FROM net_events WHERE sandbox_id = ?1 "
-        "ORDER BY sequence DESC LIMIT 1 OFFSET ?2)";
+  static constexpr char kTrim[] =
+      "DELETE FROM net_events WHERE sandbox_id = ?1 AND sequence < "
+      "(SELECT sequence FROM net_events WHERE sandbox_id = ?1 "
+      "ORDER BY sequence DESC LIMIT 1 OFFSET ?2)";
+  for (const std::string& id : sandboxes) {
     ASSIGN_OR_RETURN(Statement trim, Prepare(kTrim));
-    RETURN_IF_ERROR(trim.Text(1, sandbox_id).Int(2, keep - 1).Run());
+    RETURN_IF_ERROR(trim.Text(1, id).Int(2, keep - 1).Run());
   }
-  return sequence;
+  return transaction.Commit();
 }
 
 absl::StatusOr<std::vector<NetEventRecord>> Store::ListNetEvents(
@@ -984,9 +986,10 @@ absl::StatusOr<std::vector<NetEventRecord>> Store::ListNetEvents(
       "sequence > ?2 ORDER BY sequence LIMIT ?3";
   ASSIGN_OR_RETURN(Statement stmt, Prepare(kSql));
   stmt.Text(1, sandbox_id).Int(2, after_sequence).Int(3, limit);
-  return stmt.Collect([](Statement& row) {
+  return stmt.Collect([&](Statement& row) {
     NetEventRecord record;
     record.sequence = row.ColumnInt(0);
+    record.sandbox_id = std::string(sandbox_id);
     record.event = row.ColumnBytes(1);
     return record;
   });

@@ -75,6 +75,7 @@ struct EventRecord {
 
 struct NetEventRecord {
   int64_t sequence = 0;
+  std::string sandbox_id;
   // A serialized corral.v1.NetworkEvent (its sequence field unset).
   std::string event;
 };
@@ -232,10 +233,11 @@ class Store {
 
   // --- Egress audit ---
 
-  // Appends a sandbox's network event and keeps about the newest `keep`
-  // (at most keep + 63). NOT_FOUND when the sandbox does not exist.
-  [[nodiscard]] absl::StatusOr<int64_t> AppendNetEvent(
-      std::string_view sandbox_id, std::string_view event, int64_t keep);
+  // Appends network events (their sandbox_id and event; sequence is
+  // ignored) in one transaction, and keeps the newest `keep` of each
+  // sandbox. Events of sandboxes that no longer exist are dropped.
+  [[nodiscard]] absl::Status AppendNetEvents(
+      const std::vector<NetEventRecord>& events, int64_t keep);
   // Its events with sequence > after_sequence, oldest first, at most limit.
   [[nodiscard]] absl::StatusOr<std::vector<NetEventRecord>> ListNetEvents(
       std::string_view sandbox_id, int64_t after_sequence, int64_t limit);

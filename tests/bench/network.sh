@@ -91,9 +91,10 @@ server_pids="$server_pids $!"
 sleep 0.2
 
 # corrald in the host namespace, through a wrapper (bench_start_daemon runs
-# "$corrald" as one word).
+# "$corrald" as one word). nsenter, not `ip netns exec`: that one mounts a
+# new /sys, which hides the host's cgroups from the daemon.
 corrald=$work/corrald-in-netns
-printf '#!/bin/sh\nexec ip netns exec %s %s "$@"\n' "$host" "$build/bin/corrald" >"$corrald"
+printf '#!/bin/sh\nexec nsenter --net=/run/netns/%s %s "$@"\n' "$host" "$build/bin/corrald" >"$corrald"
 chmod +x "$corrald"
 printf '[network]\ndns_upstream = "198.51.100.53"\n' >"$work/corrald.toml"
 bench_start_daemon --config "$work/corrald.toml"
@@ -102,6 +103,8 @@ echo "== create time, $creates each (corral_bench_api, runtime $runtime)"
 for mode in none egress; do
   "$api" --socket "$socket" -n 1 -c "$creates" --runtime "$runtime" \
     --network "$mode" >"$work/api-$mode.txt"
+  [ "$(bench_field "$work/api-$mode.txt" api-create 3)" = 0 ] ||
+    bench_die "creates with --network $mode failed (see above)"
   echo "  $mode: median $(bench_field "$work/api-$mode.txt" api-create 5) ms (p90 $(bench_field "$work/api-$mode.txt" api-create 6) ms)"
 done
 none=$(bench_field "$work/api-none.txt" api-create 5)
@@ -115,7 +118,7 @@ timeout 60 "$corral" --socket "$socket" cp "$netblast" "$id:/workspace/netblast"
 in_sandbox() {
   timeout 600 "$corral" --socket "$socket" exec "$id" -- sh -c 'chmod +x /workspace/netblast && exec /workspace/netblast "$@"' netblast "$@"
 }
-direct() { ip netns exec "$host" "$netblast" "$@"; }
+direct() { nsenter --net="/run/netns/$host" "$netblast" "$@"; }
 through=$(in_sandbox get 203.0.113.10 9000)
 plain=$(direct get 203.0.113.10 9000)
 echo "  download of $mib MiB: through Corral $(echo "$through" | awk '{print $3}') MiB/s, direct $(echo "$plain" | awk '{print $3}') MiB/s, ratio $(bench_ratio "$(echo "$through" | awk '{print $3}')" "$(echo "$plain" | awk '{print $3}')")"
