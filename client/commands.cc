@@ -307,8 +307,10 @@ Result List(Connection& connection, const GlobalOptions& global,
   return 0;
 }
 
+// `inspect`, or with `ports_only` `port`: the published ports, a line each
+// (with --json the PortMapping messages, a line each).
 Result Inspect(Connection& connection, const GlobalOptions& global,
-               const std::string& id) {
+               const std::string& id, bool ports_only = false) {
   corral::v1::GetSandboxRequest request;
   request.set_id(id);
   corral::v1::Sandbox sandbox;
@@ -316,6 +318,13 @@ Result Inspect(Connection& connection, const GlobalOptions& global,
   const grpc::Status status =
       connection.sandboxes().GetSandbox(context.get(), request, &sandbox);
   if (!status.ok()) return connection.CallError(status);
+  if (ports_only) {
+    if (!global.json) RETURN_IF_ERROR(Print(FormatPorts(sandbox, true)));
+    for (const auto& port : sandbox.ports()) {
+      if (global.json) RETURN_IF_ERROR(PrintMessage(port));
+    }
+    return 0;
+  }
   RETURN_IF_ERROR(global.json ? PrintMessage(sandbox)
                               : Print(FormatSandbox(sandbox, NowSeconds())));
   return 0;
@@ -447,6 +456,11 @@ void AddCreateFlags(CLI::App* command, CreateOptions& options) {
       "Egress only to NAME (or *.NAME for every name below it); implies "
       "--network egress (repeatable, or comma-separated)"));
   Repeatable(command->add_option(
+      "-p,--publish", options.publish,
+      "Publish the sandbox's port on the host: [ADDRESS:]HOST_PORT:PORT, or "
+      "PORT for any free host port; ADDRESS defaults to 127.0.0.1 "
+      "(repeatable; works with --network none, inbound only)"));
+  Repeatable(command->add_option(
       "--allow-cidr", options.allow_cidrs,
       "Egress only to public range CIDR, optionally :PORT; implies "
       "--network egress (repeatable, or comma-separated)"));
@@ -521,6 +535,7 @@ void NameOptionValues(CLI::App* app) {
       {"network", "none|egress|learn"},
       {"allow-domain", "NAME"},
       {"allow-cidr", "CIDR[:PORT]"},
+      {"publish", "[ADDRESS:]HOST_PORT:PORT"},
       {"output-limit", "BYTES"},
       {"pids", "N"},
       {"require", "GUARANTEE"},
@@ -702,6 +717,11 @@ int RunCli(const std::vector<std::string>& args) {
       ->add_option("ID", inspect_id, "Sandbox id")
       ->required();
 
+  std::string port_id;
+  CLI::App* port = app.add_subcommand(
+      "port", "List a sandbox's published ports: PORT -> ADDRESS:HOST_PORT");
+  port->add_option("ID", port_id, "Sandbox id")->required();
+
   std::vector<std::string> rm_ids;
   app.add_subcommand("rm", "Destroy sandboxes, printing each id removed")
       ->add_option("ID", rm_ids, "Sandbox ids")
@@ -813,6 +833,8 @@ int RunCli(const std::vector<std::string>& args) {
     result = List(connection, global, list_options);
   } else if (app.got_subcommand("inspect")) {
     result = Inspect(connection, global, inspect_id);
+  } else if (port->parsed()) {
+    result = Inspect(connection, global, port_id, /*ports_only=*/true);
   } else if (app.got_subcommand("rm")) {
     result = Remove(connection, global, rm_ids);
   } else if (extend->parsed()) {

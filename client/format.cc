@@ -208,6 +208,20 @@ std::string FormatSandboxes(const corral::v1::ListSandboxesResponse& response,
       {"ID", "RUNTIME", "IMAGE", "STATE", "CREATED", "EXPIRES", "OWNER"}, rows);
 }
 
+std::string FormatPorts(const corral::v1::Sandbox& sandbox, bool lines) {
+  std::vector<std::string> ports;
+  for (const auto& port : sandbox.ports()) {
+    ports.push_back(absl::StrCat(port.sandbox_port(), " -> ",
+                                 port.host_address(), ":", port.host_port()));
+  }
+  if (lines) {
+    std::string text;
+    for (const auto& line : ports) absl::StrAppend(&text, line, "\n");
+    return text;
+  }
+  return absl::StrJoin(ports, ", ");
+}
+
 std::string FormatSandbox(const corral::v1::Sandbox& sandbox,
                           int64_t now_seconds) {
   KeyValueList list;
@@ -237,6 +251,7 @@ std::string FormatSandbox(const corral::v1::Sandbox& sandbox,
   if (!sandbox.network_address().empty()) {
     list.Add("Address", sandbox.network_address());
   }
+  if (sandbox.ports_size() > 0) list.Add("Ports", FormatPorts(sandbox));
   const auto& allow = sandbox.network_policy();
   if (allow.allow_domains_size() > 0 || allow.allow_cidrs_size() > 0) {
     std::vector<std::string> entries(allow.allow_domains().begin(),

@@ -47,6 +47,10 @@ std::string FormatSandboxes(const corral::v1::ListSandboxesResponse& response,
                             int64_t now_seconds);
 
 // `corral inspect`: "Key:   value" lines.
+// Published ports, "8000 -> 127.0.0.1:8080" comma-separated (inspect) or
+// one per line with `lines` (corral port).
+std::string FormatPorts(const corral::v1::Sandbox& sandbox, bool lines = false);
+
 std::string FormatSandbox(const corral::v1::Sandbox& sandbox,
                           int64_t now_seconds);
 

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -117,6 +118,31 @@ std::vector<std::string> GuaranteeNames() {
   return names;
 }
 
+absl::StatusOr<corral::v1::PortMapping> ParsePublish(absl::string_view text) {
+  std::vector<absl::string_view> parts = absl::StrSplit(text, ':');
+  auto bad = [&] {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "-p expects [ADDRESS:]HOST_PORT:PORT or PORT, got '", text, "'"));
+  };
+  if (parts.empty() || parts.size() > 3) return bad();
+  auto port = [](absl::string_view word, uint32_t* out) {
+    return absl::SimpleAtoi(word, out) && *out <= 65535;
+  };
+  corral::v1::PortMapping mapping;
+  uint32_t sandbox_port = 0, host_port = 0;
+  if (!port(parts.back(), &sandbox_port) || sandbox_port == 0) return bad();
+  mapping.set_sandbox_port(sandbox_port);
+  if (parts.size() >= 2) {
+    if (!port(parts[parts.size() - 2], &host_port)) return bad();
+    mapping.set_host_port(host_port);
+  }
+  if (parts.size() == 3) {
+    if (parts[0].empty()) return bad();
+    mapping.set_host_address(std::string(parts[0]));
+  }
+  return mapping;
+}
+
 absl::StatusOr<NetworkMode> ParseNetwork(absl::string_view name) {
   if (name == "none") return corral::v1::NETWORK_MODE_NONE;
   if (name == "egress") return corral::v1::NETWORK_MODE_EGRESS;
@@ -198,6 +224,9 @@ absl::StatusOr<corral::v1::CreateSandboxRequest> BuildCreateRequest(
   if (!options.network.empty()) {
     ASSIGN_OR_RETURN(const NetworkMode network, ParseNetwork(options.network));
     request.set_network(network);
+  }
+  for (const auto& entry : options.publish) {
+    ASSIGN_OR_RETURN(*request.add_ports(), ParsePublish(entry));
   }
   // Checked by the daemon, which names the bad entry.
   for (const auto& entry : options.allow_domains) {

@@ -67,6 +67,8 @@ struct CreateOptions {
   // `--allow-domain` / `--allow-cidr` entries, each possibly a comma list.
   std::vector<std::string> allow_domains;
   std::vector<std::string> allow_cidrs;
+  // `-p` entries: [ADDRESS:]HOST_PORT:PORT or PORT.
+  std::vector<std::string> publish;
   std::string hostname;
   bool no_userns = false;
   // Guarantee names ("seccomp", "cgroup-limits", ...).
@@ -114,6 +116,10 @@ absl::StatusOr<corral::v1::Guarantee> ParseGuarantee(absl::string_view name);
 std::string GuaranteeName(corral::v1::Guarantee guarantee);
 // Every guarantee's short name, for help texts and error messages.
 std::vector<std::string> GuaranteeNames();
+
+// `-p` text: "8000" (any free host port), "8080:8000",
+// "127.0.0.1:8080:8000". INVALID_ARGUMENT naming the entry.
+absl::StatusOr<corral::v1::PortMapping> ParsePublish(absl::string_view text);
 
 // "none" / "egress" / "learn" -> NetworkMode.
 absl::StatusOr<corral::v1::NetworkMode> ParseNetwork(absl::string_view name);

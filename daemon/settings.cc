@@ -119,6 +119,7 @@ CallerPolicy ResolveCallerPolicy(const DaemonConfig& config,
   policy.maxima.ttl_seconds = effective.maxima.ttl_seconds;
   policy.maxima.lifetime_seconds = effective.maxima.lifetime_seconds;
   // Admins may weaken isolation: they could stop the daemon anyway.
+  policy.admin = caller.admin;
   if (caller.admin) {
     policy.grants.assign(std::begin(kKnownGrants), std::end(kKnownGrants));
   } else {

@@ -85,7 +85,7 @@ struct Quotas {
 // an admin or its policy grants them by name (PolicyEntry::grants).
 // "no-userns": runtime_options userns=false (sandbox root is host root,
 // capabilities dropped).
-inline constexpr const char* kKnownGrants[] = {"no-userns"};
+inline constexpr const char* kKnownGrants[] = {"no-userns", "publish-public"};
 
 // The least a request may ask for (not configurable: below these a sandbox
 // cannot even start its agent).

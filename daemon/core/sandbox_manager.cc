@@ -45,6 +45,20 @@ net::SandboxPolicy EgressPolicyOf(const v1::NetworkPolicy& policy) {
   return egress;
 }
 
+// Validated by PlanSandbox (or read back from a record it made).
+template <typename Ports>
+std::vector<net::Published> PublishedOf(const Ports& ports) {
+  std::vector<net::Published> published;
+  for (const v1::PortMapping& port : ports) {
+    net::Published p;
+    p.host_address = net::ParseIpv4(port.host_address()).value_or(0x7f000001);
+    p.host_port = static_cast<uint16_t>(port.host_port());
+    p.sandbox_port = static_cast<uint16_t>(port.sandbox_port());
+    published.push_back(p);
+  }
+  return published;
+}
+
 google::protobuf::Timestamp ToProto(absl::Time t) {
   return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
 }
@@ -153,7 +167,10 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
   }
   // The egress policy holds only where the runtime put the sandbox on the
   // egress path; a runtime that cannot must not get network access.
-  const bool networked = plan.network != v1::NETWORK_MODE_NONE;
+  // Published ports need the link too, whatever the mode (with none it
+  // carries inbound connections only).
+  const bool networked =
+      plan.network != v1::NETWORK_MODE_NONE || !plan.ports.empty();
   std::vector<int> required_guarantees = plan.require;
   if (networked) required_guarantees.push_back(v1::GUARANTEE_EGRESS_POLICY);
   for (int required : required_guarantees) {
@@ -190,10 +207,14 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
   view.set_network(plan.network);
   *view.mutable_network_policy() = plan.network_policy;
   if (networked && options_.egress == nullptr) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("network ", v1::NetworkMode_Name(plan.network),
-                     " is not available: ", options_.egress_unavailable));
+    return absl::FailedPreconditionError(absl::StrCat(
+        plan.network != v1::NETWORK_MODE_NONE
+            ? absl::StrCat("network ", v1::NetworkMode_Name(plan.network))
+            : std::string("published ports"),
+        " are not available: ", options_.egress_unavailable));
   }
+  net::SandboxPolicy egress_policy = EgressPolicyOf(plan.network_policy);
+  egress_policy.outbound = plan.network != v1::NETWORK_MODE_NONE;
   view.mutable_env()->insert(plan.env.begin(), plan.env.end());
   view.mutable_labels()->insert(plan.labels.begin(), plan.labels.end());
   view.set_workdir(plan.workdir);
@@ -305,8 +326,7 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
   const bool tap_link =
       link_kind != runtime.details.end() && link_kind->second == "tap";
   if (networked && tap_link) {
-    auto tap =
-        options_.egress->AttachTap(id, EgressPolicyOf(plan.network_policy));
+    auto tap = options_.egress->AttachTap(id, egress_policy);
     if (!tap.ok()) return fail(tap.status());
     live->view.set_network_address(tap->address);
     spec.set_network_none(false);
@@ -317,8 +337,7 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
     link->set_prefix(static_cast<uint32_t>(tap->prefix));
     link->set_gateway(tap->gateway);
   } else if (networked) {
-    auto address =
-        options_.egress->Attach(id, EgressPolicyOf(plan.network_policy));
+    auto address = options_.egress->Attach(id, egress_policy);
     if (!address.ok()) return fail(address.status());
     live->view.set_network_address(*address);
     spec.set_network_none(false);
@@ -363,6 +382,15 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
     return fail(Annotate(agent.status(), "the sandbox's agent did not start"));
   }
   live->agent = *agent;
+  if (!plan.ports.empty()) {
+    std::vector<net::Published> ports = PublishedOf(plan.ports);
+    if (auto s = options_.egress->Publish(id, &ports); !s.ok()) return fail(s);
+    for (size_t i = 0; i < ports.size(); ++i) {
+      v1::PortMapping* mapping = live->view.add_ports();
+      *mapping = plan.ports[i];
+      mapping->set_host_port(ports[i].host_port);
+    }
+  }
   if (prepare) {
     if (auto s = prepare(**agent, id); !s.ok()) return fail(s);
   }
@@ -1056,11 +1084,23 @@ absl::Status SandboxManager::Recover() {
     if (!live->view.network_address().empty()) {
       if (options_.egress == nullptr) {
         network_lost = options_.egress_unavailable;
-      } else if (auto s = options_.egress->Restore(
-                     record.id, live->view.network_address(),
-                     EgressPolicyOf(live->view.network_policy()));
-                 !s.ok()) {
-        network_lost = std::string(s.message());
+      } else {
+        net::SandboxPolicy policy = EgressPolicyOf(live->view.network_policy());
+        policy.outbound = live->view.network() != v1::NETWORK_MODE_NONE;
+        if (auto s = options_.egress->Restore(
+                record.id, live->view.network_address(), policy);
+            !s.ok()) {
+          network_lost = std::string(s.message());
+        } else if (record.state == v1::SANDBOX_STATE_RUNNING ||
+                   record.state == v1::SANDBOX_STATE_PAUSED) {
+          std::vector<net::Published> ports = PublishedOf(live->view.ports());
+          if (auto p = options_.egress->Publish(record.id, &ports); !p.ok()) {
+            // The sandbox runs on; its ports wait for an operator.
+            Log()->error("recover: sandbox {}: {}", record.id, p.ToString());
+            (void)store_->AppendEvent(record.id, "ports-lost",
+                                      std::string(p.message()));
+          }
+        }
       }
     }
     {

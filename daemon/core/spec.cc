@@ -206,6 +206,55 @@ absl::Status PlanNetwork(const corral::v1::CreateSandboxRequest& request,
   return absl::OkStatus();
 }
 
+constexpr int kMaxPorts = 16;
+
+absl::Status PlanPorts(const corral::v1::CreateSandboxRequest& request,
+                       const CallerPolicy& policy, SandboxPlan* plan) {
+  if (request.ports_size() > kMaxPorts) {
+    return Invalid("ports", absl::StrCat("at most ", kMaxPorts));
+  }
+  std::set<std::pair<std::string, uint32_t>> taken;
+  for (const auto& asked : request.ports()) {
+    corral::v1::PortMapping port = asked;
+    if (port.host_address().empty()) port.set_host_address("127.0.0.1");
+    const std::string what = absl::StrCat(
+        port.host_address(), ":", port.host_port(), ":", port.sandbox_port());
+    auto address = net::ParseIpv4(port.host_address());
+    if (!address) {
+      return Invalid("ports", absl::StrCat(what,
+                                           ": the host address must be "
+                                           "an IPv4 address"));
+    }
+    if (port.sandbox_port() == 0 || port.sandbox_port() > 65535 ||
+        port.host_port() > 65535) {
+      return Invalid("ports", absl::StrCat(what,
+                                           ": ports are 1-65535 (host "
+                                           "port 0: any free one)"));
+    }
+    const bool loopback = (*address >> 24) == 127;
+    if (!loopback && !policy.Grants("publish-public")) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "publishing on ", port.host_address(),
+          " exposes the sandbox beyond this host: it needs the grant "
+          "publish-public, which ",
+          policy.name, " does not give; publish on 127.0.0.1"));
+    }
+    if (port.host_port() != 0 && port.host_port() < 1024 && !policy.admin) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("host port ", port.host_port(),
+                       " is privileged: only admins may publish below 1024"));
+    }
+    if (port.host_port() != 0 &&
+        !taken.insert({port.host_address(), port.host_port()}).second) {
+      return Invalid("ports", absl::StrCat(what,
+                                           ": host port published "
+                                           "twice"));
+    }
+    plan->ports.push_back(port);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<SandboxPlan> PlanSandbox(
@@ -269,6 +318,7 @@ absl::StatusOr<SandboxPlan> PlanSandbox(
   }
 
   RETURN_IF_ERROR(PlanNetwork(request, policy, &plan));
+  RETURN_IF_ERROR(PlanPorts(request, policy, &plan));
 
   RETURN_IF_ERROR(ValidateEnv(request.env(), "env"));
   plan.env.insert(request.env().begin(), request.env().end());

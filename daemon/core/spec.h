@@ -55,6 +55,8 @@ struct CallerPolicy {
   LimitSet maxima;                    // zero fields: the daemon's maxima
   // Isolation-weakening options the caller may ask for; admins get all.
   std::vector<std::string> grants;
+  // An admin (root or the admin group): privileged host ports.
+  bool admin = false;
   // Network modes ("none", "allowlist", "egress", "learn") the caller may
   // ask for; empty: every mode.
   std::vector<std::string> network_modes;
@@ -94,6 +96,8 @@ struct SandboxPlan {
   corral::v1::NetworkMode network = corral::v1::NETWORK_MODE_NONE;
   // Mode EGRESS only: validated, lowercased, without duplicates.
   corral::v1::NetworkPolicy network_policy;
+  // Published ports, host addresses filled in.
+  std::vector<corral::v1::PortMapping> ports;
   std::map<std::string, std::string> env;
   std::map<std::string, std::string> labels;
   std::string workdir;

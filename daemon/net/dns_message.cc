@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <ldns/ldns.h>
+#include <sys/random.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -58,6 +59,30 @@ std::optional<DnsQuestion> ParseDnsQuery(absl::string_view wire) {
   question.type_name = type_name != nullptr ? type_name : "?";
   std::free(type_name);
   return question;
+}
+
+std::string DnsQuery(const std::string& name, uint16_t type,
+                     DnsQuestion* question) {
+  uint16_t id = 0;
+  (void)!::getrandom(&id, sizeof(id), 0);
+  ldns_pkt* made = nullptr;
+  if (ldns_pkt_query_new_frm_str(&made, absl::StrCat(name, ".").c_str(),
+                                 static_cast<ldns_rr_type>(type),
+                                 LDNS_RR_CLASS_IN, LDNS_RD) != LDNS_STATUS_OK) {
+    return {};
+  }
+  Packet query(made);
+  ldns_pkt_set_id(query.get(), id);
+  uint8_t* wire = nullptr;
+  size_t size = 0;
+  if (ldns_pkt2wire(&wire, query.get(), &size) != LDNS_STATUS_OK) return {};
+  std::string bytes(reinterpret_cast<char*>(wire), size);
+  std::free(wire);
+  question->id = id;
+  question->name = name;
+  question->type = type;
+  question->type_name = type == kDnsTypeA ? "A" : "?";
+  return bytes;
 }
 
 std::string EmptyDnsAnswer(const DnsQuestion& question, int rcode) {

@@ -31,6 +31,11 @@ struct DnsQuestion {
 // anything else (answers, updates, several questions, garbage).
 std::optional<DnsQuestion> ParseDnsQuery(absl::string_view wire);
 
+// A recursive query for `name` (valid) of `type`, with a random id; its
+// question in *question.
+std::string DnsQuery(const std::string& name, uint16_t type,
+                     DnsQuestion* question);
+
 // An answer to `question` with `rcode` and no records (NXDOMAIN, REFUSED,
 // or NOERROR with no data); the wire bytes.
 std::string EmptyDnsAnswer(const DnsQuestion& question, int rcode);

@@ -68,6 +68,7 @@ table ip corral {
   chain input {
     type filter hook input priority filter; policy drop;
     iif "lo" accept
+    ct state established,related accept
     iifname ")",
       kLinkPrefix, R"(*" tcp dport )", kProxyPort, R"( accept
     iifname ")",
@@ -282,6 +283,10 @@ struct Egress::Sandbox {
   uint32_t index = 0;
   uint32_t address = 0;
   SandboxPolicy policy;
+  // Published ports: their listening sockets' threads, and the eventfd
+  // that ends them (Detach).
+  UniqueFd unpublish;
+  std::vector<std::thread> publishers;
   mutable std::mutex mutex;
   // Address -> the names resolved to it for this sandbox.
   std::map<uint32_t, std::set<std::string>> resolved;
@@ -356,6 +361,12 @@ Egress::~Egress() {
     (void)!::write(stop_.get(), &one, sizeof(one));
   }
   for (auto& thread : threads_) thread.join();
+  std::map<std::string, std::shared_ptr<Sandbox>> sandboxes;
+  {
+    std::lock_guard lock(mutex_);
+    sandboxes = by_id_;
+  }
+  for (auto& [id, sandbox] : sandboxes) Unpublish(*sandbox);
   std::unique_lock lock(connections_mutex_);
   connections_done_.wait(lock, [this] { return connections_ == 0; });
 }
@@ -526,6 +537,15 @@ absl::Status Egress::Restore(const std::string& id, const std::string& address,
   const uint32_t index = (*parsed - options_.subnet.network) / 4;
   ASSIGN_OR_RETURN(const uint32_t got, AllocateIndex(index));
   Register(id, got, policy);
+  // What the sandbox resolved before was this daemon's memory, now gone:
+  // its allowed names are resolved again, so that a program that keeps
+  // its own answers can still connect.
+  std::shared_ptr<Sandbox> sandbox;
+  {
+    std::lock_guard lock(mutex_);
+    sandbox = by_id_[id];
+  }
+  WarmUp(sandbox);
   return absl::OkStatus();
 }
 
@@ -539,6 +559,7 @@ void Egress::Detach(const std::string& id) {
     by_id_.erase(it);
     by_address_.erase(sandbox->address);
   }
+  Unpublish(*sandbox);
   const std::string link = LinkName(sandbox->index);
   if (auto s = RunInNetns(egress_ns_.get(), [&] { return DeleteLink(link); });
       !s.ok()) {
@@ -637,6 +658,9 @@ bool Egress::IsHostAddress(uint32_t address) {
 
 Egress::Verdict Egress::Decide(const Sandbox& sandbox, uint32_t address,
                                uint16_t port) {
+  if (!sandbox.policy.outbound) {
+    return {false, false, "network none: published ports only, no egress"};
+  }
   if (options_.subnet.Contains(address)) {
     return {false, false, "the sandboxes' own network"};
   }
@@ -667,7 +691,212 @@ Egress::Verdict Egress::Decide(const Sandbox& sandbox, uint32_t address,
           absl::StrCat("resolved from ", absl::StrJoin(it->second, ","))};
 }
 
+// ---- Published ports
+// ---------------------------------------------------------
+
+void Egress::Unpublish(Sandbox& sandbox) {
+  if (sandbox.unpublish) {
+    const uint64_t one = 1;
+    (void)!::write(sandbox.unpublish.get(), &one, sizeof(one));
+  }
+  for (auto& thread : sandbox.publishers) thread.join();
+  sandbox.publishers.clear();
+}
+
+absl::Status Egress::Publish(const std::string& id,
+                             std::vector<Published>* ports) {
+  std::shared_ptr<Sandbox> sandbox;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = by_id_.find(id);
+    if (it == by_id_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("sandbox ", id, " has no network link"));
+    }
+    sandbox = it->second;
+  }
+  // Every listener is bound before any serves: a taken port fails the
+  // whole request.
+  std::vector<UniqueFd> listeners;
+  for (Published& port : *ports) {
+    UniqueFd listener(
+        ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!listener) return ErrnoStatus("socket");
+    const int one = 1;
+    ::setsockopt(listener.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in at = Ipv4Address(port.host_address, port.host_port);
+    if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&at), sizeof(at)) !=
+            0 ||
+        ::listen(listener.get(), 128) != 0) {
+      return ErrnoStatus(absl::StrCat(
+          "publish on ", FormatIpv4(port.host_address), ":", port.host_port));
+    }
+    socklen_t size = sizeof(at);
+    ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&at), &size);
+    port.host_port = ntohs(at.sin_port);
+    listeners.push_back(std::move(listener));
+  }
+  if (listeners.empty()) return absl::OkStatus();
+  if (!sandbox->unpublish) {
+    sandbox->unpublish.Reset(::eventfd(0, EFD_CLOEXEC));
+    if (!sandbox->unpublish) return ErrnoStatus("eventfd");
+  }
+  for (size_t i = 0; i < listeners.size(); ++i) {
+    sandbox->publishers.emplace_back([this, sandbox,
+                                      listener = listeners[i].Release(),
+                                      host_port = (*ports)[i].host_port,
+                                      sandbox_port = (*ports)[i].sandbox_port] {
+      PublishLoop(sandbox, listener, host_port, sandbox_port);
+    });
+  }
+  return absl::OkStatus();
+}
+
+void Egress::PublishLoop(std::shared_ptr<Sandbox> sandbox, int listener_fd,
+                         uint16_t host_port, uint16_t sandbox_port) {
+  UniqueFd listener(listener_fd);
+  for (;;) {
+    pollfd fds[3] = {{listener.get(), POLLIN, 0},
+                     {stop_.get(), POLLIN, 0},
+                     {sandbox->unpublish.get(), POLLIN, 0}};
+    if (::poll(fds, 3, -1) < 0 && errno != EINTR) return;
+    if ((fds[1].revents | fds[2].revents) & POLLIN) return;
+    UniqueFd client(::accept4(listener.get(), nullptr, nullptr,
+                              SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (!client) continue;
+    {
+      std::lock_guard lock(connections_mutex_);
+      ++connections_;
+    }
+    std::thread([this, sandbox, fd = client.Release(), host_port,
+                 sandbox_port] {
+      ServeInbound(*sandbox, UniqueFd(fd), host_port, sandbox_port);
+      std::lock_guard lock(connections_mutex_);
+      if (--connections_ == 0) connections_done_.notify_all();
+    }).detach();
+  }
+}
+
+void Egress::ServeInbound(const Sandbox& sandbox, UniqueFd client,
+                          uint16_t host_port, uint16_t sandbox_port) {
+  NetEvent event;
+  event.sandbox_id = sandbox.id;
+  event.kind = "inbound";
+  event.port = sandbox_port;
+  sockaddr_in peer{};
+  socklen_t size = sizeof(peer);
+  if (::getpeername(client.get(), reinterpret_cast<sockaddr*>(&peer), &size) ==
+      0) {
+    event.name =
+        absl::StrCat("from ", FormatIpv4(ntohl(peer.sin_addr.s_addr)), ":",
+                     ntohs(peer.sin_port), " to host port ", host_port);
+  }
+  event.address = FormatIpv4(sandbox.address);
+  // The sandbox is reached over its link, from inside the egress namespace.
+  auto upstream =
+      SocketInNetns(egress_ns_.get(), AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  bool connected = false;
+  if (upstream.ok()) {
+    sockaddr_in to = Ipv4Address(sandbox.address, sandbox_port);
+    const int rc = ::connect(upstream->get(), reinterpret_cast<sockaddr*>(&to),
+                             sizeof(to));
+    if (rc == 0) {
+      connected = true;
+    } else if (errno == EINPROGRESS &&
+               WaitFor(upstream->get(), POLLOUT, stop_.get(),
+                       absl::Now() + kConnectTimeout)) {
+      int error = 0;
+      socklen_t error_size = sizeof(error);
+      ::getsockopt(upstream->get(), SOL_SOCKET, SO_ERROR, &error, &error_size);
+      connected = error == 0;
+      if (!connected) errno = error;
+    } else if (errno == EINPROGRESS) {
+      errno = ETIMEDOUT;
+    }
+  }
+  if (!connected) {
+    event.reason = absl::StrCat("nothing answers on the sandbox's port: ",
+                                std::strerror(errno));
+    Emit(event);
+    Reset(client.get());
+    return;
+  }
+  event.allowed = true;
+  event.reason = "published port";
+  // bytes_out: what the sandbox sent back.
+  if (!Relay(client.get(), upstream->get(), "", stop_.get(), &event.bytes_in,
+             &event.bytes_out)) {
+    Reset(client.get());
+  }
+  Emit(event);
+}
+
 // ---- The resolver -----------------------------------------------------------
+
+std::optional<DnsAnswer> Egress::AskUpstream(const std::string& query,
+                                             const DnsQuestion& question,
+                                             std::string* wire) {
+  UniqueFd upstream(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_in server =
+      Ipv4Address(options_.dns_upstream, options_.dns_upstream_port);
+  std::optional<DnsAnswer> answer;
+  wire->assign(4096, '\0');
+  for (int attempt = 0; attempt < 2 && upstream && !answer; ++attempt) {
+    if (::connect(upstream.get(), reinterpret_cast<sockaddr*>(&server),
+                  sizeof(server)) != 0 ||
+        ::send(upstream.get(), query.data(), query.size(), 0) < 0) {
+      break;
+    }
+    const absl::Time deadline = absl::Now() + kUpstreamDnsTimeout;
+    while (!answer && WaitFor(upstream.get(), POLLIN, stop_.get(), deadline)) {
+      const ssize_t n = ::recv(upstream.get(), wire->data(), wire->size(), 0);
+      if (n <= 0) break;
+      answer = ParseDnsAnswer(absl::string_view(wire->data(), n), question);
+      if (answer) wire->resize(static_cast<size_t>(n));
+    }
+  }
+  return answer;
+}
+
+std::vector<std::string> Egress::Remember(Sandbox& sandbox,
+                                          const std::string& name,
+                                          const DnsAnswer& answer) {
+  std::vector<std::string> addresses;
+  std::lock_guard lock(sandbox.mutex);
+  for (const auto& a : answer.addresses) {
+    addresses.push_back(FormatIpv4(a.address));
+    if (sandbox.resolved.size() < kMaxResolvedAddresses ||
+        sandbox.resolved.count(a.address)) {
+      sandbox.resolved[a.address].insert(name);
+    }
+  }
+  return addresses;
+}
+
+void Egress::WarmUp(const std::shared_ptr<Sandbox>& sandbox) {
+  std::vector<std::string> names;
+  for (const auto& domain : sandbox->policy.allow.domains) {
+    if (!absl::StartsWith(domain, "*.")) names.push_back(domain);
+  }
+  if (names.empty()) return;
+  {
+    std::lock_guard lock(connections_mutex_);
+    ++connections_;
+  }
+  // In the background: recovery must not wait for the upstream server.
+  std::thread([this, sandbox, names] {
+    for (const auto& name : names) {
+      DnsQuestion question;
+      const std::string query = DnsQuery(name, kDnsTypeA, &question);
+      std::string wire;
+      if (auto answer = AskUpstream(query, question, &wire)) {
+        Remember(*sandbox, name, *answer);
+      }
+    }
+    std::lock_guard lock(connections_mutex_);
+    if (--connections_ == 0) connections_done_.notify_all();
+  }).detach();
+}
 
 std::string Egress::Resolve(Sandbox& sandbox, const std::string& query) {
   NetEvent event;
@@ -681,6 +910,12 @@ std::string Egress::Resolve(Sandbox& sandbox, const std::string& query) {
     return {};
   }
   event.name = question->name;
+  if (!sandbox.policy.outbound) {
+    event.reason = absl::StrCat(question->type_name,
+                                ": network none: published ports only");
+    Emit(event);
+    return EmptyDnsAnswer(*question, kDnsRefused);
+  }
   const AllowList& allow = sandbox.policy.allow;
   if (!allow.empty() && !allow.AllowsName(question->name)) {
     event.reason = absl::StrCat(question->type_name, ": not an allowed name");
@@ -694,43 +929,16 @@ std::string Egress::Resolve(Sandbox& sandbox, const std::string& query) {
     Emit(event);
     return EmptyDnsAnswer(*question, kDnsNoError);
   }
-  UniqueFd upstream(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  sockaddr_in server =
-      Ipv4Address(options_.dns_upstream, options_.dns_upstream_port);
-  std::optional<DnsAnswer> answer;
-  std::string wire(4096, '\0');
-  for (int attempt = 0; attempt < 2 && upstream && !answer; ++attempt) {
-    if (::connect(upstream.get(), reinterpret_cast<sockaddr*>(&server),
-                  sizeof(server)) != 0 ||
-        ::send(upstream.get(), query.data(), query.size(), 0) < 0) {
-      break;
-    }
-    const absl::Time deadline = absl::Now() + kUpstreamDnsTimeout;
-    while (!answer && WaitFor(upstream.get(), POLLIN, stop_.get(), deadline)) {
-      const ssize_t n = ::recv(upstream.get(), wire.data(), wire.size(), 0);
-      if (n <= 0) break;
-      answer = ParseDnsAnswer(absl::string_view(wire.data(), n), *question);
-      if (answer) wire.resize(static_cast<size_t>(n));
-    }
-  }
+  std::string wire;
+  std::optional<DnsAnswer> answer = AskUpstream(query, *question, &wire);
   if (!answer) {
     event.reason = absl::StrCat(question->type_name,
                                 ": the upstream server did not answer");
     Emit(event);
     return EmptyDnsAnswer(*question, kDnsServFail);
   }
-  std::vector<std::string> addresses;
-  {
-    std::lock_guard lock(sandbox.mutex);
-    for (const auto& a : answer->addresses) {
-      addresses.push_back(FormatIpv4(a.address));
-      if (sandbox.resolved.size() < kMaxResolvedAddresses ||
-          sandbox.resolved.count(a.address)) {
-        sandbox.resolved[a.address].insert(question->name);
-      }
-    }
-  }
-  event.address = absl::StrJoin(addresses, ",");
+  event.address =
+      absl::StrJoin(Remember(sandbox, question->name, *answer), ",");
   event.reason = question->type_name;
   if (answer->rcode != kDnsNoError) {
     absl::StrAppend(&event.reason, " rcode ", answer->rcode);

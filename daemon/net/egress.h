@@ -27,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "corral/unique_fd.h"
+#include "daemon/net/dns_message.h"
 #include "daemon/net/egress_policy.h"
 
 namespace corral::net {
@@ -62,7 +63,17 @@ struct EgressOptions {
 };
 
 struct SandboxPolicy {
+  // False for network mode none with published ports: the link carries
+  // inbound connections only; every query and connection out is refused.
+  bool outbound = true;
   AllowList allow;  // empty: every public address
+};
+
+// A sandbox port published on the host.
+struct Published {
+  uint32_t host_address = 0;  // host order
+  uint16_t host_port = 0;     // 0: any free port (Publish fills it in)
+  uint16_t sandbox_port = 0;
 };
 
 class Egress {
@@ -98,7 +109,11 @@ class Egress {
   // After a restart: the sandbox made earlier, at `address`.
   absl::Status Restore(const std::string& id, const std::string& address,
                        const SandboxPolicy& policy);
-  // Removes the sandbox's link and namespace file.
+  // Listens on each host address and port (in the daemon's namespace) and
+  // relays every connection to the sandbox's port over its link. Fills in
+  // host ports chosen by the kernel. Nothing stays published on failure.
+  absl::Status Publish(const std::string& id, std::vector<Published>* ports);
+  // Removes the sandbox's link and namespace file, and its published ports.
   void Detach(const std::string& id);
   // Removes links and namespace files of sandboxes not Attached or
   // Restored (what a killed daemon left).
@@ -132,10 +147,26 @@ class Egress {
   Verdict Decide(const Sandbox& sandbox, uint32_t address, uint16_t port);
   bool IsHostAddress(uint32_t address);
   std::string Resolve(Sandbox& sandbox, const std::string& query);
+  // The upstream server's answer to `query` (raw bytes in *wire), or
+  // nullopt after two tries.
+  std::optional<DnsAnswer> AskUpstream(const std::string& query,
+                                       const DnsQuestion& question,
+                                       std::string* wire);
+  // Records the answer's addresses as resolved from `name` for the
+  // sandbox; returns them as text.
+  std::vector<std::string> Remember(Sandbox& sandbox, const std::string& name,
+                                    const DnsAnswer& answer);
+  // Resolves the sandbox's exact allowed names again, in the background.
+  void WarmUp(const std::shared_ptr<Sandbox>& sandbox);
   void Emit(NetEvent event) const;
 
   void ResolverLoop();
   void AcceptLoop();
+  void Unpublish(Sandbox& sandbox);
+  void PublishLoop(std::shared_ptr<Sandbox> sandbox, int listener,
+                   uint16_t host_port, uint16_t sandbox_port);
+  void ServeInbound(const Sandbox& sandbox, UniqueFd client, uint16_t host_port,
+                    uint16_t sandbox_port);
   void Serve(UniqueFd client);
   void ServeDnsOverTcp(Sandbox& sandbox, int client);
 
@@ -155,6 +186,7 @@ class Egress {
   absl::Time host_addresses_read_ = absl::InfinitePast();
 
   std::vector<std::thread> threads_;
+  // Connection threads (proxy and published ports) still running.
   std::mutex connections_mutex_;
   std::condition_variable connections_done_;
   int connections_ = 0;

@@ -7,10 +7,12 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/conformance/conformance.h"
@@ -172,6 +174,26 @@ TEST_CASE(
                  "allowed name resolved to"));
   auto json = world.daemon().Cli({"--json", "net", "log", id});
   CHECK(Contains(json.out, "\"allowed\":true"));
+  // --follow prints what happens after it started; --after skips what the
+  // JSON output already gave (its last "sequence").
+  std::string last = Lines(Trim(json.out)).back();
+  const size_t at = last.find("\"sequence\":\"");
+  REQUIRE(at != std::string::npos);
+  last = last.substr(at + 12);
+  const std::string after = last.substr(0, last.find('"'));
+  CommandResult followed;
+  std::thread follower([&] {
+    followed = RunProcess({"/usr/bin/timeout", "5",
+                           std::string(CORRAL_BINARY_DIR) + "/bin/corral",
+                           "--socket", world.daemon().socket(), "net", "log",
+                           "--follow", "--after", after, id});
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  CHECK(world.Probe(id, {"resolve", "late.test"}) == "NXDOMAIN\n");
+  follower.join();
+  INFO(followed.out << followed.err);
+  CHECK(Contains(followed.out, "late.test (A: not an allowed name)"));
+  CHECK_FALSE(Contains(followed.out, "other.test"));
 }
 
 TEST_CASE(
@@ -325,10 +347,18 @@ TEST_CASE(
   CHECK(
       Contains(world.Probe(id, {"http", "203.0.113.10", "80", "allowed.test"}),
                "HTTP/1.1 200"));
-  // The resolved addresses are the daemon's memory: after a restart the
-  // name is resolved again, as a program would on a new connection.
+  // The resolved addresses are the daemon's memory: a restarted daemon
+  // resolves the allowed names again itself, so that a program that keeps
+  // its own answers still connects.
   world.daemon().Kill9();
   world.daemon().Start();
+  std::string again;
+  for (int i = 0; i < 50; ++i) {
+    again = world.Probe(id, {"http", "203.0.113.10", "80", "allowed.test"});
+    if (Contains(again, "HTTP/1.1 200")) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(Contains(again, "HTTP/1.1 200"));
   CHECK(world.Probe(id, {"resolve", "allowed.test"}) == "A 203.0.113.10\n");
   CHECK(
       Contains(world.Probe(id, {"http", "203.0.113.10", "80", "allowed.test"}),
@@ -352,6 +382,102 @@ TEST_CASE(
   // With no sandbox with network left, a stopped daemon leaves nothing.
   world.daemon().Stop();
   CHECK_FALSE(std::filesystem::exists(dir));
+}
+
+TEST_CASE(
+    "published ports reach a server in the sandbox, with network none too; "
+    "the host side binds 127.0.0.1 by default; taken, privileged and "
+    "public ports are refused and change nothing") {
+  if (Skip()) return;
+  NetworkWorld world("[daemon]\nsocket_mode = 0o666\n");
+  if (!world.Enforced()) return;
+  auto& suite = world.suite();
+  const std::string id = world.Create({"-p", "18080:8000", "-p", "9000"});
+  for (const char* port : {"8000", "9000"}) {
+    auto started = suite.Cli({"exec", "-d", id, "--", "sh", "-c",
+                              std::string("chmod +x /workspace/probe && exec "
+                                          "/workspace/probe serve ") +
+                                  port});
+    INFO(started.err);
+    REQUIRE(started.exit_code == 0);
+  }
+  auto listed = suite.Cli({"port", id});
+  INFO(listed.out << listed.err);
+  REQUIRE(listed.exit_code == 0);
+  const auto lines = Lines(Trim(listed.out));
+  REQUIRE(lines.size() == 2);
+  CHECK(lines[0] == "8000 -> 127.0.0.1:18080");
+  REQUIRE(lines[1].rfind("9000 -> 127.0.0.1:", 0) == 0);
+  const std::string any_port = lines[1].substr(lines[1].rfind(':') + 1);
+
+  // From the daemon's host namespace, as a local client would.
+  const std::string probe = std::string(CORRAL_BINARY_DIR) + "/tests/net_probe";
+  auto reach = [&](const std::string& address, const std::string& port) {
+    std::string out;
+    for (int i = 0; i < 50; ++i) {  // the servers start in the background
+      out = world.internet().RunInHost({probe, "connect", address, port}).out;
+      if (!Contains(out, "failed")) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return out;
+  };
+  CHECK(reach("127.0.0.1", "18080") == "hello from sandbox 8000\n");
+  CHECK(reach("127.0.0.1", any_port) == "hello from sandbox 9000\n");
+  // Bound to loopback only.
+  CHECK(Contains(
+      world.internet()
+          .RunInHost({probe, "connect", FakeInternet::kHostAddress, "18080"})
+          .out,
+      "failed"));
+  // A restarted daemon publishes them again.
+  world.daemon().Kill9();
+  world.daemon().Start();
+  CHECK(reach("127.0.0.1", "18080") == "hello from sandbox 8000\n");
+  // Network none: nothing goes out, names do not resolve.
+  CHECK(Contains(world.Probe(id, {"connect", "203.0.113.10", "80"}), "failed"));
+  CHECK(world.Probe(id, {"resolve", "allowed.test"}) == "rcode 5\n");
+  const std::string log = world.NetLog(id);
+  INFO(log);
+  CHECK(Contains(log, "allowed inbound"));
+  CHECK(Contains(log, "REFUSED tcp 203.0.113.10:80 - (network none"));
+
+  auto count = [&] {
+    const std::string listed_all = suite.Cli({"--json", "ls"}).out;
+    size_t n = 0;
+    for (size_t at = 0;
+         (at = listed_all.find("\"id\":", at)) != std::string::npos; ++at) {
+      ++n;
+    }
+    return n;
+  };
+  const size_t before = count();
+  auto taken =
+      suite.Cli({"create", "--runtime", suite.runtime(), "-p", "18080:8000"});
+  INFO(taken.err);
+  CHECK(taken.exit_code == 125);
+  CHECK(Contains(taken.err, "127.0.0.1:18080"));
+  const std::string runtime = suite.runtime();
+  auto exposed = world.daemon().Cli(
+      {"create", "--runtime", runtime, "-p", "0.0.0.0:18081:8000"}, "",
+      kNobody);
+  INFO(exposed.err);
+  CHECK(exposed.exit_code == 125);
+  CHECK(Contains(exposed.err, "publish-public"));
+  auto privileged = world.daemon().Cli(
+      {"create", "--runtime", runtime, "-p", "80:8000"}, "", kNobody);
+  INFO(privileged.err);
+  CHECK(privileged.exit_code == 125);
+  CHECK(Contains(privileged.err, "privileged"));
+  auto bad = suite.Cli({"create", "--runtime", runtime, "-p", "x:1"});
+  CHECK(bad.exit_code == 125);
+  CHECK(Contains(bad.err, "-p expects"));
+  CHECK(count() == before);
+
+  // Deleting the sandbox closes its ports.
+  REQUIRE(suite.Cli({"rm", id}).exit_code == 0);
+  CHECK(Contains(
+      world.internet().RunInHost({probe, "connect", "127.0.0.1", "18080"}).out,
+      "failed"));
 }
 
 }  // namespace

@@ -11,6 +11,9 @@
  *   net_probe connect ADDRESS PORT       what the server said first, or
  *                                        "failed: <why>"
  *   net_probe udp ADDRESS PORT           "answered" | "no answer"
+ *   net_probe serve PORT                 listens on 0.0.0.0:PORT forever and
+ *                                        says "hello from sandbox PORT" to
+ *                                        each connection
  *
  * Without SERVER, resolve asks the first nameserver of /etc/resolv.conf
  * (127.0.0.1 when there is none), as a C library would. */
@@ -155,9 +158,18 @@ static int Resolve(const char* name, const char* given, int tcp) {
       printf("failed: write\n");
       return 1;
     }
-    int n = ReadAll(fd, (char*)answer, sizeof(answer));
+    /* One length-prefixed answer; the server may keep the connection. */
+    int n = 0;
+    while (n < 2 || n < 2 + ((answer[0] << 8) | answer[1])) {
+      ssize_t got = read(fd, answer + n, sizeof(answer) - (size_t)n);
+      if (got <= 0) break;
+      n += (int)got;
+    }
     close(fd);
-    if (n < 0) return 1;
+    if (n < 2) {
+      printf("no answer\n");
+      return 0;
+    }
     PrintAnswer(answer + 2, n - 2);
     return 0;
   }
@@ -312,6 +324,30 @@ int main(int argc, char** argv) {
     printf("%s\n", recv(fd, answer, sizeof(answer), 0) > 0 ? "answered"
                                                            : "no answer");
     return 0;
+  }
+  if (argc == 3 && strcmp(argv[1], "serve") == 0) {
+    struct sockaddr_in at = {0};
+    at.sin_family = AF_INET;
+    at.sin_port = htons((unsigned short)atoi(argv[2]));
+    int listener = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(listener, (struct sockaddr*)&at, sizeof(at)) != 0 ||
+        listen(listener, 16) != 0) {
+      printf("failed: listen: %s\n", strerror(errno));
+      return 1;
+    }
+    char hello[64];
+    int size = snprintf(hello, sizeof(hello), "hello from sandbox %s\n",
+                        argv[2]);
+    for (;;) {
+      int fd = accept(listener, NULL, NULL);
+      if (fd < 0) continue;
+      if (write(fd, hello, (size_t)size) != size) {
+        /* the client left */
+      }
+      close(fd);
+    }
   }
   fprintf(stderr, "usage: see the top of net_probe.c\n");
   return 2;

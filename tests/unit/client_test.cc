@@ -115,6 +115,40 @@ TEST_CASE("create options map onto the request", "[client][options]") {
   CHECK(request->require(2) == corral::v1::GUARANTEE_SEPARATE_KERNEL);
 }
 
+TEST_CASE("the publish, allow-domain and allow-cidr flags fill the request",
+          "[client][options]") {
+  auto parsed = ParsePublish("8000");
+  REQUIRE(parsed.ok());
+  CHECK(parsed->sandbox_port() == 8000);
+  CHECK(parsed->host_port() == 0);
+  CHECK(parsed->host_address().empty());
+  parsed = ParsePublish("127.0.0.2:8080:80");
+  REQUIRE(parsed.ok());
+  CHECK(parsed->host_address() == "127.0.0.2");
+  CHECK(parsed->host_port() == 8080);
+  CHECK(parsed->sandbox_port() == 80);
+  for (const char* bad : {"", "0", "x", "8080:", ":80", "1:2:3:4", "70000",
+                          "8080:70000", ":8080:80"}) {
+    INFO(bad);
+    CHECK_FALSE(ParsePublish(bad).ok());
+  }
+  CreateOptions options;
+  options.publish = {"9000", "8080:80"};
+  options.allow_domains = {"pypi.org,*.pythonhosted.org", "example.com"};
+  options.allow_cidrs = {"203.0.113.0/24"};
+  options.network = "learn";
+  auto request = BuildCreateRequest(options, FakeEnv({}));
+  REQUIRE(request.ok());
+  CHECK(request->network() == corral::v1::NETWORK_MODE_LEARN);
+  REQUIRE(request->ports_size() == 2);
+  CHECK(request->ports(1).host_port() == 8080);
+  REQUIRE(request->network_policy().allow_domains_size() == 3);
+  CHECK(request->network_policy().allow_domains(1) == "*.pythonhosted.org");
+  CHECK(request->network_policy().allow_cidrs(0) == "203.0.113.0/24");
+  options.publish = {"nope"};
+  CHECK_FALSE(BuildCreateRequest(options, FakeEnv({})).ok());
+}
+
 TEST_CASE("defaults leave every field at its zero value", "[client][options]") {
   auto request = BuildCreateRequest(CreateOptions{}, FakeEnv({}));
   REQUIRE(request.ok());

@@ -175,6 +175,13 @@ TEST_CASE("DNS: one question is read, refusals answer it, answers give A") {
   CHECK_FALSE(ParseDnsQuery("garbage").has_value());
   CHECK_FALSE(ParseDnsQuery("").has_value());
 
+  DnsQuestion made;
+  auto round_trip = ParseDnsQuery(DnsQuery("pypi.org", kDnsTypeA, &made));
+  REQUIRE(round_trip.has_value());
+  CHECK(round_trip->name == "pypi.org");
+  CHECK(round_trip->id == made.id);
+  CHECK(round_trip->type == kDnsTypeA);
+
   const std::string refusal = EmptyDnsAnswer(*question, kDnsNxDomain);
   REQUIRE(refusal.size() > 12);
   CHECK((static_cast<uint8_t>(refusal[3]) & 0x0f) == kDnsNxDomain);
