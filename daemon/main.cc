@@ -330,6 +330,25 @@ int Run(int argc, char** argv) {
       log->warn("no network egress for sandboxes: {}", egress_unavailable);
     }
   }
+  // However this function returns (a failed start included): sandboxes
+  // with network keep running and keep their egress namespace for the next
+  // start; without any, nothing is left behind.
+  bool recovered = false;  // Recover ran: idle() then means "no sandbox"
+  absl::Cleanup remove_idle_egress = [&] {
+    if (!egress || !egress->idle()) return;
+    if (!recovered) {
+      // Before recovery only an empty store says that no sandbox of an
+      // earlier daemon still uses the namespace.
+      auto count = (*store)->CountSandboxes();
+      if (!count.ok() || *count != 0) return;
+    }
+    egress.reset();
+    if (auto s = net::Egress::RemoveAll(
+            absl::StrCat(kEgressRoot, "/", *instance_id));
+        !s.ok()) {
+      log->warn("{}", s.ToString());
+    }
+  };
 
   PluginHost::Options plugin_options;
   plugin_options.plugin_dir = config.daemon.plugin_dir;
@@ -382,6 +401,7 @@ int Run(int argc, char** argv) {
       manager->get(), state + "/processes", ProcessLimits{});
   if (auto s = processes->Recover(); !s.ok()) return fail(s);
   (*manager)->FinishRecovery();
+  recovered = true;
   // What a killed daemon left on the egress path for sandboxes now gone.
   if (egress) egress->Prune();
   processes_ready = processes.get();
@@ -461,16 +481,6 @@ int Run(int argc, char** argv) {
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   workspaces_ready = nullptr;
   processes_ready = nullptr;
-  // Sandboxes with network keep running and keep their egress namespace
-  // for the next start; without any, nothing is left behind.
-  if (egress && egress->idle()) {
-    egress.reset();
-    if (auto s = net::Egress::RemoveAll(
-            absl::StrCat(kEgressRoot, "/", *instance_id));
-        !s.ok()) {
-      log->warn("{}", s.ToString());
-    }
-  }
   return 0;
 }
 
