@@ -46,6 +46,8 @@ constexpr size_t kMaxResolvedAddresses = 4096;
 constexpr absl::Duration kSniffTimeout = absl::Seconds(5);
 constexpr absl::Duration kConnectTimeout = absl::Seconds(10);
 constexpr absl::Duration kUpstreamDnsTimeout = absl::Seconds(2);
+// A worker thread with nothing to do for this long ends.
+constexpr absl::Duration kWorkerIdle = absl::Seconds(10);
 
 std::shared_ptr<spdlog::logger> Log() { return corral::Logger("egress"); }
 
@@ -367,8 +369,41 @@ Egress::~Egress() {
     sandboxes = by_id_;
   }
   for (auto& [id, sandbox] : sandboxes) Unpublish(*sandbox);
-  std::unique_lock lock(connections_mutex_);
-  connections_done_.wait(lock, [this] { return connections_ == 0; });
+  // Idle workers leave at once, busy ones when their connection sees stop_.
+  std::unique_lock lock(workers_mutex_);
+  stopping_ = true;
+  work_ready_.notify_all();
+  workers_done_.wait(lock, [this] { return workers_ == 0; });
+}
+
+void Egress::Dispatch(std::function<void()> work) {
+  std::lock_guard lock(workers_mutex_);
+  const bool idle_worker = idle_workers_ > static_cast<int>(work_.size());
+  work_.push_back(std::move(work));
+  if (idle_worker) {
+    work_ready_.notify_one();
+    return;
+  }
+  ++workers_;
+  std::thread([this] { Work(); }).detach();
+}
+
+void Egress::Work() {
+  std::unique_lock lock(workers_mutex_);
+  for (;;) {
+    ++idle_workers_;
+    const bool got =
+        work_ready_.wait_for(lock, absl::ToChronoMilliseconds(kWorkerIdle),
+                             [this] { return !work_.empty() || stopping_; });
+    --idle_workers_;
+    if (!got || work_.empty()) break;  // idle for long, or stopping
+    std::function<void()> work = std::move(work_.front());
+    work_.pop_front();
+    lock.unlock();
+    work();
+    lock.lock();
+  }
+  if (--workers_ == 0) workers_done_.notify_all();
 }
 
 bool Egress::idle() const {
@@ -764,16 +799,9 @@ void Egress::PublishLoop(std::shared_ptr<Sandbox> sandbox, int listener_fd,
     UniqueFd client(::accept4(listener.get(), nullptr, nullptr,
                               SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!client) continue;
-    {
-      std::lock_guard lock(connections_mutex_);
-      ++connections_;
-    }
-    std::thread([this, sandbox, fd = client.Release(), host_port,
-                 sandbox_port] {
+    Dispatch([this, sandbox, fd = client.Release(), host_port, sandbox_port] {
       ServeInbound(*sandbox, UniqueFd(fd), host_port, sandbox_port);
-      std::lock_guard lock(connections_mutex_);
-      if (--connections_ == 0) connections_done_.notify_all();
-    }).detach();
+    });
   }
 }
 
@@ -879,12 +907,8 @@ void Egress::WarmUp(const std::shared_ptr<Sandbox>& sandbox) {
     if (!absl::StartsWith(domain, "*.")) names.push_back(domain);
   }
   if (names.empty()) return;
-  {
-    std::lock_guard lock(connections_mutex_);
-    ++connections_;
-  }
   // In the background: recovery must not wait for the upstream server.
-  std::thread([this, sandbox, names] {
+  Dispatch([this, sandbox, names] {
     for (const auto& name : names) {
       DnsQuestion question;
       const std::string query = DnsQuery(name, kDnsTypeA, &question);
@@ -893,9 +917,7 @@ void Egress::WarmUp(const std::shared_ptr<Sandbox>& sandbox) {
         Remember(*sandbox, name, *answer);
       }
     }
-    std::lock_guard lock(connections_mutex_);
-    if (--connections_ == 0) connections_done_.notify_all();
-  }).detach();
+  });
 }
 
 std::string Egress::Resolve(Sandbox& sandbox, const std::string& query) {
@@ -979,15 +1001,7 @@ void Egress::AcceptLoop() {
     UniqueFd client(::accept4(listener_.get(), nullptr, nullptr,
                               SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!client) continue;
-    {
-      std::lock_guard lock(connections_mutex_);
-      ++connections_;
-    }
-    std::thread([this, fd = client.Release()] {
-      Serve(UniqueFd(fd));
-      std::lock_guard lock(connections_mutex_);
-      if (--connections_ == 0) connections_done_.notify_all();
-    }).detach();
+    Dispatch([this, fd = client.Release()] { Serve(UniqueFd(fd)); });
   }
 }
 

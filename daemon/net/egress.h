@@ -13,6 +13,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -186,10 +187,17 @@ class Egress {
   absl::Time host_addresses_read_ = absl::InfinitePast();
 
   std::vector<std::thread> threads_;
-  // Connection threads (proxy and published ports) still running.
-  std::mutex connections_mutex_;
-  std::condition_variable connections_done_;
-  int connections_ = 0;
+  // Connections (proxy, published ports) and background lookups run on
+  // worker threads that wait a while for the next one when done: a thread
+  // per connection without its creation on every connection.
+  void Dispatch(std::function<void()> work);
+  void Work();
+  std::mutex workers_mutex_;
+  std::condition_variable work_ready_, workers_done_;
+  std::deque<std::function<void()>> work_;
+  int workers_ = 0;
+  int idle_workers_ = 0;
+  bool stopping_ = false;
 };
 
 }  // namespace corral::net

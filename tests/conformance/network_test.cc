@@ -231,6 +231,8 @@ TEST_CASE(
       {"192.168.1.1", "RFC 1918"},
       {"100.64.0.1", "CGNAT"},
       {"169.254.169.254", "metadata"},
+      {"198.18.0.1", "benchmarking"},
+      {"192.0.0.8", "IETF protocol assignments"},
       {gateway, "the sandboxes' own network"},
   };
   for (const auto& [address, why] : refused) {
