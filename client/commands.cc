@@ -461,6 +461,14 @@ void AddCreateFlags(CLI::App* command, CreateOptions& options) {
       "PORT for any free host port; ADDRESS defaults to 127.0.0.1 "
       "(repeatable; works with --network none, inbound only)"));
   Repeatable(command->add_option(
+      "--secret", options.secrets,
+      "Give the sandbox a placeholder in variable NAME instead of the "
+      "secret in FILE; the egress proxy puts the value into HTTP request "
+      "headers to the --secret-host hosts only (plain HTTP for now)"));
+  Repeatable(
+      command->add_option("--secret-host", options.secret_hosts,
+                          "Bind secret NAME to HOST (or *.HOST) (repeatable)"));
+  Repeatable(command->add_option(
       "--allow-cidr", options.allow_cidrs,
       "Egress only to public range CIDR, optionally :PORT; implies "
       "--network egress (repeatable, or comma-separated)"));
@@ -536,6 +544,8 @@ void NameOptionValues(CLI::App* app) {
       {"allow-domain", "NAME"},
       {"allow-cidr", "CIDR[:PORT]"},
       {"publish", "[ADDRESS:]HOST_PORT:PORT"},
+      {"secret", "NAME=@FILE"},
+      {"secret-host", "NAME=HOST"},
       {"output-limit", "BYTES"},
       {"pids", "N"},
       {"require", "GUARANTEE"},

@@ -2,9 +2,13 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <limits>
+#include <map>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -206,6 +210,53 @@ absl::StatusOr<uint32_t> CpusToMillis(double cpus) {
   return static_cast<uint32_t>(millis);
 }
 
+// --secret NAME=@FILE: the file is read here, by the user who runs corral
+// (the daemon never opens a path a client names); one trailing line break
+// is dropped. --secret-host NAME=HOST binds it.
+absl::Status AddSecrets(const CreateOptions& options,
+                        corral::v1::CreateSandboxRequest* request) {
+  std::map<std::string, corral::v1::Secret*> by_name;
+  for (const auto& entry : options.secrets) {
+    const size_t equals = entry.find("=@");
+    if (equals == std::string::npos || equals == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--secret expects NAME=@FILE (the value is read from FILE), got '",
+          entry.substr(0, entry.find('=')), "...'"));
+    }
+    const std::string name = entry.substr(0, equals);
+    const std::string path = entry.substr(equals + 2);
+    std::ifstream file(path, std::ios::binary);
+    if (!file) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--secret ", name, ": cannot read ", path));
+    }
+    std::string value((std::istreambuf_iterator<char>(file)),
+                      std::istreambuf_iterator<char>());
+    if (absl::EndsWith(value, "\n")) value.pop_back();
+    if (absl::EndsWith(value, "\r")) value.pop_back();
+    corral::v1::Secret* secret = request->add_secrets();
+    secret->set_name(name);
+    secret->set_value(value);
+    by_name[name] = secret;
+  }
+  for (const auto& entry : options.secret_hosts) {
+    const size_t equals = entry.find('=');
+    auto it = equals == std::string::npos
+                  ? by_name.end()
+                  : by_name.find(entry.substr(0, equals));
+    if (it == by_name.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--secret-host expects NAME=HOST for a --secret NAME, got '", entry,
+          "'"));
+    }
+    for (absl::string_view host :
+         absl::StrSplit(entry.substr(equals + 1), ',', absl::SkipEmpty())) {
+      it->second->add_hosts(std::string(host));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<corral::v1::CreateSandboxRequest> BuildCreateRequest(
     const CreateOptions& options, const EnvLookup& lookup) {
   corral::v1::CreateSandboxRequest request;
@@ -228,6 +279,7 @@ absl::StatusOr<corral::v1::CreateSandboxRequest> BuildCreateRequest(
   for (const auto& entry : options.publish) {
     ASSIGN_OR_RETURN(*request.add_ports(), ParsePublish(entry));
   }
+  RETURN_IF_ERROR(AddSecrets(options, &request));
   // Checked by the daemon, which names the bad entry.
   for (const auto& entry : options.allow_domains) {
     for (absl::string_view domain : absl::StrSplit(entry, ',')) {

@@ -69,6 +69,9 @@ struct CreateOptions {
   std::vector<std::string> allow_cidrs;
   // `-p` entries: [ADDRESS:]HOST_PORT:PORT or PORT.
   std::vector<std::string> publish;
+  // `--secret NAME=@FILE` and `--secret-host NAME=HOST` entries.
+  std::vector<std::string> secrets;
+  std::vector<std::string> secret_hosts;
   std::string hostname;
   bool no_userns = false;
   // Guarantee names ("seccomp", "cgroup-limits", ...).

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "corral/hex_id.h"
 #include "corral/logging.h"
@@ -57,6 +58,14 @@ std::vector<net::Published> PublishedOf(const Ports& ports) {
     published.push_back(p);
   }
   return published;
+}
+
+net::SecretSubstitution SubstitutionOf(const SecretRecord& record) {
+  net::SecretSubstitution secret;
+  secret.placeholder = record.placeholder;
+  secret.value = record.value;
+  secret.hosts = absl::StrSplit(record.hosts, ',', absl::SkipEmpty());
+  return secret;
 }
 
 google::protobuf::Timestamp ToProto(absl::Time t) {
@@ -216,6 +225,23 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
   net::SandboxPolicy egress_policy = EgressPolicyOf(plan.network_policy);
   egress_policy.outbound = plan.network != v1::NETWORK_MODE_NONE;
   view.mutable_env()->insert(plan.env.begin(), plan.env.end());
+  // Each secret's variable holds a placeholder; the value stays with the
+  // daemon (the store's secrets table and the egress proxy).
+  std::vector<SecretRecord> secrets;
+  for (const v1::Secret& secret : plan.secrets) {
+    ASSIGN_OR_RETURN(std::string token, RandomHexId(16));
+    SecretRecord record;
+    record.name = secret.name();
+    record.placeholder = absl::StrCat("corral-secret-", token);
+    record.value = secret.value();
+    record.hosts = absl::StrJoin(secret.hosts(), ",");
+    (*view.mutable_env())[secret.name()] = record.placeholder;
+    v1::SecretBinding* binding = view.add_secrets();
+    binding->set_name(secret.name());
+    *binding->mutable_hosts() = secret.hosts();
+    egress_policy.secrets.push_back(SubstitutionOf(record));
+    secrets.push_back(std::move(record));
+  }
   view.mutable_labels()->insert(plan.labels.begin(), plan.labels.end());
   view.set_workdir(plan.workdir);
   view.set_hostname(plan.hostname.empty()
@@ -309,6 +335,9 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
 
   if (::mkdir(live->workspace_dir.c_str(), 0700) != 0) {
     return fail(ErrnoStatus(absl::StrCat("mkdir ", live->workspace_dir)));
+  }
+  if (!secrets.empty()) {
+    if (auto s = store_->PutSecrets(id, secrets); !s.ok()) return fail(s);
   }
   bv1::SandboxSpec spec;
   spec.set_id(id);
@@ -1087,6 +1116,11 @@ absl::Status SandboxManager::Recover() {
       } else {
         net::SandboxPolicy policy = EgressPolicyOf(live->view.network_policy());
         policy.outbound = live->view.network() != v1::NETWORK_MODE_NONE;
+        if (auto secrets = store_->ListSecrets(record.id); secrets.ok()) {
+          for (const auto& secret : *secrets) {
+            policy.secrets.push_back(SubstitutionOf(secret));
+          }
+        }
         if (auto s = options_.egress->Restore(
                 record.id, live->view.network_address(), policy);
             !s.ok()) {

@@ -206,6 +206,61 @@ absl::Status PlanNetwork(const corral::v1::CreateSandboxRequest& request,
   return absl::OkStatus();
 }
 
+constexpr int kMaxSecrets = 16;
+constexpr size_t kMaxSecretBytes = 64 * 1024;
+
+absl::Status PlanSecrets(const corral::v1::CreateSandboxRequest& request,
+                         SandboxPlan* plan) {
+  if (request.secrets_size() == 0) return absl::OkStatus();
+  if (request.secrets_size() > kMaxSecrets) {
+    return Invalid("secrets", absl::StrCat("at most ", kMaxSecrets));
+  }
+  if (plan->network != corral::v1::NETWORK_MODE_EGRESS &&
+      plan->network != corral::v1::NETWORK_MODE_LEARN) {
+    return Invalid("secrets", "secrets need network access (egress)");
+  }
+  std::set<std::string> names;
+  for (const auto& asked : request.secrets()) {
+    const std::string& name = asked.name();
+    if (name.empty() || name.size() > 128 ||
+        name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu"
+                               "vwxyz0123456789_") != std::string::npos ||
+        absl::ascii_isdigit(name[0])) {
+      return Invalid("secrets",
+                     absl::StrCat("secret name '", name.substr(0, 128),
+                                  "': expected [A-Za-z_][A-Za-z0-9_]*"));
+    }
+    if (!names.insert(name).second || plan->env.count(name) != 0) {
+      return Invalid("secrets",
+                     absl::StrCat("secret ", name,
+                                  " is given twice, or also as a variable"));
+    }
+    // The value is never named in a message.
+    if (asked.value().empty() || asked.value().size() > kMaxSecretBytes ||
+        asked.value().find_first_of("\r\n") != std::string::npos) {
+      return Invalid(
+          "secrets",
+          absl::StrCat("the value of secret ", name,
+                       " must be 1-65536 bytes without line breaks"));
+    }
+    if (asked.hosts_size() == 0) {
+      return Invalid("secrets",
+                     absl::StrCat("secret ", name, " is bound to no host"));
+    }
+    corral::v1::Secret secret;
+    secret.set_name(name);
+    secret.set_value(asked.value());
+    for (const auto& host : asked.hosts()) {
+      const std::string lower = absl::AsciiStrToLower(host);
+      RETURN_IF_ERROR(Annotate(net::ValidateDomainPattern(lower),
+                               absl::StrCat("secret ", name)));
+      secret.add_hosts(lower);
+    }
+    plan->secrets.push_back(std::move(secret));
+  }
+  return absl::OkStatus();
+}
+
 constexpr int kMaxPorts = 16;
 
 absl::Status PlanPorts(const corral::v1::CreateSandboxRequest& request,
@@ -322,6 +377,7 @@ absl::StatusOr<SandboxPlan> PlanSandbox(
 
   RETURN_IF_ERROR(ValidateEnv(request.env(), "env"));
   plan.env.insert(request.env().begin(), request.env().end());
+  RETURN_IF_ERROR(PlanSecrets(request, &plan));
 
   if (request.labels().size() > kMaxLabels) {
     return Invalid("labels", absl::StrCat("more than ", kMaxLabels));

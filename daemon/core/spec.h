@@ -98,6 +98,8 @@ struct SandboxPlan {
   corral::v1::NetworkPolicy network_policy;
   // Published ports, host addresses filled in.
   std::vector<corral::v1::PortMapping> ports;
+  // Secrets (network EGRESS or LEARN only); hosts lowercased.
+  std::vector<corral::v1::Secret> secrets;
   std::map<std::string, std::string> env;
   std::map<std::string, std::string> labels;
   std::string workdir;

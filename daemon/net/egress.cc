@@ -23,6 +23,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "corral/directory.h"
 #include "corral/logging.h"
@@ -279,6 +280,23 @@ bool Relay(int a, int b, const std::string& first, int stop, uint64_t* a_to_b,
 }
 
 }  // namespace
+
+std::string SubstituteSecrets(const std::string& head, const std::string& host,
+                              const std::vector<SecretSubstitution>& secrets) {
+  const size_t end = head.find("\r\n\r\n");
+  if (end == std::string::npos) return head;
+  std::string headers = head.substr(0, end);
+  for (const SecretSubstitution& secret : secrets) {
+    bool bound = false;
+    for (const auto& pattern : secret.hosts) {
+      bound = bound || DomainMatches(pattern, host);
+    }
+    if (!bound || secret.placeholder.empty()) continue;
+    headers =
+        absl::StrReplaceAll(headers, {{secret.placeholder, secret.value}});
+  }
+  return headers + head.substr(end);
+}
 
 struct Egress::Sandbox {
   std::string id;
@@ -1121,6 +1139,13 @@ void Egress::Serve(UniqueFd client) {
               : absl::StrCat("not ", port == 443 ? "TLS" : "HTTP", " on port ",
                              port);
     }
+  }
+  // Secrets go into the headers of plain HTTP to their hosts. (HTTPS needs
+  // the TLS termination that is not built yet: a placeholder goes out as
+  // it is.)
+  if (verdict.allowed && port == 80 && !event.name.empty() &&
+      !sandbox->policy.secrets.empty()) {
+    first = SubstituteSecrets(first, event.name, sandbox->policy.secrets);
   }
   if (verdict.allowed && event.name.empty()) {
     std::lock_guard lock(sandbox->mutex);

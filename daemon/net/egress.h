@@ -63,12 +63,27 @@ struct EgressOptions {
   std::function<void(const NetEvent&)> on_event;
 };
 
+// A secret the proxy puts into HTTP request headers in place of its
+// placeholder, for the hosts it is bound to.
+struct SecretSubstitution {
+  std::string placeholder;
+  std::string value;
+  std::vector<std::string> hosts;  // domain patterns
+};
+
 struct SandboxPolicy {
   // False for network mode none with published ports: the link carries
   // inbound connections only; every query and connection out is refused.
   bool outbound = true;
   AllowList allow;  // empty: every public address
+  std::vector<SecretSubstitution> secrets;
 };
+
+// `head` (an HTTP/1 request's line and headers, through the blank line)
+// with each placeholder of a secret bound to `host` replaced by its value;
+// nothing else changes. Exposed for tests.
+std::string SubstituteSecrets(const std::string& head, const std::string& host,
+                              const std::vector<SecretSubstitution>& secrets);
 
 // A sandbox port published on the host.
 struct Published {

@@ -110,6 +110,18 @@ CREATE TABLE net_events (
 ) STRICT;
 CREATE INDEX net_events_sandbox ON net_events(sandbox_id, sequence);
 )sql"},
+    // Secrets of sandboxes: what the egress proxy puts in place of their
+    // placeholders. Never part of a Sandbox record.
+    {5, R"sql(
+CREATE TABLE secrets (
+  sandbox_id TEXT NOT NULL REFERENCES sandboxes(id) ON DELETE CASCADE,
+  name TEXT NOT NULL,
+  placeholder TEXT NOT NULL,
+  value BLOB NOT NULL,
+  hosts TEXT NOT NULL,
+  PRIMARY KEY (sandbox_id, name)
+) STRICT;
+)sql"},
 };
 static_assert(std::size(kMigrations) == Store::kSchemaVersion);
 
@@ -991,6 +1003,50 @@ absl::StatusOr<std::vector<NetEventRecord>> Store::ListNetEvents(
     record.sequence = row.ColumnInt(0);
     record.sandbox_id = std::string(sandbox_id);
     record.event = row.ColumnBytes(1);
+    return record;
+  });
+}
+
+// --- Secrets ---
+
+absl::Status Store::PutSecrets(std::string_view sandbox_id,
+                               const std::vector<SecretRecord>& secrets) {
+  std::lock_guard lock(mutex_);
+  ASSIGN_OR_RETURN(Transaction transaction, Transaction::Begin(this));
+  static constexpr char kInsert[] =
+      "INSERT INTO secrets (sandbox_id, name, placeholder, value, hosts) "
+      "VALUES (?1, ?2, ?3, ?4, ?5)";
+  for (const SecretRecord& secret : secrets) {
+    ASSIGN_OR_RETURN(Statement stmt, Prepare(kInsert));
+    absl::Status status = stmt.Text(1, sandbox_id)
+                              .Text(2, secret.name)
+                              .Text(3, secret.placeholder)
+                              .Blob(4, secret.value)
+                              .Text(5, secret.hosts)
+                              .Run();
+    if (absl::IsAlreadyExists(status)) {
+      return absl::NotFoundError(
+          absl::StrCat("no sandbox ", std::string(sandbox_id)));
+    }
+    RETURN_IF_ERROR(status);
+  }
+  return transaction.Commit();
+}
+
+absl::StatusOr<std::vector<SecretRecord>> Store::ListSecrets(
+    std::string_view sandbox_id) {
+  std::lock_guard lock(mutex_);
+  static constexpr char kSql[] =
+      "SELECT name, placeholder, value, hosts FROM secrets WHERE "
+      "sandbox_id = ?1 ORDER BY name";
+  ASSIGN_OR_RETURN(Statement stmt, Prepare(kSql));
+  stmt.Text(1, sandbox_id);
+  return stmt.Collect([](Statement& row) {
+    SecretRecord record;
+    record.name = row.ColumnBytes(0);
+    record.placeholder = row.ColumnBytes(1);
+    record.value = row.ColumnBytes(2);
+    record.hosts = row.ColumnBytes(3);
     return record;
   });
 }

@@ -73,6 +73,13 @@ struct EventRecord {
   std::string message;
 };
 
+struct SecretRecord {
+  std::string name;
+  std::string placeholder;
+  std::string value;
+  std::string hosts;  // comma-separated domain patterns
+};
+
 struct NetEventRecord {
   int64_t sequence = 0;
   std::string sandbox_id;
@@ -140,7 +147,7 @@ class Store {
  public:
   // The schema version this code writes. A database at a newer version is
   // refused, because the old code could silently lose the newer columns.
-  static constexpr int kSchemaVersion = 4;
+  static constexpr int kSchemaVersion = 5;
 
   // Opens (creating if missing) the database at `path` (mode 0600) and
   // applies the pending migrations, each in its own transaction.
@@ -241,6 +248,14 @@ class Store {
   // Its events with sequence > after_sequence, oldest first, at most limit.
   [[nodiscard]] absl::StatusOr<std::vector<NetEventRecord>> ListNetEvents(
       std::string_view sandbox_id, int64_t after_sequence, int64_t limit);
+
+  // --- Secrets ---
+
+  // NOT_FOUND when the sandbox does not exist; all or nothing.
+  [[nodiscard]] absl::Status PutSecrets(
+      std::string_view sandbox_id, const std::vector<SecretRecord>& secrets);
+  [[nodiscard]] absl::StatusOr<std::vector<SecretRecord>> ListSecrets(
+      std::string_view sandbox_id);
 
   // --- Command log ---
 

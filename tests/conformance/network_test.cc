@@ -4,10 +4,12 @@
 // real address. Inside each sandbox, net_probe (tests/network/net_probe.c)
 // resolves and connects. A runtime that does not claim egress-policy must
 // refuse every network mode but none, which is what is checked there.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -22,6 +24,14 @@ namespace corral::testing::conformance {
 namespace {
 
 constexpr int kNobody = 65534;
+
+struct UniqueFdForTest {
+  explicit UniqueFdForTest(int f) : fd(f) {}
+  ~UniqueFdForTest() {
+    if (fd >= 0) ::close(fd);
+  }
+  int fd;
+};
 
 bool Contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
@@ -480,6 +490,123 @@ TEST_CASE(
   CHECK(Contains(
       world.internet().RunInHost({probe, "connect", "127.0.0.1", "18080"}).out,
       "failed"));
+}
+
+// Whether `needle` is anywhere in the readable memory of process `pid`
+// (read from the host, through /proc/PID/mem).
+bool InMemoryOf(pid_t pid, const std::string& needle) {
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  const std::string mem_path = "/proc/" + std::to_string(pid) + "/mem";
+  UniqueFdForTest mem(::open(mem_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (mem.fd < 0) return false;
+  std::string line;
+  std::vector<char> buffer(1 << 20);
+  while (std::getline(maps, line)) {
+    unsigned long start = 0, end = 0;
+    char perms[5] = {};
+    if (std::sscanf(line.c_str(), "%lx-%lx %4s", &start, &end, perms) != 3 ||
+        perms[0] != 'r' || line.find("[vvar") != std::string::npos) {
+      continue;
+    }
+    std::string carry;
+    for (unsigned long at = start; at < end;) {
+      const size_t want = std::min<unsigned long>(buffer.size(), end - at);
+      const ssize_t n =
+          ::pread(mem.fd, buffer.data(), want, static_cast<off_t>(at));
+      if (n <= 0) break;
+      std::string chunk = carry + std::string(buffer.data(), n);
+      if (chunk.find(needle) != std::string::npos) return true;
+      carry =
+          chunk.substr(chunk.size() - std::min(chunk.size(), needle.size()));
+      at += static_cast<unsigned long>(n);
+    }
+  }
+  return false;
+}
+
+TEST_CASE(
+    "a secret reaches only the hosts it is bound to, over HTTP, and is "
+    "found nowhere in the sandbox: not in its environment, files, output "
+    "or memory") {
+  if (Skip()) return;
+  NetworkWorld world;
+  if (!world.Enforced()) return;
+  char suffix[17] = {};
+  std::snprintf(suffix, sizeof(suffix), "%08x%08x",
+                static_cast<unsigned>(::getpid()),
+                static_cast<unsigned>(::time(nullptr)));
+  const std::string value = std::string("s3cr3t-value-") + suffix;
+  const std::string file = world.daemon().dir() + "/token";
+  std::ofstream(file) << value << "\n";
+  const std::string id =
+      world.Create({"--network", "egress", "--secret", "API_TOKEN=@" + file,
+                    "--secret-host", "API_TOKEN=allowed.test"});
+  const std::string header = "Authorization: Bearer $API_TOKEN";
+  auto send = [&](const std::string& host) {
+    return world.suite()
+        .Sh(id,
+            "chmod +x /workspace/probe && /workspace/probe http "
+            "203.0.113.10 80 " +
+                host + " \"" + header + "\" /quiet")
+        .out;
+  };
+  const std::string bound = send("allowed.test");
+  INFO(bound);
+  CHECK(Contains(bound, "HTTP/1.1 200"));
+  const std::string other = send("shared.test");
+  CHECK(Contains(other, "HTTP/1.1 200"));
+  bool reached = false, leaked = false, placeholder_sent = false;
+  for (const auto& request : world.internet().requests()) {
+    if (Contains(request, "Host: allowed.test")) {
+      reached = reached || Contains(request, "Authorization: Bearer " + value);
+    }
+    if (Contains(request, "Host: shared.test")) {
+      leaked = leaked || Contains(request, value);
+      placeholder_sent =
+          placeholder_sent || Contains(request, "Bearer corral-secret-");
+    }
+  }
+  CHECK(reached);
+  CHECK_FALSE(leaked);
+  CHECK(placeholder_sent);
+
+  // Inside: the variable holds the placeholder; no file, environment or
+  // output has the value.
+  auto env = world.suite().Sh(id,
+                              "echo $API_TOKEN; cat /proc/*/environ | tr "
+                              "'\\0' '\\n' | grep -c corral-secret-");
+  INFO(env.out << env.err);
+  CHECK(Contains(env.out, "corral-secret-"));
+  CHECK_FALSE(Contains(env.out + bound + other, value));
+  // The pattern must not hold the value, nor let grep rebuild it as one
+  // literal: a command's memory is the sandbox's too (a VM's guest keeps
+  // freed pages), and it is searched below.
+  const std::string pattern =
+      "s3cr3t-valu[ex]-" + value.substr(std::string("s3cr3t-value-").size());
+  auto files = world.suite().Sh(
+      id, "grep -rlE '" + pattern +
+              "' /workspace /tmp /etc /root /var 2>/dev/null; echo done");
+  CHECK(Trim(files.out) == "done");
+  CHECK_FALSE(Contains(world.suite().Get(id).DebugString(), value));
+  // Memory of every host process of the sandbox (a VM's guest memory is
+  // QEMU's). The placeholder, which a process holds in its environment, is
+  // found the same way: the search works.
+  const std::string placeholder = Trim(Lines(env.out).at(0));
+  REQUIRE(
+      world.suite().Cli({"exec", "-d", id, "--", "sleep", "300"}).exit_code ==
+      0);
+  const auto processes = SandboxHostProcesses(world.suite(), id);
+  REQUIRE_FALSE(processes.empty());
+  bool placeholder_found = false;
+  for (const auto& process : processes) {
+    INFO("pid " << process.pid);
+    CHECK_FALSE(InMemoryOf(process.pid, value));
+    placeholder_found =
+        placeholder_found || InMemoryOf(process.pid, placeholder);
+  }
+  CHECK(placeholder_found);
+  // The daemon's own log never has it.
+  CHECK_FALSE(Contains(world.daemon().log(), value));
 }
 
 }  // namespace

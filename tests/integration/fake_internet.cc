@@ -487,7 +487,19 @@ struct FakeInternet::Impl {
 
   mutable std::mutex mutex;
   std::vector<Connection> connections;
+  std::vector<std::string> requests;
   std::list<Worker> workers;
+
+  void Record(const std::string& request) {
+    std::lock_guard lock(mutex);
+    requests.push_back(request);
+  }
+  // A request for /quiet... is answered "ok", without the echo.
+  static bool Quiet(const std::string& request) {
+    const size_t space = request.find(' ');
+    return space != std::string::npos &&
+           request.compare(space + 1, 6, "/quiet") == 0;
+  }
 
   void Setup(const std::vector<std::pair<std::string, int>>& extra_tcp);
   void MakeNamespaces();
@@ -728,9 +740,11 @@ void FakeInternet::Impl::Serve(Worker* worker, Kind kind,
   int fd = worker->fd;
   std::string body = "server " + local + ":" + std::to_string(port) + "\n";
   if (kind == Kind::kHttp) {
-    body += ReadRequest([fd](char* buffer, size_t size) {
+    const std::string request = ReadRequest([fd](char* buffer, size_t size) {
       return ::recv(fd, buffer, size, 0);
     });
+    Record(request);
+    body = Quiet(request) ? "ok\n" : body + request;
     SendAll(fd, Response(body));
     // Read what the client may still send before closing, or the close
     // would reset the connection and could lose the response.
@@ -743,9 +757,11 @@ void FakeInternet::Impl::Serve(Worker* worker, Kind kind,
     if (ssl && SSL_set_fd(ssl, fd) && SSL_accept(ssl) == 1) {
       const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
       body += std::string("sni ") + (sni ? sni : "") + "\n";
-      body += ReadRequest([ssl](char* buffer, size_t size) {
+      const std::string request = ReadRequest([ssl](char* buffer, size_t size) {
         return static_cast<long>(SSL_read(ssl, buffer, static_cast<int>(size)));
       });
+      Record(request);
+      body = Quiet(request) ? "ok\n" : body + request;
       std::string response = Response(body);
       if (SSL_write(ssl, response.data(), static_cast<int>(response.size())) >
           0) {
@@ -875,6 +891,11 @@ std::vector<std::string> FakeInternet::dns_queries() const {
     queries.push_back(line.substr(start + 2, end - start - 2));
   }
   return queries;
+}
+
+std::vector<std::string> FakeInternet::requests() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->requests;
 }
 
 std::vector<FakeInternet::Connection> FakeInternet::connections() const {

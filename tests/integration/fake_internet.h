@@ -106,6 +106,10 @@ class FakeInternet {
     std::chrono::system_clock::time_point time;
   };
   std::vector<Connection> connections() const;
+  // Every HTTP request the HTTP and TLS servers received (decrypted), as
+  // sent, in order. A request whose path starts with /quiet is answered
+  // "ok\n" instead of the echo, so that its headers do not come back.
+  std::vector<std::string> requests() const;
   // Whether any connection to address:port was accepted.
   bool Reached(const std::string& address, int port) const;
 

@@ -5,8 +5,11 @@
  *   net_probe resolve NAME [SERVER]      "A <address>..." | "NXDOMAIN" |
  *                                        "rcode N" | "no answer"
  *   net_probe resolve-tcp NAME SERVER    the same over TCP
- *   net_probe http ADDRESS PORT HOST     the response ("HTTP/1.1 200 ...")
- *                                        or "failed: <why>"
+ *   net_probe http ADDRESS PORT HOST [HEADER [PATH]]
+ *                                        the response ("HTTP/1.1 200 ...")
+ *                                        or "failed: <why>"; HEADER is one
+ *                                        more header line, PATH the path
+ *                                        (default /probe)
  *   net_probe tls ADDRESS PORT SNI       "tls answered" | "failed: <why>"
  *   net_probe connect ADDRESS PORT       what the server said first, or
  *                                        "failed: <why>"
@@ -255,14 +258,15 @@ int main(int argc, char** argv) {
   if (argc == 4 && strcmp(argv[1], "resolve-tcp") == 0) {
     return Resolve(argv[2], argv[3], 1);
   }
-  if (argc == 5 && strcmp(argv[1], "http") == 0) {
+  if (argc >= 5 && argc <= 7 && strcmp(argv[1], "http") == 0) {
     int fd = Connect(argv[2], atoi(argv[3]));
     if (fd < 0) return 0;
-    char request[512];
+    char request[1024];
     int size = snprintf(request, sizeof(request),
-                        "GET /probe HTTP/1.1\r\nHost: %s\r\n"
+                        "GET %s HTTP/1.1\r\nHost: %s\r\n%s%s"
                         "Connection: close\r\n\r\n",
-                        argv[4]);
+                        argc >= 7 ? argv[6] : "/probe", argv[4],
+                        argc >= 6 ? argv[5] : "", argc >= 6 ? "\r\n" : "");
     if (write(fd, request, (size_t)size) != size) {
       printf("failed: write: %s\n", strerror(errno));
       return 0;

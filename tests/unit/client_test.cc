@@ -149,6 +149,35 @@ TEST_CASE("the publish, allow-domain and allow-cidr flags fill the request",
   CHECK_FALSE(BuildCreateRequest(options, FakeEnv({})).ok());
 }
 
+TEST_CASE("secrets are read from their file by the client and bound to hosts",
+          "[client][options]") {
+  char path[] = "/tmp/corral-secret-test-XXXXXX";
+  const int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, "tok3n\n", 6) == 6);
+  ::close(fd);
+  CreateOptions options;
+  options.network = "egress";
+  options.secrets = {std::string("API_TOKEN=@") + path};
+  options.secret_hosts = {"API_TOKEN=api.example.com,*.example.org"};
+  auto request = BuildCreateRequest(options, FakeEnv({}));
+  ::unlink(path);
+  REQUIRE(request.ok());
+  REQUIRE(request->secrets_size() == 1);
+  CHECK(request->secrets(0).name() == "API_TOKEN");
+  CHECK(request->secrets(0).value() == "tok3n");
+  REQUIRE(request->secrets(0).hosts_size() == 2);
+  CHECK(request->secrets(0).hosts(1) == "*.example.org");
+  options.secrets = {"API_TOKEN=plain-value"};
+  auto plain = BuildCreateRequest(options, FakeEnv({}));
+  CHECK_FALSE(plain.ok());
+  CHECK(plain.status().message().find("plain-value") == std::string::npos);
+  options.secrets = {"API_TOKEN=@/no/such/file"};
+  CHECK_FALSE(BuildCreateRequest(options, FakeEnv({})).ok());
+  options.secrets = {};
+  CHECK_FALSE(BuildCreateRequest(options, FakeEnv({})).ok());  // host for none
+}
+
 TEST_CASE("defaults leave every field at its zero value", "[client][options]") {
   auto request = BuildCreateRequest(CreateOptions{}, FakeEnv({}));
   REQUIRE(request.ok());

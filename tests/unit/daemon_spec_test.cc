@@ -144,6 +144,32 @@ TEST_CASE("PlanSandbox validates strings") {
     request.set_network(static_cast<v1::NetworkMode>(9));
     CHECK(absl::IsInvalidArgument(PlanSandbox(request, Rules(), {}).status()));
   }
+  SECTION("secrets: valid, bound, with egress; the value is never quoted") {
+    v1::CreateSandboxRequest request;
+    request.set_network(v1::NETWORK_MODE_EGRESS);
+    auto* secret = request.add_secrets();
+    secret->set_name("API_TOKEN");
+    secret->set_value("hunter2");
+    secret->add_hosts("API.example.com");
+    auto plan = PlanSandbox(request, Rules(), {});
+    REQUIRE(plan.ok());
+    REQUIRE(plan->secrets.size() == 1);
+    CHECK(plan->secrets[0].hosts(0) == "api.example.com");
+    request.set_network(v1::NETWORK_MODE_NONE);
+    CHECK(absl::IsInvalidArgument(PlanSandbox(request, Rules(), {}).status()));
+    request.set_network(v1::NETWORK_MODE_EGRESS);
+    secret->clear_hosts();
+    auto unbound = PlanSandbox(request, Rules(), {});
+    CHECK(absl::IsInvalidArgument(unbound.status()));
+    secret->add_hosts("api.example.com");
+    secret->set_value("hunter2\nX-Injected: 1");
+    auto injected = PlanSandbox(request, Rules(), {});
+    CHECK(absl::IsInvalidArgument(injected.status()));
+    CHECK(injected.status().message().find("hunter2") == std::string::npos);
+    secret->set_value("hunter2");
+    secret->set_name("1BAD");
+    CHECK(absl::IsInvalidArgument(PlanSandbox(request, Rules(), {}).status()));
+  }
   SECTION("network: the policy caps the modes") {
     CallerPolicy policy;
     policy.network_modes = {"none", "allowlist"};

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "daemon/net/dns_message.h"
+#include "daemon/net/egress.h"
 #include "daemon/net/sniff.h"
 
 namespace corral::net {
@@ -206,6 +207,29 @@ TEST_CASE("DNS: one question is read, refusals answer it, answers give A") {
   other = *question;
   other.name = "evil.org";
   CHECK_FALSE(ParseDnsAnswer(answer, other).has_value());
+}
+
+TEST_CASE("secrets replace their placeholder in headers to bound hosts only") {
+  const std::vector<SecretSubstitution> secrets = {
+      {"corral-secret-aaaa", "value-a", {"api.example.com"}},
+      {"corral-secret-bbbb", "value-b", {"*.example.org"}}};
+  const std::string head =
+      "GET /corral-secret-aaaa HTTP/1.1\r\nHost: api.example.com\r\n"
+      "Authorization: Bearer corral-secret-aaaa\r\n"
+      "X-Other: corral-secret-bbbb\r\n\r\nbody corral-secret-aaaa";
+  const std::string out = SubstituteSecrets(head, "api.example.com", secrets);
+  CHECK(out ==
+        "GET /value-a HTTP/1.1\r\nHost: api.example.com\r\n"
+        "Authorization: Bearer value-a\r\n"
+        "X-Other: corral-secret-bbbb\r\n\r\nbody corral-secret-aaaa");
+  // Another host gets the placeholders as they are.
+  CHECK(SubstituteSecrets(head, "evil.example.com", secrets) == head);
+  CHECK(SubstituteSecrets(head, "a.example.org", secrets).find("value-b") !=
+        std::string::npos);
+  // Without the end of the headers, nothing is replaced.
+  CHECK(SubstituteSecrets("GET / HTTP/1.1\r\nX: corral-secret-aaaa",
+                          "api.example.com", secrets) ==
+        "GET / HTTP/1.1\r\nX: corral-secret-aaaa");
 }
 
 }  // namespace
