@@ -33,7 +33,9 @@ std::shared_ptr<spdlog::logger> Log() { return corral::Logger("sandboxes"); }
 
 absl::StatusOr<std::string> NewSandboxId() { return RandomHexId(16); }
 
-net::SandboxPolicy EgressPolicyOf(const v1::NetworkPolicy& policy) {
+// With mode none (published ports only) nothing goes out.
+net::SandboxPolicy EgressPolicyOf(const v1::NetworkPolicy& policy,
+                                  v1::NetworkMode mode) {
   // Validated when the sandbox was made (PlanSandbox).
   net::SandboxPolicy egress;
   egress.allow.domains.assign(policy.allow_domains().begin(),
@@ -43,6 +45,7 @@ net::SandboxPolicy EgressPolicyOf(const v1::NetworkPolicy& policy) {
       egress.allow.cidrs.push_back(*cidr);
     }
   }
+  egress.outbound = mode != v1::NETWORK_MODE_NONE;
   return egress;
 }
 
@@ -222,8 +225,8 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
             : std::string("published ports"),
         " are not available: ", options_.egress_unavailable));
   }
-  net::SandboxPolicy egress_policy = EgressPolicyOf(plan.network_policy);
-  egress_policy.outbound = plan.network != v1::NETWORK_MODE_NONE;
+  net::SandboxPolicy egress_policy =
+      EgressPolicyOf(plan.network_policy, plan.network);
   view.mutable_env()->insert(plan.env.begin(), plan.env.end());
   // Each secret's variable holds a placeholder; the value stays with the
   // daemon (the store's secrets table and the egress proxy).
@@ -1114,8 +1117,8 @@ absl::Status SandboxManager::Recover() {
       if (options_.egress == nullptr) {
         network_lost = options_.egress_unavailable;
       } else {
-        net::SandboxPolicy policy = EgressPolicyOf(live->view.network_policy());
-        policy.outbound = live->view.network() != v1::NETWORK_MODE_NONE;
+        net::SandboxPolicy policy =
+            EgressPolicyOf(live->view.network_policy(), live->view.network());
         if (auto secrets = store_->ListSecrets(record.id); secrets.ok()) {
           for (const auto& secret : *secrets) {
             policy.secrets.push_back(SubstitutionOf(secret));

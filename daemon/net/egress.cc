@@ -165,6 +165,25 @@ bool WaitFor(int fd, short events, int stop, absl::Time deadline) {
   }
 }
 
+// Connects the non-blocking socket `fd` to address:port within
+// kConnectTimeout (or until `stop`); false with errno set otherwise.
+bool ConnectWithin(int fd, uint32_t address, uint16_t port, int stop) {
+  sockaddr_in to = Ipv4Address(address, port);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) == 0) {
+    return true;
+  }
+  if (errno != EINPROGRESS) return false;
+  if (!WaitFor(fd, POLLOUT, stop, absl::Now() + kConnectTimeout)) {
+    errno = ETIMEDOUT;
+    return false;
+  }
+  int error = 0;
+  socklen_t size = sizeof(error);
+  ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size);
+  errno = error;
+  return error == 0;
+}
+
 // Closing with RST: a refused client learns at once, not at a timeout.
 void Reset(int fd) {
   linger hard{1, 0};
@@ -841,25 +860,9 @@ void Egress::ServeInbound(const Sandbox& sandbox, UniqueFd client,
   // The sandbox is reached over its link, from inside the egress namespace.
   auto upstream =
       SocketInNetns(egress_ns_.get(), AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-  bool connected = false;
-  if (upstream.ok()) {
-    sockaddr_in to = Ipv4Address(sandbox.address, sandbox_port);
-    const int rc = ::connect(upstream->get(), reinterpret_cast<sockaddr*>(&to),
-                             sizeof(to));
-    if (rc == 0) {
-      connected = true;
-    } else if (errno == EINPROGRESS &&
-               WaitFor(upstream->get(), POLLOUT, stop_.get(),
-                       absl::Now() + kConnectTimeout)) {
-      int error = 0;
-      socklen_t error_size = sizeof(error);
-      ::getsockopt(upstream->get(), SOL_SOCKET, SO_ERROR, &error, &error_size);
-      connected = error == 0;
-      if (!connected) errno = error;
-    } else if (errno == EINPROGRESS) {
-      errno = ETIMEDOUT;
-    }
-  }
+  const bool connected =
+      upstream.ok() && ConnectWithin(upstream->get(), sandbox.address,
+                                     sandbox_port, stop_.get());
   if (!connected) {
     event.reason = absl::StrCat("nothing answers on the sandbox's port: ",
                                 std::strerror(errno));
@@ -1161,26 +1164,8 @@ void Egress::Serve(UniqueFd client) {
 
   UniqueFd upstream(
       ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  sockaddr_in destination = Ipv4Address(address, port);
-  bool connected = false;
-  if (upstream) {
-    const int rc =
-        ::connect(upstream.get(), reinterpret_cast<sockaddr*>(&destination),
-                  sizeof(destination));
-    if (rc == 0) {
-      connected = true;
-    } else if (errno == EINPROGRESS &&
-               WaitFor(upstream.get(), POLLOUT, stop_.get(),
-                       absl::Now() + kConnectTimeout)) {
-      int error = 0;
-      socklen_t error_size = sizeof(error);
-      ::getsockopt(upstream.get(), SOL_SOCKET, SO_ERROR, &error, &error_size);
-      connected = error == 0;
-      if (!connected) errno = error;
-    } else if (errno == EINPROGRESS) {
-      errno = ETIMEDOUT;
-    }
-  }
+  const bool connected =
+      upstream && ConnectWithin(upstream.get(), address, port, stop_.get());
   if (!connected) {
     event.allowed = true;
     event.reason = absl::StrCat(verdict.reason,

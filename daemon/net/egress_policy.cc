@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <iterator>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -170,9 +171,18 @@ std::optional<std::string> NormalizeName(absl::string_view name) {
 }
 
 std::optional<std::string> RefusedRange(uint32_t address) {
-  for (const Range& range : kRefused) {
-    const uint32_t network = *ParseIpv4(range.network);
-    if ((address & Mask(range.prefix)) == network) return range.why;
+  // Parsed once: this runs for every connection a sandbox makes.
+  static const auto* const networks = [] {
+    auto* parsed = new std::vector<uint32_t>;
+    for (const Range& range : kRefused) {
+      parsed->push_back(*ParseIpv4(range.network));
+    }
+    return parsed;
+  }();
+  for (size_t i = 0; i < std::size(kRefused); ++i) {
+    if ((address & Mask(kRefused[i].prefix)) == (*networks)[i]) {
+      return kRefused[i].why;
+    }
   }
   return std::nullopt;
 }

@@ -100,6 +100,17 @@ class NetworkWorld {
     return probed.out;
   }
 
+  // How many sandboxes the daemon lists.
+  size_t SandboxCount() {
+    const std::string listed = suite_.Cli({"--json", "ls"}).out;
+    size_t n = 0;
+    for (size_t at = 0; (at = listed.find("\"id\":", at)) != std::string::npos;
+         ++at) {
+      ++n;
+    }
+    return n;
+  }
+
   std::string NetLog(const std::string& id) {
     return suite_.Cli({"net", "log", id}).out;
   }
@@ -302,15 +313,7 @@ TEST_CASE(
       "[default_policy]\nnetwork = [\"none\", \"allowlist\"]\n");
   if (!world.Enforced()) return;
   auto& daemon = world.daemon();
-  auto count = [&] {
-    const std::string listed = daemon.Cli({"--json", "ls"}).out;
-    size_t n = 0;
-    for (size_t at = 0; (at = listed.find("\"id\":", at)) != std::string::npos;
-         ++at) {
-      ++n;
-    }
-    return n;
-  };
+  auto count = [&] { return world.SandboxCount(); };
   const size_t before = count();
   const std::vector<std::pair<std::vector<std::string>, std::string>> bad = {
       {{"create", "--allow-domain", "*.org"}, "domain \"*.org\""},
@@ -453,15 +456,7 @@ TEST_CASE(
   CHECK(Contains(log, "allowed inbound"));
   CHECK(Contains(log, "REFUSED tcp 203.0.113.10:80 - (network none"));
 
-  auto count = [&] {
-    const std::string listed_all = suite.Cli({"--json", "ls"}).out;
-    size_t n = 0;
-    for (size_t at = 0;
-         (at = listed_all.find("\"id\":", at)) != std::string::npos; ++at) {
-      ++n;
-    }
-    return n;
-  };
+  auto count = [&] { return world.SandboxCount(); };
   const size_t before = count();
   auto taken =
       suite.Cli({"create", "--runtime", suite.runtime(), "-p", "18080:8000"});
