@@ -463,8 +463,9 @@ void AddCreateFlags(CLI::App* command, CreateOptions& options) {
   Repeatable(command->add_option(
       "--secret", options.secrets,
       "Give the sandbox a placeholder in variable NAME instead of the "
-      "secret in FILE; the egress proxy puts the value into HTTP request "
-      "headers to the --secret-host hosts only (plain HTTP for now)"));
+      "secret in FILE; the egress proxy puts the value into the request "
+      "headers of HTTP and HTTPS to the --secret-host hosts only (HTTPS "
+      "through a CA of the sandbox's own, in $SSL_CERT_FILE)"));
   Repeatable(
       command->add_option("--secret-host", options.secret_hosts,
                           "Bind secret NAME to HOST (or *.HOST) (repeatable)"));

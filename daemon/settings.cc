@@ -1,5 +1,7 @@
 #include "daemon/settings.h"
 
+#include <unistd.h>
+
 #include <fstream>
 #include <vector>
 
@@ -99,6 +101,15 @@ absl::StatusOr<net::EgressOptions> MakeEgressOptions(
                      "\" is not an IPv4 address (with an optional :PORT)"));
   }
   options.dns_upstream = *address;
+  if (!c.upstream_ca_file.empty()) {
+    if (c.upstream_ca_file.front() != '/' ||
+        ::access(c.upstream_ca_file.c_str(), R_OK) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config network.upstream_ca_file: \"", c.upstream_ca_file,
+          "\" is not an absolute path of a readable file"));
+    }
+    options.upstream_ca_file = c.upstream_ca_file;
+  }
   return options;
 }
 

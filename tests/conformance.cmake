@@ -27,7 +27,7 @@ set_target_properties(conformance_test PROPERTIES
 # Everything the suite runs must be built first; the plugins only once the
 # components that make them exist.
 add_dependencies(conformance_test corrald corral corral-agent agent_socket_probe
-  net_probe)
+  net_probe https_probe)
 foreach(plugin corral_linux_plugin corral_oci_plugin corral_docker_plugin
                corral_qemu_plugin)
   if(TARGET ${plugin})

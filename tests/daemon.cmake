@@ -20,6 +20,13 @@ corral_test(NAME egress_policy_test
   LIBS corral::net
   LABELS unit)
 
+# Secrets: requests rewritten as they stream, the sandbox's CA and TLS
+# terminated with it, over socket pairs.
+corral_test(NAME secrets_test
+  SOURCES unit/secrets_test.cc
+  LIBS corral::net OpenSSL::SSL OpenSSL::Crypto
+  LABELS unit)
+
 corral_test(NAME daemon_integration_test
   SOURCES integration/daemon_cli_test.cc integration/daemon_lifecycle_test.cc
   LIBS corral_daemon_harness

@@ -511,6 +511,10 @@ absl::Status Reader::ReadNetwork(const toml::table& table) {
            [&](const toml::node& n) {
              return Unsigned("network.max_connections", n, &c.max_connections);
            }},
+          {"upstream_ca_file",
+           [&](const toml::node& n) {
+             return String("network.upstream_ca_file", n, &c.upstream_ca_file);
+           }},
       });
 }
 

@@ -127,6 +127,10 @@ struct NetworkConfig {
   uint64_t audit_events = 10000;
   // Connections open at once, per sandbox.
   uint64_t max_connections = 256;
+  // A PEM file of CAs trusted, beside the system's store, for the servers
+  // whose TLS the egress proxy terminates to put secrets in (a company's
+  // own CA, say). The sandboxes with secrets trust them too. Empty: none.
+  std::string upstream_ca_file;
 };
 
 // Network modes a policy may allow (PolicyEntry::network): "allowlist" is

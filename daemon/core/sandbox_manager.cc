@@ -15,6 +15,7 @@
 #include "corral/remove_tree.h"
 #include "corral/status_macros.h"
 #include "corral/v1/files.pb.h"
+#include "daemon/agent/fs_call.h"
 #include "daemon/core/instance.h"
 #include "daemon/core/lifecycle.h"
 #include "daemon/images/image_store.h"
@@ -69,6 +70,29 @@ net::SecretSubstitution SubstitutionOf(const SecretRecord& record) {
   secret.value = record.value;
   secret.hosts = absl::StrSplit(record.hosts, ',', absl::SkipEmpty());
   return secret;
+}
+
+// Where a sandbox with secrets finds the CAs it trusts (written by the
+// daemon at create; /tmp is a fresh tmpfs on every runtime), and the
+// variables that point common TLS clients there: OpenSSL's, curl's, git's,
+// Python requests' and Node.js's.
+constexpr char kTrustBundlePath[] = "/tmp/corral-ca-certificates.pem";
+constexpr const char* kTrustBundleVariables[] = {
+    "SSL_CERT_FILE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "REQUESTS_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS"};
+
+// Writes `bundle` to kTrustBundlePath in the sandbox.
+absl::Status WriteTrustBundle(AgentConnection& agent,
+                              const std::string& bundle) {
+  corral::agent::v1::FsRequest request;
+  request.mutable_write()->set_path(kTrustBundlePath);
+  request.mutable_write()->set_mode(0444);
+  ASSIGN_OR_RETURN(auto call, FsCall::Start(agent, request, /*with_input=*/true,
+                                            absl::Now() + absl::Seconds(30)));
+  RETURN_IF_ERROR(call->SendData(bundle));
+  RETURN_IF_ERROR(call->CloseInput());
+  return Annotate(call->Finish().status(),
+                  absl::StrCat("writing ", kTrustBundlePath));
 }
 
 google::protobuf::Timestamp ToProto(absl::Time t) {
@@ -245,6 +269,26 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
     egress_policy.secrets.push_back(SubstitutionOf(record));
     secrets.push_back(std::move(record));
   }
+  // HTTPS to their hosts is terminated with a CA of the sandbox's own,
+  // which the sandbox trusts through the usual variables (a variable the
+  // caller set wins).
+  std::string trust_bundle;
+  if (!secrets.empty()) {
+    std::vector<std::string> hosts;
+    for (const v1::Secret& secret : plan.secrets) {
+      for (const auto& host : secret.hosts()) {
+        if (std::find(hosts.begin(), hosts.end(), host) == hosts.end()) {
+          hosts.push_back(host);
+        }
+      }
+    }
+    ASSIGN_OR_RETURN(egress_policy.ca, net::MakeSandboxCa(id, hosts));
+    ASSIGN_OR_RETURN(trust_bundle,
+                     options_.egress->TrustBundle(*egress_policy.ca));
+    for (const char* variable : kTrustBundleVariables) {
+      view.mutable_env()->insert({variable, kTrustBundlePath});
+    }
+  }
   view.mutable_labels()->insert(plan.labels.begin(), plan.labels.end());
   view.set_workdir(plan.workdir);
   view.set_hostname(plan.hostname.empty()
@@ -341,6 +385,11 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
   }
   if (!secrets.empty()) {
     if (auto s = store_->PutSecrets(id, secrets); !s.ok()) return fail(s);
+    if (auto s = store_->PutSandboxCa(id, egress_policy.ca->certificate_pem,
+                                      egress_policy.ca->key_pem);
+        !s.ok()) {
+      return fail(s);
+    }
   }
   bv1::SandboxSpec spec;
   spec.set_id(id);
@@ -414,6 +463,11 @@ absl::StatusOr<v1::Sandbox> SandboxManager::CreateSandbox(
     return fail(Annotate(agent.status(), "the sandbox's agent did not start"));
   }
   live->agent = *agent;
+  if (!trust_bundle.empty()) {
+    if (auto s = WriteTrustBundle(**agent, trust_bundle); !s.ok()) {
+      return fail(s);
+    }
+  }
   if (!plan.ports.empty()) {
     std::vector<net::Published> ports = PublishedOf(plan.ports);
     if (auto s = options_.egress->Publish(id, &ports); !s.ok()) return fail(s);
@@ -1123,6 +1177,9 @@ absl::Status SandboxManager::Recover() {
           for (const auto& secret : *secrets) {
             policy.secrets.push_back(SubstitutionOf(secret));
           }
+        }
+        if (auto ca = store_->GetSandboxCa(record.id); ca.ok()) {
+          policy.ca = net::SandboxCa{ca->first, ca->second};
         }
         if (auto s = options_.egress->Restore(
                 record.id, live->view.network_address(), policy);

@@ -8,6 +8,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <nftables/libnftables.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -31,7 +32,9 @@
 #include "daemon/net/dns_message.h"
 #include "daemon/net/netlink.h"
 #include "daemon/net/netns.h"
+#include "daemon/net/rewrite_relay.h"
 #include "daemon/net/sniff.h"
+#include "daemon/net/wait.h"
 
 namespace corral::net {
 namespace {
@@ -43,6 +46,8 @@ constexpr char kEgressName[] = "egress";
 constexpr char kLinkPrefix[] = "cs";  // the egress side of each sandbox
 constexpr char kSandboxLink[] = "eth0";
 constexpr int kResolverThreads = 2;
+// The host's CA store as one file (Debian's ca-certificates).
+constexpr char kSystemCaBundle[] = "/etc/ssl/certs/ca-certificates.crt";
 constexpr size_t kMaxResolvedAddresses = 4096;
 constexpr absl::Duration kSniffTimeout = absl::Seconds(5);
 constexpr absl::Duration kConnectTimeout = absl::Seconds(10);
@@ -150,21 +155,6 @@ sockaddr_in Ipv4Address(uint32_t address, uint16_t port) {
   return in;
 }
 
-// Waits for `fd` to be ready for `events`, or for `stop`; false on
-// timeout or stop.
-bool WaitFor(int fd, short events, int stop, absl::Time deadline) {
-  for (;;) {
-    const absl::Duration left = deadline - absl::Now();
-    if (left <= absl::ZeroDuration()) return false;
-    pollfd fds[2] = {{fd, events, 0}, {stop, POLLIN, 0}};
-    const int n =
-        ::poll(fds, 2, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 || (fds[1].revents & POLLIN)) return false;
-    if (n > 0 && fds[0].revents != 0) return true;
-  }
-}
-
 // Connects the non-blocking socket `fd` to address:port within
 // kConnectTimeout (or until `stop`); false with errno set otherwise.
 bool ConnectWithin(int fd, uint32_t address, uint16_t port, int stop) {
@@ -247,23 +237,14 @@ bool Relay(int a, int b, const std::string& first, int stop, uint64_t* a_to_b,
       }
     }
     if (dirs[0].shut && dirs[1].shut) return true;
-    pollfd fds[3] = {{a, 0, 0}, {b, 0, 0}, {stop, POLLIN, 0}};
+    short events[2] = {0, 0};  // a, b
     for (Direction& d : dirs) {
-      pollfd& from = fds[d.from == a ? 0 : 1];
-      pollfd& to = fds[d.to == a ? 0 : 1];
-      if (d.open && d.in_pipe < kChunk) from.events |= POLLIN;
-      if (d.in_pipe > 0) to.events |= POLLOUT;
+      if (d.open && d.in_pipe < kChunk) events[d.from == a ? 0 : 1] |= POLLIN;
+      if (d.in_pipe > 0) events[d.to == a ? 0 : 1] |= POLLOUT;
     }
-    // Nothing to wait for on a side: left out, or its hangup would wake
-    // the poll at once, forever.
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].events == 0) fds[i].fd = -1;
-    }
-    if (::poll(fds, 3, -1) < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    if (fds[2].revents & POLLIN) return true;  // the daemon stops
+    const Woken woken = WaitEither(a, events[0], b, events[1], stop);
+    if (woken == Woken::kFailed) return false;
+    if (woken == Woken::kStop) return true;  // the daemon stops
     for (Direction& d : dirs) {
       if (d.open && d.in_pipe < kChunk) {
         const ssize_t n =
@@ -300,23 +281,6 @@ bool Relay(int a, int b, const std::string& first, int stop, uint64_t* a_to_b,
 
 }  // namespace
 
-std::string SubstituteSecrets(const std::string& head, const std::string& host,
-                              const std::vector<SecretSubstitution>& secrets) {
-  const size_t end = head.find("\r\n\r\n");
-  if (end == std::string::npos) return head;
-  std::string headers = head.substr(0, end);
-  for (const SecretSubstitution& secret : secrets) {
-    bool bound = false;
-    for (const auto& pattern : secret.hosts) {
-      bound = bound || DomainMatches(pattern, host);
-    }
-    if (!bound || secret.placeholder.empty()) continue;
-    headers =
-        absl::StrReplaceAll(headers, {{secret.placeholder, secret.value}});
-  }
-  return headers + head.substr(end);
-}
-
 struct Egress::Sandbox {
   std::string id;
   uint32_t index = 0;
@@ -330,7 +294,19 @@ struct Egress::Sandbox {
   // Address -> the names resolved to it for this sandbox.
   std::map<uint32_t, std::set<std::string>> resolved;
   std::atomic<int> connections{0};
+  // Certificates for the hosts of its secrets (policy.ca).
+  std::shared_ptr<CertificateIssuer> issuer;
 };
+
+namespace {
+
+absl::StatusOr<std::shared_ptr<CertificateIssuer>> IssuerOf(
+    const SandboxPolicy& policy) {
+  if (!policy.ca) return nullptr;
+  return CertificateIssuer::Load(*policy.ca);
+}
+
+}  // namespace
 
 Egress::Egress(EgressOptions options) : options_(std::move(options)) {}
 
@@ -385,6 +361,7 @@ absl::Status Egress::Setup() {
   }));
   RETURN_IF_ERROR(SetNonBlocking(listener_.get()));
   RETURN_IF_ERROR(SetNonBlocking(dns_socket_.get()));
+  ASSIGN_OR_RETURN(tls_, TlsContexts::Create(options_.upstream_ca_file));
   stop_.Reset(::eventfd(0, EFD_CLOEXEC));
   if (!stop_) return ErrnoStatus("eventfd");
   threads_.emplace_back([this] { AcceptLoop(); });
@@ -441,6 +418,10 @@ void Egress::Work() {
     lock.lock();
   }
   if (--workers_ == 0) workers_done_.notify_all();
+}
+
+absl::StatusOr<std::string> Egress::TrustBundle(const SandboxCa& ca) const {
+  return SandboxTrustBundle(ca, kSystemCaBundle, options_.upstream_ca_file);
 }
 
 bool Egress::idle() const {
@@ -506,6 +487,7 @@ absl::Status Egress::Link(uint32_t index, int sandbox_ns) {
 
 absl::StatusOr<std::string> Egress::Attach(const std::string& id,
                                            const SandboxPolicy& policy) {
+  ASSIGN_OR_RETURN(auto issuer, IssuerOf(policy));
   ASSIGN_OR_RETURN(const uint32_t index, AllocateIndex(std::nullopt));
   const uint32_t address = options_.subnet.network + 4 * index + 2;
   const std::string path = NetnsPath(id);
@@ -521,13 +503,15 @@ absl::StatusOr<std::string> Egress::Attach(const std::string& id,
   auto sandbox_ns = OpenNetns(path);
   if (!sandbox_ns.ok()) return undo(sandbox_ns.status());
   if (auto s = Link(index, sandbox_ns->get()); !s.ok()) return undo(s);
-  Register(id, index, policy);
+  Register(id, index, policy, std::move(issuer));
   return FormatIpv4(address);
 }
 
 void Egress::Register(const std::string& id, uint32_t index,
-                      const SandboxPolicy& policy) {
+                      const SandboxPolicy& policy,
+                      std::shared_ptr<CertificateIssuer> issuer) {
   auto sandbox = std::make_shared<Sandbox>();
+  sandbox->issuer = std::move(issuer);
   sandbox->id = id;
   sandbox->index = index;
   sandbox->address = options_.subnet.network + 4 * index + 2;
@@ -539,6 +523,7 @@ void Egress::Register(const std::string& id, uint32_t index,
 
 absl::StatusOr<Egress::Tap> Egress::AttachTap(const std::string& id,
                                               const SandboxPolicy& policy) {
+  ASSIGN_OR_RETURN(auto issuer, IssuerOf(policy));
   ASSIGN_OR_RETURN(const uint32_t index, AllocateIndex(std::nullopt));
   const uint32_t gateway = options_.subnet.network + 4 * index + 1;
   const std::string link = LinkName(index);
@@ -566,7 +551,7 @@ absl::StatusOr<Egress::Tap> Egress::AttachTap(const std::string& id,
     indexes_.erase(index);
     return Annotate(made, absl::StrCat("network of sandbox ", id));
   }
-  Register(id, index, policy);
+  Register(id, index, policy, std::move(issuer));
   Tap tap;
   tap.netns_path = absl::StrCat(options_.dir, "/", kEgressName);
   tap.name = link;
@@ -607,8 +592,9 @@ absl::Status Egress::Restore(const std::string& id, const std::string& address,
         options_.subnet.ToString(), " (was network.sandbox_subnet changed?)"));
   }
   const uint32_t index = (*parsed - options_.subnet.network) / 4;
+  ASSIGN_OR_RETURN(auto issuer, IssuerOf(policy));
   ASSIGN_OR_RETURN(const uint32_t got, AllocateIndex(index));
-  Register(id, got, policy);
+  Register(id, got, policy, std::move(issuer));
   // What the sandbox resolved before was this daemon's memory, now gone:
   // its allowed names are resolved again, so that a program that keeps
   // its own answers can still connect.
@@ -1102,9 +1088,10 @@ void Egress::Serve(UniqueFd client) {
   // allowlist, recorded without one (for the audit and for learning; a
   // protocol where the server speaks first waits a second there).
   const bool named_port = port == 80 || port == 443;
-  const bool record_name =
-      verdict.allowed && named_port && sandbox->policy.allow.empty();
-  if (verdict.allowed && (verdict.sniff || record_name)) {
+  const bool has_secrets = !sandbox->policy.secrets.empty();
+  const bool want_name = verdict.allowed && named_port &&
+                         (sandbox->policy.allow.empty() || has_secrets);
+  if (verdict.allowed && (verdict.sniff || want_name)) {
     const absl::Time deadline =
         absl::Now() + (verdict.sniff ? kSniffTimeout : absl::Seconds(1));
     Sniffed sniffed = Sniffed::kNeedMore;
@@ -1143,12 +1130,26 @@ void Egress::Serve(UniqueFd client) {
                              port);
     }
   }
-  // Secrets go into the headers of plain HTTP to their hosts. (HTTPS needs
-  // the TLS termination that is not built yet: a placeholder goes out as
-  // it is.)
-  if (verdict.allowed && port == 80 && !event.name.empty() &&
-      !sandbox->policy.secrets.empty()) {
-    first = SubstituteSecrets(first, event.name, sandbox->policy.secrets);
+  // The requests to a host that secrets are bound to get them: over TLS
+  // the proxy terminates it (the server proves the name with its
+  // certificate); plain HTTP proves nothing, so there the address must be
+  // one the name resolved to for this sandbox.
+  std::vector<std::pair<std::string, std::string>> secrets;
+  if (verdict.allowed && has_secrets && named_port && !event.name.empty()) {
+    secrets = SecretsFor(sandbox->policy.secrets, event.name);
+  }
+  if (!secrets.empty() && port == 443 && sandbox->issuer == nullptr) {
+    secrets.clear();
+  }
+  if (!secrets.empty() && port == 80) {
+    std::lock_guard lock(sandbox->mutex);
+    auto it = sandbox->resolved.find(address);
+    if (it == sandbox->resolved.end() || !it->second.count(event.name)) {
+      secrets.clear();
+      absl::StrAppend(&verdict.reason, verdict.reason.empty() ? "" : "; ",
+                      "no secrets: ", event.name,
+                      " did not resolve to this address");
+    }
   }
   if (verdict.allowed && event.name.empty()) {
     std::lock_guard lock(sandbox->mutex);
@@ -1166,22 +1167,75 @@ void Egress::Serve(UniqueFd client) {
       ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   const bool connected =
       upstream && ConnectWithin(upstream.get(), address, port, stop_.get());
+  event.allowed = true;
   if (!connected) {
-    event.allowed = true;
     event.reason = absl::StrCat(verdict.reason,
                                 "; connect failed: ", std::strerror(errno));
     Emit(event);
     Reset(client.get());
     return;
   }
-  event.allowed = true;
   event.reason = verdict.reason;
 
-  if (!Relay(client.get(), upstream.get(), first, stop_.get(), &event.bytes_out,
-             &event.bytes_in)) {
-    Reset(client.get());
+  bool relayed = false;
+  if (secrets.empty()) {
+    relayed = Relay(client.get(), upstream.get(), first, stop_.get(),
+                    &event.bytes_out, &event.bytes_in);
+  } else if (port == 80) {
+    RequestRewriter rewriter(std::move(secrets));
+    relayed = RelayRewriting({client.get()}, {upstream.get()}, rewriter, first,
+                             stop_.get(), &event.bytes_out, &event.bytes_in);
+    absl::StrAppend(&event.reason, "; secrets put in ", rewriter.heads(),
+                    rewriter.heads() == 1 ? " request" : " requests");
+  } else {
+    relayed = ServeTerminated(*sandbox, client.get(), upstream.get(), first,
+                              std::move(secrets), &event);
   }
+  if (!relayed) Reset(client.get());
   Emit(event);
+}
+
+bool Egress::ServeTerminated(
+    Sandbox& sandbox, int client, int upstream, const std::string& first,
+    std::vector<std::pair<std::string, std::string>> secrets, NetEvent* event) {
+  struct SslFree {
+    void operator()(SSL* ssl) const { SSL_free(ssl); }
+  };
+  auto fail = [&](absl::string_view what, const absl::Status& status) {
+    absl::StrAppend(&event->reason, "; ", what, ": ", status.message());
+    return false;
+  };
+  // The server first: a sandbox must not get a certificate for a name
+  // whose real server did not prove it.
+  auto to_server = tls_->ToUpstream(upstream, event->name);
+  if (!to_server.ok()) return fail("TLS to the server", to_server.status());
+  std::unique_ptr<SSL, SslFree> server(*to_server);
+  if (auto s = Handshake(server.get(), upstream, stop_.get(),
+                         absl::Now() + kConnectTimeout);
+      !s.ok()) {
+    return fail("TLS to the server", s);
+  }
+  auto to_sandbox = tls_->ToSandbox(client, first);
+  if (!to_sandbox.ok()) return fail("TLS to the sandbox", to_sandbox.status());
+  std::unique_ptr<SSL, SslFree> sandbox_side(*to_sandbox);
+  if (auto s = sandbox.issuer->UseFor(sandbox_side.get(), event->name);
+      !s.ok()) {
+    return fail("TLS to the sandbox", s);
+  }
+  if (auto s = Handshake(sandbox_side.get(), client, stop_.get(),
+                         absl::Now() + kSniffTimeout);
+      !s.ok()) {
+    // Most often: a program that does not read SSL_CERT_FILE.
+    return fail("the sandbox refused the TLS of its CA", s);
+  }
+  RequestRewriter rewriter(std::move(secrets));
+  const bool relayed = RelayRewriting(
+      {client, sandbox_side.get()}, {upstream, server.get()}, rewriter, "",
+      stop_.get(), &event->bytes_out, &event->bytes_in);
+  absl::StrAppend(&event->reason, "; TLS terminated, secrets put in ",
+                  rewriter.heads(),
+                  rewriter.heads() == 1 ? " request" : " requests");
+  return relayed;
 }
 
 }  // namespace corral::net

@@ -30,6 +30,8 @@
 #include "corral/unique_fd.h"
 #include "daemon/net/dns_message.h"
 #include "daemon/net/egress_policy.h"
+#include "daemon/net/http_rewrite.h"
+#include "daemon/net/tls.h"
 
 namespace corral::net {
 
@@ -57,18 +59,13 @@ struct EgressOptions {
   uint16_t dns_upstream_port = 53;
   // Refused ranges the operator opened (network.allow_private).
   std::vector<Cidr> allow_private;
+  // CAs trusted for upstream servers whose TLS the proxy terminates, beside
+  // the system's (network.upstream_ca_file); empty: the system's only.
+  std::string upstream_ca_file;
   // Most connections open at once, per sandbox.
   uint32_t max_connections = 256;
   // Called from the proxy's and resolver's threads, for every event.
   std::function<void(const NetEvent&)> on_event;
-};
-
-// A secret the proxy puts into HTTP request headers in place of its
-// placeholder, for the hosts it is bound to.
-struct SecretSubstitution {
-  std::string placeholder;
-  std::string value;
-  std::vector<std::string> hosts;  // domain patterns
 };
 
 struct SandboxPolicy {
@@ -77,13 +74,10 @@ struct SandboxPolicy {
   bool outbound = true;
   AllowList allow;  // empty: every public address
   std::vector<SecretSubstitution> secrets;
+  // The sandbox's own CA (MakeSandboxCa), with which the proxy terminates
+  // TLS to the hosts of its secrets; unset without secrets.
+  std::optional<SandboxCa> ca;
 };
-
-// `head` (an HTTP/1 request's line and headers, through the blank line)
-// with each placeholder of a secret bound to `host` replaced by its value;
-// nothing else changes. Exposed for tests.
-std::string SubstituteSecrets(const std::string& head, const std::string& host,
-                              const std::vector<SecretSubstitution>& secrets);
 
 // A sandbox port published on the host.
 struct Published {
@@ -135,6 +129,10 @@ class Egress {
   // Restored (what a killed daemon left).
   void Prune();
 
+  // The CAs a sandbox with `ca` trusts: the system's, the operator's for
+  // upstream servers, and its own (SandboxTrustBundle).
+  absl::StatusOr<std::string> TrustBundle(const SandboxCa& ca) const;
+
   // No sandbox is attached or restored.
   bool idle() const;
   std::string NetnsPath(const std::string& id) const;
@@ -159,7 +157,8 @@ class Egress {
   // its peer in the egress namespace.
   absl::Status Link(uint32_t index, int sandbox_ns);
   void Register(const std::string& id, uint32_t index,
-                const SandboxPolicy& policy);
+                const SandboxPolicy& policy,
+                std::shared_ptr<CertificateIssuer> issuer);
   Verdict Decide(const Sandbox& sandbox, uint32_t address, uint16_t port);
   bool IsHostAddress(uint32_t address);
   std::string Resolve(Sandbox& sandbox, const std::string& query);
@@ -184,6 +183,13 @@ class Egress {
   void ServeInbound(const Sandbox& sandbox, UniqueFd client, uint16_t host_port,
                     uint16_t sandbox_port);
   void Serve(UniqueFd client);
+  // A connection to a host of the sandbox's secrets over TLS: terminated,
+  // its requests given the secrets. False when a side failed (the event
+  // says why).
+  bool ServeTerminated(Sandbox& sandbox, int client, int upstream,
+                       const std::string& first,
+                       std::vector<std::pair<std::string, std::string>> secrets,
+                       NetEvent* event);
   void ServeDnsOverTcp(Sandbox& sandbox, int client);
 
   EgressOptions options_;
@@ -191,6 +197,7 @@ class Egress {
   UniqueFd listener_;
   UniqueFd dns_socket_;
   UniqueFd stop_;  // eventfd: readable once stopping
+  std::unique_ptr<TlsContexts> tls_;
 
   mutable std::mutex mutex_;
   std::map<std::string, std::shared_ptr<Sandbox>> by_id_;

@@ -122,6 +122,15 @@ CREATE TABLE secrets (
   PRIMARY KEY (sandbox_id, name)
 ) STRICT;
 )sql"},
+    // The CA of a sandbox with secrets, with which the egress proxy
+    // terminates TLS to their hosts. Its key never leaves the daemon.
+    {6, R"sql(
+CREATE TABLE sandbox_cas (
+  sandbox_id TEXT PRIMARY KEY REFERENCES sandboxes(id) ON DELETE CASCADE,
+  certificate TEXT NOT NULL,
+  key BLOB NOT NULL
+) STRICT;
+)sql"},
 };
 static_assert(std::size(kMigrations) == Store::kSchemaVersion);
 
@@ -1049,6 +1058,40 @@ absl::StatusOr<std::vector<SecretRecord>> Store::ListSecrets(
     record.hosts = row.ColumnBytes(3);
     return record;
   });
+}
+
+absl::Status Store::PutSandboxCa(std::string_view sandbox_id,
+                                 const std::string& certificate_pem,
+                                 const std::string& key_pem) {
+  std::lock_guard lock(mutex_);
+  static constexpr char kInsert[] =
+      "INSERT INTO sandbox_cas (sandbox_id, certificate, key) "
+      "VALUES (?1, ?2, ?3)";
+  ASSIGN_OR_RETURN(Statement stmt, Prepare(kInsert));
+  absl::Status status =
+      stmt.Text(1, sandbox_id).Text(2, certificate_pem).Blob(3, key_pem).Run();
+  if (absl::IsAlreadyExists(status)) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "sandbox ", std::string(sandbox_id), " has a CA, or does not exist"));
+  }
+  return status;
+}
+
+absl::StatusOr<std::pair<std::string, std::string>> Store::GetSandboxCa(
+    std::string_view sandbox_id) {
+  std::lock_guard lock(mutex_);
+  static constexpr char kSql[] =
+      "SELECT certificate, key FROM sandbox_cas WHERE sandbox_id = ?1";
+  ASSIGN_OR_RETURN(Statement stmt, Prepare(kSql));
+  stmt.Text(1, sandbox_id);
+  ASSIGN_OR_RETURN(auto rows, stmt.Collect([](Statement& row) {
+    return std::make_pair(row.ColumnBytes(0), row.ColumnBytes(1));
+  }));
+  if (rows.empty()) {
+    return absl::NotFoundError(
+        absl::StrCat("sandbox ", std::string(sandbox_id), " has no CA"));
+  }
+  return rows.front();
 }
 
 // --- Snapshots ---

@@ -147,7 +147,7 @@ class Store {
  public:
   // The schema version this code writes. A database at a newer version is
   // refused, because the old code could silently lose the newer columns.
-  static constexpr int kSchemaVersion = 5;
+  static constexpr int kSchemaVersion = 6;
 
   // Opens (creating if missing) the database at `path` (mode 0600) and
   // applies the pending migrations, each in its own transaction.
@@ -256,6 +256,14 @@ class Store {
       std::string_view sandbox_id, const std::vector<SecretRecord>& secrets);
   [[nodiscard]] absl::StatusOr<std::vector<SecretRecord>> ListSecrets(
       std::string_view sandbox_id);
+  // The CA of a sandbox with secrets (PEM certificate and key). Put: a
+  // sandbox has one at most; ALREADY_EXISTS otherwise (or when there is no
+  // such sandbox). Get: NOT_FOUND when it has none.
+  [[nodiscard]] absl::Status PutSandboxCa(std::string_view sandbox_id,
+                                          const std::string& certificate_pem,
+                                          const std::string& key_pem);
+  [[nodiscard]] absl::StatusOr<std::pair<std::string, std::string>>
+  GetSandboxCa(std::string_view sandbox_id);
 
   // --- Command log ---
 

@@ -37,9 +37,12 @@ bool Contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
-std::string Config(const std::string& extra) {
+// The daemon resolves through the fake DNS server and trusts the fake
+// internet's CA for the servers whose TLS it terminates.
+std::string Config(const FakeInternet& internet, const std::string& extra) {
   return std::string("[network]\ndns_upstream = \"") +
-         FakeInternet::kDnsServer + "\"\n" + extra;
+         FakeInternet::kDnsServer + "\"\nupstream_ca_file = \"" +
+         internet.ca_cert_path() + "\"\n" + extra;
 }
 
 // A FakeInternet and the variant's corrald inside its host namespace, which
@@ -52,7 +55,7 @@ class NetworkWorld {
                    {"other.test", "203.0.113.11"},
                    {"cdn.allowed.test", "203.0.113.12"}},
                   {"203.0.113.50:22"}),
-        suite_(Config(extra_config), internet_.host_netns_path()) {}
+        suite_(Config(internet_, extra_config), internet_.host_netns_path()) {}
 
   Daemon& daemon() { return suite_.daemon(); }
   Conformance& suite() { return suite_; }
@@ -519,60 +522,48 @@ bool InMemoryOf(pid_t pid, const std::string& needle) {
   return false;
 }
 
-TEST_CASE(
-    "a secret reaches only the hosts it is bound to, over HTTP, and is "
-    "found nowhere in the sandbox: not in its environment, files, output "
-    "or memory") {
-  if (Skip()) return;
-  NetworkWorld world;
-  if (!world.Enforced()) return;
+// A secret's value, unique to the run, and a file with it.
+struct TestSecret {
+  std::string value;
+  std::string file;
+};
+
+// A sandbox with network egress whose $API_TOKEN is a placeholder for
+// `secret`, bound to `hosts`.
+std::string CreateWithSecret(NetworkWorld& world, const TestSecret& secret,
+                             const std::vector<std::string>& hosts) {
+  std::vector<std::string> flags = {"--network", "egress", "--secret",
+                                    "API_TOKEN=@" + secret.file};
+  for (const auto& host : hosts) {
+    flags.push_back("--secret-host");
+    flags.push_back("API_TOKEN=" + host);
+  }
+  return world.Create(flags);
+}
+
+TestSecret MakeSecret(NetworkWorld& world) {
   char suffix[17] = {};
   std::snprintf(suffix, sizeof(suffix), "%08x%08x",
                 static_cast<unsigned>(::getpid()),
                 static_cast<unsigned>(::time(nullptr)));
-  const std::string value = std::string("s3cr3t-value-") + suffix;
-  const std::string file = world.daemon().dir() + "/token";
-  std::ofstream(file) << value << "\n";
-  const std::string id =
-      world.Create({"--network", "egress", "--secret", "API_TOKEN=@" + file,
-                    "--secret-host", "API_TOKEN=allowed.test"});
-  const std::string header = "Authorization: Bearer $API_TOKEN";
-  auto send = [&](const std::string& host) {
-    return world.suite()
-        .Sh(id,
-            "chmod +x /workspace/probe && /workspace/probe http "
-            "203.0.113.10 80 " +
-                host + " \"" + header + "\" /quiet")
-        .out;
-  };
-  const std::string bound = send("allowed.test");
-  INFO(bound);
-  CHECK(Contains(bound, "HTTP/1.1 200"));
-  const std::string other = send("shared.test");
-  CHECK(Contains(other, "HTTP/1.1 200"));
-  bool reached = false, leaked = false, placeholder_sent = false;
-  for (const auto& request : world.internet().requests()) {
-    if (Contains(request, "Host: allowed.test")) {
-      reached = reached || Contains(request, "Authorization: Bearer " + value);
-    }
-    if (Contains(request, "Host: shared.test")) {
-      leaked = leaked || Contains(request, value);
-      placeholder_sent =
-          placeholder_sent || Contains(request, "Bearer corral-secret-");
-    }
-  }
-  CHECK(reached);
-  CHECK_FALSE(leaked);
-  CHECK(placeholder_sent);
+  TestSecret secret{std::string("s3cr3t-value-") + suffix,
+                    world.daemon().dir() + "/token"};
+  std::ofstream(secret.file) << secret.value << "\n";
+  return secret;
+}
 
-  // Inside: the variable holds the placeholder; no file, environment or
-  // output has the value.
+// The value is nowhere inside sandbox `id`, whose $API_TOKEN holds the
+// placeholder: not in its environment, files, `outputs` (what its commands
+// printed), record or memory, nor in the daemon's log.
+void CheckSecretNowhereInside(NetworkWorld& world, const std::string& id,
+                              const std::string& value,
+                              const std::string& outputs) {
   auto env = world.suite().Sh(id,
                               "echo $API_TOKEN; cat /proc/*/environ | tr "
                               "'\\0' '\\n' | grep -c corral-secret-");
   INFO(env.out << env.err);
   CHECK(Contains(env.out, "corral-secret-"));
-  CHECK_FALSE(Contains(env.out + bound + other, value));
+  CHECK_FALSE(Contains(env.out + outputs, value));
   // The pattern must not hold the value, nor let grep rebuild it as one
   // literal: a command's memory is the sandbox's too (a VM's guest keeps
   // freed pages), and it is searched below.
@@ -602,6 +593,156 @@ TEST_CASE(
   CHECK(placeholder_found);
   // The daemon's own log never has it.
   CHECK_FALSE(Contains(world.daemon().log(), value));
+}
+
+// What the fake internet's servers received with `host`, joined.
+std::string RequestsTo(NetworkWorld& world, const std::string& host) {
+  std::string got;
+  for (const auto& request : world.internet().requests()) {
+    if (Contains(request, "Host: " + host + "\r\n")) got += request + "\n---\n";
+  }
+  return got;
+}
+
+TEST_CASE(
+    "a secret reaches only the hosts it is bound to, over HTTP, at an "
+    "address the host's name resolved to, and is found nowhere in the "
+    "sandbox: not in its environment, files, output or memory") {
+  if (Skip()) return;
+  NetworkWorld world;
+  if (!world.Enforced()) return;
+  const TestSecret secret = MakeSecret(world);
+  const std::string id = CreateWithSecret(world, secret, {"allowed.test"});
+  const std::string header = "Authorization: Bearer $API_TOKEN";
+  auto send = [&](const std::string& address, const std::string& host) {
+    return world.suite()
+        .Sh(id, "chmod +x /workspace/probe && /workspace/probe http " +
+                    address + " 80 " + host + " \"" + header + "\" /quiet")
+        .out;
+  };
+  // Plain HTTP proves nothing about the server: the value goes only to an
+  // address that the name resolved to for this sandbox, which it has not
+  // asked yet.
+  const std::string early = send("203.0.113.10", "allowed.test");
+  CHECK(Contains(early, "HTTP/1.1 200"));
+  CHECK(world.Probe(id, {"resolve", "allowed.test"}) == "A 203.0.113.10\n");
+  const std::string bound = send("203.0.113.10", "allowed.test");
+  INFO(bound);
+  CHECK(Contains(bound, "HTTP/1.1 200"));
+  // The same name at an address it did not resolve to, and another name.
+  const std::string elsewhere = send("203.0.113.11", "allowed.test");
+  CHECK(Contains(elsewhere, "HTTP/1.1 200"));
+  const std::string other = send("203.0.113.10", "shared.test");
+  CHECK(Contains(other, "HTTP/1.1 200"));
+
+  const std::string to_bound = RequestsTo(world, "allowed.test");
+  const std::string to_other = RequestsTo(world, "shared.test");
+  INFO(to_bound);
+  CHECK(Contains(to_bound, "Authorization: Bearer " + secret.value));
+  int with_value = 0, with_placeholder = 0;
+  for (const auto& request : world.internet().requests()) {
+    with_value += Contains(request, secret.value) ? 1 : 0;
+    with_placeholder += Contains(request, "Bearer corral-secret-") ? 1 : 0;
+  }
+  CHECK(with_value == 1);
+  CHECK(with_placeholder == 3);
+  CHECK(Contains(to_other, "Bearer corral-secret-"));
+  const std::string log = world.NetLog(id);
+  INFO(log);
+  CHECK(Contains(log, "secrets put in 1 request"));
+  CHECK(Contains(log,
+                 "no secrets: allowed.test did not resolve to this "
+                 "address"));
+  CHECK_FALSE(Contains(log, secret.value));
+
+  CheckSecretNowhereInside(world, id, secret.value,
+                           early + bound + elsewhere + other);
+}
+
+TEST_CASE(
+    "a secret reaches its hosts over HTTPS through a CA of the sandbox's "
+    "own, only after the real server proved its name, and is found nowhere "
+    "in the sandbox") {
+  if (Skip()) return;
+  NetworkWorld world;
+  if (!world.Enforced()) return;
+  const TestSecret secret = MakeSecret(world);
+  const std::string id =
+      CreateWithSecret(world, secret, {"allowed.test", "*.allowed.test"});
+  auto copied = world.suite().Cli(
+      {"cp", std::string(CORRAL_BINARY_DIR) + "/tests/https_probe",
+       id + ":/workspace/https"});
+  REQUIRE(copied.exit_code == 0);
+  auto send = [&](const std::string& name) {
+    return world.suite()
+        .Sh(id,
+            "chmod +x /workspace/https && /workspace/https 203.0.113.10 443 " +
+                name + " \"Authorization: Bearer $API_TOKEN\" /quiet")
+        .out;
+  };
+  // What the sandbox trusts: the CAs the daemon does, and its own CA,
+  // whose key it never gets.
+  auto trust = world.suite().Sh(
+      id,
+      "echo $SSL_CERT_FILE; grep -c 'BEGIN CERTIFICATE' $SSL_CERT_FILE; "
+      "grep -c PRIVATE $SSL_CERT_FILE");
+  INFO(trust.out << trust.err);
+  const auto trust_lines = Lines(trust.out);
+  REQUIRE(trust_lines.size() == 3);
+  CHECK(trust_lines[0] == "/tmp/corral-ca-certificates.pem");
+  CHECK(std::stoi(trust_lines[1]) >= 2);
+  CHECK(trust_lines[2] == "0");
+
+  const std::string bound = send("allowed.test");
+  INFO(bound);
+  CHECK(Contains(bound,
+                 "verified /O=Corral/CN=Corral secrets CA of sandbox " + id));
+  CHECK(Contains(bound, "HTTP/1.1 200"));
+  const std::string to_bound = RequestsTo(world, "allowed.test");
+  INFO(to_bound);
+  CHECK(Contains(to_bound, "Authorization: Bearer " + secret.value));
+
+  // Another host: not terminated (the sandbox sees the real server's
+  // certificate), and the placeholder goes out as it is.
+  const std::string other = send("shared.test");
+  INFO(other);
+  CHECK(Contains(other, "HTTP/1.1 200"));
+  CHECK_FALSE(Contains(other, "Corral secrets CA"));
+  CHECK(Contains(RequestsTo(world, "shared.test"), "Bearer corral-secret-"));
+  CHECK_FALSE(Contains(RequestsTo(world, "shared.test"), secret.value));
+
+  // A bound name whose server cannot prove it (its certificate does not
+  // name x.allowed.test): the sandbox gets no certificate and no
+  // connection, and nothing is sent.
+  const size_t requests_before = world.internet().requests().size();
+  const std::string unproven = send("x.allowed.test");
+  INFO(unproven);
+  CHECK(Contains(unproven, "failed: TLS"));
+  CHECK(world.internet().requests().size() == requests_before);
+
+  const std::string log = world.NetLog(id);
+  INFO(log);
+  CHECK(Contains(log, "TLS terminated, secrets put in 1 request"));
+  CHECK(Contains(log, "x.allowed.test"));
+  CHECK(Contains(log, "the server's certificate does not verify"));
+  CHECK_FALSE(Contains(log, secret.value));
+
+  // A daemon killed and started again terminates with the same CA (kept in
+  // its store), which the sandbox still trusts.
+  world.daemon().Kill9();
+  world.daemon().Start();
+  const std::string again = send("allowed.test");
+  INFO(again);
+  CHECK(Contains(again,
+                 "verified /O=Corral/CN=Corral secrets CA of sandbox " + id));
+  int reached = 0;
+  for (const auto& request : world.internet().requests()) {
+    reached += Contains(request, "Bearer " + secret.value) ? 1 : 0;
+  }
+  CHECK(reached == 2);
+
+  CheckSecretNowhereInside(world, id, secret.value,
+                           bound + other + unproven + again);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // streams, timeouts, isolation, images) is in the conformance suite
 // (tests/conformance/).
 #include <catch2/catch.hpp>
+#include <fstream>
 
 #include "tests/integration/daemon_harness.h"
 #include "tests/integration/leftovers.h"
@@ -64,6 +65,32 @@ TEST_CASE("runtimes and doctor describe what this host supports") {
   auto doctor = daemon.Cli({"doctor"});
   CHECK(doctor.exit_code == 0);
   CHECK(doctor.out.find("linux") != std::string::npos);
+}
+
+TEST_CASE(
+    "corrald refuses to start with a network.upstream_ca_file that is not "
+    "an absolute path of a readable file, and says which key") {
+  const std::string dir =
+      Trim(Sh("mktemp -d /tmp/corral-config-test.XXXXXX").out);
+  REQUIRE_FALSE(dir.empty());
+  for (const std::string& value :
+       {std::string("relative.pem"), dir + "/missing.pem"}) {
+    INFO(value);
+    {
+      std::ofstream config(dir + "/corrald.toml");
+      config << "[network]\nupstream_ca_file = \"" << value << "\"\n";
+    }
+    auto started =
+        Sh("timeout 60 " + std::string(CORRAL_BINARY_DIR) +
+           "/bin/corrald --config " + dir + "/corrald.toml --state-dir " + dir +
+           "/state --socket " + dir + "/sock 2>&1");
+    CHECK(started.exit_code != 0);
+    CHECK(started.exit_code != 124);  // not a timeout: it did not serve
+    CHECK(started.out.find("config network.upstream_ca_file: \"" + value +
+                           "\" is not an absolute path of a readable file") !=
+          std::string::npos);
+  }
+  Sh("rm -rf " + dir);
 }
 
 }  // namespace
