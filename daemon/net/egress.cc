@@ -191,47 +191,38 @@ bool SendAll(int fd, absl::string_view data) {
 }
 
 // Moves bytes both ways between two connected non-blocking sockets until
-// both directions are closed (half-closes pass through), through a pipe per
-// direction with splice(2): the data never enters this process. `first`
-// goes to `b` before anything else. False when a side failed.
+// both directions are closed (half-closes pass through). A direction's
+// first bytes are copied through a buffer (most connections are short, and
+// a pipe costs four descriptors); once it has carried kSpliceAfter it moves
+// them through a pipe with splice(2), so that the data of a long transfer
+// never enters this process. `first` goes to `b` before anything else.
+// False when a side failed.
 bool Relay(int a, int b, const std::string& first, int stop, uint64_t* a_to_b,
            uint64_t* b_to_a) {
+  constexpr size_t kCopy = 64 * 1024;
+  constexpr uint64_t kSpliceAfter = 256 * 1024;
+  constexpr size_t kChunk = 1 << 20;
+  constexpr uint64_t kBigPipeAfter = 4 << 20;
   struct Direction {
     int from, to;
-    UniqueFd pipe_read, pipe_write;
+    uint64_t* count;
+    std::string held;  // copied, not yet sent
+    size_t sent = 0;
+    UniqueFd pipe_read, pipe_write;  // once splicing
     size_t in_pipe = 0;
     bool open = true;   // `from` may still send
     bool shut = false;  // `to` was told the end
-    uint64_t* count;
-  };
-  Direction dirs[2] = {{a, b, {}, {}, 0, true, false, a_to_b},
-                       {b, a, {}, {}, 0, true, false, b_to_a}};
-  for (Direction& d : dirs) {
-    int fds[2];
-    if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return false;
-    d.pipe_read.Reset(fds[0]);
-    d.pipe_write.Reset(fds[1]);
-  }
-  // The sniffed bytes, written before the pipes take over.
-  for (size_t sent = 0; sent < first.size();) {
-    const ssize_t n =
-        ::send(b, first.data() + sent, first.size() - sent, MSG_NOSIGNAL);
-    if (n > 0) {
-      sent += static_cast<size_t>(n);
-    } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-      if (!WaitFor(b, POLLOUT, stop, absl::Now() + kConnectTimeout)) {
-        return false;
-      }
-    } else {
-      return false;
+    bool pending() const { return sent < held.size() || in_pipe > 0; }
+    bool may_read() const {
+      return open && (pipe_read ? in_pipe < kChunk : !pending());
     }
-  }
+  };
+  Direction dirs[2] = {{a, b, a_to_b}, {b, a, b_to_a}};
+  dirs[0].held = first;
   *a_to_b += first.size();
-  constexpr size_t kChunk = 1 << 20;
-  constexpr uint64_t kBigPipeAfter = 4 << 20;
   for (;;) {
     for (Direction& d : dirs) {
-      if (!d.open && d.in_pipe == 0 && !d.shut) {
+      if (!d.open && !d.pending() && !d.shut) {
         ::shutdown(d.to, SHUT_WR);
         d.shut = true;
       }
@@ -239,21 +230,32 @@ bool Relay(int a, int b, const std::string& first, int stop, uint64_t* a_to_b,
     if (dirs[0].shut && dirs[1].shut) return true;
     short events[2] = {0, 0};  // a, b
     for (Direction& d : dirs) {
-      if (d.open && d.in_pipe < kChunk) events[d.from == a ? 0 : 1] |= POLLIN;
-      if (d.in_pipe > 0) events[d.to == a ? 0 : 1] |= POLLOUT;
+      if (d.may_read()) events[d.from == a ? 0 : 1] |= POLLIN;
+      if (d.pending()) events[d.to == a ? 0 : 1] |= POLLOUT;
     }
     const Woken woken = WaitEither(a, events[0], b, events[1], stop);
     if (woken == Woken::kFailed) return false;
     if (woken == Woken::kStop) return true;  // the daemon stops
     for (Direction& d : dirs) {
-      if (d.open && d.in_pipe < kChunk) {
+      if (d.may_read() && !d.pipe_read) {
+        d.held.resize(kCopy);
+        const ssize_t n = ::recv(d.from, d.held.data(), kCopy, 0);
+        d.held.resize(n > 0 ? static_cast<size_t>(n) : 0);
+        d.sent = 0;
+        if (n > 0) {
+          *d.count += static_cast<uint64_t>(n);
+        } else if (n == 0) {
+          d.open = false;
+        } else if (errno != EAGAIN && errno != EINTR) {
+          return false;
+        }
+      } else if (d.may_read()) {
         const ssize_t n =
             ::splice(d.from, nullptr, d.pipe_write.get(), nullptr,
                      kChunk - d.in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
           d.in_pipe += static_cast<size_t>(n);
-          // A long transfer gets a bigger pipe, which moves more per call;
-          // most connections never need one.
+          // A long transfer gets a bigger pipe, which moves more per call.
           if (*d.count < kBigPipeAfter &&
               *d.count + static_cast<uint64_t>(n) >= kBigPipeAfter) {
             (void)::fcntl(d.pipe_write.get(), F_SETPIPE_SZ, 1 << 20);
@@ -265,7 +267,15 @@ bool Relay(int a, int b, const std::string& first, int stop, uint64_t* a_to_b,
           return false;
         }
       }
-      if (d.in_pipe > 0) {
+      if (d.sent < d.held.size()) {
+        const ssize_t n = ::send(d.to, d.held.data() + d.sent,
+                                 d.held.size() - d.sent, MSG_NOSIGNAL);
+        if (n > 0) {
+          d.sent += static_cast<size_t>(n);
+        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+          return false;
+        }
+      } else if (d.in_pipe > 0) {
         const ssize_t n =
             ::splice(d.pipe_read.get(), nullptr, d.to, nullptr, d.in_pipe,
                      SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -273,6 +283,14 @@ bool Relay(int a, int b, const std::string& first, int stop, uint64_t* a_to_b,
           d.in_pipe -= static_cast<size_t>(n);
         } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
           return false;
+        }
+      }
+      // A long transfer moves on to splice once its buffer is sent.
+      if (!d.pipe_read && d.open && !d.pending() && *d.count >= kSpliceAfter) {
+        int fds[2];
+        if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0) {
+          d.pipe_read.Reset(fds[0]);
+          d.pipe_write.Reset(fds[1]);
         }
       }
     }
@@ -364,7 +382,7 @@ absl::Status Egress::Setup() {
   ASSIGN_OR_RETURN(tls_, TlsContexts::Create(options_.upstream_ca_file));
   stop_.Reset(::eventfd(0, EFD_CLOEXEC));
   if (!stop_) return ErrnoStatus("eventfd");
-  threads_.emplace_back([this] { AcceptLoop(); });
+  Dispatch([this] { Accept(); });
   for (int i = 0; i < kResolverThreads; ++i) {
     threads_.emplace_back([this] { ResolverLoop(); });
   }
@@ -1000,7 +1018,7 @@ void Egress::ResolverLoop() {
 
 // ---- The proxy ------------------------------------------------------------
 
-void Egress::AcceptLoop() {
+void Egress::Accept() {
   for (;;) {
     pollfd fds[2] = {{listener_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0 && errno != EINTR) return;
@@ -1008,7 +1026,12 @@ void Egress::AcceptLoop() {
     UniqueFd client(::accept4(listener_.get(), nullptr, nullptr,
                               SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!client) continue;
-    Dispatch([this, fd = client.Release()] { Serve(UniqueFd(fd)); });
+    // Another worker accepts the next connection while this one serves
+    // the one it took: no hand-over between accepting and serving, which
+    // would cost a thread's wake-up on every connection.
+    Dispatch([this] { Accept(); });
+    Serve(std::move(client));
+    return;
   }
 }
 

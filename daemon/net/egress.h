@@ -176,7 +176,9 @@ class Egress {
   void Emit(NetEvent event) const;
 
   void ResolverLoop();
-  void AcceptLoop();
+  // Waits for the proxy's next connection and serves it; one worker at a
+  // time is the acceptor.
+  void Accept();
   void Unpublish(Sandbox& sandbox);
   void PublishLoop(std::shared_ptr<Sandbox> sandbox, int listener,
                    uint16_t host_port, uint16_t sandbox_port);
