@@ -23,6 +23,8 @@
 #include "client/exec_session.h"
 #include "client/exit_status.h"
 #include "client/format.h"
+#include "client/mcp/server.h"
+#include "client/mcp/stdio.h"
 #include "client/net_commands.h"
 #include "client/options.h"
 #include "client/output.h"
@@ -772,6 +774,17 @@ int RunCli(const std::vector<std::string>& args) {
   ShellCommands shells(app);
   NetCommands net(app);
 
+  CLI::App* mcp = app.add_subcommand(
+      "mcp",
+      "Serve the Model Context Protocol on stdin and stdout, for agents: "
+      "every workspace verb as a tool (see docs/mcp.md)");
+  std::string mcp_profile = "workspace";
+  mcp->add_option("--profile", mcp_profile,
+                  "Tools offered: run (one-shot commands), workspace "
+                  "(default: also workspaces, files, diffs, snapshots) or "
+                  "full (also shells and services)")
+      ->check(CLI::IsMember({"run", "workspace", "full"}));
+
   NameOptionValues(&app);
 
   SplitArguments split = SplitAtSeparator(args);
@@ -812,6 +825,12 @@ int RunCli(const std::vector<std::string>& args) {
                                "'--'"));
     }
     target = std::move(split.command);
+  }
+
+  if (mcp->parsed()) {
+    mcp::McpServer server(ResolveSocketPath(global.socket),
+                          *mcp::ProfileByName(mcp_profile));
+    return mcp::ServeStdio(server, STDIN_FILENO, STDOUT_FILENO);
   }
 
   Connection connection(ResolveSocketPath(global.socket));

@@ -27,6 +27,14 @@ corral_test(NAME secrets_test
   LIBS corral::net OpenSSL::SSL OpenSSL::Crypto
   LABELS unit)
 
+# corral mcp over stdio, and the official MCP TypeScript SDK driving it
+# (tests/js; Node.js 20).
+corral_test(NAME mcp_test
+  SOURCES integration/mcp_test.cc
+  LIBS corral_daemon_harness nlohmann_json::nlohmann_json
+  LABELS integration mcp)
+add_dependencies(mcp_test corrald corral corral-agent)
+
 corral_test(NAME daemon_integration_test
   SOURCES integration/daemon_cli_test.cc integration/daemon_lifecycle_test.cc
   LIBS corral_daemon_harness

@@ -18,6 +18,9 @@ cmake --build "$build" -j2
 # kernel the qemu runtime boots (Debian's cloud kernel, downloaded once).
 bash "$root/deploy/images/build-busybox.sh" "$build/images/busybox.tar"
 bash "$root/deploy/images/build-vm-kernel.sh" "$build/vm-kernel"
+# The npm clients that judge the front doors (the MCP TypeScript SDK), from
+# tests/js/package-lock.json; they need Node.js 20 (tests/js/install.sh).
+bash "$root/tests/js/install.sh"
 # A private Docker engine (and Podman service) for the docker runtime's
 # tests, with their own data roots and sockets under
 # /run/corral-test-engines; stopped again when the tests end. An engine that

@@ -1,0 +1,175 @@
+// A whole agent session through `corral mcp`, driven by the official MCP
+// TypeScript SDK over its stdio client transport: the judge of
+// tests/integration/mcp_test.cc, which starts the daemon and passes
+//   CORRAL_BIN     the corral CLI
+//   CORRAL_SOCKET  the daemon's socket
+// Prints "ok - ..." per check and exits 1 if any failed.
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+let failures = 0;
+function check(condition, what, detail) {
+  if (condition) {
+    console.log(`ok - ${what}`);
+  } else {
+    failures++;
+    console.log(`not ok - ${what}`);
+    if (detail !== undefined) console.log(`  got: ${JSON.stringify(detail).slice(0, 2000)}`);
+  }
+}
+const text = (result) => result.content.map((c) => c.text).join("");
+
+// A small project: a function and its test.
+const seed = mkdtempSync(join(tmpdir(), "corral-mcp-seed-"));
+writeFileSync(join(seed, "add.sh"), "echo $(($1 + $2))\n");
+writeFileSync(
+  join(seed, "test.sh"),
+  'out=$(sh add.sh 2 3)\nif [ "$out" = 5 ]; then echo "1 passed"; else echo "FAILED: add 2 3 gave $out"; exit 1; fi\n',
+);
+
+const transport = new StdioClientTransport({
+  command: process.env.CORRAL_BIN,
+  args: ["--socket", process.env.CORRAL_SOCKET, "mcp", "--profile", "full"],
+  stderr: "inherit",
+});
+const client = new Client({ name: "corral-mcp-test", version: "1.0.0" });
+await client.connect(transport);
+const call = (name, args) => client.callTool({ name, arguments: args });
+
+try {
+  const server = client.getServerVersion();
+  check(server?.name === "corral", "initialize: the server is corral", server);
+  check(client.getInstructions()?.includes("workspace_create"), "initialize: instructions name the tools");
+
+  const { tools } = await client.listTools();
+  const names = tools.map((t) => t.name);
+  for (const name of ["sandbox_run", "workspace_create", "workspace_exec", "file_read", "file_write",
+    "file_list", "workspace_diff", "snapshot_create", "snapshot_list", "snapshot_delete",
+    "workspace_reset", "workspace_fork", "command_log", "workspace_delete"]) {
+    check(names.includes(name), `tools/list has ${name}`, names);
+  }
+  check(tools.every((t) => t.inputSchema?.type === "object" && t.description.length > 20),
+    "every tool has an object input schema and a description");
+
+  // One-shot: the sandbox is gone afterwards.
+  const before = (await call("workspace_list", {})).structuredContent.sandboxes.length;
+  let r = await call("sandbox_run", { command: "echo one-shot; echo oops >&2; exit 7" });
+  check(!r.isError && r.structuredContent.exit_code === 7, "sandbox_run gives the exit code", r);
+  check(r.structuredContent.stdout === "one-shot\n" && r.structuredContent.stderr === "oops\n",
+    "sandbox_run gives stdout and stderr apart", r.structuredContent);
+  const after = (await call("workspace_list", {})).structuredContent.sandboxes.length;
+  check(after === before, "sandbox_run leaves no sandbox behind", { before, after });
+
+  // A seeded workspace.
+  r = await call("workspace_create", { seed, labels: { purpose: "mcp-test" } });
+  check(!r.isError && r.structuredContent.state === "running", "workspace_create seeds a workspace", r);
+  const id = r.structuredContent.id;
+  r = await call("file_list", { sandbox_id: id });
+  const listed = r.structuredContent.entries.map((e) => e.path);
+  check(listed.includes("add.sh") && listed.includes("test.sh"), "file_list shows the seed", listed);
+  r = await call("workspace_exec", { sandbox_id: id, command: "sh test.sh" });
+  check(!r.isError && r.structuredContent.exit_code === 0 && text(r).includes("1 passed"),
+    "the project's tests pass in the workspace", r);
+
+  r = await call("file_write", { sandbox_id: id, path: "notes/todo.txt", content: "hello\nworld\n" });
+  check(!r.isError && r.structuredContent.path === "/workspace/notes/todo.txt", "file_write creates parents", r);
+  r = await call("file_read", { sandbox_id: id, path: "/workspace/notes/todo.txt" });
+  check(!r.isError && r.structuredContent.content === "hello\nworld\n", "file_read reads it back", r);
+  r = await call("file_read", { sandbox_id: id, path: "notes/todo.txt", offset: 6, max_bytes: 3 });
+  check(r.structuredContent.content === "wor" && r.structuredContent.truncated === true,
+    "file_read is bounded and says so", r.structuredContent);
+  r = await call("file_write", { sandbox_id: id, path: "blob.bin", content: Buffer.from([0, 255, 1, 128]).toString("base64"), encoding: "base64" });
+  r = await call("file_read", { sandbox_id: id, path: "blob.bin" });
+  check(r.structuredContent.encoding === "base64" && r.structuredContent.content === "AP8BgA==",
+    "binary content comes back as base64", r.structuredContent);
+
+  // A bug, caught by the tests, seen in the diff.
+  await call("file_write", { sandbox_id: id, path: "add.sh", content: "echo $(($1 - $2))\n" });
+  r = await call("workspace_exec", { sandbox_id: id, argv: ["sh", "test.sh"] });
+  check(!r.isError && r.structuredContent.exit_code === 1 && text(r).includes("FAILED: add 2 3 gave -1"),
+    "a failing test is the command's result, not a tool error", r);
+  r = await call("workspace_diff", { sandbox_id: id });
+  const diff = r.structuredContent;
+  check(!r.isError && diff.modified === 1 && diff.added === 3, "workspace_diff counts the changes", diff);
+  check(diff.patch.includes("-echo $(($1 + $2))") && diff.patch.includes("+echo $(($1 - $2))"),
+    "workspace_diff gives the patch", diff.patch);
+
+  r = await call("snapshot_create", { sandbox_id: id, name: "broken" });
+  check(!r.isError, "snapshot_create", r);
+  r = await call("snapshot_list", { sandbox_id: id });
+  check(r.structuredContent.snapshots.some((s) => s.name === "broken"), "snapshot_list shows it", r);
+
+  r = await call("workspace_reset", { sandbox_id: id });
+  check(!r.isError, "workspace_reset to the baseline", r);
+  r = await call("file_read", { sandbox_id: id, path: "notes/todo.txt" });
+  check(r.isError, "after the reset the new file is gone", r);
+  r = await call("workspace_exec", { sandbox_id: id, command: "sh test.sh" });
+  check(r.structuredContent.exit_code === 0, "after the reset the tests pass again", r);
+  r = await call("workspace_diff", { sandbox_id: id });
+  check(r.structuredContent.changes.length === 0, "after the reset nothing differs", r.structuredContent);
+  r = await call("workspace_reset", { sandbox_id: id, snapshot: "broken" });
+  r = await call("file_read", { sandbox_id: id, path: "notes/todo.txt" });
+  check(!r.isError && r.structuredContent.content === "hello\nworld\n", "workspace_reset to a snapshot", r);
+
+  r = await call("command_log", { sandbox_id: id });
+  check(!r.isError && r.structuredContent.commands.length >= 3 && text(r).includes("test.sh"),
+    "command_log lists the commands", r);
+
+  r = await call("workspace_fork", { sandbox_id: id, snapshot: "broken" });
+  const fork = r.structuredContent?.id;
+  check(!r.isError && fork && fork !== id, "workspace_fork makes a new workspace", r);
+  r = await call("file_read", { sandbox_id: fork, path: "notes/todo.txt" });
+  check(!r.isError && r.structuredContent.content === "hello\nworld\n", "the fork has the files", r);
+  r = await call("workspace_delete", { sandbox_id: fork });
+  check(!r.isError, "workspace_delete the fork", r);
+
+  // Bad input: each a clear error, and the server keeps serving.
+  let protocolError;
+  try {
+    await call("no_such_tool", {});
+  } catch (e) {
+    protocolError = e;
+  }
+  check(protocolError?.code === -32602 && /unknown tool 'no_such_tool'/.test(protocolError.message),
+    "an unknown tool is a JSON-RPC error -32602", String(protocolError));
+  const bad = [
+    ["workspace_exec", {}, /missing required argument 'sandbox_id'/],
+    ["workspace_exec", { sandbox_id: 5, command: "true" }, /'sandbox_id' must be a string/],
+    ["workspace_exec", { sandbox_id: id, command: "true", argv: ["true"] }, /exactly one of command/],
+    ["workspace_exec", { sandbox_id: id, command: "true", colour: "red" }, /unknown argument 'colour'/],
+    ["file_read", { sandbox_id: id, path: "../../etc/passwd" }, /outside \/workspace/],
+    ["file_read", { sandbox_id: id, path: "/etc/shadow" }, /outside \/workspace/],
+    ["file_read", { sandbox_id: id, path: "missing.txt" }, /missing\.txt|No such file|not found/i],
+    ["workspace_status", { sandbox_id: "0".repeat(32) }, /not found|no sandbox/i],
+    ["file_write", { sandbox_id: id, path: "huge", content: "x".repeat(17 << 20) }, /more than the 16 MiB/],
+    ["file_read", { sandbox_id: id, path: "add.sh", max_bytes: 0 }, /must be from 1/],
+  ];
+  for (const [name, args, expected] of bad) {
+    r = await call(name, args);
+    check(r.isError && expected.test(text(r)), `${name} ${JSON.stringify(args).slice(0, 80)}: a tool error`, text(r));
+    await client.ping();
+  }
+
+  // The round trip of a small exec, for the note.
+  const times = [];
+  for (let i = 0; i < 20; i++) {
+    const t0 = process.hrtime.bigint();
+    await call("workspace_exec", { sandbox_id: id, argv: ["true"] });
+    times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  times.sort((a, b) => a - b);
+  console.log(`# workspace_exec round trip: median ${times[10].toFixed(2)} ms, p90 ${times[18].toFixed(2)} ms`);
+
+  r = await call("workspace_delete", { sandbox_id: id });
+  check(!r.isError, "workspace_delete", r);
+  r = await call("workspace_status", { sandbox_id: id });
+  check(r.isError, "a deleted workspace is gone", r);
+} finally {
+  await client.close();
+  rmSync(seed, { recursive: true, force: true });
+}
+console.log(failures === 0 ? "# all passed" : `# ${failures} failed`);
+process.exit(failures === 0 ? 0 : 1);
