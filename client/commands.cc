@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <functional>
 #include <iostream>
 #include <limits>
@@ -23,8 +25,6 @@
 #include "client/exec_session.h"
 #include "client/exit_status.h"
 #include "client/format.h"
-#include "client/mcp/server.h"
-#include "client/mcp/stdio.h"
 #include "client/net_commands.h"
 #include "client/options.h"
 #include "client/output.h"
@@ -580,6 +580,27 @@ int PrintHelp(CLI::App& app, const CLI::Error& error) {
   return code;
 }
 
+// `corral mcp`: corral-mcp, from corral's own directory, in this process.
+int ExecMcpServer(const std::string& socket, const std::string& profile,
+                  const std::string& listen) {
+  std::error_code error;
+  const std::filesystem::path self =
+      std::filesystem::read_symlink("/proc/self/exe", error);
+  const std::string server = (self.parent_path() / "corral-mcp").string();
+  std::vector<std::string> args = {server, "--socket", socket, "--profile",
+                                   profile};
+  if (!listen.empty()) {
+    args.push_back("--listen");
+    args.push_back(listen);
+  }
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  ::execv(server.c_str(), argv.data());
+  return Fail(
+      absl::StrCat("cannot start ", server, ": ", std::strerror(errno)));
+}
+
 }  // namespace
 
 const char* ClientVersion() { return CORRAL_VERSION; }
@@ -784,6 +805,11 @@ int RunCli(const std::vector<std::string>& args) {
                   "(default: also workspaces, files, diffs, snapshots) or "
                   "full (also shells and services)")
       ->check(CLI::IsMember({"run", "workspace", "full"}));
+  std::string mcp_listen;
+  mcp->add_option("--listen", mcp_listen,
+                  "Serve Streamable HTTP at http://ADDRESS:PORT/mcp instead "
+                  "of stdio (loopback only, e.g. 127.0.0.1:8765; port 0 "
+                  "picks one)");
 
   NameOptionValues(&app);
 
@@ -828,9 +854,8 @@ int RunCli(const std::vector<std::string>& args) {
   }
 
   if (mcp->parsed()) {
-    mcp::McpServer server(ResolveSocketPath(global.socket),
-                          *mcp::ProfileByName(mcp_profile));
-    return mcp::ServeStdio(server, STDIN_FILENO, STDOUT_FILENO);
+    return ExecMcpServer(ResolveSocketPath(global.socket), mcp_profile,
+                         mcp_listen);
   }
 
   Connection connection(ResolveSocketPath(global.socket));

@@ -17,6 +17,8 @@ packages=(
   # JSON of OCI bundles (config.json), OCI image manifests and the Docker
   # Engine API
   nlohmann-json3-dev
+  # the MCP server's Streamable HTTP transport (corral mcp --listen)
+  libcpp-httplib-dev
   # static archives for corral-agent's compression filters
   zlib1g-dev liblzma-dev libzstd-dev libbz2-dev liblz4-dev
   # sandboxes, images, tests and benchmarks

@@ -31,9 +31,9 @@ corral_test(NAME secrets_test
 # (tests/js; Node.js 20).
 corral_test(NAME mcp_test
   SOURCES integration/mcp_test.cc
-  LIBS corral_daemon_harness nlohmann_json::nlohmann_json
+  LIBS corral_daemon_harness corral_mcp nlohmann_json::nlohmann_json
   LABELS integration mcp)
-add_dependencies(mcp_test corrald corral corral-agent)
+add_dependencies(mcp_test corrald corral corral-mcp corral-agent)
 
 corral_test(NAME daemon_integration_test
   SOURCES integration/daemon_cli_test.cc integration/daemon_lifecycle_test.cc
