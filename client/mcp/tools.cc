@@ -1,13 +1,16 @@
 #include "client/mcp/tools.h"
 
 #include <algorithm>
+#include <map>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "client/command_support.h"
 #include "client/format.h"
+#include "client/mcp/plain_text.h"
 #include "client/transfer.h"
 #include "corral/status_macros.h"
 
@@ -731,6 +734,176 @@ absl::StatusOr<ToolResult> CommandLog(Connection& connection,
   return result;
 }
 
+// --- Shells ---------------------------------------------------------------
+
+Json ShellJson(const v1::Shell& shell) {
+  Json json = {{"shell_id", shell.shell_id()},
+               {"argv", shell.argv()},
+               {"running", shell.running()},
+               {"output_end", shell.output_end()}};
+  if (!shell.running()) {
+    json["exit_code"] = shell.exit_code();
+    json["signal"] = shell.signal();
+  }
+  return json;
+}
+
+absl::StatusOr<ToolResult> ShellOpen(Connection& connection,
+                                     const Json& arguments) {
+  v1::OpenShellRequest request;
+  request.set_sandbox_id(Text(arguments, "sandbox_id"));
+  if (arguments.contains("argv")) {
+    for (const auto& word : arguments["argv"]) {
+      request.add_argv(word.get<std::string>());
+    }
+  }
+  request.set_cwd(Text(arguments, "cwd"));
+  FillMap(arguments, "env", request.mutable_env());
+  request.mutable_size()->set_rows(
+      static_cast<uint32_t>(Number(arguments, "rows", 40)));
+  request.mutable_size()->set_columns(
+      static_cast<uint32_t>(Number(arguments, "columns", 120)));
+  ASSIGN_OR_RETURN(
+      v1::Shell shell,
+      UnaryCall(connection, connection.UnaryContext(), connection.shells(),
+                &v1::Shells::Stub::OpenShell, request));
+  ToolResult result;
+  result.structured = ShellJson(shell);
+  result.text = absl::StrCat("opened shell ", shell.shell_id(), " (",
+                             absl::StrJoin(shell.argv(), " "),
+                             "): write to it with shell_write, read with "
+                             "shell_read");
+  return result;
+}
+
+absl::StatusOr<ToolResult> ShellWrite(Connection& connection,
+                                      const Json& arguments) {
+  v1::WriteShellRequest request;
+  request.set_sandbox_id(Text(arguments, "sandbox_id"));
+  request.set_shell_id(Text(arguments, "shell_id"));
+  request.set_input(Text(arguments, "input"));
+  request.set_newline(Flag(arguments, "newline", true));
+  RETURN_IF_ERROR(UnaryCall(connection, connection.UnaryContext(),
+                            connection.shells(), &v1::Shells::Stub::WriteShell,
+                            request)
+                      .status());
+  ToolResult result;
+  result.text = absl::StrCat(
+      "wrote ", request.input().size() + (request.newline() ? 1 : 0), " bytes");
+  result.structured = {{"bytes", request.input().size()}};
+  return result;
+}
+
+absl::StatusOr<ToolResult> ShellRead(Connection& connection,
+                                     const Json& arguments) {
+  v1::ReadShellRequest request;
+  request.set_sandbox_id(Text(arguments, "sandbox_id"));
+  request.set_shell_id(Text(arguments, "shell_id"));
+  request.set_cursor(static_cast<uint64_t>(Number(arguments, "cursor", 0)));
+  const uint64_t max =
+      static_cast<uint64_t>(Number(arguments, "max_bytes", kDefaultReadBytes));
+  const absl::Duration quiet =
+      absl::Milliseconds(Number(arguments, "wait_until_quiet_ms", 0));
+  const absl::Time deadline =
+      absl::Now() + absl::Seconds(Number(arguments, "timeout_seconds", 30));
+  std::string raw;
+  uint64_t missed = 0;
+  bool exited = false;
+  absl::Time last_output = absl::Now();
+  // Reads what is there; with wait_until_quiet_ms, goes on reading until
+  // the shell has said nothing for that long (or exited, or the timeout).
+  for (;;) {
+    request.set_max_bytes(static_cast<uint32_t>(std::min<uint64_t>(
+        max - std::min<uint64_t>(max, raw.size()), kMaxReadBytes)));
+    if (request.max_bytes() == 0) break;
+    ASSIGN_OR_RETURN(
+        v1::ReadShellResponse response,
+        UnaryCall(connection, connection.UnaryContext(), connection.shells(),
+                  &v1::Shells::Stub::ReadShell, request));
+    raw += response.output();
+    missed += response.missed();
+    exited = response.exited();
+    if (!response.output().empty()) last_output = absl::Now();
+    request.set_cursor(response.next_cursor());
+    if (quiet == absl::ZeroDuration() || exited || absl::Now() >= deadline ||
+        absl::Now() - last_output >= quiet) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  const bool plain = Flag(arguments, "plain", true);
+  ToolResult result;
+  result.structured = {{"output", plain ? PlainText(raw) : raw},
+                       {"next_cursor", request.cursor()},
+                       {"exited", exited},
+                       {"missed_bytes", missed}};
+  result.text = plain ? PlainText(raw) : raw;
+  absl::StrAppend(&result.text, "\n[next cursor ", request.cursor(),
+                  exited ? "; the shell has exited" : "",
+                  missed > 0
+                      ? absl::StrCat("; ", missed, " bytes were lost before it")
+                      : "",
+                  "]");
+  return result;
+}
+
+absl::StatusOr<ToolResult> ShellSignal(Connection& connection,
+                                       const Json& arguments) {
+  static const std::map<std::string, int> kSignals = {
+      {"INT", 2},   {"QUIT", 3},  {"KILL", 9},  {"TERM", 15}, {"HUP", 1},
+      {"TSTP", 20}, {"CONT", 18}, {"USR1", 10}, {"USR2", 12}};
+  v1::SignalShellRequest request;
+  request.set_sandbox_id(Text(arguments, "sandbox_id"));
+  request.set_shell_id(Text(arguments, "shell_id"));
+  request.set_signal(kSignals.at(Text(arguments, "signal", "INT")));
+  ASSIGN_OR_RETURN(
+      v1::Shell shell,
+      UnaryCall(connection, connection.UnaryContext(), connection.shells(),
+                &v1::Shells::Stub::SignalShell, request));
+  ToolResult result;
+  result.structured = ShellJson(shell);
+  result.text = absl::StrCat("sent SIG", Text(arguments, "signal", "INT"),
+                             " to shell ", shell.shell_id());
+  return result;
+}
+
+absl::StatusOr<ToolResult> ShellClose(Connection& connection,
+                                      const Json& arguments) {
+  v1::CloseShellRequest request;
+  request.set_sandbox_id(Text(arguments, "sandbox_id"));
+  request.set_shell_id(Text(arguments, "shell_id"));
+  ASSIGN_OR_RETURN(
+      v1::Shell shell,
+      UnaryCall(connection, connection.UnaryContext(), connection.shells(),
+                &v1::Shells::Stub::CloseShell, request));
+  ToolResult result;
+  result.structured = ShellJson(shell);
+  result.text = absl::StrCat("closed shell ", shell.shell_id());
+  return result;
+}
+
+absl::StatusOr<ToolResult> ShellList(Connection& connection,
+                                     const Json& arguments) {
+  v1::ListShellsRequest request;
+  request.set_sandbox_id(Text(arguments, "sandbox_id"));
+  ASSIGN_OR_RETURN(
+      v1::ListShellsResponse response,
+      UnaryCall(connection, connection.UnaryContext(), connection.shells(),
+                &v1::Shells::Stub::ListShells, request));
+  ToolResult result;
+  Json list = Json::array();
+  std::vector<std::string> lines;
+  for (const auto& shell : response.shells()) {
+    list.push_back(ShellJson(shell));
+    lines.push_back(absl::StrCat(shell.shell_id(), "  ",
+                                 shell.running() ? "running" : "exited", "  ",
+                                 absl::StrJoin(shell.argv(), " ")));
+  }
+  result.structured = {{"shells", std::move(list)}};
+  result.text = lines.empty() ? "no shells" : absl::StrJoin(lines, "\n");
+  return result;
+}
+
 }  // namespace
 
 std::optional<Profile> ProfileByName(const std::string& name) {
@@ -865,6 +1038,76 @@ std::vector<Tool> AllTools() {
                         int64_t{1} << 62)}},
               {"sandbox_id"}),
        Profile::kWorkspace, true, false, true, CommandLog});
+
+  const Json shell_id = String("The shell's id (from shell_open)");
+  add({"shell_open", "Open a shell",
+       "Starts an interactive shell (or another program) on a terminal in "
+       "the workspace; it keeps running between calls. Write to it with "
+       "shell_write and read its output with shell_read.",
+       Object({{"sandbox_id", id},
+               {"argv",
+                {{"type", "array"},
+                 {"items", {{"type", "string"}}},
+                 {"description",
+                  "Program and arguments (default: a login "
+                  "shell)"}}},
+               {"cwd", String("Working directory (default /workspace)")},
+               {"env", StringMap("Extra environment variables")},
+               {"rows", Integer("Terminal rows (default 40)", 1, 1000)},
+               {"columns", Integer("Terminal columns (default 120)", 1, 1000)}},
+              {"sandbox_id"}),
+       Profile::kFull, false, false, false, ShellOpen});
+  add({"shell_write", "Type into a shell",
+       "Sends input to the shell, followed by Enter unless newline is "
+       "false.",
+       Object({{"sandbox_id", id},
+               {"shell_id", shell_id},
+               {"input", String("What to type")},
+               {"newline", Boolean("Press Enter after it (default true)")}},
+              {"sandbox_id", "shell_id", "input"}),
+       Profile::kFull, false, false, false, ShellWrite});
+  add({"shell_read", "Read a shell's output",
+       "Reads the shell's output from cursor (0: from the start; pass the "
+       "next_cursor of the previous read to get only what is new). By "
+       "default the text is plain: escape sequences removed, backspaces "
+       "and carriage returns applied. With wait_until_quiet_ms it waits "
+       "until the shell has been quiet that long (for a command to finish).",
+       Object(
+           {{"sandbox_id", id},
+            {"shell_id", shell_id},
+            {"cursor", Integer("Where to read from (next_cursor of the "
+                               "last read)",
+                               0, int64_t{1} << 62)},
+            {"max_bytes", Integer("At most this many bytes", 1, kMaxReadBytes)},
+            {"plain", Boolean("Plain text (default true) or the raw "
+                              "terminal bytes")},
+            {"wait_until_quiet_ms",
+             Integer("Wait until no output came for this long", 0, 60000)},
+            {"timeout_seconds",
+             Integer("Give up waiting after this long (default 30)", 1, 300)}},
+           {"sandbox_id", "shell_id"}),
+       Profile::kFull, true, false, true, ShellRead});
+  add({"shell_signal", "Signal a shell",
+       "Sends a signal to the shell's foreground process group (INT is "
+       "Ctrl-C).",
+       Object({{"sandbox_id", id},
+               {"shell_id", shell_id},
+               {"signal",
+                {{"type", "string"},
+                 {"enum",
+                  {"INT", "QUIT", "KILL", "TERM", "HUP", "TSTP", "CONT", "USR1",
+                   "USR2"}},
+                 {"description", "The signal (default INT)"}}}},
+              {"sandbox_id", "shell_id"}),
+       Profile::kFull, false, false, false, ShellSignal});
+  add({"shell_close", "Close a shell",
+       "Ends the shell and everything it started.",
+       Object({{"sandbox_id", id}, {"shell_id", shell_id}},
+              {"sandbox_id", "shell_id"}),
+       Profile::kFull, false, true, true, ShellClose});
+  add({"shell_list", "List shells", "Lists the workspace's shells.",
+       Object({{"sandbox_id", id}}, {"sandbox_id"}), Profile::kFull, true,
+       false, true, ShellList});
   return tools;
 }
 

@@ -14,6 +14,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "client/mcp/http.h"
+#include "client/mcp/plain_text.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/daemon_harness.h"
 
@@ -21,6 +23,7 @@ namespace corral::testing {
 namespace {
 
 using Json = nlohmann::json;
+namespace mcp = corral::cli::mcp;
 
 // `corral mcp` with pipes for its stdin and stdout.
 class McpProcess {
@@ -236,6 +239,45 @@ class McpHttpServer {
   pid_t pid_ = -1;
   std::string url_;
 };
+
+TEST_CASE(
+    "terminal output becomes plain text: escapes removed, backspace "
+    "and carriage return applied") {
+  using mcp::PlainText;
+  CHECK(PlainText("\x1b[1;32mgreen\x1b[0m plain\r\n") == "green plain\n");
+  CHECK(PlainText("abc\bX") == "abX");
+  CHECK(PlainText("abc\b \b\b \bd") == "ad");
+  CHECK(PlainText("10%\r20%\r30%\n") == "30%\n");
+  CHECK(PlainText("hello\rhi") == "hillo");
+  CHECK(PlainText("\x1b]0;title\aprompt$ ") == "prompt$ ");
+  CHECK(PlainText("\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\") == "link");
+  CHECK(PlainText("a\x1b=b\x07" "c\x7f\td") == "abc\td");
+  CHECK(PlainText("cut \x1b[1") == "cut ");
+  CHECK(PlainText("caf\xc3\xa9") == "caf\xc3\xa9");
+}
+
+TEST_CASE("the HTTP transport's checks: loopback names only") {
+  using mcp::LoopbackHost;
+  using mcp::LoopbackOrigin;
+  for (const char* host : {"localhost", "localhost:8765", "127.0.0.1:1",
+                           "[::1]:80", "LOCALHOST"}) {
+    INFO(host);
+    CHECK(LoopbackHost(host));
+  }
+  for (const char* host : {"", "evil.example.com", "127.0.0.1.evil.com",
+                           "localhost.evil.com:80", "[::2]", "10.0.0.1"}) {
+    INFO(host);
+    CHECK_FALSE(LoopbackHost(host));
+  }
+  CHECK(LoopbackOrigin("http://localhost:3000"));
+  CHECK(LoopbackOrigin("https://127.0.0.1"));
+  CHECK_FALSE(LoopbackOrigin("null"));
+  CHECK_FALSE(LoopbackOrigin("http://evil.example.com"));
+  CHECK_FALSE(LoopbackOrigin("file://localhost"));
+  CHECK(mcp::ParseListenAddress("[::1]:0")->host == "::1");
+  CHECK(mcp::ParseListenAddress("127.0.0.1:8765")->port == 8765);
+  CHECK_FALSE(mcp::ParseListenAddress("0.0.0.0:1").ok());
+}
 
 TEST_CASE("corral mcp --listen accepts loopback addresses only") {
   for (const char* bad : {"0.0.0.0:8765", "192.0.2.1:80", "example.com:80",

@@ -48,7 +48,8 @@ try {
   const names = tools.map((t) => t.name);
   for (const name of ["sandbox_run", "workspace_create", "workspace_exec", "file_read", "file_write",
     "file_list", "workspace_diff", "snapshot_create", "snapshot_list", "snapshot_delete",
-    "workspace_reset", "workspace_fork", "command_log", "workspace_delete"]) {
+    "workspace_reset", "workspace_fork", "command_log", "workspace_delete",
+    "shell_open", "shell_write", "shell_read", "shell_signal", "shell_close", "shell_list"]) {
     check(names.includes(name), `tools/list has ${name}`, names);
   }
   check(tools.every((t) => t.inputSchema?.type === "object" && t.description.length > 20),
@@ -125,6 +126,29 @@ try {
   check(!r.isError && r.structuredContent.content === "hello\nworld\n", "the fork has the files", r);
   r = await call("workspace_delete", { sandbox_id: fork });
   check(!r.isError, "workspace_delete the fork", r);
+
+  // A shell: typed commands, plain output, Ctrl-C.
+  r = await call("shell_open", { sandbox_id: id });
+  check(!r.isError && r.structuredContent.running, "shell_open", r);
+  const shell = r.structuredContent.shell_id;
+  await call("shell_write", { sandbox_id: id, shell_id: shell, input: "echo hello-$((6*7)); printf 'abc\\bX\\n'" });
+  r = await call("shell_read", { sandbox_id: id, shell_id: shell, wait_until_quiet_ms: 700 });
+  const plain = r.structuredContent.output;
+  check(!r.isError && plain.includes("hello-42") && plain.includes("abX") && !plain.includes("\u001b"),
+    "shell_read gives plain text, backspace applied, no escapes", plain);
+  let cursor = r.structuredContent.next_cursor;
+  await call("shell_write", { sandbox_id: id, shell_id: shell, input: "sleep 100" });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  r = await call("shell_signal", { sandbox_id: id, shell_id: shell, signal: "INT" });
+  check(!r.isError, "shell_signal INT", r);
+  await call("shell_write", { sandbox_id: id, shell_id: shell, input: "echo after-$((1+1))" });
+  r = await call("shell_read", { sandbox_id: id, shell_id: shell, cursor, wait_until_quiet_ms: 700 });
+  check(r.structuredContent.output.includes("after-2") && !r.structuredContent.output.includes("hello-42"),
+    "after Ctrl-C the shell takes commands again; a cursor reads only what is new", r.structuredContent.output);
+  r = await call("shell_list", { sandbox_id: id });
+  check(r.structuredContent.shells.some((s) => s.shell_id === shell), "shell_list", r);
+  r = await call("shell_close", { sandbox_id: id, shell_id: shell });
+  check(!r.isError, "shell_close", r);
 
   // Bad input: each a clear error, and the server keeps serving.
   let protocolError;
