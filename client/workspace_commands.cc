@@ -1,7 +1,10 @@
 #include "client/workspace_commands.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <vector>
 
 #include "CLI/CLI.hpp"
@@ -180,6 +183,7 @@ struct WorkspaceCommands::Flags {
   CLI::App* cp = nullptr;
   CLI::App* export_ = nullptr;
   CLI::App* diff = nullptr;
+  CLI::App* patch = nullptr;
   CLI::App* logs = nullptr;
   CLI::App* snapshot = nullptr;
   CLI::App* snapshot_create = nullptr;
@@ -206,6 +210,7 @@ struct WorkspaceCommands::Flags {
   bool flag_delete = false;
   bool force = false;
   bool stat = false;
+  bool check = false;
   bool name_status = false;
   bool output = false;
   bool recursive = false;
@@ -296,6 +301,16 @@ WorkspaceCommands::WorkspaceCommands(CLI::App& app)
       ->add_flag("--name-status", f.name_status,
                  "One 'A|M|D|T<TAB>path' line per change")
       ->excludes(stat);
+
+  f.patch = AddId(
+      app.add_subcommand("patch",
+                         "Apply a unified diff (git's or diff -u's) to the "
+                         "workspace, all or nothing; paths are relative to "
+                         "/workspace"),
+      f.id);
+  f.patch->add_option("FILE", f.source, "The diff (default: stdin)");
+  f.patch->add_flag("--check", f.check,
+                    "Only check that every hunk applies; change nothing");
 
   f.logs = AddId(
       app.add_subcommand("logs", "Show the commands run in a sandbox"), f.id);
@@ -479,6 +494,55 @@ Result Diff(Connection& connection, bool json,
         "the patch stopped at the daemon's limit; --name-status lists every "
         "change");
   }
+  return 0;
+}
+
+Result Patch(Connection& connection, bool json,
+             const WorkspaceCommands::Flags& f) {
+  constexpr size_t kMaxPatch = 16 << 20;
+  corral::v1::ApplyPatchRequest request;
+  request.set_sandbox_id(f.id);
+  request.set_check(f.check);
+  const bool from_stdin = f.source.empty() || f.source == "-";
+  UniqueFd file;
+  if (!from_stdin) {
+    file.Reset(::open(f.source.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!file) {
+      return absl::NotFoundError(
+          absl::StrCat("cannot open ", f.source, ": ", std::strerror(errno)));
+    }
+  }
+  const int fd = from_stdin ? STDIN_FILENO : file.get();
+  std::string patch;
+  char buffer[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      return absl::InternalError(
+          absl::StrCat("reading the patch: ", std::strerror(errno)));
+    }
+    if (n == 0) break;
+    patch.append(buffer, static_cast<size_t>(n));
+    if (patch.size() > kMaxPatch) {
+      return absl::InvalidArgumentError("the patch is larger than 16 MiB");
+    }
+  }
+  request.set_patch(std::move(patch));
+  ASSIGN_OR_RETURN(const corral::v1::ApplyPatchResponse response,
+                   UnaryCall(connection, LongContext(), connection.files(),
+                             &corral::v1::Files::Stub::ApplyPatch, request));
+  if (json) return PrintMessage(response).ok() ? 0 : 125;
+  std::string out;
+  for (const auto& file : response.files()) {
+    const char* kind = file.kind() == corral::v1::CHANGE_KIND_ADDED     ? "A"
+                       : file.kind() == corral::v1::CHANGE_KIND_DELETED ? "D"
+                                                                        : "M";
+    absl::StrAppend(&out, kind, "\t", file.path(), "\t", file.hunks(),
+                    file.hunks() == 1 ? " hunk\n" : " hunks\n");
+  }
+  if (f.check) absl::StrAppend(&out, "applies cleanly (nothing changed)\n");
+  RETURN_IF_ERROR(Print(out));
   return 0;
 }
 
@@ -668,6 +732,7 @@ std::optional<Result> WorkspaceCommands::Dispatch(Connection& connection,
   if (f.cp->parsed()) return Copy(connection, json, f);
   if (f.export_->parsed()) return Export(connection, json, f);
   if (f.diff->parsed()) return Diff(connection, json, f);
+  if (f.patch->parsed()) return Patch(connection, json, f);
   if (f.logs->parsed()) return Logs(connection, json, f);
   if (f.snapshot->parsed()) return Snapshot(connection, json, f);
   if (f.reset->parsed()) return Reset(connection, json, f);

@@ -8,5 +8,6 @@ corral_test(NAME workspace_test
     unit/workspace_archive_out_test.cc
     unit/workspace_manifest_test.cc
     unit/workspace_diff_test.cc
+    unit/workspace_patch_test.cc
   LIBS corral::workspace LibArchive::LibArchive
   LABELS unit workspace)

@@ -611,6 +611,37 @@ absl::StatusOr<ToolResult> WorkspaceDiff(Connection& connection,
   return result;
 }
 
+absl::StatusOr<ToolResult> ApplyPatch(Connection& connection,
+                                      const Json& arguments) {
+  v1::ApplyPatchRequest request;
+  request.set_sandbox_id(Text(arguments, "sandbox_id"));
+  request.set_patch(Text(arguments, "patch"));
+  request.set_check(Flag(arguments, "check"));
+  ASSIGN_OR_RETURN(
+      v1::ApplyPatchResponse response,
+      UnaryCall(connection, std::make_unique<grpc::ClientContext>(),
+                connection.files(), &v1::Files::Stub::ApplyPatch, request));
+  ToolResult result;
+  Json files = Json::array();
+  std::vector<std::string> lines;
+  for (const auto& file : response.files()) {
+    const char* kind = file.kind() == v1::CHANGE_KIND_ADDED     ? "added"
+                       : file.kind() == v1::CHANGE_KIND_DELETED ? "deleted"
+                                                                : "modified";
+    files.push_back(
+        {{"path", file.path()}, {"kind", kind}, {"hunks", file.hunks()}});
+    lines.push_back(absl::StrCat(kind, " ", file.path(), " (", file.hunks(),
+                                 file.hunks() == 1 ? " hunk)" : " hunks)"));
+  }
+  result.structured = {{"files", std::move(files)},
+                       {"applied", !request.check()}};
+  result.text = absl::StrCat(request.check() ? "the patch applies cleanly "
+                                               "(nothing changed):\n"
+                                             : "applied:\n",
+                             absl::StrJoin(lines, "\n"));
+  return result;
+}
+
 absl::StatusOr<ToolResult> SnapshotCreate(Connection& connection,
                                           const Json& arguments) {
   v1::CreateSnapshotRequest request;
@@ -1001,6 +1032,16 @@ std::vector<Tool> AllTools() {
                                    "the baseline")}},
               {"sandbox_id"}),
        Profile::kWorkspace, true, false, true, WorkspaceDiff});
+  add({"workspace_apply_patch", "Apply a patch",
+       "Applies a unified diff (git's format or diff -u's; paths relative to "
+       "/workspace) all or nothing: if any hunk does not apply, no file "
+       "changes and the error names the hunk and the line that differs.",
+       Object({{"sandbox_id", id},
+               {"patch", String("The unified diff")},
+               {"check", Boolean("Only check that it applies; change "
+                                 "nothing")}},
+              {"sandbox_id", "patch"}),
+       Profile::kWorkspace, false, true, false, ApplyPatch});
   add({"snapshot_create", "Snapshot a workspace",
        "Saves /workspace as a named snapshot, to diff against or reset to "
        "later.",

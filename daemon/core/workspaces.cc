@@ -1,6 +1,7 @@
 #include "daemon/core/workspaces.h"
 
 #include <algorithm>
+#include <set>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "daemon/workspace/diff.h"
 #include "daemon/workspace/entry_sink.h"
 #include "daemon/workspace/manifest.h"
+#include "daemon/workspace/patch.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace corral::daemon {
@@ -598,6 +600,103 @@ absl::StatusOr<v1::DiffWorkspaceResponse> Workspaces::Diff(
   }
   // Content read only for this diff is referenced by no manifest.
   if (new_bytes > 0) RequestGarbageCollection();
+  return response;
+}
+
+absl::StatusOr<v1::ApplyPatchResponse> Workspaces::ApplyPatch(
+    const Caller& caller, const v1::ApplyPatchRequest& request) {
+  constexpr size_t kMaxPatchBytes = 16 << 20;
+  constexpr uint64_t kMaxFileBytes = 16 << 20;
+  if (request.patch().size() > kMaxPatchBytes) {
+    return absl::InvalidArgumentError("patch: larger than 16 MiB");
+  }
+  ASSIGN_OR_RETURN(std::vector<corral::workspace::FilePatch> files,
+                   corral::workspace::ParsePatch(request.patch()));
+  // Everything is read and patched in memory first: a hunk that does not
+  // apply leaves every file as it was.
+  struct Planned {
+    std::string path;  // absolute
+    std::optional<std::string> content;
+    uint32_t mode = 0;
+  };
+  std::vector<Planned> planned;
+  std::set<std::string> seen;
+  v1::ApplyPatchResponse response;
+  for (const corral::workspace::FilePatch& file : files) {
+    Planned plan;
+    ASSIGN_OR_RETURN(plan.path, SandboxPath(file.path()));
+    if (!seen.insert(plan.path).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("patch: ", file.path(), " is patched twice"));
+    }
+    av1::FsRequest stat;
+    stat.mutable_stat()->set_path(plan.path);
+    ASSIGN_OR_RETURN(auto stat_call,
+                     StartFs(caller, request.sandbox_id(), stat, false));
+    auto info = stat_call->Finish();
+    std::optional<std::string> current;
+    if (info.ok()) {
+      const av1::FsEntry& entry = info->entry();
+      if (entry.type() != av1::ENTRY_TYPE_REGULAR) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            file.path(), ": not a regular file (a patch changes files)"));
+      }
+      if (entry.size() > kMaxFileBytes) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(file.path(), ": larger than 16 MiB"));
+      }
+      plan.mode = entry.mode() & 07777;
+      av1::FsRequest read;
+      read.mutable_read()->set_path(plan.path);
+      read.mutable_read()->set_length(kMaxFileBytes);
+      ASSIGN_OR_RETURN(auto read_call,
+                       StartFs(caller, request.sandbox_id(), read, false));
+      std::string data;
+      for (;;) {
+        ASSIGN_OR_RETURN(auto record, read_call->Next());
+        if (!record.has_value()) break;
+        if (!record->has_data() ||
+            data.size() + record->data().size() > kMaxFileBytes) {
+          return absl::InternalError("agent: unexpected record in a read");
+        }
+        data += record->data();
+      }
+      current = std::move(data);
+    } else if (!absl::IsNotFound(info.status())) {
+      return info.status();
+    }
+    ASSIGN_OR_RETURN(plan.content,
+                     corral::workspace::ApplyFilePatch(file, current));
+    if (file.new_mode != 0) plan.mode = file.new_mode;
+    if (plan.mode == 0) plan.mode = 0644;
+    v1::PatchedFile* patched = response.add_files();
+    patched->set_path(file.path());
+    patched->set_kind(!current        ? v1::CHANGE_KIND_ADDED
+                      : !plan.content ? v1::CHANGE_KIND_DELETED
+                                      : v1::CHANGE_KIND_MODIFIED);
+    patched->set_hunks(static_cast<uint32_t>(file.hunks.size()));
+    planned.push_back(std::move(plan));
+  }
+  if (request.check()) return response;
+  for (const Planned& plan : planned) {
+    av1::FsRequest fs;
+    if (!plan.content) {
+      fs.mutable_remove()->set_path(plan.path);
+      ASSIGN_OR_RETURN(auto call,
+                       StartFs(caller, request.sandbox_id(), fs, false));
+      RETURN_IF_ERROR(call->Finish().status());
+      continue;
+    }
+    fs.mutable_write()->set_path(plan.path);
+    fs.mutable_write()->set_mode(plan.mode);
+    fs.mutable_write()->set_create_parents(true);
+    ASSIGN_OR_RETURN(auto call,
+                     StartFs(caller, request.sandbox_id(), fs, true));
+    RETURN_IF_ERROR(call->SendData(*plan.content));
+    RETURN_IF_ERROR(call->Finish().status());
+  }
+  Log()->info("patched {} files of sandbox {}", planned.size(),
+              request.sandbox_id());
   return response;
 }
 

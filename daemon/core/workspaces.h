@@ -86,6 +86,9 @@ class Workspaces {
                       const ChunkWriter& write);
   absl::StatusOr<corral::v1::DiffWorkspaceResponse> Diff(
       const Caller& caller, const corral::v1::DiffWorkspaceRequest& request);
+  // Files.ApplyPatch.
+  absl::StatusOr<corral::v1::ApplyPatchResponse> ApplyPatch(
+      const Caller& caller, const corral::v1::ApplyPatchRequest& request);
   absl::StatusOr<corral::v1::GetCommandLogResponse> CommandLog(
       const Caller& caller, const corral::v1::GetCommandLogRequest& request);
 

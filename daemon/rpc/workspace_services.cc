@@ -152,6 +152,15 @@ class FilesService final : public v1::Files::Service {
         [&] { return deps_.workspaces->Diff(caller, *request); }, response);
   }
 
+  grpc::Status ApplyPatch(grpc::ServerContext* context,
+                          const v1::ApplyPatchRequest* request,
+                          v1::ApplyPatchResponse* response) override {
+    CALLER_OR_RETURN(caller);
+    return Answer<v1::ApplyPatchResponse>(
+        [&] { return deps_.workspaces->ApplyPatch(caller, *request); },
+        response);
+  }
+
   grpc::Status GetCommandLog(grpc::ServerContext* context,
                              const v1::GetCommandLogRequest* request,
                              v1::GetCommandLogResponse* response) override {

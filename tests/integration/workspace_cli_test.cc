@@ -38,6 +38,67 @@ bool Contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
+TEST_CASE(
+    "corral patch applies a diff all or nothing, keeps modes, and a diff of "
+    "one workspace recreates its changes in another") {
+  Daemon daemon;
+  TempDir project("corral-project");
+  WriteFile(fs::path(project.path()) / "a.txt", "one\ntwo\nthree\n");
+  WriteFile(fs::path(project.path()) / "run.sh", "#!/bin/sh\necho run\n",
+            fs::perms(0755));
+  const std::string id = CreateSeeded(daemon, project.path());
+  auto sh = [&](const std::string& line) {
+    return daemon.Cli({"exec", id, "--", "sh", "-c", line});
+  };
+  const std::string good =
+      "--- a/a.txt\n+++ b/a.txt\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n"
+      "--- a/run.sh\n+++ b/run.sh\n@@ -2 +2 @@\n-echo run\n+echo ran\n"
+      "diff --git a/new/b.txt b/new/b.txt\nnew file mode 100755\n"
+      "--- /dev/null\n+++ b/new/b.txt\n@@ -0,0 +1 @@\n+bee\n";
+  // Its second file does not apply: nothing changes, the hunk is named.
+  const std::string bad =
+      "--- a/a.txt\n+++ b/a.txt\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n"
+      "--- a/run.sh\n+++ b/run.sh\n@@ -2 +2 @@\n-echo walk\n+echo ran\n";
+  auto refused = daemon.Cli({"patch", id}, bad);
+  CHECK(refused.exit_code == 125);
+  CHECK(Contains(refused.err,
+                 "hunk 1 of run.sh (@@ -2 +2 @@) does not apply: its lines "
+                 "are not in the file; line 2 is 'echo run', the patch "
+                 "expects 'echo walk'"));
+  auto checked = daemon.Cli({"patch", "--check", id}, good);
+  INFO(checked.err);
+  CHECK(checked.exit_code == 0);
+  CHECK(Contains(checked.out, "applies cleanly"));
+  CHECK(sh("cat a.txt; test -e new && echo new || echo no-new").out ==
+        "one\ntwo\nthree\nno-new\n");
+
+  auto applied = daemon.Cli({"patch", id}, good);
+  INFO(applied.err);
+  REQUIRE(applied.exit_code == 0);
+  CHECK(applied.out ==
+        "M\ta.txt\t1 hunk\nM\trun.sh\t1 hunk\nA\tnew/b.txt\t1 hunk\n");
+  CHECK(sh("cat a.txt run.sh new/b.txt; stat -c %a run.sh new/b.txt").out ==
+        "one\nTWO\nthree\n#!/bin/sh\necho ran\nbee\n755\n755\n");
+  // The same patch again no longer applies.
+  CHECK(daemon.Cli({"patch", id}, good).exit_code == 125);
+
+  // What diff prints, patch takes: another workspace from the same seed
+  // gets the same changes.
+  const std::string diff = daemon.Cli({"diff", id}).out;
+  const std::string other = CreateSeeded(daemon, project.path());
+  auto replayed = daemon.Cli({"patch", other}, diff);
+  INFO(diff << replayed.err);
+  CHECK(replayed.exit_code == 0);
+  CHECK(daemon.Cli({"diff", other}).out == diff);
+
+  const fs::path file = fs::path(project.path()) / "fix.diff";
+  WriteFile(file, "not a diff\n");
+  auto garbage = daemon.Cli({"patch", id, file.string()});
+  CHECK(garbage.exit_code == 125);
+  CHECK(Contains(garbage.err, "not a unified diff"));
+  REQUIRE(daemon.Cli({"rm", id, other}).exit_code == 0);
+}
+
 TEST_CASE("snapshot, reset and fork through the CLI") {
   Daemon daemon;
   TempDir project("corral-project");

@@ -48,7 +48,7 @@ try {
   const names = tools.map((t) => t.name);
   for (const name of ["sandbox_run", "workspace_create", "workspace_exec", "file_read", "file_write",
     "file_list", "workspace_diff", "snapshot_create", "snapshot_list", "snapshot_delete",
-    "workspace_reset", "workspace_fork", "command_log", "workspace_delete",
+    "workspace_reset", "workspace_fork", "command_log", "workspace_delete", "workspace_apply_patch",
     "shell_open", "shell_write", "shell_read", "shell_signal", "shell_close", "shell_list"]) {
     check(names.includes(name), `tools/list has ${name}`, names);
   }
@@ -97,6 +97,27 @@ try {
   check(!r.isError && diff.modified === 1 && diff.added === 3, "workspace_diff counts the changes", diff);
   check(diff.patch.includes("-echo $(($1 + $2))") && diff.patch.includes("+echo $(($1 - $2))"),
     "workspace_diff gives the patch", diff.patch);
+
+  // The fix as a patch: a hunk that does not apply changes nothing; the
+  // right one fixes it.
+  const stale = "--- a/add.sh\n+++ b/add.sh\n@@ -1 +1 @@\n-echo $(($1 * $2))\n+echo $(($1 + $2))\n";
+  r = await call("workspace_apply_patch", { sandbox_id: id, patch: stale });
+  check(r.isError && /hunk 1 of add\.sh .* does not apply.*line 1 is 'echo \$\(\(\$1 - \$2\)\)'/.test(text(r)),
+    "a patch that does not apply is a tool error naming the hunk and the line", text(r));
+  const fix = "--- a/add.sh\n+++ b/add.sh\n@@ -1 +1 @@\n-echo $(($1 - $2))\n+echo $(($1 + $2))\n" +
+    "--- /dev/null\n+++ b/CHANGES\n@@ -0,0 +1 @@\n+fixed add\n";
+  r = await call("workspace_apply_patch", { sandbox_id: id, patch: fix, check: true });
+  check(!r.isError && r.structuredContent.files.length === 2 && r.structuredContent.applied === false,
+    "workspace_apply_patch with check changes nothing", r);
+  r = await call("file_read", { sandbox_id: id, path: "CHANGES" });
+  check(r.isError, "after the check the new file is not there", r);
+  r = await call("workspace_apply_patch", { sandbox_id: id, patch: fix });
+  check(!r.isError && r.structuredContent.files[0].kind === "modified" && r.structuredContent.files[1].kind === "added",
+    "workspace_apply_patch applies the fix", r);
+  r = await call("workspace_exec", { sandbox_id: id, command: "sh test.sh && cat CHANGES" });
+  check(r.structuredContent.exit_code === 0 && text(r).includes("fixed add"), "the patched project passes its tests", r);
+  // Broken again, to snapshot the bug.
+  await call("workspace_apply_patch", { sandbox_id: id, patch: "--- a/add.sh\n+++ b/add.sh\n@@ -1 +1 @@\n-echo $(($1 + $2))\n+echo $(($1 - $2))\n--- a/CHANGES\n+++ /dev/null\n@@ -1 +0,0 @@\n-fixed add\n" });
 
   r = await call("snapshot_create", { sandbox_id: id, name: "broken" });
   check(!r.isError, "snapshot_create", r);
