@@ -275,14 +275,42 @@ Result Run(Connection& connection, const GlobalOptions& global,
 struct DetachOptions {
   bool detach = false;
   std::string tag;
+  // --ready-*: StartProcess waits until the process is ready.
+  std::string ready_path, ready_url, ready_command;
+  uint32_t ready_port = 0;
+  uint32_t ready_timeout = 0;
 };
 
 Result Exec(Connection& connection, const GlobalOptions& global,
             const std::string& id, const ExecOptions& exec,
             const DetachOptions& detach) {
+  const int checks = !detach.ready_path.empty() + (detach.ready_port != 0) +
+                     !detach.ready_url.empty() + !detach.ready_command.empty();
+  if (checks > 1) {
+    return absl::InvalidArgumentError(
+        "give one of --ready-path, --ready-port, --ready-url and "
+        "--ready-cmd");
+  }
+  if ((checks > 0 || detach.ready_timeout != 0) && !detach.detach) {
+    return absl::InvalidArgumentError(
+        "--ready-* waits for a background process: give -d too");
+  }
   if (detach.detach) {
-    ASSIGN_OR_RETURN(const corral::v1::StartProcessRequest request,
+    ASSIGN_OR_RETURN(corral::v1::StartProcessRequest request,
                      BuildStartProcessRequest(exec, id, detach.tag));
+    if (checks > 0) {
+      corral::v1::ReadinessCheck* ready = request.mutable_ready();
+      if (!detach.ready_path.empty()) ready->set_path(detach.ready_path);
+      if (detach.ready_port != 0) ready->set_tcp_port(detach.ready_port);
+      if (!detach.ready_url.empty()) ready->set_http_url(detach.ready_url);
+      if (!detach.ready_command.empty()) {
+        ready->set_command(detach.ready_command);
+      }
+      ready->set_timeout_seconds(detach.ready_timeout);
+    } else if (detach.ready_timeout != 0) {
+      return absl::InvalidArgumentError(
+          "--ready-timeout goes with one of the --ready-* checks");
+    }
     return StartProcess(connection, request, global.json);
   }
   if (!detach.tag.empty()) {
@@ -728,6 +756,19 @@ int RunCli(const std::vector<std::string>& args) {
   exec->add_option("--tag", exec_detach.tag,
                    "With -d: a name for the process, usable wherever its id "
                    "is");
+  exec->add_option("--ready-port", exec_detach.ready_port,
+                   "With -d: wait until something listens on this TCP port "
+                   "inside the sandbox");
+  exec->add_option("--ready-path", exec_detach.ready_path,
+                   "With -d: wait until this path exists");
+  exec->add_option("--ready-url", exec_detach.ready_url,
+                   "With -d: wait until an HTTP GET of this http:// URL "
+                   "inside the sandbox succeeds (curl or wget in the image)");
+  exec->add_option("--ready-cmd", exec_detach.ready_command,
+                   "With -d: wait until this shell command exits 0");
+  exec->add_option("--ready-timeout", exec_detach.ready_timeout,
+                   "With a --ready-* check: give up after this many seconds "
+                   "(default 60)");
   exec->add_option("COMMAND", exec_options.argv,
                    "Command and arguments (after '--')");
   exec->footer(

@@ -61,6 +61,13 @@ absl::StatusOr<int> StartProcess(Connection& connection,
                 &Exec::Stub::StartProcess, request));
   RETURN_IF_ERROR(json ? PrintMessage(process)
                        : Print(absl::StrCat(process.process_id(), "\n")));
+  if (process.readiness() == corral::v1::READINESS_FAILED) {
+    // Still there (its output says why, corral logs/attach shows it), but
+    // not ready: an error of corral's.
+    return absl::FailedPreconditionError(
+        absl::StrCat("process ", process.process_id(),
+                     " is not ready: ", process.readiness_error()));
+  }
   return 0;
 }
 

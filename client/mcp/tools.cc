@@ -1,6 +1,7 @@
 #include "client/mcp/tools.h"
 
 #include <algorithm>
+#include <csignal>
 #include <map>
 
 #include "absl/strings/escaping.h"
@@ -935,6 +936,234 @@ absl::StatusOr<ToolResult> ShellList(Connection& connection,
   return result;
 }
 
+// --- Services -------------------------------------------------------------
+
+const char* ReadinessName(v1::Readiness readiness) {
+  switch (readiness) {
+    case v1::READINESS_WAITING:
+      return "waiting";
+    case v1::READINESS_READY:
+      return "ready";
+    case v1::READINESS_FAILED:
+      return "not ready";
+    default:
+      return "no check";
+  }
+}
+
+Json ServiceJson(const v1::Process& process) {
+  Json json = {{"name", process.tag()},
+               {"process_id", process.process_id()},
+               {"argv", process.argv()},
+               {"running", process.running()},
+               {"readiness", ReadinessName(process.readiness())}};
+  if (!process.readiness_error().empty()) {
+    json["readiness_error"] = process.readiness_error();
+  }
+  if (!process.running()) {
+    json["exit_code"] = process.exit_code();
+    json["signal"] = process.signal();
+  }
+  return json;
+}
+
+std::string ServiceLine(const v1::Process& process) {
+  return absl::StrCat(
+      process.tag().empty() ? process.process_id() : process.tag(), "  ",
+      process.running()
+          ? std::string("running")
+          : absl::StrCat("exited ",
+                         process.signal() > 0
+                             ? absl::StrCat("by signal ", process.signal())
+                             : absl::StrCat(process.exit_code())),
+      "  ", ReadinessName(process.readiness()), "  ",
+      absl::StrJoin(process.argv(), " "));
+}
+
+// Output of a process from `cursor`, both streams in order; the next
+// cursor in *next.
+absl::StatusOr<std::string> ProcessOutput(Connection& connection,
+                                          const std::string& sandbox_id,
+                                          const std::string& name,
+                                          uint64_t cursor, uint64_t max,
+                                          uint64_t* next, bool* exited) {
+  v1::ReadProcessRequest request;
+  request.set_sandbox_id(sandbox_id);
+  request.set_process_id(name);
+  request.set_cursor(cursor);
+  request.set_max_bytes(static_cast<uint32_t>(max));
+  ASSIGN_OR_RETURN(
+      v1::ReadProcessResponse response,
+      UnaryCall(connection, connection.UnaryContext(), connection.exec(),
+                &v1::Exec::Stub::ReadProcess, request));
+  std::string text;
+  for (const auto& piece : response.output()) text += piece.data();
+  *next = response.next_cursor();
+  *exited = response.exited();
+  return text;
+}
+
+absl::StatusOr<ToolResult> ServiceStart(Connection& connection,
+                                        const Json& arguments) {
+  v1::StartProcessRequest request;
+  RETURN_IF_ERROR(FillCommand(arguments, request.mutable_start()));
+  request.mutable_start()->set_sandbox_id(Text(arguments, "sandbox_id"));
+  request.mutable_start()->set_output_limit_bytes(0);
+  request.mutable_start()->set_timeout_seconds(0);
+  request.set_tag(Text(arguments, "name"));
+  int checks = 0;
+  v1::ReadinessCheck ready;
+  if (arguments.contains("ready_port")) {
+    ready.set_tcp_port(
+        static_cast<uint32_t>(Number(arguments, "ready_port", 0)));
+    ++checks;
+  }
+  if (arguments.contains("ready_path")) {
+    ready.set_path(Text(arguments, "ready_path"));
+    ++checks;
+  }
+  if (arguments.contains("ready_url")) {
+    ready.set_http_url(Text(arguments, "ready_url"));
+    ++checks;
+  }
+  if (arguments.contains("ready_command")) {
+    ready.set_command(Text(arguments, "ready_command"));
+    ++checks;
+  }
+  if (checks > 1) {
+    return absl::InvalidArgumentError(
+        "give at most one of ready_port, ready_path, ready_url and "
+        "ready_command");
+  }
+  if (checks == 1) {
+    ready.set_timeout_seconds(
+        static_cast<uint32_t>(Number(arguments, "ready_timeout_seconds", 0)));
+    *request.mutable_ready() = ready;
+  }
+  ASSIGN_OR_RETURN(
+      v1::Process process,
+      UnaryCall(connection, std::make_unique<grpc::ClientContext>(),
+                connection.exec(), &v1::Exec::Stub::StartProcess, request));
+  ToolResult result;
+  result.structured = ServiceJson(process);
+  if (process.readiness() == v1::READINESS_FAILED) {
+    // What it said is the likeliest reason.
+    uint64_t next = 0;
+    bool exited = false;
+    auto output = ProcessOutput(connection, request.start().sandbox_id(),
+                                process.process_id(), 0, 4096, &next, &exited);
+    result.error = true;
+    result.text = absl::StrCat(
+        "service ", process.tag(), " (", process.process_id(),
+        ") is not ready: ", process.readiness_error(),
+        output.ok() && !output->empty()
+            ? absl::StrCat("\n--- its output ---\n", PlainText(*output))
+            : "");
+    return result;
+  }
+  result.text = absl::StrCat(
+      "started service ", process.tag(), " (", process.process_id(), ")",
+      process.readiness() == v1::READINESS_READY ? ", ready" : "");
+  return result;
+}
+
+absl::StatusOr<ToolResult> ServiceList(Connection& connection,
+                                       const Json& arguments) {
+  v1::ListProcessesRequest request;
+  request.set_sandbox_id(Text(arguments, "sandbox_id"));
+  ASSIGN_OR_RETURN(
+      v1::ListProcessesResponse response,
+      UnaryCall(connection, connection.UnaryContext(), connection.exec(),
+                &v1::Exec::Stub::ListProcesses, request));
+  ToolResult result;
+  Json list = Json::array();
+  std::vector<std::string> lines;
+  for (const auto& process : response.processes()) {
+    if (process.pty()) continue;  // shells
+    list.push_back(ServiceJson(process));
+    lines.push_back(ServiceLine(process));
+  }
+  result.structured = {{"services", std::move(list)}};
+  result.text = lines.empty() ? "no services" : absl::StrJoin(lines, "\n");
+  return result;
+}
+
+absl::StatusOr<ToolResult> ServiceStatus(Connection& connection,
+                                         const Json& arguments) {
+  v1::GetProcessRequest request;
+  request.set_sandbox_id(Text(arguments, "sandbox_id"));
+  request.set_process_id(Text(arguments, "name"));
+  ASSIGN_OR_RETURN(
+      v1::Process process,
+      UnaryCall(connection, connection.UnaryContext(), connection.exec(),
+                &v1::Exec::Stub::GetProcess, request));
+  ToolResult result;
+  result.structured = ServiceJson(process);
+  result.text = ServiceLine(process);
+  if (!process.readiness_error().empty()) {
+    absl::StrAppend(&result.text, "\n", process.readiness_error());
+  }
+  return result;
+}
+
+absl::StatusOr<ToolResult> ServiceLogs(Connection& connection,
+                                       const Json& arguments) {
+  uint64_t next = 0;
+  bool exited = false;
+  ASSIGN_OR_RETURN(
+      std::string output,
+      ProcessOutput(connection, Text(arguments, "sandbox_id"),
+                    Text(arguments, "name"),
+                    static_cast<uint64_t>(Number(arguments, "cursor", 0)),
+                    static_cast<uint64_t>(
+                        Number(arguments, "max_bytes", kDefaultReadBytes)),
+                    &next, &exited));
+  ToolResult result;
+  output = PlainText(output);
+  result.structured = {
+      {"output", output}, {"next_cursor", next}, {"exited", exited}};
+  result.text = absl::StrCat(output, "\n[next cursor ", next,
+                             exited ? "; the service has exited" : "", "]");
+  return result;
+}
+
+absl::StatusOr<ToolResult> ServiceStop(Connection& connection,
+                                       const Json& arguments) {
+  v1::SignalProcessRequest request;
+  request.set_sandbox_id(Text(arguments, "sandbox_id"));
+  request.set_process_id(Text(arguments, "name"));
+  request.set_signal(SIGTERM);
+  ASSIGN_OR_RETURN(
+      v1::Process process,
+      UnaryCall(connection, connection.UnaryContext(), connection.exec(),
+                &v1::Exec::Stub::SignalProcess, request));
+  // TERM, up to 5 s to end, then KILL.
+  v1::GetProcessRequest get;
+  get.set_sandbox_id(request.sandbox_id());
+  get.set_process_id(request.process_id());
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (process.running() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(100));
+    ASSIGN_OR_RETURN(process, UnaryCall(connection, connection.UnaryContext(),
+                                        connection.exec(),
+                                        &v1::Exec::Stub::GetProcess, get));
+  }
+  bool killed = false;
+  if (process.running()) {
+    request.set_signal(SIGKILL);
+    ASSIGN_OR_RETURN(
+        process,
+        UnaryCall(connection, connection.UnaryContext(), connection.exec(),
+                  &v1::Exec::Stub::SignalProcess, request));
+    killed = true;
+  }
+  ToolResult result;
+  result.structured = ServiceJson(process);
+  result.text = absl::StrCat("stopped ", request.process_id(),
+                             killed ? " (killed: it ignored SIGTERM)" : "");
+  return result;
+}
+
 }  // namespace
 
 std::optional<Profile> ProfileByName(const std::string& name) {
@@ -1146,6 +1375,55 @@ std::vector<Tool> AllTools() {
        Object({{"sandbox_id", id}, {"shell_id", shell_id}},
               {"sandbox_id", "shell_id"}),
        Profile::kFull, false, true, true, ShellClose});
+  Json service = CommandProperties();
+  service.erase("stdin");
+  service.erase("timeout_seconds");
+  service.erase("max_output_bytes");
+  service["sandbox_id"] = id;
+  service["name"] =
+      String("The service's name: 1 to 64 characters of [A-Za-z0-9._-]");
+  service["ready_port"] = Integer(
+      "Ready once something listens on this TCP port inside the sandbox", 1,
+      65535);
+  service["ready_path"] = String("Ready once this path exists");
+  service["ready_url"] = String(
+      "Ready once an HTTP GET of this http:// URL inside the sandbox "
+      "succeeds (needs curl or wget in the image)");
+  service["ready_command"] = String("Ready once this shell command exits 0");
+  service["ready_timeout_seconds"] =
+      Integer("How long to wait for it to be ready (default 60)", 1, 3600);
+  const Json name = String("The service's name (or process id)");
+  add({"service_start", "Start a service",
+       "Starts a named background process (a server, a watcher) that keeps "
+       "running between calls and, with one ready_* check, answers only "
+       "once it is ready; if it does not become ready, the result is an "
+       "error with the reason and its first output.",
+       Object(service, {"sandbox_id", "name"}), Profile::kFull, false, false,
+       false, ServiceStart});
+  add({"service_list", "List services",
+       "Lists the workspace's background processes with their state and "
+       "readiness.",
+       Object({{"sandbox_id", id}}, {"sandbox_id"}), Profile::kFull, true,
+       false, true, ServiceList});
+  add({"service_status", "Show a service", "One service's state and readiness.",
+       Object({{"sandbox_id", id}, {"name", name}}, {"sandbox_id", "name"}),
+       Profile::kFull, true, false, true, ServiceStatus});
+  add({"service_logs", "Read a service's output",
+       "A service's output (stdout and stderr in order) from cursor (0: the "
+       "oldest kept; next_cursor of the last read: only what is new), as "
+       "plain text.",
+       Object({{"sandbox_id", id},
+               {"name", name},
+               {"cursor", Integer("Where to read from", 0, int64_t{1} << 62)},
+               {"max_bytes",
+                Integer("At most this many bytes", 1, kMaxReadBytes)}},
+              {"sandbox_id", "name"}),
+       Profile::kFull, true, false, true, ServiceLogs});
+  add({"service_stop", "Stop a service",
+       "Stops a service: SIGTERM, then SIGKILL after 5 s. Its output stays "
+       "readable.",
+       Object({{"sandbox_id", id}, {"name", name}}, {"sandbox_id", "name"}),
+       Profile::kFull, false, true, true, ServiceStop});
   add({"shell_list", "List shells", "Lists the workspace's shells.",
        Object({{"sandbox_id", id}}, {"sandbox_id"}), Profile::kFull, true,
        false, true, ShellList});

@@ -18,11 +18,15 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "corral/hex_id.h"
 #include "corral/logging.h"
 #include "corral/status_macros.h"
+#include "daemon/agent/fs_call.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace corral::daemon {
@@ -114,7 +118,77 @@ Caller SystemCaller() {
   return caller;
 }
 
+constexpr absl::Duration kReadyInterval = absl::Milliseconds(200);
+constexpr absl::Duration kProbeTimeout = absl::Seconds(5);
+constexpr uint32_t kDefaultReadySeconds = 60;
+constexpr uint32_t kMaxReadySeconds = 3600;
+
+// A readiness check that can be tried at all; checked before the process
+// starts, so that a bad one changes nothing.
+absl::Status ValidateReadiness(const v1::ReadinessCheck& check) {
+  if (check.timeout_seconds() > kMaxReadySeconds) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ready.timeout_seconds: at most ", kMaxReadySeconds));
+  }
+  switch (check.check_case()) {
+    case v1::ReadinessCheck::kPath:
+      if (check.path().empty() || check.path().size() > 4096 ||
+          check.path().find('\0') != std::string::npos) {
+        return absl::InvalidArgumentError(
+            "ready.path: 1 to 4096 bytes, no NUL");
+      }
+      return absl::OkStatus();
+    case v1::ReadinessCheck::kTcpPort:
+      if (check.tcp_port() == 0 || check.tcp_port() > 65535) {
+        return absl::InvalidArgumentError("ready.tcp_port: 1 to 65535");
+      }
+      return absl::OkStatus();
+    case v1::ReadinessCheck::kHttpUrl:
+      if (!absl::StartsWith(check.http_url(), "http://") ||
+          check.http_url().size() > 2048 ||
+          check.http_url().find_first_of(" \n\r\t\0'\"") != std::string::npos) {
+        return absl::InvalidArgumentError(
+            "ready.http_url: an http:// URL of at most 2048 characters, "
+            "without spaces or quotes");
+      }
+      return absl::OkStatus();
+    case v1::ReadinessCheck::kCommand:
+      if (check.command().empty() || check.command().size() > 4096) {
+        return absl::InvalidArgumentError("ready.command: 1 to 4096 bytes");
+      }
+      return absl::OkStatus();
+    default:
+      return absl::InvalidArgumentError(
+          "ready: set one of path, tcp_port, http_url and command");
+  }
+}
+
 }  // namespace
+
+bool ListensOn(absl::string_view proc_net_tcp, uint32_t port) {
+  // "  sl  local_address rem_address   st ..." then one socket a line:
+  // "   0: 0100007F:1F40 00000000:0000 0A ..." (0A: LISTEN).
+  bool header = true;
+  for (absl::string_view line : absl::StrSplit(proc_net_tcp, '\n')) {
+    if (header) {
+      header = false;
+      continue;
+    }
+    std::vector<absl::string_view> fields =
+        absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (fields.size() < 4 || fields[3] != "0A") continue;
+    const size_t colon = fields[1].rfind(':');
+    uint32_t local = 0;
+    if (colon != absl::string_view::npos &&
+        absl::SimpleHexAtoi(fields[1].substr(colon + 1), &local) &&
+        local == port) {
+      return true;
+    }
+  }
+  return false;
+}
+
+namespace {}  // namespace
 
 struct Processes::Entry {
   std::string sandbox_id, id;
@@ -597,9 +671,126 @@ absl::StatusOr<v1::Process> Processes::Start(
         "start.output_limit_bytes: must be 0 for a background process (its "
         "output ring bounds what is kept)");
   }
+  if (request.has_ready()) RETURN_IF_ERROR(ValidateReadiness(request.ready()));
   ASSIGN_OR_RETURN(auto entry, Launch(caller, exec, request.tag(), false, {},
                                       exec.timeout_seconds()));
+  if (request.has_ready()) {
+    SetReadiness(entry, v1::READINESS_WAITING, "");
+    const absl::Status ready = WaitReady(caller, entry, request.ready());
+    SetReadiness(entry, ready.ok() ? v1::READINESS_READY : v1::READINESS_FAILED,
+                 std::string(ready.message()));
+  }
   return View(*entry);
+}
+
+void Processes::SetReadiness(const EntryPtr& entry, v1::Readiness readiness,
+                             const std::string& error) {
+  std::lock_guard lock(entry->mutex);
+  entry->record.set_readiness(readiness);
+  entry->record.set_readiness_error(error);
+  entry->SaveLocked();
+}
+
+absl::Status Processes::WaitReady(const Caller& caller, const EntryPtr& entry,
+                                  const v1::ReadinessCheck& check) {
+  const uint32_t seconds = check.timeout_seconds() == 0
+                               ? kDefaultReadySeconds
+                               : check.timeout_seconds();
+  const absl::Time deadline = absl::Now() + absl::Seconds(seconds);
+  std::string why = "not checked yet";
+  for (;;) {
+    {
+      std::unique_lock lock(entry->mutex);
+      if (!entry->record.running()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "it exited (",
+            entry->record.signal() > 0
+                ? absl::StrCat("signal ", entry->record.signal())
+                : absl::StrCat("exit code ", entry->record.exit_code()),
+            ") before it was ready"));
+      }
+    }
+    ASSIGN_OR_RETURN(const bool ready,
+                     Probe(caller, entry->sandbox_id, check, &why));
+    if (ready) return absl::OkStatus();
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("not ready after ", seconds, " s: ", why));
+    }
+    // Woken early when the process exits.
+    std::unique_lock lock(entry->mutex);
+    entry->changed.wait_for(lock, absl::ToChronoMilliseconds(kReadyInterval),
+                            [&] { return !entry->record.running(); });
+  }
+}
+
+absl::StatusOr<bool> Processes::Probe(const Caller& caller,
+                                      const std::string& sandbox_id,
+                                      const v1::ReadinessCheck& check,
+                                      std::string* why) {
+  const absl::Time deadline = absl::Now() + kProbeTimeout;
+  if (check.has_path() || check.has_tcp_port()) {
+    ASSIGN_OR_RETURN(auto access,
+                     sandboxes_->Access(caller, sandbox_id, Action::kExec,
+                                        /*activity=*/false));
+    if (check.has_path()) {
+      corral::agent::v1::FsRequest stat;
+      stat.mutable_stat()->set_path(check.path().front() == '/'
+                                        ? check.path()
+                                        : "/workspace/" + check.path());
+      ASSIGN_OR_RETURN(auto call,
+                       FsCall::Start(*access.agent, stat, false, deadline));
+      auto found = call->Finish();
+      if (found.ok()) return true;
+      if (!absl::IsNotFound(found.status())) return found.status();
+      *why = absl::StrCat(check.path(), " does not exist");
+      return false;
+    }
+    for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+      corral::agent::v1::FsRequest read;
+      read.mutable_read()->set_path(table);
+      read.mutable_read()->set_length(4 << 20);
+      ASSIGN_OR_RETURN(auto call,
+                       FsCall::Start(*access.agent, read, false, deadline));
+      std::string text;
+      for (;;) {
+        auto record = call->Next();
+        if (!record.ok()) break;  // no IPv6 in the sandbox: no tcp6
+        if (!record->has_value()) break;
+        text += (*record)->data();
+      }
+      if (ListensOn(text, check.tcp_port())) return true;
+    }
+    *why = absl::StrCat("nothing listens on TCP port ", check.tcp_port());
+    return false;
+  }
+  v1::ExecStart probe;
+  probe.set_sandbox_id(sandbox_id);
+  probe.set_timeout_seconds(
+      static_cast<uint32_t>(absl::ToInt64Seconds(kProbeTimeout)));
+  if (check.has_http_url()) {
+    probe.set_shell(absl::StrCat(
+        "u='", check.http_url(),
+        "'; if command -v curl >/dev/null 2>&1; then curl -fsS -o /dev/null "
+        "--max-time 4 \"$u\"; elif command -v wget >/dev/null 2>&1; then "
+        "wget -q -T 4 -O /dev/null \"$u\"; else echo 'neither curl nor wget "
+        "in the sandbox' >&2; exit 127; fi"));
+  } else {
+    probe.set_shell(check.command());
+  }
+  ASSIGN_OR_RETURN(auto session, sandboxes_->StartSession(caller, probe, {}));
+  ASSIGN_OR_RETURN(
+      ExecResult result,
+      CollectExec(*session, "", deadline + absl::Seconds(1), 4096));
+  if (result.exit.exit_code() == 0 && result.exit.signal() == 0 &&
+      result.exit.error().empty()) {
+    return true;
+  }
+  std::string said(absl::StripAsciiWhitespace(result.stderr_data));
+  *why = absl::StrCat(check.has_http_url() ? check.http_url() : "the check",
+                      " exited ", result.exit.exit_code(),
+                      said.empty() ? "" : ": ", said.substr(0, 300));
+  return false;
 }
 
 absl::StatusOr<v1::Process> Processes::GetProcess(const Caller& caller,

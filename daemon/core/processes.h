@@ -37,6 +37,10 @@ struct ProcessLimits {
   absl::Duration input_timeout = absl::Seconds(5);
 };
 
+// Whether `proc_net_tcp` (the text of /proc/net/tcp or tcp6) has a socket
+// listening on TCP `port`. Exposed for tests.
+bool ListensOn(absl::string_view proc_net_tcp, uint32_t port);
+
 class Processes {
  public:
   // State lives in `dir` (<state>/processes): per sandbox a directory, per
@@ -118,6 +122,16 @@ class Processes {
                                         uint32_t max_bytes, absl::Time deadline,
                                         bool* exited);
   absl::Status SendSignal(const EntryPtr& entry, int signal);
+  // Readiness of a background process started with a check (Start).
+  void SetReadiness(const EntryPtr& entry, corral::v1::Readiness readiness,
+                    const std::string& error);
+  absl::Status WaitReady(const Caller& caller, const EntryPtr& entry,
+                         const corral::v1::ReadinessCheck& check);
+  // One try of `check`: whether it holds (else *why says what was seen).
+  absl::StatusOr<bool> Probe(const Caller& caller,
+                             const std::string& sandbox_id,
+                             const corral::v1::ReadinessCheck& check,
+                             std::string* why);
   void Drop(const EntryPtr& entry);
   std::string SandboxDir(const std::string& sandbox_id) const;
   static corral::v1::Process View(Entry& entry);

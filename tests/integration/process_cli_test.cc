@@ -31,6 +31,70 @@ std::string Row(const std::string& table, const std::string& needle) {
 }
 
 TEST_CASE(
+    "exec -d with a readiness check answers once the process is ready, and "
+    "fails with the reason when it is not") {
+  Daemon daemon;
+  const std::string id = CreateSandbox(daemon);
+  // A server on a port: ready once it listens (read from /proc/net/tcp).
+  auto web = daemon.Cli({"exec", "-d", "--tag", "web", "--ready-port", "8124",
+                         id, "--", "python3", "-m", "http.server", "8124",
+                         "--bind", "127.0.0.1"});
+  INFO(web.err);
+  REQUIRE(web.exit_code == 0);
+  auto fetched =
+      daemon.Cli({"exec", id, "--", "python3", "-c",
+                  "import urllib.request; print(urllib.request.urlopen("
+                  "'http://127.0.0.1:8124/').status)"});
+  CHECK(fetched.out == "200\n");
+  // The same as a URL, and a file that appears, and a command.
+  CHECK(daemon
+            .Cli({"exec", "-d", "--ready-url", "http://127.0.0.1:8124/", id,
+                  "--", "sleep", "60"})
+            .exit_code == 0);
+  CHECK(daemon
+            .Cli({"exec", "-d", "--ready-path", "flag", id, "--", "sh", "-c",
+                  "sleep 0.5; touch /workspace/flag; sleep 60"})
+            .exit_code == 0);
+  CHECK(daemon
+            .Cli({"exec", "-d", "--ready-cmd", "test -e /workspace/flag", id,
+                  "--", "sleep", "60"})
+            .exit_code == 0);
+  auto json = daemon.Cli({"--json", "exec", "-d", "--ready-port", "8124", id,
+                          "--", "sleep", "60"});
+  CHECK(json.out.find("\"readiness\":\"READINESS_READY\"") !=
+        std::string::npos);
+
+  // Not ready in time; exited first: exit 125 with the reason, and the
+  // process id on stdout (its output can be read).
+  auto late = daemon.Cli({"exec", "-d", "--ready-path", "never",
+                          "--ready-timeout", "1", id, "--", "sleep", "60"});
+  CHECK(late.exit_code == 125);
+  CHECK(late.err.find("not ready after 1 s: never does not exist") !=
+        std::string::npos);
+  CHECK(Trim(late.out).size() == 16);
+  auto crashed = daemon.Cli(
+      {"exec", "-d", "--ready-port", "9", id, "--", "sh", "-c", "exit 3"});
+  CHECK(crashed.exit_code == 125);
+  CHECK(crashed.err.find("exited (exit code 3) before it was ready") !=
+        std::string::npos);
+
+  // Bad checks change nothing.
+  const size_t before = Lines(daemon.Cli({"ps", id}).out).size();
+  CHECK(daemon.Cli({"exec", "-d", "--ready-port", "70000", id, "--", "true"})
+            .exit_code == 125);
+  CHECK(daemon.Cli({"exec", "-d", "--ready-url", "ftp://x/", id, "--", "true"})
+            .exit_code == 125);
+  CHECK(daemon
+            .Cli({"exec", "-d", "--ready-port", "1", "--ready-path", "x", id,
+                  "--", "true"})
+            .exit_code == 125);
+  CHECK(daemon.Cli({"exec", "--ready-port", "1", id, "--", "true"}).exit_code ==
+        125);
+  CHECK(Lines(daemon.Cli({"ps", id}).out).size() == before);
+  REQUIRE(daemon.Cli({"rm", id}).exit_code == 0);
+}
+
+TEST_CASE(
     "kill signals a background process, kill --rm forgets it, and refused "
     "combinations change nothing") {
   Daemon daemon;

@@ -49,7 +49,8 @@ try {
   for (const name of ["sandbox_run", "workspace_create", "workspace_exec", "file_read", "file_write",
     "file_list", "workspace_diff", "snapshot_create", "snapshot_list", "snapshot_delete",
     "workspace_reset", "workspace_fork", "command_log", "workspace_delete", "workspace_apply_patch",
-    "shell_open", "shell_write", "shell_read", "shell_signal", "shell_close", "shell_list"]) {
+    "shell_open", "shell_write", "shell_read", "shell_signal", "shell_close", "shell_list",
+    "service_start", "service_list", "service_status", "service_logs", "service_stop"]) {
     check(names.includes(name), `tools/list has ${name}`, names);
   }
   check(tools.every((t) => t.inputSchema?.type === "object" && t.description.length > 20),
@@ -170,6 +171,35 @@ try {
   check(r.structuredContent.shells.some((s) => s.shell_id === shell), "shell_list", r);
   r = await call("shell_close", { sandbox_id: id, shell_id: shell });
   check(!r.isError, "shell_close", r);
+
+  // Services: started, waited for, used, read, stopped.
+  r = await call("service_start", {
+    sandbox_id: id, name: "web", argv: ["python3", "-m", "http.server", "8123", "--bind", "127.0.0.1"],
+    ready_port: 8123, ready_timeout_seconds: 30,
+  });
+  check(!r.isError && r.structuredContent.readiness === "ready" && r.structuredContent.running,
+    "service_start answers once the port listens", r);
+  r = await call("workspace_exec", {
+    sandbox_id: id,
+    command: "python3 -c \"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8123/add.sh').read().decode())\"",
+  });
+  check(r.structuredContent.exit_code === 0 && text(r).includes("echo $(("), "the service answers", r);
+  r = await call("service_logs", { sandbox_id: id, name: "web" });
+  check(!r.isError && r.structuredContent.output.includes("GET /add.sh"), "service_logs has its output", r);
+  r = await call("service_list", { sandbox_id: id });
+  check(r.structuredContent.services.some((s) => s.name === "web" && s.readiness === "ready"), "service_list", r);
+  r = await call("service_start", { sandbox_id: id, name: "never", command: "sleep 100", ready_path: "never.txt", ready_timeout_seconds: 1 });
+  check(r.isError && /not ready after 1 s: never\.txt does not exist/.test(text(r)), "a service that is not ready in time is a tool error", text(r));
+  r = await call("service_start", { sandbox_id: id, name: "crash", command: "echo boom >&2; exit 3", ready_port: 9999 });
+  check(r.isError && /exited \(exit code 3\) before it was ready/.test(text(r)) && text(r).includes("boom"),
+    "a service that exits first: the reason and its output", text(r));
+  r = await call("service_start", { sandbox_id: id, name: "two", command: "sleep 1", ready_port: 1, ready_path: "x" });
+  check(r.isError && /at most one of ready_port/.test(text(r)), "two readiness checks are refused", text(r));
+  r = await call("service_stop", { sandbox_id: id, name: "web" });
+  check(!r.isError && r.structuredContent.running === false, "service_stop", r);
+  r = await call("service_status", { sandbox_id: id, name: "web" });
+  check(!r.isError && r.structuredContent.running === false, "service_status after the stop", r);
+  await call("service_stop", { sandbox_id: id, name: "never" });
 
   // Bad input: each a clear error, and the server keeps serving.
   let protocolError;

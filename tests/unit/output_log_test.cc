@@ -8,6 +8,7 @@
 #include <fstream>
 #include <string>
 
+#include "daemon/core/processes.h"
 #include "tests/test_util.h"
 
 namespace corral::daemon {
@@ -199,6 +200,32 @@ TEST_CASE("a file that is not a log is started over", "[output_log]") {
                     (dir.path().string() + "/link.log").c_str()) == 0);
   CHECK_FALSE(
       OutputLog::Open(dir.path().string() + "/link.log", Small(1024)).ok());
+}
+
+}  // namespace
+}  // namespace corral::daemon
+
+namespace corral::daemon {
+namespace {
+
+TEST_CASE("a port listens when /proc/net/tcp has it in state LISTEN") {
+  const std::string tcp =
+      "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when "
+      "retrnsmt   uid  timeout inode\n"
+      "   0: 0100007F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 "
+      "00000000     0        0 12345 1 0000000000000000 100 0 0 10 0\n"
+      "   1: 0100007F:2382 0100007F:A1B2 01 00000000:00000000 00:00000000 "
+      "00000000     0        0 12346 1 0000000000000000 20 4 30 10 -1\n";
+  CHECK(ListensOn(tcp, 8000));        // 0x1F40, LISTEN
+  CHECK_FALSE(ListensOn(tcp, 9090));  // 0x2382, only ESTABLISHED
+  CHECK_FALSE(ListensOn(tcp, 80));
+  const std::string tcp6 =
+      "  sl  local_address                         remote_address ...\n"
+      "   0: 00000000000000000000000000000000:1F90 "
+      "00000000000000000000000000000000:0000 0A 00000000:00000000\n";
+  CHECK(ListensOn(tcp6, 8080));
+  CHECK_FALSE(ListensOn("", 8080));
+  CHECK_FALSE(ListensOn("header only\n   0: garbage", 8080));
 }
 
 }  // namespace
