@@ -12,6 +12,7 @@
 #include "client/command_support.h"
 #include "client/format.h"
 #include "client/mcp/plain_text.h"
+#include "client/tar_extract.h"
 #include "client/transfer.h"
 #include "corral/status_macros.h"
 
@@ -457,6 +458,64 @@ absl::StatusOr<ToolResult> WorkspaceDelete(Connection& connection,
   ToolResult result;
   result.text = absl::StrCat("deleted ", id);
   result.structured = {{"deleted", id}};
+  return result;
+}
+
+absl::StatusOr<ToolResult> WorkspaceSync(Connection& connection,
+                                         const Json& arguments) {
+  const std::string source = Text(arguments, "source");
+  if (source.empty() || source.front() != '/') {
+    return absl::InvalidArgumentError(
+        "source must be an absolute path on this machine");
+  }
+  ASSIGN_OR_RETURN(UploadSource upload,
+                   UploadSource::Open(source, /*allow_stdin=*/false));
+  v1::SyncWorkspaceRequest first;
+  v1::SyncWorkspaceHeader* header = first.mutable_header();
+  header->set_sandbox_id(Text(arguments, "sandbox_id"));
+  ASSIGN_OR_RETURN(*header->mutable_destination(),
+                   WorkspacePath(Text(arguments, "destination", "/workspace")));
+  header->set_delete_missing(Flag(arguments, "delete_missing"));
+  ASSIGN_OR_RETURN(v1::SyncWorkspaceResponse response,
+                   Upload(connection, connection.files(),
+                          &v1::Files::Stub::SyncWorkspace, first, upload,
+                          /*workspace=*/true));
+  ToolResult result;
+  result.structured = {{"entries", response.entries()},
+                       {"bytes", response.bytes()},
+                       {"destination", header->destination()}};
+  result.text = absl::StrCat("synced ", response.entries(), " entries (",
+                             FormatBytes(response.bytes()), ") from ", source,
+                             " into ", header->destination());
+  return result;
+}
+
+absl::StatusOr<ToolResult> WorkspaceExport(Connection& connection,
+                                           const Json& arguments) {
+  const std::string destination = Text(arguments, "destination");
+  if (destination.empty() || destination.front() != '/') {
+    return absl::InvalidArgumentError(
+        "destination must be an absolute path on this machine");
+  }
+  v1::ExportPathRequest request;
+  request.set_sandbox_id(Text(arguments, "sandbox_id"));
+  ASSIGN_OR_RETURN(*request.mutable_path(),
+                   WorkspacePath(Text(arguments, "path", "/workspace")));
+  DownloadStream<v1::ArchiveChunk> stream(
+      connection, std::make_unique<grpc::ClientContext>());
+  stream.Start(connection.files().ExportPath(stream.context(), request));
+  ASSIGN_OR_RETURN(
+      ExtractResult extracted,
+      ExtractIntoDirectory(stream.Source(), destination,
+                           Flag(arguments, "overwrite"), ExtractLimits()));
+  ToolResult result;
+  result.structured = {{"entries", extracted.entries},
+                       {"bytes", extracted.bytes},
+                       {"top_level", extracted.top_level},
+                       {"destination", destination}};
+  result.text = absl::StrCat("exported ", request.path(), " to ", destination,
+                             ": ", extracted.entries, " entries (",
+                             FormatBytes(extracted.bytes), ")");
   return result;
 }
 
@@ -1216,6 +1275,30 @@ std::vector<Tool> AllTools() {
        "Deletes the sandbox and everything in it, snapshots included.",
        Object({{"sandbox_id", id}}, {"sandbox_id"}), Profile::kWorkspace, false,
        true, true, WorkspaceDelete});
+  add({"workspace_sync", "Push files into a workspace",
+       "Copies a directory or tar archive of this machine (an absolute path) "
+       "into the workspace, at destination (default /workspace); with "
+       "delete_missing, what the source does not have is removed there.",
+       Object({{"sandbox_id", id},
+               {"source", String("A directory or tar archive on this "
+                                 "machine (absolute path)")},
+               {"destination", String("Where in the workspace (default "
+                                      "/workspace)")},
+               {"delete_missing",
+                Boolean("Remove what the source does not have")}},
+              {"sandbox_id", "source"}),
+       Profile::kWorkspace, false, true, true, WorkspaceSync});
+  add({"workspace_export", "Export files from a workspace",
+       "Copies a file or directory of the workspace into a directory of "
+       "this machine (an absolute path, created if missing). An entry that "
+       "exists there is refused unless overwrite.",
+       Object({{"sandbox_id", id},
+               {"path", String("What to export (default /workspace)")},
+               {"destination", String("A directory on this machine "
+                                      "(absolute path)")},
+               {"overwrite", Boolean("Replace entries that exist there")}},
+              {"sandbox_id", "destination"}),
+       Profile::kWorkspace, false, false, false, WorkspaceExport});
   add({"file_read", "Read a file",
        "Reads a file of the workspace (at most max_bytes from offset). Text "
        "comes back as it is, binary content as base64.",

@@ -6,7 +6,7 @@
 // Prints "ok - ..." per check and exits 1 if any failed.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
-import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -49,6 +49,7 @@ try {
   for (const name of ["sandbox_run", "workspace_create", "workspace_exec", "file_read", "file_write",
     "file_list", "workspace_diff", "snapshot_create", "snapshot_list", "snapshot_delete",
     "workspace_reset", "workspace_fork", "command_log", "workspace_delete", "workspace_apply_patch",
+    "workspace_sync", "workspace_export",
     "shell_open", "shell_write", "shell_read", "shell_signal", "shell_close", "shell_list",
     "service_start", "service_list", "service_status", "service_logs", "service_stop"]) {
     check(names.includes(name), `tools/list has ${name}`, names);
@@ -87,6 +88,24 @@ try {
   r = await call("file_read", { sandbox_id: id, path: "blob.bin" });
   check(r.structuredContent.encoding === "base64" && r.structuredContent.content === "AP8BgA==",
     "binary content comes back as base64", r.structuredContent);
+
+  // Push from a host directory, export to one.
+  const extra = mkdtempSync(join(tmpdir(), "corral-mcp-sync-"));
+  writeFileSync(join(extra, "README"), "pushed\n");
+  r = await call("workspace_sync", { sandbox_id: id, source: extra, destination: "docs" });
+  check(!r.isError && r.structuredContent.entries >= 1, "workspace_sync pushes a host directory", r);
+  r = await call("file_read", { sandbox_id: id, path: "docs/README" });
+  check(r.structuredContent?.content === "pushed\n", "the pushed file is there", r);
+  const out = mkdtempSync(join(tmpdir(), "corral-mcp-export-"));
+  r = await call("workspace_export", { sandbox_id: id, path: "docs", destination: out });
+  check(!r.isError && readFileSync(join(out, "docs", "README"), "utf8") === "pushed\n", "workspace_export writes to the host", r);
+  r = await call("workspace_export", { sandbox_id: id, path: "docs", destination: out });
+  check(r.isError, "workspace_export does not overwrite unless asked", text(r));
+  r = await call("workspace_sync", { sandbox_id: id, source: "relative/dir" });
+  check(r.isError && /absolute path/.test(text(r)), "workspace_sync wants an absolute source", text(r));
+  rmSync(extra, { recursive: true, force: true });
+  rmSync(out, { recursive: true, force: true });
+  await call("workspace_exec", { sandbox_id: id, command: "rm -r docs" });
 
   // A bug, caught by the tests, seen in the diff.
   await call("file_write", { sandbox_id: id, path: "add.sh", content: "echo $(($1 - $2))\n" });
