@@ -3,6 +3,7 @@
 // does not load the HTTP server's libraries.
 #include <unistd.h>
 
+#include <cstdio>
 #include <string>
 
 #include "CLI/CLI.hpp"
@@ -21,6 +22,15 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"run", "workspace", "full"}));
   app.add_option("--listen", listen, "Streamable HTTP at ADDRESS:PORT");
   CLI11_PARSE(app, argc, argv);
+  // A front door acts for whoever runs it: as root, every MCP client (and,
+  // with --listen, every local process) would be corrald's administrator.
+  if (::geteuid() == 0) {
+    std::fprintf(stderr,
+                 "corral: corral mcp does not run as root: run it as the user "
+                 "whose sandboxes it is for (one who can reach corrald's "
+                 "socket; see docs/mcp.md)\n");
+    return 125;
+  }
   const mcp::Profile profile = *mcp::ProfileByName(profile_name);
   const std::string socket_path = corral::cli::ResolveSocketPath(socket);
   if (!listen.empty()) {

@@ -4,7 +4,8 @@
 # tests/js/bench_mcp_rtt.mjs), beside the same `true` through `corral exec`, in one running
 # sandbox of a daemon started from a build directory. Prints medians, p90s
 # and the ratio. Never asserts on time. Needs Node.js 20 and tests/js
-# installed (tests/js/install.sh). Must run as root.
+# installed (tests/js/install.sh). Must run as root; the clients run as
+# nobody.
 set -euo pipefail
 # shellcheck source=tests/bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -32,18 +33,29 @@ case $runs in '' | *[!0-9]* | 0) usage ;; esac
 [ -d "$repo_root/tests/js/node_modules/@modelcontextprotocol/sdk" ] ||
   bench_die "run tests/js/install.sh first (Node.js 20)"
 bench_setup_daemon_run mcp "${1:-}"
-bench_start_daemon
-id=$(cli create)
+# corral mcp never runs as root: both sides run as nobody, whom a socket of
+# mode 0666 admits.
+printf '[daemon]\nsocket_mode = 0o666\n' >"$work/corrald.toml"
+bench_start_daemon --config "$work/corrald.toml"
+chmod 755 "$work"
+home=$(mktemp -d)
+chown 65534:65534 "$home"
+nobody() {
+  HOME=$home npm_config_cache=$home/npm \
+    setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
+}
+id=$(nobody "$corral" --socket "$socket" create)
 echo "$id" >>"$ids"
 out=$(cd "$repo_root/tests/js" && CORRAL_BIN=$corral CORRAL_SOCKET=$socket \
-  CORRAL_SANDBOX=$id RUNS=$runs node bench_mcp_rtt.mjs)
+  CORRAL_SANDBOX=$id RUNS=$runs nobody node bench_mcp_rtt.mjs)
+rm -rf "$home"
 mcp=$(echo "$out" | awk '$1 == "mcp-exec" { print $3 }')
 mcp90=$(echo "$out" | awk '$1 == "mcp-exec" { print $4 }')
 # The CLI from this shell: a process per call, as an agent's shell tool
 # would run it (timed with bash's clock, which forks nothing).
 for i in $(seq $((runs + 5))); do
   t0=${EPOCHREALTIME/./}
-  "$corral" --socket "$socket" exec "$id" -- true
+  nobody "$corral" --socket "$socket" exec "$id" -- true
   t1=${EPOCHREALTIME/./}
   [ "$i" -le 5 ] || echo $((t1 - t0))
 done | sort -n >"$work/cli-us"

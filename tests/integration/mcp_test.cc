@@ -4,6 +4,7 @@
 // session driven by the official MCP TypeScript SDK (tests/js), which needs
 // Node.js 20 and `npm ci` in tests/js (tests/js/install.sh).
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -25,7 +26,28 @@ namespace {
 using Json = nlohmann::json;
 namespace mcp = corral::cli::mcp;
 
-// `corral mcp` with pipes for its stdin and stdout.
+// Front doors never run as root: the tests run them as nobody (a user
+// whom the daemon's socket admits and its default policy serves).
+constexpr int kNobody = 65534;
+constexpr char kOpenSocket[] = "[daemon]\nsocket_mode = 0o666\n";
+
+// In a child about to exec.
+void DropToNobody() {
+  if (::setgroups(0, nullptr) != 0 || ::setgid(kNobody) != 0 ||
+      ::setuid(kNobody) != 0) {
+    ::_exit(126);
+  }
+}
+
+// A shell command line run as nobody, with a HOME and npm cache of its own
+// under `dir` (which nobody may write).
+std::string AsNobody(const std::string& dir, const std::string& command) {
+  return "HOME=" + dir + " npm_config_cache=" + dir +
+         "/npm setpriv --reuid=65534 --regid=65534 --clear-groups sh -c '" +
+         command + "'";
+}
+
+// `corral mcp` with pipes for its stdin and stdout, as nobody.
 class McpProcess {
  public:
   McpProcess(const std::string& socket, const std::string& profile) {
@@ -37,6 +59,7 @@ class McpProcess {
     if (pid_ == 0) {
       ::dup2(in[0], 0);
       ::dup2(out[1], 1);
+      DropToNobody();
       ::execl(corral.c_str(), corral.c_str(), "--socket", socket.c_str(), "mcp",
               "--profile", profile.c_str(), nullptr);
       ::_exit(127);
@@ -120,7 +143,7 @@ std::string ToolText(const Json& response) {
 TEST_CASE(
     "corral mcp speaks the MCP lifecycle and JSON-RPC, and answers "
     "malformed messages with errors while it keeps serving") {
-  Daemon daemon;
+  Daemon daemon(kOpenSocket);
   McpProcess mcp(daemon.socket(), "run");
   // Before initialize: only ping.
   CHECK(mcp.Request(7, "ping", Json::object())["result"] == Json::object());
@@ -180,7 +203,7 @@ TEST_CASE(
 TEST_CASE(
     "corral mcp outlives its daemon: calls fail as tool errors while "
     "the daemon is down and work again once it is back") {
-  Daemon daemon;
+  Daemon daemon(kOpenSocket);
   McpProcess mcp(daemon.socket(), "workspace");
   REQUIRE(Initialize(mcp, "2025-11-25")["result"].contains("serverInfo"));
   Json listed = mcp.Request(2, "tools/call", {{"name", "workspace_list"}});
@@ -211,6 +234,7 @@ class McpHttpServer {
     pid_ = ::fork();
     if (pid_ == 0) {
       ::dup2(err[1], 2);
+      DropToNobody();
       ::execl(corral.c_str(), corral.c_str(), "--socket", socket.c_str(), "mcp",
               "--listen", "127.0.0.1:0", nullptr);
       ::_exit(127);
@@ -251,7 +275,8 @@ TEST_CASE(
   CHECK(PlainText("hello\rhi") == "hillo");
   CHECK(PlainText("\x1b]0;title\aprompt$ ") == "prompt$ ");
   CHECK(PlainText("\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\") == "link");
-  CHECK(PlainText("a\x1b=b\x07" "c\x7f\td") == "abc\td");
+  CHECK(PlainText("a\x1b=b\x07"
+                  "c\x7f\td") == "abc\td");
   CHECK(PlainText("cut \x1b[1") == "cut ");
   CHECK(PlainText("caf\xc3\xa9") == "caf\xc3\xa9");
 }
@@ -279,15 +304,31 @@ TEST_CASE("the HTTP transport's checks: loopback names only") {
   CHECK_FALSE(mcp::ParseListenAddress("0.0.0.0:1").ok());
 }
 
-TEST_CASE("corral mcp --listen accepts loopback addresses only") {
+TEST_CASE(
+    "corral mcp refuses to run as root, and --listen accepts "
+    "loopback addresses only") {
+  auto root = Sh("echo | " + BinaryDir() + "/corral mcp 2>&1");
+  CHECK(root.exit_code == 125);
+  CHECK(root.out.find("corral mcp does not run as root") != std::string::npos);
   for (const char* bad : {"0.0.0.0:8765", "192.0.2.1:80", "example.com:80",
                           "127.0.0.1", "127.0.0.1:99999"}) {
     INFO(bad);
-    auto r = Sh(BinaryDir() + "/corral mcp --listen " + bad + " 2>&1");
+    auto r = Sh(AsNobody("/tmp", BinaryDir() + "/corral mcp --listen " + bad) +
+                " 2>&1");
     CHECK(r.exit_code == 125);
   }
-  auto r = Sh(BinaryDir() + "/corral mcp --listen 0.0.0.0:8765 2>&1");
+  auto r = Sh(AsNobody("/tmp", BinaryDir() + "/corral mcp --listen "
+                                             "0.0.0.0:8765") +
+              " 2>&1");
   CHECK(r.out.find("only a loopback address") != std::string::npos);
+}
+
+// A temporary directory that nobody owns, for HOME and npm's cache.
+std::string NobodyHome() {
+  const std::string dir = Trim(Sh("mktemp -d /tmp/corral-nobody.XXXXXX").out);
+  REQUIRE_FALSE(dir.empty());
+  REQUIRE(::chown(dir.c_str(), kNobody, kNobody) == 0);
+  return dir;
 }
 
 // Node.js 20 and tests/js/node_modules; CI (CORRAL_REQUIRE_JS=1) requires
@@ -319,11 +360,15 @@ TEST_CASE(
     "through corral mcp: seed, files, tests, diff, snapshots, reset, "
     "fork, bad input") {
   if (!JsJudgeAvailable()) return;
-  Daemon daemon;
-  auto session = Sh("cd " + std::string(CORRAL_SOURCE_DIR) +
-                    "/tests/js && CORRAL_BIN=" + BinaryDir() +
-                    "/corral CORRAL_SOCKET=" + daemon.socket() +
-                    " timeout 300 node mcp_session.mjs 2>&1");
+  Daemon daemon(kOpenSocket);
+  const std::string home = NobodyHome();
+  auto session =
+      Sh("cd " + std::string(CORRAL_SOURCE_DIR) + "/tests/js && " +
+         AsNobody(home, "CORRAL_BIN=" + BinaryDir() +
+                            "/corral CORRAL_SOCKET=" + daemon.socket() +
+                            " timeout 300 node mcp_session.mjs") +
+         " 2>&1");
+  Sh("rm -rf " + home);
   INFO(session.out);
   CHECK(session.exit_code == 0);
   CHECK(session.out.find("# all passed") != std::string::npos);
@@ -334,11 +379,14 @@ TEST_CASE(
     "JSON answers, protocol version, DNS rebinding protection, and "
     "the official conformance suite's scenarios for a tools server") {
   if (!JsJudgeAvailable()) return;
-  Daemon daemon;
+  Daemon daemon(kOpenSocket);
   McpHttpServer server(daemon.socket());
   const std::string js = "cd " + std::string(CORRAL_SOURCE_DIR) + "/tests/js";
-  auto http = Sh(js + " && CORRAL_MCP_URL=" + server.url() +
-                 " timeout 300 node mcp_http.mjs 2>&1");
+  const std::string home = NobodyHome();
+  auto http = Sh(js + " && " +
+                 AsNobody(home, "CORRAL_MCP_URL=" + server.url() +
+                                    " timeout 300 node mcp_http.mjs") +
+                 " 2>&1");
   INFO(http.out);
   CHECK(http.exit_code == 0);
   CHECK(http.out.find("# all passed") != std::string::npos);
@@ -347,12 +395,14 @@ TEST_CASE(
   // fixture tools, resources or prompts are listed, with why, in the
   // expected-failures file; any other failure (or a listed one that
   // passes) fails the run.
-  auto conformance = Sh(js +
-                        " && timeout 600 npx --no-install conformance "
-                        "server --url " +
-                        server.url() +
-                        " --expected-failures "
-                        "mcp-conformance-expected-failures.yaml 2>&1");
+  auto conformance = Sh(
+      js + " && " +
+      AsNobody(home, "timeout 600 npx --no-install conformance server --url " +
+                         server.url() +
+                         " --expected-failures "
+                         "mcp-conformance-expected-failures.yaml") +
+      " 2>&1");
+  Sh("rm -rf " + home);
   INFO(conformance.out);
   CHECK(conformance.exit_code == 0);
   for (const char* scenario :
