@@ -535,10 +535,8 @@ Result Patch(Connection& connection, bool json,
   if (json) return PrintMessage(response).ok() ? 0 : 125;
   std::string out;
   for (const auto& file : response.files()) {
-    const char* kind = file.kind() == corral::v1::CHANGE_KIND_ADDED     ? "A"
-                       : file.kind() == corral::v1::CHANGE_KIND_DELETED ? "D"
-                                                                        : "M";
-    absl::StrAppend(&out, kind, "\t", file.path(), "\t", file.hunks(),
+    absl::StrAppend(&out, std::string(1, LabelOf(file.kind()).letter), "\t",
+                    file.path(), "\t", file.hunks(),
                     file.hunks() == 1 ? " hunk\n" : " hunks\n");
   }
   if (f.check) absl::StrAppend(&out, "applies cleanly (nothing changed)\n");

@@ -29,14 +29,9 @@ std::string RelativeOrDash(const google::protobuf::Timestamp& time,
 
 std::string Octal(uint32_t mode) { return absl::StrFormat("%04o", mode); }
 
-// How a change kind is shown: its letter in --name-status and --stat, its
-// name in JSON.
-struct KindLabel {
-  char letter;
-  const char* name;
-};
+}  // namespace
 
-KindLabel LabelOf(ChangeKind kind) {
+ChangeKindLabel LabelOf(ChangeKind kind) {
   switch (kind) {
     case corral::v1::CHANGE_KIND_ADDED:
       return {'A', "added"};
@@ -50,6 +45,8 @@ KindLabel LabelOf(ChangeKind kind) {
       return {'?', ""};
   }
 }
+
+namespace {
 
 // A command line as one readable cell: arguments that need it are quoted
 // the way a shell would take them back.

@@ -44,6 +44,14 @@ std::string FormatListing(const corral::v1::ListDirectoryResponse& response,
 // {"entries":[FileInfo...],"truncated":bool}
 std::string ListingJson(const corral::v1::ListDirectoryResponse& response);
 
+// How a change kind is shown: its letter in --name-status, --stat and
+// `corral patch`, its name in JSON (added, modified, deleted, type_changed).
+struct ChangeKindLabel {
+  char letter;
+  const char* name;
+};
+ChangeKindLabel LabelOf(corral::v1::ChangeKind kind);
+
 // `corral diff --name-status`: "A\tpath" (A, M, D, T) per change.
 std::string FormatNameStatus(const corral::v1::DiffWorkspaceResponse& diff);
 // `corral diff --stat`: one line per change ("M  path  (mode 0644 -> 0755)")

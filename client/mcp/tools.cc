@@ -12,8 +12,10 @@
 #include "client/command_support.h"
 #include "client/format.h"
 #include "client/mcp/plain_text.h"
+#include "client/options.h"
 #include "client/tar_extract.h"
 #include "client/transfer.h"
+#include "client/workspace_format.h"
 #include "corral/status_macros.h"
 
 namespace corral::cli::mcp {
@@ -112,36 +114,6 @@ void FillMap(const Json& arguments, const char* key, Map* map) {
   if (it == arguments.end()) return;
   for (const auto& [name, value] : it->items()) {
     (*map)[name] = value.template get<std::string>();
-  }
-}
-
-const char* StateName(v1::SandboxState state) {
-  switch (state) {
-    case v1::SANDBOX_STATE_CREATING:
-      return "creating";
-    case v1::SANDBOX_STATE_RUNNING:
-      return "running";
-    case v1::SANDBOX_STATE_STOPPED:
-      return "stopped";
-    case v1::SANDBOX_STATE_PAUSED:
-      return "paused";
-    case v1::SANDBOX_STATE_DELETING:
-      return "deleting";
-    default:
-      return "failed";
-  }
-}
-
-const char* TypeName(v1::FileType type) {
-  switch (type) {
-    case v1::FILE_TYPE_REGULAR:
-      return "file";
-    case v1::FILE_TYPE_DIRECTORY:
-      return "directory";
-    case v1::FILE_TYPE_SYMLINK:
-      return "symlink";
-    default:
-      return "other";
   }
 }
 
@@ -615,7 +587,7 @@ absl::StatusOr<ToolResult> FileList(Connection& connection,
   std::vector<std::string> lines;
   for (const auto& entry : response.entries()) {
     entries.push_back({{"path", entry.path()},
-                       {"type", TypeName(entry.type())},
+                       {"type", FileTypeName(entry.type())},
                        {"size", entry.size()},
                        {"mode", entry.mode()}});
     lines.push_back(absl::StrCat(
@@ -645,13 +617,9 @@ absl::StatusOr<ToolResult> WorkspaceDiff(Connection& connection,
   ToolResult result;
   Json changes = Json::array();
   for (const auto& change : response.changes()) {
-    const char* kind = change.kind() == v1::CHANGE_KIND_ADDED     ? "added"
-                       : change.kind() == v1::CHANGE_KIND_DELETED ? "deleted"
-                       : change.kind() == v1::CHANGE_KIND_MODIFIED
-                           ? "modified"
-                           : "type changed";
-    changes.push_back(
-        {{"path", change.path()}, {"kind", kind}, {"binary", change.binary()}});
+    changes.push_back({{"path", change.path()},
+                       {"kind", LabelOf(change.kind()).name},
+                       {"binary", change.binary()}});
   }
   std::string patch = response.patch();
   const bool cut = patch.size() > kMaxPatchText || response.patch_truncated();
@@ -685,9 +653,7 @@ absl::StatusOr<ToolResult> ApplyPatch(Connection& connection,
   Json files = Json::array();
   std::vector<std::string> lines;
   for (const auto& file : response.files()) {
-    const char* kind = file.kind() == v1::CHANGE_KIND_ADDED     ? "added"
-                       : file.kind() == v1::CHANGE_KIND_DELETED ? "deleted"
-                                                                : "modified";
+    const std::string kind = LabelOf(file.kind()).name;
     files.push_back(
         {{"path", file.path()}, {"kind", kind}, {"hunks", file.hunks()}});
     lines.push_back(absl::StrCat(kind, " ", file.path(), " (", file.hunks(),

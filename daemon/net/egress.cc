@@ -219,6 +219,7 @@ bool Relay(int a, int b, const std::string& first, int stop, uint64_t* a_to_b,
   };
   Direction dirs[2] = {{a, b, a_to_b}, {b, a, b_to_a}};
   dirs[0].held = first;
+  char buffer[kCopy];
   *a_to_b += first.size();
   for (;;) {
     for (Direction& d : dirs) {
@@ -238,9 +239,8 @@ bool Relay(int a, int b, const std::string& first, int stop, uint64_t* a_to_b,
     if (woken == Woken::kStop) return true;  // the daemon stops
     for (Direction& d : dirs) {
       if (d.may_read() && !d.pipe_read) {
-        d.held.resize(kCopy);
-        const ssize_t n = ::recv(d.from, d.held.data(), kCopy, 0);
-        d.held.resize(n > 0 ? static_cast<size_t>(n) : 0);
+        const ssize_t n = ::recv(d.from, buffer, sizeof(buffer), 0);
+        d.held.assign(buffer, n > 0 ? static_cast<size_t>(n) : 0);
         d.sent = 0;
         if (n > 0) {
           *d.count += static_cast<uint64_t>(n);

@@ -29,10 +29,11 @@ std::vector<std::pair<std::string, std::string>> SecretsFor(
 
 std::string SubstituteSecrets(const std::string& head, const std::string& host,
                               const std::vector<SecretSubstitution>& secrets) {
-  const size_t end = head.find("\r\n\r\n");
-  if (end == std::string::npos) return head;
-  return absl::StrReplaceAll(head.substr(0, end), SecretsFor(secrets, host)) +
-         head.substr(end);
+  RequestRewriter rewriter(SecretsFor(secrets, host));
+  std::string out;
+  rewriter.Feed(head, &out);
+  rewriter.Finish(&out);
+  return out;
 }
 
 void RequestRewriter::Feed(absl::string_view in, std::string* out) {

@@ -28,7 +28,7 @@ std::vector<std::pair<std::string, std::string>> SecretsFor(
 
 // `head` (an HTTP/1 request's line and headers, through the blank line)
 // with each placeholder of a secret bound to `host` replaced by its value;
-// nothing else changes.
+// nothing else changes. One request's worth of RequestRewriter.
 std::string SubstituteSecrets(const std::string& head, const std::string& host,
                               const std::vector<SecretSubstitution>& secrets);
 
