@@ -236,6 +236,7 @@ struct Processes::Entry {
   void EndLocked(int exit_code, int signal, std::string error) {
     if (!record.running()) return;
     record.set_running(false);
+    record.set_stdin_open(false);
     record.set_exit_code(exit_code);
     record.set_signal(signal);
     record.set_error(std::move(error));
@@ -326,6 +327,7 @@ void Processes::Stop(const EntryPtr& entry, bool kill) {
   std::lock_guard lock(entry->mutex);
   if (kill && entry->record.running()) {
     entry->record.set_running(false);
+    entry->record.set_stdin_open(false);
     entry->record.set_signal(SIGKILL);
     *entry->record.mutable_ended_at() = Now();
   }
@@ -405,6 +407,7 @@ absl::StatusOr<Processes::EntryPtr> Processes::Launch(
   record.set_process_id(entry->id);
   record.set_tag(tag);
   record.set_pty(pty);
+  record.set_stdin_open(!pty && exec.stdin_open());
   record.set_running(true);
   if (pty) *record.mutable_size() = size;
   *record.mutable_created_at() = Now();
@@ -459,7 +462,7 @@ absl::StatusOr<Processes::EntryPtr> Processes::Launch(
           // exits, is killed, or its timeout passes.
           start.set_output_limit_bytes(0);
           start.set_timeout_ms(uint64_t{timeout_seconds} * 1000);
-          start.set_stdin_open(pty);
+          start.set_stdin_open(pty || exec.stdin_open());
           if (pty) {
             start.mutable_pty()->set_rows(size.rows());
             start.mutable_pty()->set_columns(size.columns());
@@ -661,11 +664,6 @@ absl::Status Processes::SendSignal(const EntryPtr& entry, int signal) {
 absl::StatusOr<v1::Process> Processes::Start(
     const Caller& caller, const v1::StartProcessRequest& request) {
   const v1::ExecStart& exec = request.start();
-  if (exec.stdin_open()) {
-    return absl::InvalidArgumentError(
-        "start.stdin_open: a background process reads /dev/null; use a "
-        "shell for input");
-  }
   if (exec.output_limit_bytes() != 0) {
     return absl::InvalidArgumentError(
         "start.output_limit_bytes: must be 0 for a background process (its "
@@ -862,6 +860,37 @@ absl::StatusOr<v1::Process> Processes::RemoveProcess(
   return View(*entry);
 }
 
+absl::Status Processes::WriteProcess(const Caller& caller,
+                                     const v1::WriteProcessRequest& request) {
+  if (request.data().size() > kMaxInputBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data: more than ", kMaxInputBytes, " bytes"));
+  }
+  ASSIGN_OR_RETURN(auto entry, Find(caller, request.sandbox_id(),
+                                    request.process_id(), false));
+  const std::string what = "process " + request.process_id();
+  {
+    std::lock_guard lock(entry->mutex);
+    if (entry->record.pty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(what, " is a shell: write to it with WriteShell"));
+    }
+    if (!entry->record.stdin_open()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          what, entry->record.running() ? " has no open stdin (start it with "
+                                          "start.stdin_open)"
+                                        : " has exited"));
+    }
+  }
+  RETURN_IF_ERROR(WriteInput(entry, request.data(), request.eof(), what));
+  if (request.eof()) {
+    std::lock_guard lock(entry->mutex);
+    entry->record.set_stdin_open(false);
+    entry->SaveLocked();
+  }
+  return absl::OkStatus();
+}
+
 // ---- Shells ----------------------------------------------------------------
 
 absl::StatusOr<v1::Shell> Processes::OpenShell(
@@ -912,21 +941,25 @@ absl::Status Processes::WriteShell(const Caller& caller,
       auto entry, Find(caller, request.sandbox_id(), request.shell_id(), true));
   std::string input = request.input();
   if (request.newline()) input.push_back('\n');
+  return WriteInput(entry, input, false, "shell " + request.shell_id());
+}
+
+absl::Status Processes::WriteInput(const EntryPtr& entry,
+                                   const std::string& input, bool eof,
+                                   const std::string& what) {
   std::lock_guard input_lock(entry->input_mutex);
   if (!entry->session) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("shell ", request.shell_id(), " has ended"));
+    return absl::FailedPreconditionError(absl::StrCat(what, " has ended"));
   }
   absl::Status s = entry->session->WriteStdin(
-      input, false, absl::Now() + limits_.input_timeout);
+      input, eof, absl::Now() + limits_.input_timeout);
   if (absl::IsDeadlineExceeded(s)) {
-    return absl::DeadlineExceededError(absl::StrCat(
-        "shell ", request.shell_id(), " has not read its input for ",
-        absl::FormatDuration(limits_.input_timeout)));
+    return absl::DeadlineExceededError(
+        absl::StrCat(what, " has not read its input for ",
+                     absl::FormatDuration(limits_.input_timeout)));
   }
   if (absl::IsFailedPrecondition(s)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("shell ", request.shell_id(), " has exited"));
+    return absl::FailedPreconditionError(absl::StrCat(what, " has exited"));
   }
   return s;
 }

@@ -78,6 +78,9 @@ class Processes {
   absl::StatusOr<corral::v1::Process> RemoveProcess(
       const Caller& caller, const std::string& sandbox_id,
       const std::string& name);
+  // Stdin of a process started with stdin_open.
+  absl::Status WriteProcess(const Caller& caller,
+                            const corral::v1::WriteProcessRequest& request);
 
   // ---- Shells (Shells service): processes on a pty ----
   absl::StatusOr<corral::v1::Shell> OpenShell(
@@ -118,6 +121,10 @@ class Processes {
                                   const corral::v1::TerminalSize& size,
                                   uint32_t timeout_seconds);
   absl::Status Resume(const EntryPtr& entry, AgentConnection& agent);
+  // Input for a shell's terminal or a process's stdin; `what` names it in
+  // errors.
+  absl::Status WriteInput(const EntryPtr& entry, const std::string& input,
+                          bool eof, const std::string& what);
   absl::StatusOr<OutputLog::Slice> Read(const EntryPtr& entry, uint64_t cursor,
                                         uint32_t max_bytes, absl::Time deadline,
                                         bool* exited);

@@ -541,6 +541,13 @@ class ExecService final : public v1::Exec::Service {
         response);
   }
 
+  grpc::Status WriteProcess(grpc::ServerContext* context,
+                            const v1::WriteProcessRequest* request,
+                            v1::WriteProcessResponse*) override {
+    CALLER_OR_RETURN(caller);
+    return ToGrpcStatus(deps_.processes->WriteProcess(caller, *request));
+  }
+
   grpc::Status RemoveProcess(grpc::ServerContext* context,
                              const v1::RemoveProcessRequest* request,
                              v1::Process* response) override {

@@ -232,6 +232,68 @@ TEST_CASE(
   CHECK(listed.processes(1).process_id() == counter.process_id());
 }
 
+// Writes to a background process's stdin; the status of the call.
+grpc::Status WriteStdin(ProcessApi& api, const std::string& id,
+                        const std::string& name, const std::string& data,
+                        bool eof) {
+  grpc::ClientContext context;
+  v1::WriteProcessRequest request;
+  request.set_sandbox_id(id);
+  request.set_process_id(name);
+  request.set_data(data);
+  request.set_eof(eof);
+  v1::WriteProcessResponse response;
+  return api.exec->WriteProcess(&context, request, &response);
+}
+
+TEST_CASE(
+    "a background process started with stdin_open reads what WriteProcess "
+    "sends, sees EOF when it is closed, and bad writes are refused") {
+  Daemon daemon;
+  ProcessApi api(daemon);
+  const std::string id = daemon.CreateSandbox();
+  v1::Process process;
+  auto started = api.TryStart(id, "tr a-z A-Z; echo done", "upper", &process,
+                              /*stdin_open=*/true);
+  REQUIRE(started.ok());
+  CHECK(process.stdin_open());
+  v1::Process quiet = api.Start(id, "exec sleep 1000", "quiet");
+  CHECK_FALSE(quiet.stdin_open());
+
+  REQUIRE(WriteStdin(api, id, "upper", "hello ", false).ok());
+  REQUIRE(WriteStdin(api, id, "upper", "world\n", true).ok());
+  std::string output;
+  uint64_t cursor = 0;
+  for (int i = 0; i < 100; ++i) {
+    auto read = api.Read(id, "upper", cursor, 200);
+    for (const auto& piece : read.output()) output += piece.data();
+    cursor = read.next_cursor();
+    if (read.exited()) break;
+  }
+  CHECK(output == "HELLO WORLD\ndone\n");
+  CHECK_FALSE(api.Get(id, "upper").stdin_open());
+
+  // Closed, exited, never opened, a shell, too much, nobody there.
+  CHECK(WriteStdin(api, id, "upper", "more", false).error_code() ==
+        grpc::StatusCode::FAILED_PRECONDITION);
+  auto refused = WriteStdin(api, id, "quiet", "x", false);
+  CHECK(refused.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(refused.error_message().find("stdin_open") != std::string::npos);
+  CHECK(WriteStdin(api, id, "quiet", std::string((64 << 10) + 1, 'x'), false)
+            .error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(WriteStdin(api, id, "nosuch", "x", false).error_code() ==
+        grpc::StatusCode::NOT_FOUND);
+  {
+    grpc::ClientContext context;
+    v1::OpenShellRequest open;
+    open.set_sandbox_id(id);
+    v1::Shell shell;
+    REQUIRE(api.shells->OpenShell(&context, open, &shell).ok());
+    CHECK(WriteStdin(api, id, shell.shell_id(), "x", false).error_code() ==
+          grpc::StatusCode::FAILED_PRECONDITION);
+  }
+}
+
 TEST_CASE(
     "background processes are signalled and removed, and bad requests "
     "change nothing") {
@@ -247,9 +309,6 @@ TEST_CASE(
         grpc::StatusCode::INVALID_ARGUMENT);
   CHECK(api.TryStart(id, "true", std::string(65, 'a'), &process).error_code() ==
         grpc::StatusCode::INVALID_ARGUMENT);
-  CHECK(
-      api.TryStart(id, "cat", "", &process, /*stdin_open=*/true).error_code() ==
-      grpc::StatusCode::INVALID_ARGUMENT);
   std::string missing = id;
   missing.back() = missing.back() == '0' ? '1' : '0';
   CHECK(api.TryStart(missing, "true", "", &process).error_code() ==
