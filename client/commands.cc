@@ -608,25 +608,31 @@ int PrintHelp(CLI::App& app, const CLI::Error& error) {
   return code;
 }
 
-// `corral mcp`: corral-mcp, from corral's own directory, in this process.
-int ExecMcpServer(const std::string& socket, const std::string& profile,
-                  const std::string& listen) {
+// A front door (corral-mcp, corral-e2b), from corral's own directory, in
+// this process, with `args` after its name.
+int ExecFrontDoor(const std::string& program, std::vector<std::string> args) {
   std::error_code error;
   const std::filesystem::path self =
       std::filesystem::read_symlink("/proc/self/exe", error);
-  const std::string server = (self.parent_path() / "corral-mcp").string();
-  std::vector<std::string> args = {server, "--socket", socket, "--profile",
-                                   profile};
-  if (!listen.empty()) {
-    args.push_back("--listen");
-    args.push_back(listen);
-  }
+  const std::string server = (self.parent_path() / program).string();
+  args.insert(args.begin(), server);
   std::vector<char*> argv;
   for (auto& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
   ::execv(server.c_str(), argv.data());
   return Fail(
       absl::StrCat("cannot start ", server, ": ", std::strerror(errno)));
+}
+
+// `corral mcp`: corral-mcp.
+int ExecMcpServer(const std::string& socket, const std::string& profile,
+                  const std::string& listen) {
+  std::vector<std::string> args = {"--socket", socket, "--profile", profile};
+  if (!listen.empty()) {
+    args.push_back("--listen");
+    args.push_back(listen);
+  }
+  return ExecFrontDoor("corral-mcp", std::move(args));
 }
 
 }  // namespace
@@ -852,6 +858,24 @@ int RunCli(const std::vector<std::string>& args) {
                   "of stdio (loopback only, e.g. 127.0.0.1:8765; port 0 "
                   "picks one)");
 
+  CLI::App* e2b = app.add_subcommand(
+      "e2b",
+      "Serve an E2B-compatible API, so that programs written for E2B's SDKs "
+      "run on Corral (see docs/e2b.md)");
+  std::string e2b_listen = "127.0.0.1:3000", e2b_config, e2b_state_dir;
+  std::vector<std::string> e2b_keys;
+  e2b->add_option("--listen", e2b_listen,
+                  "ADDRESS:PORT to serve HTTP on (default 127.0.0.1:3000; "
+                  "port 0 picks one)");
+  e2b->add_option("--api-key", e2b_keys,
+                  "An API key that clients send as E2B_API_KEY: e2b_ and hex "
+                  "digits (repeatable)");
+  e2b->add_option("--config", e2b_config,
+                  "A TOML file: api_keys, templates, limits (docs/e2b.md)");
+  e2b->add_option("--state-dir", e2b_state_dir,
+                  "Where the key that signs access tokens is kept (default "
+                  "~/.local/state/corral-e2b)");
+
   NameOptionValues(&app);
 
   SplitArguments split = SplitAtSeparator(args);
@@ -894,6 +918,23 @@ int RunCli(const std::vector<std::string>& args) {
     target = std::move(split.command);
   }
 
+  if (e2b->parsed()) {
+    std::vector<std::string> args = {
+        "--socket", ResolveSocketPath(global.socket), "--listen", e2b_listen};
+    for (const std::string& key : e2b_keys) {
+      args.push_back("--api-key");
+      args.push_back(key);
+    }
+    if (!e2b_config.empty()) {
+      args.push_back("--config");
+      args.push_back(e2b_config);
+    }
+    if (!e2b_state_dir.empty()) {
+      args.push_back("--state-dir");
+      args.push_back(e2b_state_dir);
+    }
+    return ExecFrontDoor("corral-e2b", std::move(args));
+  }
   if (mcp->parsed()) {
     return ExecMcpServer(ResolveSocketPath(global.socket), mcp_profile,
                          mcp_listen);

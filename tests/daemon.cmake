@@ -35,6 +35,21 @@ corral_test(NAME mcp_test
   LABELS integration mcp)
 add_dependencies(mcp_test corrald corral corral-mcp corral-agent)
 
+# corral e2b, and E2B's JS SDK driving it (tests/js; Node.js 20; the
+# e2b-base image that tests/run.sh builds).
+corral_test(NAME e2b_test
+  SOURCES integration/e2b_test.cc
+  LIBS corral_daemon_harness
+  LABELS integration e2b)
+add_dependencies(e2b_test corrald corral corral-e2b corral-agent)
+
+# The gateway's parts: Connect's envelopes and codes, its config, paths and
+# envd's entries.
+corral_test(NAME e2b_unit_test
+  SOURCES unit/e2b_gateway_test.cc
+  LIBS corral_e2b
+  LABELS unit e2b)
+
 corral_test(NAME daemon_integration_test
   SOURCES integration/daemon_cli_test.cc integration/daemon_lifecycle_test.cc
   LIBS corral_daemon_harness

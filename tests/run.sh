@@ -17,6 +17,8 @@ cmake --build "$build" -j2
 # Image archives used by the tests, cached in the build tree, and the
 # kernel the qemu runtime boots (Debian's cloud kernel, downloaded once).
 bash "$root/deploy/images/build-busybox.sh" "$build/images/busybox.tar"
+# The E2B gateway's base template (Debian with bash, sudo, python3, user).
+bash "$root/deploy/images/build-e2b-base.sh" "$build/images/e2b-base.tar"
 bash "$root/deploy/images/build-vm-kernel.sh" "$build/vm-kernel"
 # The npm clients that judge the front doors (the MCP TypeScript SDK), from
 # tests/js/package-lock.json; they need Node.js 20 (tests/js/install.sh).

@@ -20,6 +20,8 @@ Environment:
   MIRROR=URL           mirror to use (default: the first apt source of SUITE
                        found in /etc/apt/sources.list and sources.list.d/)
   INCLUDE=pkg1,pkg2    extra packages to install (default: none)
+  CUSTOMIZE=SCRIPT     run SCRIPT ROOTFS_DIR (as root, on the host) after
+                       debootstrap and before the tar is made
   DEBOOTSTRAP_CACHE=D  keep downloaded .debs in D between runs (optional)
 USAGE
   exit 2
@@ -32,7 +34,13 @@ suite=${SUITE:-bookworm}
 script=$(readlink -f "${BASH_SOURCE[0]}")
 me=${0##*/}
 
-if [ -f "$out" ] && [ "$out" -nt "$script" ]; then
+customize=${CUSTOMIZE:+$(readlink -f "$CUSTOMIZE")}
+if [ -n "${CUSTOMIZE:-}" ] && [ ! -f "$customize" ]; then
+  echo "$me: CUSTOMIZE=$CUSTOMIZE: no such file" >&2
+  exit 1
+fi
+if [ -f "$out" ] && [ "$out" -nt "$script" ] &&
+  { [ -z "$customize" ] || [ "$out" -nt "$customize" ]; }; then
   echo "$me: $out is up to date"
   exit 0
 fi
@@ -146,6 +154,10 @@ find "$root/dev" -mindepth 1 -delete
 rm -rf "${root:?}"/var/cache/apt/archives/*.deb "${root:?}"/var/lib/apt/lists/* "${root:?}"/debootstrap
 : >"$root/etc/resolv.conf"
 printf 'corral\n' >"$root/etc/hostname"
+if [ -n "$customize" ]; then
+  echo "$me: customizing with $customize"
+  bash "$customize" "$root"
+fi
 
 mkdir -p "$(dirname "$out")"
 partial=$(mktemp "$(dirname "$out")/.${out##*/}.XXXXXX")

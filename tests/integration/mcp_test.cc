@@ -19,33 +19,13 @@
 #include "client/mcp/plain_text.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/daemon_harness.h"
+#include "tests/integration/front_door.h"
 
 namespace corral::testing {
 namespace {
 
 using Json = nlohmann::json;
 namespace mcp = corral::cli::mcp;
-
-// Front doors never run as root: the tests run them as nobody (a user
-// whom the daemon's socket admits and its default policy serves).
-constexpr int kNobody = 65534;
-constexpr char kOpenSocket[] = "[daemon]\nsocket_mode = 0o666\n";
-
-// In a child about to exec.
-void DropToNobody() {
-  if (::setgroups(0, nullptr) != 0 || ::setgid(kNobody) != 0 ||
-      ::setuid(kNobody) != 0) {
-    ::_exit(126);
-  }
-}
-
-// A shell command line run as nobody, with a HOME and npm cache of its own
-// under `dir` (which nobody may write).
-std::string AsNobody(const std::string& dir, const std::string& command) {
-  return "HOME=" + dir + " npm_config_cache=" + dir +
-         "/npm setpriv --reuid=65534 --regid=65534 --clear-groups sh -c '" +
-         command + "'";
-}
 
 // `corral mcp` with pipes for its stdin and stdout, as nobody.
 class McpProcess {
@@ -225,43 +205,12 @@ TEST_CASE(
 }
 
 // `corral mcp --listen 127.0.0.1:PORT` on a free port, until destroyed.
-class McpHttpServer {
+// `corral mcp --listen` on a free port, as nobody.
+class McpHttpServer : public FrontDoorServer {
  public:
-  explicit McpHttpServer(const std::string& socket) {
-    int err[2];
-    REQUIRE(::pipe2(err, O_CLOEXEC) == 0);
-    const std::string corral = BinaryDir() + "/corral";
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(err[1], 2);
-      DropToNobody();
-      ::execl(corral.c_str(), corral.c_str(), "--socket", socket.c_str(), "mcp",
-              "--listen", "127.0.0.1:0", nullptr);
-      ::_exit(127);
-    }
-    REQUIRE(pid_ > 0);
-    ::close(err[1]);
-    // "corral mcp: serving http://127.0.0.1:PORT/mcp"
-    std::string said;
-    char c;
-    while (said.find('\n') == std::string::npos && ::read(err[0], &c, 1) == 1) {
-      said += c;
-    }
-    ::close(err[0]);
-    INFO(said);
-    const size_t at = said.find("http://");
-    REQUIRE(at != std::string::npos);
-    url_ = Trim(said.substr(at));
-  }
-  ~McpHttpServer() {
-    ::kill(pid_, SIGTERM);
-    ::waitpid(pid_, nullptr, 0);
-  }
-  const std::string& url() const { return url_; }
-
- private:
-  pid_t pid_ = -1;
-  std::string url_;
+  explicit McpHttpServer(const std::string& socket)
+      : FrontDoorServer(
+            {"--socket", socket, "mcp", "--listen", "127.0.0.1:0"}) {}
 };
 
 TEST_CASE(
@@ -323,43 +272,11 @@ TEST_CASE(
   CHECK(r.out.find("only a loopback address") != std::string::npos);
 }
 
-// A temporary directory that nobody owns, for HOME and npm's cache.
-std::string NobodyHome() {
-  const std::string dir = Trim(Sh("mktemp -d /tmp/corral-nobody.XXXXXX").out);
-  REQUIRE_FALSE(dir.empty());
-  REQUIRE(::chown(dir.c_str(), kNobody, kNobody) == 0);
-  return dir;
-}
-
-// Node.js 20 and tests/js/node_modules; CI (CORRAL_REQUIRE_JS=1) requires
-// them, elsewhere the test says it is skipped.
-bool JsJudgeAvailable() {
-  const std::string dir = std::string(CORRAL_SOURCE_DIR) + "/tests/js";
-  auto node = Sh("node -p 'process.versions.node.split(\".\")[0]' 2>&1");
-  std::string why;
-  if (node.exit_code != 0) {
-    why = "no node";
-  } else if (std::stoi(Trim(node.out)) < 20) {
-    why = "Node.js " + Trim(node.out) + " is older than 20";
-  } else if (::access((dir + "/node_modules/@modelcontextprotocol/sdk").c_str(),
-                      R_OK) != 0) {
-    why = "tests/js/node_modules is missing (run tests/js/install.sh)";
-  }
-  if (why.empty()) return true;
-  const char* required = std::getenv("CORRAL_REQUIRE_JS");
-  if (required != nullptr && std::string(required) == "1") {
-    FAIL("the MCP SDK judge cannot run: " << why);
-  }
-  WARN("skipped: the MCP SDK judge needs Node.js 20 and npm ci in tests/js: "
-       << why);
-  return false;
-}
-
 TEST_CASE(
     "the official MCP TypeScript SDK drives a whole agent session "
     "through corral mcp: seed, files, tests, diff, snapshots, reset, "
     "fork, bad input") {
-  if (!JsJudgeAvailable()) return;
+  if (!JsJudgeAvailable("@modelcontextprotocol/sdk")) return;
   Daemon daemon(kOpenSocket);
   const std::string home = NobodyHome();
   auto session =
@@ -378,7 +295,7 @@ TEST_CASE(
     "corral mcp --listen serves Streamable HTTP: sessions, SSE and "
     "JSON answers, protocol version, DNS rebinding protection, and "
     "the official conformance suite's scenarios for a tools server") {
-  if (!JsJudgeAvailable()) return;
+  if (!JsJudgeAvailable("@modelcontextprotocol/sdk")) return;
   Daemon daemon(kOpenSocket);
   McpHttpServer server(daemon.socket());
   const std::string js = "cd " + std::string(CORRAL_SOURCE_DIR) + "/tests/js";
