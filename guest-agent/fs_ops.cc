@@ -10,6 +10,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,6 +38,8 @@ constexpr size_t kMaxNameBytes = 255;
 // Output is written in batches of about this size.
 constexpr size_t kOutputFlushBytes = 256u << 10;
 constexpr size_t kInputReadBytes = 64u << 10;
+// Watch: at most this many directories.
+constexpr size_t kMaxWatchedDirectories = 10000;
 // Paths longer than this are cut in error messages.
 constexpr size_t kMaxQuotedBytes = 512;
 
@@ -376,6 +379,12 @@ class FsOperation {
   bool Mkdir(const v1::FsMkdir& request);
   bool Remove(const v1::FsRemove& request);
   bool Move(const v1::FsMove& request);
+  bool Watch(const v1::FsWatch& request);
+  // Watch: adds a watch on root/relative and, when `recursive`, on every
+  // directory beneath it, into `watches` (wd -> relative path).
+  bool AddWatches(int inotify_fd, const std::string& root,
+                  const std::string& relative, bool recursive,
+                  std::map<int, std::string>* watches);
   bool Pack(const v1::FsPack& request);
   bool PackOne(int dirfd, const std::string& name, const std::string& path,
                bool recursive, bool ignore_missing);
@@ -741,6 +750,135 @@ bool FsOperation::Move(const v1::FsMove& request) {
   summary.set_entries(1);
   if (!ResolvedEntry(to, summary.mutable_entry())) return false;
   return EmitSummary(std::move(summary));
+}
+
+bool FsOperation::AddWatches(int inotify_fd, const std::string& root,
+                             const std::string& relative, bool recursive,
+                             std::map<int, std::string>* watches) {
+  constexpr uint32_t kMask = IN_CREATE | IN_MODIFY | IN_DELETE | IN_MOVED_FROM |
+                             IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF |
+                             IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW;
+  const std::string absolute = relative.empty() ? root : root + "/" + relative;
+  if (watches->size() >= kMaxWatchedDirectories) {
+    return Fail("more than " + std::to_string(kMaxWatchedDirectories) +
+                " directories to watch: exceeds the limit");
+  }
+  // The watched directory itself may be reached through symlinks; those
+  // beneath it are never followed.
+  const int wd =
+      ::inotify_add_watch(inotify_fd, absolute.c_str(),
+                          relative.empty() ? (kMask & ~IN_DONT_FOLLOW) : kMask);
+  if (wd < 0) {
+    // Gone, or no longer a directory, since it was listed: not watched.
+    if (!relative.empty() && (errno == ENOENT || errno == ENOTDIR)) return true;
+    if (errno == ENOSPC) {
+      return Fail("watching " + Quote(absolute) +
+                  ": the sandbox's inotify watch limit is reached");
+    }
+    return FailErrno("watching " + Quote(absolute));
+  }
+  (*watches)[wd] = relative;
+  if (!recursive) return true;
+  UniqueFd dir(
+      ::open(absolute.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC |
+                                   (relative.empty() ? 0 : O_NOFOLLOW)));
+  if (!dir) return true;  // vanished meanwhile
+  std::vector<std::string> names;
+  if (!ReadNames(dir.get(), &names)) return true;
+  for (const std::string& name : names) {
+    struct stat st;
+    if (::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !S_ISDIR(st.st_mode)) {
+      continue;
+    }
+    const std::string child = relative.empty() ? name : relative + "/" + name;
+    if (!AddWatches(inotify_fd, root, child, true, watches)) return false;
+  }
+  return true;
+}
+
+bool FsOperation::Watch(const v1::FsWatch& request) {
+  std::string root;
+  if (!Resolve(request.path(), &root)) return false;
+  struct stat st;
+  if (::stat(root.c_str(), &st) != 0) return FailErrno(Quote(root));
+  if (!S_ISDIR(st.st_mode)) {
+    errno = ENOTDIR;
+    return FailErrno(Quote(root));
+  }
+  UniqueFd inotify(::inotify_init1(IN_CLOEXEC));
+  if (!inotify) return FailErrno("inotify");
+  std::map<int, std::string> watches;
+  if (!AddWatches(inotify.get(), root, "", request.recursive(), &watches)) {
+    return false;
+  }
+  v1::FsRecord record;
+  v1::FsEvent& event = *record.mutable_event();
+  event.set_kind(v1::FS_EVENT_STARTED);
+  if (!Emit(record) || !Flush()) return false;
+
+  alignas(struct inotify_event) char buffer[64 << 10];
+  for (;;) {
+    const ssize_t n = ::read(inotify.get(), buffer, sizeof(buffer));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return FailErrno("reading inotify events");
+    }
+    for (ssize_t at = 0; at < n;) {
+      const auto* raw =
+          reinterpret_cast<const struct inotify_event*>(buffer + at);
+      at += static_cast<ssize_t>(sizeof(struct inotify_event) + raw->len);
+      if (raw->mask & IN_Q_OVERFLOW) {
+        return Fail(
+            "inotify: more changes than its queue holds, some were "
+            "lost: exceeds the limit");
+      }
+      auto watched = watches.find(raw->wd);
+      if (watched == watches.end()) continue;
+      const std::string dir = watched->second;
+      if (raw->mask & IN_IGNORED) {
+        watches.erase(watched);
+        continue;
+      }
+      const bool self = raw->mask & (IN_DELETE_SELF | IN_MOVE_SELF);
+      if (self) {
+        // The watched directory itself went: the watch is over.
+        if (dir.empty()) {
+          if (!Flush()) return false;
+          v1::FsSummary summary;
+          return EmitSummary(std::move(summary));
+        }
+        continue;  // a subdirectory: its parent reports it
+      }
+      const std::string name(raw->len > 0 ? raw->name : "");
+      const std::string path = dir.empty() ? name : dir + "/" + name;
+      const bool is_dir = raw->mask & IN_ISDIR;
+      struct {
+        uint32_t bits;
+        v1::FsEventKind kind;
+      } static constexpr kKinds[] = {
+          {IN_CREATE | IN_MOVED_TO, v1::FS_EVENT_CREATE},
+          {IN_MODIFY, v1::FS_EVENT_WRITE},
+          {IN_DELETE, v1::FS_EVENT_REMOVE},
+          {IN_MOVED_FROM, v1::FS_EVENT_RENAME},
+          {IN_ATTRIB, v1::FS_EVENT_CHMOD},
+      };
+      for (const auto& k : kKinds) {
+        if (!(raw->mask & k.bits)) continue;
+        event.set_kind(k.kind);
+        event.set_path(path);
+        event.set_type(is_dir ? v1::ENTRY_TYPE_DIRECTORY
+                              : v1::ENTRY_TYPE_REGULAR);
+        if (!Emit(record)) return false;
+      }
+      if (request.recursive() && is_dir &&
+          (raw->mask & (IN_CREATE | IN_MOVED_TO)) &&
+          !AddWatches(inotify.get(), root, path, true, &watches)) {
+        return false;
+      }
+    }
+    if (!Flush()) return false;
+  }
 }
 
 // Sends the FsEntry, then exactly `size` bytes: a file that grew is cut, one
@@ -1419,6 +1557,8 @@ bool FsOperation::Run(const v1::FsRequest& request) {
       return Remove(request.remove());
     case v1::FsRequest::kMove:
       return Move(request.move());
+    case v1::FsRequest::kWatch:
+      return Watch(request.watch());
     case v1::FsRequest::kPack:
       return Pack(request.pack());
     case v1::FsRequest::kUnpack: {

@@ -73,6 +73,13 @@ foreach(t daemon_integration_test daemon_security_test daemon_kill_test)
 endforeach()
 
 # Workspaces through the API (seed, files, sync, export, diff, snapshots).
+# Files.WatchDirectory: inotify in the sandbox, through the daemon.
+corral_test(NAME watch_api_test
+  SOURCES integration/watch_api_test.cc
+  LIBS corral_daemon_harness
+  LABELS integration)
+add_dependencies(watch_api_test corrald corral corral-agent)
+
 corral_test(NAME workspace_api_test
   SOURCES integration/workspace_api_test.cc
   LIBS corral_daemon_harness LibArchive::LibArchive

@@ -2,6 +2,7 @@
 // Corral's Files service (every operation carried out by the sandbox's
 // agent).
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "absl/strings/ascii.h"
@@ -254,6 +255,81 @@ absl::StatusOr<Json> Gateway::Remove(const EnvdCall& call, const Json& body) {
     if (!absl::IsNotFound(why)) return why;
   }
   return Json::object();
+}
+
+absl::Status Gateway::WatchDir(const EnvdCall& call, const Json& body,
+                               const std::function<bool(const Json&)>& send) {
+  ASSIGN_OR_RETURN(const std::string raw, PathField(body, "path"));
+  ASSIGN_OR_RETURN(const std::string path, ResolvePath(call, raw));
+  const bool include_entry = body.value("includeEntry", false);
+  v1::WatchDirectoryRequest request;
+  request.set_sandbox_id(call.sandbox_id);
+  request.set_path(path);
+  request.set_recursive(body.value("recursive", false));
+  grpc::ClientContext context;
+  const absl::Time deadline =
+      call.timeout ? absl::Now() + *call.timeout : absl::InfiniteFuture();
+  if (call.timeout) context.set_deadline(absl::ToChronoTime(deadline));
+  auto reader = files_->WatchDirectory(&context, request);
+  const auto stop = [&](absl::Status status) {
+    context.TryCancel();
+    reader->Finish();
+    return status;
+  };
+  static const std::map<v1::FileEventKind, const char*> kTypes = {
+      {v1::FILE_EVENT_KIND_CREATE, "EVENT_TYPE_CREATE"},
+      {v1::FILE_EVENT_KIND_WRITE, "EVENT_TYPE_WRITE"},
+      {v1::FILE_EVENT_KIND_REMOVE, "EVENT_TYPE_REMOVE"},
+      {v1::FILE_EVENT_KIND_RENAME, "EVENT_TYPE_RENAME"},
+      {v1::FILE_EVENT_KIND_CHMOD, "EVENT_TYPE_CHMOD"},
+  };
+  v1::WatchDirectoryResponse response;
+  absl::Time last_sent = absl::Now();
+  while (reader->Read(&response)) {
+    if (response.started()) {
+      if (!send({{"start", Json::object()}})) return stop(absl::OkStatus());
+      last_sent = absl::Now();
+    }
+    for (const v1::FileEvent& event : response.events()) {
+      auto type = kTypes.find(event.kind());
+      if (type == kTypes.end()) continue;
+      Json fs = {{"name", event.path()}, {"type", type->second}};
+      // envd describes what was made, written or changed, when asked.
+      if (include_entry && event.kind() != v1::FILE_EVENT_KIND_REMOVE &&
+          event.kind() != v1::FILE_EVENT_KIND_RENAME) {
+        const std::string full =
+            path == "/" ? "/" + event.path() : path + "/" + event.path();
+        auto info = StatPath(call, full);
+        if (info.ok()) fs["entry"] = EntryJson(*info, full);
+      }
+      if (!send({{"filesystem", fs}})) return stop(absl::OkStatus());
+      last_sent = absl::Now();
+    }
+    if (absl::Now() >= deadline) {
+      return stop(absl::DeadlineExceededError(
+          "the request's Connect-Timeout-Ms passed"));
+    }
+    if (absl::Now() - last_sent >= absl::Seconds(call.keepalive_seconds)) {
+      if (!send({{"keepalive", Json::object()}})) return stop(absl::OkStatus());
+      last_sent = absl::Now();
+    }
+  }
+  grpc::Status s = reader->Finish();
+  if (s.ok()) return absl::OkStatus();  // the directory itself went
+  if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return absl::DeadlineExceededError(
+        "the request's Connect-Timeout-Ms passed");
+  }
+  absl::Status why = SandboxError(call.sandbox_id, s);
+  if (absl::IsNotFound(why)) {
+    return absl::NotFoundError(absl::StrCat("path ", path, " not found"));
+  }
+  if (absl::IsFailedPrecondition(why) &&
+      absl::StrContains(why.message(), "Not a directory")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("path ", path, " not a directory"));
+  }
+  return why;
 }
 
 // ---- /files ----------------------------------------------------------------

@@ -209,103 +209,108 @@ absl::StatusOr<Json> Gateway::Unary(const EnvdCall& call,
 void Gateway::Stream(const EnvdCall& call, const std::string& method,
                      const Json& body, httplib::Response& response) {
   response.status = 200;
-  response.set_chunked_content_provider(kStreamContentType, [this, call, method,
-                                                             body](
-                                                                size_t,
-                                                                httplib::
-                                                                    DataSink&
-                                                                        sink) {
-    const auto send = [&](const Json& message) {
-      const std::string frame = Envelope(
-          0, message.dump(-1, ' ', false, Json::error_handler_t::replace));
-      return sink.is_writable() && sink.write(frame.data(), frame.size());
-    };
-    const auto finish = [&](const absl::Status& status) {
-      std::optional<ConnectError> error;
-      if (!status.ok()) error = ToConnectError(status);
-      const std::string frame = EndOfStream(error);
-      if (sink.is_writable()) sink.write(frame.data(), frame.size());
-      sink.done();
-      return true;
-    };
-    absl::StatusOr<std::pair<v1::Process, uint64_t>> followed =
-        absl::UnimplementedError(
-            absl::StrCat(method,
-                         " is not served by Corral's E2B gateway (see "
-                         "docs/e2b.md)"));
-    if (method == "process.Process/Start") {
-      followed = StartProcess(call, body);
-    } else if (method == "process.Process/Connect") {
-      followed = ConnectProcess(call, body);
-    }
-    if (!followed.ok()) return finish(followed.status());
-    const v1::Process process = followed->first;
-    if (!send(Event("start", {{"pid", process.pid()}}))) return false;
+  response.set_chunked_content_provider(
+      kStreamContentType,
+      [this, call, method, body](size_t, httplib::DataSink& sink) {
+        return RunStream(call, method, body, sink);
+      });
+}
 
-    // Follows the output until the exit, the deadline, or the client
-    // leaving (which leaves the process running, as envd does).
-    const absl::Time deadline =
-        call.timeout ? absl::Now() + *call.timeout : absl::InfiniteFuture();
-    const char* stream_name = process.pty() ? "pty" : nullptr;
-    v1::ReadProcessRequest read;
-    read.set_sandbox_id(call.sandbox_id);
-    read.set_process_id(process.process_id());
-    read.set_cursor(followed->second);
-    absl::Time last_sent = absl::Now();
-    for (;;) {
-      const absl::Duration left = deadline - absl::Now();
-      if (left <= absl::ZeroDuration()) {
-        return finish(absl::DeadlineExceededError(
-            "the request's Connect-Timeout-Ms passed"));
-      }
-      read.set_wait_ms(static_cast<uint32_t>(std::min<int64_t>(
-          kReadWaitMs, std::max<int64_t>(1, absl::ToInt64Milliseconds(left)))));
-      v1::ReadProcessResponse chunk;
-      auto context = Context(absl::Seconds(30));
-      grpc::Status s = exec_->ReadProcess(context.get(), read, &chunk);
-      if (!s.ok()) {
-        absl::Status why = SandboxError(call.sandbox_id, s);
-        if (absl::IsNotFound(why)) {
-          // Removed under us: a PTY killed through SendSignal.
-          v1::Process killed = process;
-          killed.set_running(false);
-          killed.set_signal(SIGKILL);
-          if (!send(EndEvent(killed))) return false;
-          return finish(absl::OkStatus());
-        }
-        return finish(why);
-      }
-      for (const v1::ProcessOutput& piece : chunk.output()) {
-        const char* name = stream_name != nullptr ? stream_name
-                           : piece.stream() == v1::OUTPUT_STREAM_STDERR
-                               ? "stderr"
-                               : "stdout";
-        if (!send(Event("data", {{name, absl::Base64Escape(piece.data())}}))) {
-          return false;
-        }
-        last_sent = absl::Now();
-      }
-      read.set_cursor(chunk.next_cursor());
-      if (chunk.exited()) {
-        // Lost with its sandbox (killed, expired): the stream breaks, as
-        // envd's connection does when its sandbox goes.
-        if (!chunk.process().error().empty()) {
-          auto sandbox = FindSandbox(call.sandbox_id);
-          if (!sandbox.ok() || sandbox->state() != v1::SANDBOX_STATE_RUNNING) {
-            return finish(absl::UnavailableError(absl::StrCat(
-                "sandbox ", call.sandbox_id, " is not running any more")));
-          }
-        }
-        if (!send(EndEvent(chunk.process()))) return false;
+bool Gateway::RunStream(const EnvdCall& call, const std::string& method,
+                        const Json& body, httplib::DataSink& sink) {
+  const auto send = [&](const Json& message) {
+    const std::string frame = Envelope(
+        0, message.dump(-1, ' ', false, Json::error_handler_t::replace));
+    return sink.is_writable() && sink.write(frame.data(), frame.size());
+  };
+  const auto finish = [&](const absl::Status& status) {
+    std::optional<ConnectError> error;
+    if (!status.ok()) error = ToConnectError(status);
+    const std::string frame = EndOfStream(error);
+    if (sink.is_writable()) sink.write(frame.data(), frame.size());
+    sink.done();
+    return true;
+  };
+  if (method == "filesystem.Filesystem/WatchDir") {
+    return finish(WatchDir(call, body, send));
+  }
+  absl::StatusOr<std::pair<v1::Process, uint64_t>> followed =
+      absl::UnimplementedError(
+          absl::StrCat(method,
+                       " is not served by Corral's E2B gateway (see "
+                       "docs/e2b.md)"));
+  if (method == "process.Process/Start") {
+    followed = StartProcess(call, body);
+  } else if (method == "process.Process/Connect") {
+    followed = ConnectProcess(call, body);
+  }
+  if (!followed.ok()) return finish(followed.status());
+  const v1::Process process = followed->first;
+  if (!send(Event("start", {{"pid", process.pid()}}))) return false;
+
+  // Follows the output until the exit, the deadline, or the client
+  // leaving (which leaves the process running, as envd does).
+  const absl::Time deadline =
+      call.timeout ? absl::Now() + *call.timeout : absl::InfiniteFuture();
+  const char* stream_name = process.pty() ? "pty" : nullptr;
+  v1::ReadProcessRequest read;
+  read.set_sandbox_id(call.sandbox_id);
+  read.set_process_id(process.process_id());
+  read.set_cursor(followed->second);
+  absl::Time last_sent = absl::Now();
+  for (;;) {
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) {
+      return finish(absl::DeadlineExceededError(
+          "the request's Connect-Timeout-Ms passed"));
+    }
+    read.set_wait_ms(static_cast<uint32_t>(std::min<int64_t>(
+        kReadWaitMs, std::max<int64_t>(1, absl::ToInt64Milliseconds(left)))));
+    v1::ReadProcessResponse chunk;
+    auto context = Context(absl::Seconds(30));
+    grpc::Status s = exec_->ReadProcess(context.get(), read, &chunk);
+    if (!s.ok()) {
+      absl::Status why = SandboxError(call.sandbox_id, s);
+      if (absl::IsNotFound(why)) {
+        // Removed under us: a PTY killed through SendSignal.
+        v1::Process killed = process;
+        killed.set_running(false);
+        killed.set_signal(SIGKILL);
+        if (!send(EndEvent(killed))) return false;
         return finish(absl::OkStatus());
       }
-      if (!sink.is_writable()) return false;
-      if (absl::Now() - last_sent >= absl::Seconds(call.keepalive_seconds)) {
-        if (!send(Event("keepalive", Json::object()))) return false;
-        last_sent = absl::Now();
-      }
+      return finish(why);
     }
-  });
+    for (const v1::ProcessOutput& piece : chunk.output()) {
+      const char* name = stream_name != nullptr ? stream_name
+                         : piece.stream() == v1::OUTPUT_STREAM_STDERR
+                             ? "stderr"
+                             : "stdout";
+      if (!send(Event("data", {{name, absl::Base64Escape(piece.data())}}))) {
+        return false;
+      }
+      last_sent = absl::Now();
+    }
+    read.set_cursor(chunk.next_cursor());
+    if (chunk.exited()) {
+      // Lost with its sandbox (killed, expired): the stream breaks, as
+      // envd's connection does when its sandbox goes.
+      if (!chunk.process().error().empty()) {
+        auto sandbox = FindSandbox(call.sandbox_id);
+        if (!sandbox.ok() || sandbox->state() != v1::SANDBOX_STATE_RUNNING) {
+          return finish(absl::UnavailableError(absl::StrCat(
+              "sandbox ", call.sandbox_id, " is not running any more")));
+        }
+      }
+      if (!send(EndEvent(chunk.process()))) return false;
+      return finish(absl::OkStatus());
+    }
+    if (!sink.is_writable()) return false;
+    if (absl::Now() - last_sent >= absl::Seconds(call.keepalive_seconds)) {
+      if (!send(Event("keepalive", Json::object()))) return false;
+      last_sent = absl::Now();
+    }
+  }
 }
 
 // ---- process.Process -------------------------------------------------------

@@ -18,6 +18,7 @@
 
 #include <httplib.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -37,7 +38,7 @@ namespace corral::e2b {
 
 // The envd version the gateway advertises: the highest whose features the
 // SDK gates on are all built (docs/e2b.md, "envd version").
-inline constexpr char kEnvdVersion[] = "0.1.0";
+inline constexpr char kEnvdVersion[] = "0.1.4";
 // The port envd listens on in an E2B sandbox; the SDK names it in
 // E2b-Sandbox-Port.
 inline constexpr int kEnvdPort = 49983;
@@ -117,6 +118,10 @@ class Gateway {
   // Server-streaming methods: writes the stream to `response`.
   void Stream(const EnvdCall& call, const std::string& method, const Json& body,
               httplib::Response& response);
+  // The stream's body, from the response's content provider: false when
+  // the client left before its end.
+  bool RunStream(const EnvdCall& call, const std::string& method,
+                 const Json& body, httplib::DataSink& sink);
 
   // process.Process
   absl::StatusOr<Json> ListProcesses(const EnvdCall& call);
@@ -137,6 +142,10 @@ class Gateway {
   void SweepProcesses(const std::string& sandbox_id);
 
   // filesystem.Filesystem
+  // Streams a watch's events with `send` (false: the client left) until
+  // the deadline, the client leaving, or an error; returns how it ended.
+  absl::Status WatchDir(const EnvdCall& call, const Json& body,
+                        const std::function<bool(const Json&)>& send);
   absl::StatusOr<Json> Stat(const EnvdCall& call, const Json& body);
   absl::StatusOr<Json> ListDir(const EnvdCall& call, const Json& body);
   absl::StatusOr<Json> MakeDir(const EnvdCall& call, const Json& body);

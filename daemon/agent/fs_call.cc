@@ -117,7 +117,8 @@ absl::Status FsCall::CloseInput() {
 }
 
 absl::Status FsCall::Pump() {
-  ASSIGN_OR_RETURN(ExecEvent event, session_->Next(deadline_));
+  ASSIGN_OR_RETURN(ExecEvent event,
+                   session_->Next(std::min(deadline_, wait_until_)));
   switch (event.kind) {
     case ExecEvent::Kind::kStarted:
       break;

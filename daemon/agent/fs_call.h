@@ -51,6 +51,10 @@ class FsCall {
   // Reads to the end, refusing any record but the summary.
   absl::StatusOr<corral::agent::v1::FsSummary> Finish();
   const corral::agent::v1::FsSummary& summary() const { return summary_; }
+  // Until the next call of Next: give up waiting at `until` (Next then
+  // fails with DEADLINE_EXCEEDED and the call goes on), for callers that
+  // must look at something else while an operation is quiet (a watch).
+  void set_wait_until(absl::Time until) { wait_until_ = until; }
 
  private:
   FsCall(std::unique_ptr<ExecSession> session, absl::Time deadline)
@@ -62,6 +66,7 @@ class FsCall {
 
   std::unique_ptr<ExecSession> session_;
   const absl::Time deadline_;
+  absl::Time wait_until_ = absl::InfiniteFuture();
   agent::wire::FsRecordDecoder decoder_;
   std::string stderr_;
   bool have_summary_ = false;

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "corral/logging.h"
 #include "corral/status_macros.h"
@@ -446,6 +447,109 @@ absl::StatusOr<v1::FileInfo> Workspaces::WriteFile(
   }
   ASSIGN_OR_RETURN(auto summary, call->Finish());
   return ToFileInfo(summary.entry());
+}
+
+namespace {
+
+// An event path from the agent: relative, components neither empty nor
+// "." or "..", at most 4096 bytes.
+bool ValidEventPath(const std::string& path) {
+  if (path.empty() || path.size() > 4096 || path.front() == '/') return false;
+  for (absl::string_view part : absl::StrSplit(path, '/')) {
+    if (part.empty() || part == "." || part == ".." ||
+        part.find('\0') != absl::string_view::npos) {
+      return false;
+    }
+  }
+  return true;
+}
+
+absl::StatusOr<v1::FileEventKind> ToEventKind(av1::FsEventKind kind) {
+  switch (kind) {
+    case av1::FS_EVENT_CREATE:
+      return v1::FILE_EVENT_KIND_CREATE;
+    case av1::FS_EVENT_WRITE:
+      return v1::FILE_EVENT_KIND_WRITE;
+    case av1::FS_EVENT_REMOVE:
+      return v1::FILE_EVENT_KIND_REMOVE;
+    case av1::FS_EVENT_RENAME:
+      return v1::FILE_EVENT_KIND_RENAME;
+    case av1::FS_EVENT_CHMOD:
+      return v1::FILE_EVENT_KIND_CHMOD;
+    default:
+      return absl::InternalError("agent: an unknown file event");
+  }
+}
+
+}  // namespace
+
+absl::Status Workspaces::WatchDirectory(
+    const Caller& caller, const v1::WatchDirectoryRequest& request,
+    const std::function<bool(const v1::WatchDirectoryResponse&)>& write) {
+  constexpr absl::Duration kQuiet = absl::Seconds(1);
+  constexpr int kMaxBatch = 256;
+  av1::FsRequest fs;
+  ASSIGN_OR_RETURN(*fs.mutable_watch()->mutable_path(),
+                   SandboxPath(request.path()));
+  fs.mutable_watch()->set_recursive(request.recursive());
+  ASSIGN_OR_RETURN(auto access, sandboxes_->Access(caller, request.sandbox_id(),
+                                                   Action::kExec));
+  // No deadline: the watch lasts while its client stays (and the sandbox).
+  ASSIGN_OR_RETURN(auto call, FsCall::Start(*access.agent, fs, false));
+  bool started = false;
+  v1::WatchDirectoryResponse response;
+  absl::Time last_sent = absl::Now();
+  for (;;) {
+    // Waits at most until an empty response is due, then sends what came.
+    call->set_wait_until(response.events_size() > 0 ? absl::Now()
+                                                    : last_sent + kQuiet);
+    auto record = call->Next();
+    const bool quiet =
+        !record.ok() && absl::IsDeadlineExceeded(record.status());
+    if (!record.ok() && !quiet) return record.status();
+    if (!quiet && !record->has_value()) {
+      // The directory itself went: what came before it, then the end.
+      if (response.events_size() > 0 && !write(response)) {
+        return absl::CancelledError("the client went away");
+      }
+      return absl::OkStatus();
+    }
+    if (!quiet) {
+      if (!(*record)->has_event()) {
+        return absl::InternalError("agent: unexpected record in a watch");
+      }
+      const av1::FsEvent& event = (*record)->event();
+      if (!started) {
+        if (event.kind() != av1::FS_EVENT_STARTED) {
+          return absl::InternalError("agent: a watch event before its start");
+        }
+        started = true;
+        v1::WatchDirectoryResponse first;
+        first.set_started(true);
+        if (!write(first)) return absl::CancelledError("the client went away");
+        last_sent = absl::Now();
+        continue;
+      }
+      if (!ValidEventPath(event.path())) {
+        return absl::InternalError("agent: a bad path in a watch event");
+      }
+      ASSIGN_OR_RETURN(const v1::FileEventKind kind, ToEventKind(event.kind()));
+      v1::FileEvent& out = *response.add_events();
+      out.set_kind(kind);
+      out.set_path(event.path());
+      out.set_type(event.type() == av1::ENTRY_TYPE_DIRECTORY
+                       ? v1::FILE_TYPE_DIRECTORY
+                       : v1::FILE_TYPE_REGULAR);
+      if (response.events_size() < kMaxBatch) continue;
+    }
+    if (!started) continue;
+    if (response.events_size() == 0 && absl::Now() - last_sent < kQuiet) {
+      continue;
+    }
+    if (!write(response)) return absl::CancelledError("the client went away");
+    response.Clear();
+    last_sent = absl::Now();
+  }
 }
 
 absl::StatusOr<v1::FileInfo> Workspaces::StatFile(

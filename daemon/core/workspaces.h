@@ -89,6 +89,12 @@ class Workspaces {
   // Files.ApplyPatch.
   absl::StatusOr<corral::v1::ApplyPatchResponse> ApplyPatch(
       const Caller& caller, const corral::v1::ApplyPatchRequest& request);
+  // Files.WatchDirectory: `write` gets each response (false: the client
+  // left); runs until then, or the directory goes (OK), or an error.
+  absl::Status WatchDirectory(
+      const Caller& caller, const corral::v1::WatchDirectoryRequest& request,
+      const std::function<bool(const corral::v1::WatchDirectoryResponse&)>&
+          write);
   absl::StatusOr<corral::v1::GetCommandLogResponse> CommandLog(
       const Caller& caller, const corral::v1::GetCommandLogRequest& request);
 

@@ -161,6 +161,18 @@ class FilesService final : public v1::Files::Service {
         response);
   }
 
+  grpc::Status WatchDirectory(
+      grpc::ServerContext* context, const v1::WatchDirectoryRequest* request,
+      grpc::ServerWriter<v1::WatchDirectoryResponse>* writer) override {
+    CALLER_OR_RETURN(caller);
+    absl::Status s = deps_.workspaces->WatchDirectory(
+        caller, *request, [&](const v1::WatchDirectoryResponse& response) {
+          return !context->IsCancelled() && writer->Write(response);
+        });
+    if (absl::IsCancelled(s)) return grpc::Status::OK;
+    return ToGrpcStatus(s);
+  }
+
   grpc::Status GetCommandLog(grpc::ServerContext* context,
                              const v1::GetCommandLogRequest* request,
                              v1::GetCommandLogResponse* response) override {

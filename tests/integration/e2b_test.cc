@@ -11,6 +11,7 @@
 #include <fstream>
 #include <string>
 
+#include "corral/v1/sandboxes.grpc.pb.h"
 #include "tests/integration/daemon_harness.h"
 #include "tests/integration/front_door.h"
 
@@ -140,8 +141,11 @@ TEST_CASE(
   CHECK(suite.exit_code == 0);
   CHECK(suite.out.find("# all passed") != std::string::npos);
   // Nothing is left behind: the suite's sandboxes are gone.
-  auto left = fixture.daemon.Cli({"ls", "-q"});
-  CHECK(Trim(left.out).empty());
+  auto stub = corral::v1::Sandboxes::NewStub(fixture.daemon.Channel());
+  grpc::ClientContext context;
+  corral::v1::ListSandboxesResponse left;
+  REQUIRE(stub->ListSandboxes(&context, {}, &left).ok());
+  CHECK(left.sandboxes_size() == 0);
 }
 
 TEST_CASE(

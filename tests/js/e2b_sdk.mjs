@@ -266,9 +266,29 @@ async function files(sandbox) {
     check(!(await sandbox.files.exists("huge.bin")), "write: nothing of a refused upload is left");
   }
 
-  const watch = await rejection(sandbox.files.watchDir("made", () => {}));
-  check(watch instanceof SandboxError && /unimplemented/.test(watch.message),
-    "watchDir: not built yet, said so (docs/e2b.md)", watch);
+  // Watching a directory: what commands do there comes back as events.
+  await sandbox.files.makeDir("watched/sub");
+  const events = [];
+  const watcher = await sandbox.files.watchDir("watched", (e) => events.push(`${e.type} ${e.name}`));
+  await sandbox.commands.run("cd watched && echo 1 > a.txt && chmod 600 a.txt && mv a.txt b.txt && rm b.txt && echo 2 > sub/deep.txt");
+  const want = ["create a.txt", "write a.txt", "chmod a.txt", "rename a.txt", "create b.txt", "remove b.txt"];
+  check(await eventually(() => want.every((w) => events.includes(w))), "watchDir: create, write, chmod, rename, remove", events);
+  check(!events.some((e) => e.includes("deep.txt")), "watchDir: not recursive unless asked", events);
+  await watcher.stop();
+  const deep = [];
+  const recursive = await sandbox.files.watchDir("watched", (e) => deep.push(`${e.type} ${e.name}`), { recursive: true });
+  await sandbox.commands.run("mkdir -p watched/new/dir && echo 3 > watched/new/dir/x.txt && echo 4 >> watched/sub/deep.txt");
+  check(await eventually(() => deep.includes("create new/dir/x.txt") && deep.includes("write sub/deep.txt")),
+    "watchDir recursive: events beneath, in directories made after it started too", deep);
+  await recursive.stop();
+  const missingDir = await rejection(sandbox.files.watchDir("no/such/dir", () => {}));
+  check(missingDir instanceof NotFoundError, "watchDir: a missing directory is NotFoundError", missingDir);
+  const fileDir = await rejection(sandbox.files.watchDir("moved/to/here.txt", () => {}));
+  check(fileDir instanceof InvalidArgumentError, "watchDir: a file is InvalidArgumentError", fileDir);
+  let exited;
+  await sandbox.files.watchDir("watched", () => {}, { timeoutMs: 1500, onExit: (error) => { exited = error ?? "clean"; } });
+  check(await eventually(() => exited !== undefined, 10_000) && exited instanceof TimeoutError,
+    "watchDir: timeoutMs ends the watch with TimeoutError", exited);
 }
 
 async function pty(sandbox) {
