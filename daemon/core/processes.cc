@@ -202,6 +202,9 @@ struct Processes::Entry {
   std::unique_ptr<OutputLog> log;
   bool log_failed = false;
   bool stopping = false;
+  // Set once it started (or was recovered): until then its place is only
+  // reserved, `log` may not be open yet, and nobody may look at it.
+  bool launched = false;
   // When its output last counted as its sandbox's activity (at most once a
   // second, not at every chunk).
   absl::Time activity_noted = absl::InfinitePast();
@@ -482,6 +485,7 @@ absl::StatusOr<Processes::EntryPtr> Processes::Launch(
     }
     record.set_pid(first.pid);
     entry->SaveLocked();
+    entry->launched = true;
     return absl::OkStatus();
   }();
   if (!started.ok()) {
@@ -553,6 +557,7 @@ absl::Status Processes::Recover() {
         continue;
       }
       entry->log = std::move(*opened);
+      entry->launched = true;
       known.insert(id);
       if (entry->record.running()) {
         if (auto s = Resume(entry, *access->agent); !s.ok()) {
@@ -602,6 +607,11 @@ absl::StatusOr<Processes::EntryPtr> Processes::Find(
           std::lock_guard entry_lock(entry->mutex);
           if (entry->record.tag() == name) found = entry;
         }
+      }
+      // One still starting is not there yet.
+      if (found) {
+        std::lock_guard entry_lock(found->mutex);
+        if (!found->launched) found.reset();
       }
     }
   }
@@ -806,7 +816,13 @@ absl::StatusOr<v1::ListProcessesResponse> Processes::ListProcesses(
     std::lock_guard lock(mutex_);
     auto sandbox = entries_.find(sandbox_id);
     if (sandbox != entries_.end()) {
-      for (auto& [id, entry] : sandbox->second) found.push_back(View(*entry));
+      for (auto& [id, entry] : sandbox->second) {
+        {
+          std::lock_guard entry_lock(entry->mutex);
+          if (!entry->launched) continue;  // still starting
+        }
+        found.push_back(View(*entry));
+      }
     }
   }
   std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
@@ -292,6 +293,75 @@ TEST_CASE(
     CHECK(WriteStdin(api, id, shell.shell_id(), "x", false).error_code() ==
           grpc::StatusCode::FAILED_PRECONDITION);
   }
+}
+
+TEST_CASE(
+    "processes started, listed, read and removed at once from many "
+    "threads: a process still starting is never seen half-made") {
+  Daemon daemon;
+  const std::string id = daemon.CreateSandbox();
+  std::atomic<bool> done{false};
+  std::atomic<int> started{0}, listed{0};
+  std::vector<std::thread> threads;
+  constexpr int kStarters = 6, kEach = 20;
+  for (int t = 0; t < kStarters; ++t) {
+    threads.emplace_back([&, t] {
+      ProcessApi api(daemon);
+      for (int i = 0; i < kEach; ++i) {
+        v1::Process process;
+        const std::string tag =
+            "p" + std::to_string(t) + "-" + std::to_string(i);
+        if (!api.TryStart(id, "echo hi", tag, &process).ok()) continue;
+        ++started;
+        grpc::ClientContext context;
+        v1::RemoveProcessRequest remove;
+        remove.set_sandbox_id(id);
+        remove.set_process_id(process.process_id());
+        v1::Process removed;
+        api.exec->RemoveProcess(&context, remove, &removed);
+      }
+    });
+  }
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&, t] {
+      ProcessApi api(daemon);
+      // Raw calls: Catch2's assertions are for the main thread only.
+      while (!done) {
+        v1::ListProcessesResponse list;
+        {
+          grpc::ClientContext context;
+          v1::ListProcessesRequest request;
+          request.set_sandbox_id(id);
+          if (!api.exec->ListProcesses(&context, request, &list).ok()) break;
+        }
+        for (const auto& process : list.processes()) {
+          // By tag too: a tag is known before its process is.
+          v1::Process got;
+          (void)api.TryGet(id, process.tag(), &got);
+          grpc::ClientContext context;
+          v1::ReadProcessRequest read;
+          read.set_sandbox_id(id);
+          read.set_process_id(process.process_id());
+          v1::ReadProcessResponse response;
+          (void)api.exec->ReadProcess(&context, read, &response);
+        }
+        for (int i = 0; i < kEach; ++i) {
+          v1::Process got;
+          (void)api.TryGet(
+              id, "p" + std::to_string(t) + "-" + std::to_string(i), &got);
+        }
+        ++listed;
+      }
+    });
+  }
+  for (int t = 0; t < kStarters; ++t) threads[t].join();
+  done = true;
+  for (size_t t = kStarters; t < threads.size(); ++t) threads[t].join();
+  CHECK(started == kStarters * kEach);
+  CHECK(listed > 0);
+  REQUIRE(daemon.running());
+  ProcessApi api(daemon);
+  CHECK(api.List(id).processes_size() == 0);
 }
 
 TEST_CASE(
