@@ -38,8 +38,9 @@ struct Config {
   uint64_t max_upload_bytes = 100ull << 20;
   // Where the key that signs sandboxes' access tokens is kept.
   std::string state_dir;
-  // Threads serving HTTP (each streaming command holds one while it runs).
-  int threads = 64;
+  // Threads serving HTTP: each followed command, PTY or watch holds one
+  // while it runs, and each idle kept-alive connection for up to 5 s.
+  int threads = 256;
 };
 
 // The built-in templates: "base", the image that

@@ -26,6 +26,8 @@ constexpr size_t kMaxInputChunk = 64 << 10;
 constexpr uint32_t kReadWaitMs = 1000;
 // Exited processes are forgotten this long after their exit.
 constexpr absl::Duration kKeepExited = absl::Seconds(60);
+// Corral allows 32 processes per sandbox, exited ones included.
+constexpr int kCrowded = 24;
 
 bool IsStream(const std::string& service, const std::string& method) {
   return (service == "process.Process" &&
@@ -302,7 +304,14 @@ bool Gateway::RunStream(const EnvdCall& call, const std::string& method,
               "sandbox ", call.sandbox_id, " is not running any more")));
         }
       }
-      if (!send(EndEvent(chunk.process()))) return false;
+      const bool delivered = send(EndEvent(chunk.process()));
+      // Corral keeps an exited process until it is removed (and counts it
+      // against the sandbox's 32); envd forgets it once reaped. The stream
+      // that started it removes it once its end is delivered.
+      if (delivered && method == "process.Process/Start") {
+        RemoveProcess(call.sandbox_id, process.process_id());
+      }
+      if (!delivered) return false;
       return finish(absl::OkStatus());
     }
     if (!sink.is_writable()) return false;
@@ -614,24 +623,33 @@ absl::StatusOr<Json> Gateway::CloseStdin(const EnvdCall& call,
   return Json::object();
 }
 
+void Gateway::RemoveProcess(const std::string& sandbox_id,
+                            const std::string& process_id) {
+  v1::RemoveProcessRequest remove;
+  remove.set_sandbox_id(sandbox_id);
+  remove.set_process_id(process_id);
+  v1::Process removed;
+  auto context = Context();
+  (void)exec_->RemoveProcess(context.get(), remove, &removed);
+}
+
 void Gateway::SweepProcesses(const std::string& sandbox_id) {
   v1::ListProcessesRequest list;
   list.set_sandbox_id(sandbox_id);
   v1::ListProcessesResponse listed;
   auto context = Context();
   if (!exec_->ListProcesses(context.get(), list, &listed).ok()) return;
+  // Near Corral's limit every exited one goes, else those that exited a
+  // while ago (kept so that a client that lost its stream can still see
+  // how the process ended).
+  const bool crowded = listed.processes_size() >= kCrowded;
   const absl::Time now = absl::Now();
   for (const v1::Process& process : listed.processes()) {
-    if (process.running() || !process.has_ended_at()) continue;
+    if (process.running()) continue;
     const absl::Time ended = absl::FromUnixMicros(
         TimeUtil::TimestampToMicroseconds(process.ended_at()));
-    if (now - ended < kKeepExited) continue;
-    v1::RemoveProcessRequest remove;
-    remove.set_sandbox_id(sandbox_id);
-    remove.set_process_id(process.process_id());
-    v1::Process removed;
-    auto remove_context = Context();
-    (void)exec_->RemoveProcess(remove_context.get(), remove, &removed);
+    if (!crowded && now - ended < kKeepExited) continue;
+    RemoveProcess(sandbox_id, process.process_id());
   }
 }
 

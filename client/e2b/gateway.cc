@@ -157,6 +157,12 @@ Gateway::Gateway(Config config, const std::string& socket_path,
     : config_(std::move(config)), token_key_(std::move(token_key)) {
   grpc::ChannelArguments arguments;
   arguments.SetMaxReceiveMessageSize(corral::cli::kMaxReceiveMessageBytes);
+  // A daemon that restarts is back within a second or so: reconnect to its
+  // socket quickly rather than after gRPC's backoff of up to two minutes
+  // (calls meanwhile fail at once, 503).
+  arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  arguments.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   channel_ =
       grpc::CreateCustomChannel(absl::StrCat("unix:", socket_path),
                                 grpc::InsecureChannelCredentials(), arguments);
@@ -608,6 +614,13 @@ std::optional<Gateway::EnvdCall> Gateway::OpenEnvd(
     return std::nullopt;
   }
   auto sandbox = FindSandbox(call.sandbox_id);
+  if (!sandbox.ok() && !absl::IsNotFound(sandbox.status())) {
+    // The daemon is down or refuses (a quota): not the sandbox's end.
+    const ConnectError error = ToConnectError(sandbox.status());
+    fail(rpc ? HttpStatusOf(error.code) : HttpStatusOfStatus(sandbox.status()),
+         error.code, error.message);
+    return std::nullopt;
+  }
   if (!sandbox.ok() || sandbox->state() != v1::SANDBOX_STATE_RUNNING) {
     fail(502, "unavailable",
          absl::StrCat("The sandbox ", call.sandbox_id,
@@ -702,6 +715,10 @@ absl::StatusOr<std::string> Gateway::ResolvePath(
 absl::Status Gateway::SandboxError(const std::string& sandbox_id,
                                    const grpc::Status& status) {
   auto sandbox = FindSandbox(sandbox_id);
+  // The daemon cannot say (it is down, or busy): the call's own error.
+  if (!sandbox.ok() && !absl::IsNotFound(sandbox.status())) {
+    return FromGrpc(status);
+  }
   if (!sandbox.ok() || sandbox->state() != v1::SANDBOX_STATE_RUNNING) {
     return absl::UnavailableError(
         absl::StrCat("sandbox ", sandbox_id, " is not running any more"));

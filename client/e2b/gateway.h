@@ -140,6 +140,8 @@ class Gateway {
   // Removes processes that exited more than a minute ago: E2B forgets a
   // process once it is reaped, Corral keeps it until it is removed.
   void SweepProcesses(const std::string& sandbox_id);
+  void RemoveProcess(const std::string& sandbox_id,
+                     const std::string& process_id);
 
   // filesystem.Filesystem
   // Streams a watch's events with `send` (false: the client left) until

@@ -104,8 +104,9 @@ int main(int argc, char** argv) {
   server.new_task_queue = [threads] {
     return new httplib::ThreadPool(threads);
   };
+  // An idle kept-alive connection holds a thread while it waits: not long.
   server.set_keep_alive_max_count(100000);
-  server.set_keep_alive_timeout(60);
+  server.set_keep_alive_timeout(5);
   server.set_read_timeout(300);
   server.set_write_timeout(300);
   // Unknown routes and refusals without a body of their own get E2B's

@@ -148,6 +148,52 @@ TEST_CASE(
   CHECK(left.sandboxes_size() == 0);
 }
 
+// An HTTP request to the gateway with curl: "STATUS BODY".
+std::string Http(const std::string& method, const std::string& url,
+                 const std::string& body = "") {
+  auto r = Sh("curl -s -m 30 -X " + method + " -H 'X-API-KEY: " + kKey +
+              "' -H 'Content-Type: application/json' -w ' %{http_code}' " +
+              (body.empty() ? "" : "-d '" + body + "' ") + url);
+  const size_t space = r.out.rfind(' ');
+  return space == std::string::npos
+             ? r.out
+             : r.out.substr(space + 1) + " " + r.out.substr(0, space);
+}
+
+TEST_CASE(
+    "corral e2b outlives a killed daemon: calls fail with 503 while it is "
+    "down, and work again, on the same sandbox, once it is back") {
+  if (!ImageAvailable()) return;
+  GatewayFixture fixture;
+  FrontDoorServer server(fixture.GatewayArgs());
+  const std::string created = Http("POST", server.url() + "/v2/sandboxes",
+                                   R"({"templateID":"base","timeout":300})");
+  INFO(created);
+  REQUIRE(created.rfind("201 ", 0) == 0);
+  const std::string id =
+      created.substr(created.find("\"sandboxID\":\"") + 13, 32);
+
+  fixture.daemon.Kill9();
+  const std::string down = Http("GET", server.url() + "/sandboxes/" + id);
+  INFO(down);
+  CHECK(down.rfind("503 ", 0) == 0);
+  CHECK(down.find("\"code\":503") != std::string::npos);
+
+  fixture.daemon.Start();
+  // The gateway reconnects within a second (503 meanwhile, which E2B's
+  // clients retry).
+  std::string back;
+  for (int i = 0; i < 50; ++i) {
+    back = Http("GET", server.url() + "/sandboxes/" + id);
+    if (back.rfind("503 ", 0) != 0) break;
+    ::usleep(200 * 1000);
+  }
+  INFO(back);
+  CHECK(back.rfind("200 ", 0) == 0);
+  CHECK(back.find("\"state\":\"running\"") != std::string::npos);
+  CHECK(Http("DELETE", server.url() + "/sandboxes/" + id).rfind("204", 0) == 0);
+}
+
 TEST_CASE(
     "E2B's JS SDK through corral e2b on the qemu runtime: lifecycle, "
     "commands and files in a VM") {

@@ -103,6 +103,13 @@ async function lifecycle() {
   const left = shorter.endAt.getTime() - Date.now();
   check(left > 50_000 && left <= 61_000, "setTimeout: endAt moves", left);
 
+  // Expiry: a sandbox whose timeout passes is gone.
+  const brief = await create({ timeoutMs: 2000 });
+  check(await brief.isRunning(), "expiry: running before its timeout");
+  check(await eventually(async () => !(await brief.isRunning()), 15_000), "expiry: gone after its timeout");
+  const expired = await rejection(Sandbox.getInfo(brief.sandboxId));
+  check(expired instanceof NotFoundError, "expiry: getInfo of an expired sandbox is NotFoundError", expired);
+
   check(await Sandbox.kill(other.sandboxId), "kill: true for a sandbox that ran");
   check(!(await other.isRunning()), "kill: the killed sandbox is not running (health 502)");
   check((await Sandbox.kill(other.sandboxId)) === false, "kill: false for one already gone");
@@ -142,6 +149,8 @@ async function commands(sandbox) {
   const badCwd = await rejection(sandbox.commands.run("true", { cwd: "/no/such/dir" }));
   check(badCwd instanceof InvalidArgumentError, "run: a missing cwd is InvalidArgumentError", badCwd);
 
+  const parallel = await Promise.all(Array.from({ length: 24 }, (_, i) => sandbox.commands.run(`sleep 0.2; echo ${i}`)));
+  check(parallel.every((r, i) => r.stdout === `${i}\n`), "run: 24 commands at once, each its own output", parallel.map((r) => r.stdout));
   const lines = [];
   await sandbox.commands.run("for i in 1 2 3; do echo line$i; sleep 0.2; done", {
     onStdout: (data) => lines.push(data),
@@ -180,6 +189,18 @@ async function commands(sandbox) {
   await sandbox.commands.sendStdin(reader.pid, "second\nthird\n");
   const read = await reader.wait();
   check(read.stdout === "first\nsecond\n", "stdin: sendStdin reaches the command", read);
+  // closeStdin: the SDK asks for envd 0.5.2 before it calls it, so the
+  // gateway's CloseStdin is called as the SDK would.
+  const cat = await sandbox.commands.run("cat; echo eof", { background: true, stdin: true });
+  await sandbox.commands.sendStdin(cat.pid, "fed\n");
+  const closed = await fetch(`${apiUrl}/process.Process/CloseStdin`, {
+    method: "POST",
+    body: JSON.stringify({ process: { pid: cat.pid } }),
+    headers: { "Content-Type": "application/json", "E2b-Sandbox-Id": sandbox.sandboxId,
+      "X-Access-Token": sandbox.envdAccessToken, "Connect-Protocol-Version": "1" },
+  });
+  const catted = await cat.wait();
+  check(closed.status === 200 && catted.stdout === "fed\neof\n", "CloseStdin: the command sees EOF", catted);
   const deaf = await sandbox.commands.run("sleep 30", { background: true });
   const noStdin = await rejection(sandbox.commands.sendStdin(deaf.pid, "x"));
   check(noStdin instanceof SandboxError, "stdin: refused for a command started without it", noStdin);
