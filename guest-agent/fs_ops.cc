@@ -381,9 +381,12 @@ class FsOperation {
   bool Move(const v1::FsMove& request);
   bool Watch(const v1::FsWatch& request);
   // Watch: adds a watch on root/relative and, when `recursive`, on every
-  // directory beneath it, into `watches` (wd -> relative path).
+  // directory beneath it, into `watches` (wd -> relative path). With
+  // `announce` (a directory made while watching), every entry found beneath
+  // it gets a CREATE event: it may have been made before its directory was
+  // watched.
   bool AddWatches(int inotify_fd, const std::string& root,
-                  const std::string& relative, bool recursive,
+                  const std::string& relative, bool recursive, bool announce,
                   std::map<int, std::string>* watches);
   bool Pack(const v1::FsPack& request);
   bool PackOne(int dirfd, const std::string& name, const std::string& path,
@@ -754,6 +757,7 @@ bool FsOperation::Move(const v1::FsMove& request) {
 
 bool FsOperation::AddWatches(int inotify_fd, const std::string& root,
                              const std::string& relative, bool recursive,
+                             bool announce,
                              std::map<int, std::string>* watches) {
   constexpr uint32_t kMask = IN_CREATE | IN_MODIFY | IN_DELETE | IN_MOVED_FROM |
                              IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF |
@@ -787,12 +791,23 @@ bool FsOperation::AddWatches(int inotify_fd, const std::string& root,
   if (!ReadNames(dir.get(), &names)) return true;
   for (const std::string& name : names) {
     struct stat st;
-    if (::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-        !S_ISDIR(st.st_mode)) {
+    if (::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
       continue;
     }
     const std::string child = relative.empty() ? name : relative + "/" + name;
-    if (!AddWatches(inotify_fd, root, child, true, watches)) return false;
+    if (announce) {
+      v1::FsRecord record;
+      v1::FsEvent& event = *record.mutable_event();
+      event.set_kind(v1::FS_EVENT_CREATE);
+      event.set_path(child);
+      event.set_type(S_ISDIR(st.st_mode) ? v1::ENTRY_TYPE_DIRECTORY
+                                         : v1::ENTRY_TYPE_REGULAR);
+      if (!Emit(record)) return false;
+    }
+    if (!S_ISDIR(st.st_mode)) continue;
+    if (!AddWatches(inotify_fd, root, child, true, announce, watches)) {
+      return false;
+    }
   }
   return true;
 }
@@ -809,7 +824,8 @@ bool FsOperation::Watch(const v1::FsWatch& request) {
   UniqueFd inotify(::inotify_init1(IN_CLOEXEC));
   if (!inotify) return FailErrno("inotify");
   std::map<int, std::string> watches;
-  if (!AddWatches(inotify.get(), root, "", request.recursive(), &watches)) {
+  if (!AddWatches(inotify.get(), root, "", request.recursive(),
+                  /*announce=*/false, &watches)) {
     return false;
   }
   v1::FsRecord record;
@@ -873,7 +889,8 @@ bool FsOperation::Watch(const v1::FsWatch& request) {
       }
       if (request.recursive() && is_dir &&
           (raw->mask & (IN_CREATE | IN_MOVED_TO)) &&
-          !AddWatches(inotify.get(), root, path, true, &watches)) {
+          !AddWatches(inotify.get(), root, path, true, /*announce=*/true,
+                      &watches)) {
         return false;
       }
     }
