@@ -21,25 +21,13 @@ import {
   InvalidArgumentError,
   TimeoutError,
 } from "e2b";
+import { check, finish, unexpected } from "./tap.mjs";
 
 const template = process.env.E2B_TEMPLATE || "base";
 const full = (process.env.E2B_SUITE || "full") === "full";
 const apiUrl = process.env.E2B_API_URL;
 const run = `run${process.pid}`;
 
-let failures = 0;
-function check(condition, what, detail) {
-  if (condition) {
-    console.log(`ok - ${what}`);
-  } else {
-    failures++;
-    console.log(`not ok - ${what}`);
-    if (detail !== undefined) {
-      const shown = detail instanceof Error ? `${detail.name}: ${detail.message}` : JSON.stringify(detail);
-      console.log(`  got: ${String(shown).slice(0, 2000)}`);
-    }
-  }
-}
 // The error a promise rejects with, or null when it resolves.
 async function rejection(promise) {
   try {
@@ -409,10 +397,8 @@ try {
     await killedDuringRun();
   }
 } catch (error) {
-  failures++;
-  console.log(`not ok - unexpected ${error?.name}: ${error?.message}\n${error?.stack}`);
+  unexpected(error);
 } finally {
   for (const sandbox of sandboxes) await Sandbox.kill(sandbox.sandboxId).catch(() => {});
 }
-console.log(failures === 0 ? "# all passed" : `# ${failures} failed`);
-process.exit(failures === 0 ? 0 : 1);
+finish();

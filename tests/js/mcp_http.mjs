@@ -4,16 +4,9 @@
 // judge of tests/integration/mcp_test.cc, which passes the endpoint in
 // CORRAL_MCP_URL. Prints "ok - ..." per check and exits 1 if any failed.
 import http from "node:http";
+import { check, finish } from "./tap.mjs";
 
 const url = new URL(process.env.CORRAL_MCP_URL);
-let failures = 0;
-function check(condition, what, detail) {
-  console.log(`${condition ? "ok" : "not ok"} - ${what}`);
-  if (!condition) {
-    failures++;
-    if (detail !== undefined) console.log(`  got: ${JSON.stringify(detail).slice(0, 1500)}`);
-  }
-}
 
 // One HTTP request; resolves to { status, headers, body }.
 function request(method, { body, headers = {} } = {}) {
@@ -100,5 +93,4 @@ check(r.status === 200, "DELETE ends the session", r);
 r = await request("POST", { body: { jsonrpc: "2.0", id: 12, method: "ping" }, headers: with_session });
 check(r.status === 404, "an ended session: 404", r);
 
-console.log(failures === 0 ? "# all passed" : `# ${failures} failed`);
-process.exit(failures === 0 ? 0 : 1);
+finish();

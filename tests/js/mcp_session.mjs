@@ -9,17 +9,8 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import { mkdtempSync, readFileSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { check, finish } from "./tap.mjs";
 
-let failures = 0;
-function check(condition, what, detail) {
-  if (condition) {
-    console.log(`ok - ${what}`);
-  } else {
-    failures++;
-    console.log(`not ok - ${what}`);
-    if (detail !== undefined) console.log(`  got: ${JSON.stringify(detail).slice(0, 2000)}`);
-  }
-}
 const text = (result) => result.content.map((c) => c.text).join("");
 
 // A small project: a function and its test.
@@ -265,5 +256,4 @@ try {
   await client.close();
   rmSync(seed, { recursive: true, force: true });
 }
-console.log(failures === 0 ? "# all passed" : `# ${failures} failed`);
-process.exit(failures === 0 ? 0 : 1);
+finish();
