@@ -70,6 +70,8 @@ out=$(cd "$repo_root/tests/js" && E2B_API_URL=$url E2B_SANDBOX_URL=$url \
   E2B_API_KEY=$key RUNS=$runs nobody node bench_e2b.mjs)
 e2b=$(echo "$out" | awk '$1 == "e2b-create-run" { print $3 }')
 e2b90=$(echo "$out" | awk '$1 == "e2b-create-run" { print $4 }')
+e2b_create=$(echo "$out" | awk '$1 == "e2b-create" { print $3 }')
+e2b_run=$(echo "$out" | awk '$1 == "e2b-run" { print $3 }')
 for i in $(seq $((runs + 2))); do
   t0=${EPOCHREALTIME/./}
   id=$(nobody "$corral" --socket "$socket" create --runtime linux --image e2b-base)
@@ -84,6 +86,6 @@ cli90=$(awk '{ a[NR] = $1 } END { printf "%.3f", a[int(NR * 0.9) + 1] / 1000 }' 
 printf 'e2b-create-run %s %s %s\ncli-create-exec %s %s %s\n' "$runs" "$e2b" \
   "$e2b90" "$runs" "$cli_ms" "$cli90" >"$results"
 echo "== create a sandbox and run echo hi in it, $runs sandboxes each (linux, e2b-base)"
-echo "  E2B SDK through corral e2b: median $e2b ms (p90 $e2b90 ms)"
+echo "  E2B SDK through corral e2b: median $e2b ms (p90 $e2b90 ms): create $e2b_create ms, run $e2b_run ms"
 echo "  corral create + corral exec: median $cli_ms ms (p90 $cli90 ms)"
 echo "  E2B / CLI: $(bench_ratio "$e2b" "$cli_ms")"
