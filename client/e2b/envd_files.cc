@@ -435,38 +435,74 @@ absl::StatusOr<v1::FileInfo> Gateway::WriteFile(const EnvdCall& call,
 }
 
 void Gateway::Upload(const httplib::Request& request,
-                     httplib::Response& response) {
+                     httplib::Response& response,
+                     const httplib::ContentReader& content) {
   auto call =
       OpenEnvd(request, response, request.get_param_value("username"), false);
   if (!call) return;
   const std::string query_path = request.get_param_value("path");
-  std::vector<std::pair<std::string, const std::string*>> uploads;
   const std::string type = absl::AsciiStrToLower(
       request.get_header_value("Content-Type")
           .substr(0, request.get_header_value("Content-Type").find(';')));
-  if (request.is_multipart_form_data()) {
-    for (const auto& [name, part] : request.files) {
-      if (name != "file") continue;
-      const std::string& raw = query_path.empty() ? part.filename : query_path;
-      if (raw.empty()) {
-        return ReplyError(response, 400,
-                          "a file part has no filename and no path was given");
-      }
-      uploads.emplace_back(raw, &part.content);
-    }
-    if (uploads.empty()) {
-      return ReplyError(response, 400, "no part named \"file\" in the form");
-    }
-  } else if (type == "application/octet-stream") {
-    if (query_path.empty()) {
-      return ReplyError(response, 400,
-                        "path query parameter is required for raw body upload");
-    }
-    uploads.emplace_back(query_path, &request.body);
-  } else {
+  const bool multipart = request.is_multipart_form_data();
+  if (!multipart && type != "application/octet-stream") {
     return ReplyError(
         response, 400,
         absl::StrCat("unsupported content type: ", type.substr(0, 64)));
+  }
+  // The body as it arrives, inflated when it is gzip: read up to the limit
+  // and no further, so that neither a large upload nor a small compressed
+  // one that inflates without end (a bomb) can take the gateway's memory.
+  struct Part {
+    std::string name, filename, content;
+  };
+  std::vector<Part> parts;
+  uint64_t total = 0;
+  bool too_large = false;
+  const auto receive = [&](const char* data, size_t size) {
+    total += size;
+    if (total > config_.max_upload_bytes) {
+      too_large = true;
+      return false;
+    }
+    parts.back().content.append(data, size);
+    return true;
+  };
+  bool read = false;
+  if (multipart) {
+    read = content(
+        [&](const httplib::MultipartFormData& header) {
+          parts.push_back({header.name, header.filename, ""});
+          return true;
+        },
+        receive);
+  } else {
+    parts.push_back({"file", "", ""});
+    read = content(receive);
+  }
+  if (too_large) {
+    response.set_header("Connection", "close");
+    return ReplyError(response, 413,
+                      absl::StrCat("the upload is larger than the gateway's "
+                                   "limit of ",
+                                   config_.max_upload_bytes >> 20, " MiB"));
+  }
+  if (!read) return ReplyError(response, 400, "the upload could not be read");
+  std::vector<std::pair<std::string, const std::string*>> uploads;
+  for (const Part& part : parts) {
+    if (multipart && part.name != "file") continue;
+    const std::string& raw = query_path.empty() ? part.filename : query_path;
+    if (raw.empty()) {
+      return ReplyError(
+          response, 400,
+          multipart ? "a file part has no filename and no path was given"
+                    : "path query parameter is required for raw body "
+                      "upload");
+    }
+    uploads.emplace_back(raw, &part.content);
+  }
+  if (uploads.empty()) {
+    return ReplyError(response, 400, "no part named \"file\" in the form");
   }
   std::set<std::string> seen;
   std::vector<std::string> paths;

@@ -759,20 +759,26 @@ absl::StatusOr<std::string> LoadTokenKey(const std::string& state_dir) {
 
 void Gateway::Install(httplib::Server& server) {
   server.set_payload_max_length(config_.max_upload_bytes + (1 << 20));
-  // Uploads are read whole, so a compressed one could grow without bound
-  // once inflated; none is accepted.
-  server.set_pre_routing_handler(
-      [](const httplib::Request& request, httplib::Response& response) {
-        const std::string encoding =
-            absl::AsciiStrToLower(request.get_header_value("Content-Encoding"));
-        if (!encoding.empty() && encoding != "identity") {
-          ReplyError(response, 415,
-                     absl::StrCat("Content-Encoding ", encoding.substr(0, 32),
-                                  " is not supported"));
-          return httplib::Server::HandlerResponse::Handled;
-        }
-        return httplib::Server::HandlerResponse::Unhandled;
-      });
+  // Bodies read whole by httplib (everything but uploads) would be inflated
+  // without bound: no Content-Encoding is accepted there. Uploads (POST
+  // /files) read their own, bounded as they inflate, and take gzip, as
+  // envd does.
+  server.set_pre_routing_handler([](const httplib::Request& request,
+                                    httplib::Response& response) {
+    const std::string encoding =
+        absl::AsciiStrToLower(request.get_header_value("Content-Encoding"));
+    if (encoding.empty() || encoding == "identity") {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    const bool upload = request.method == "POST" && request.path == "/files";
+    if (upload && encoding == "gzip") {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    ReplyError(response, upload ? 400 : 415,
+               absl::StrCat("Content-Encoding ", encoding.substr(0, 32),
+                            " is not supported", upload ? " (only gzip)" : ""));
+    return httplib::Server::HandlerResponse::Handled;
+  });
   const auto control = [this](auto handler) {
     return [this, handler](const httplib::Request& request,
                            httplib::Response& response) {
@@ -829,8 +835,9 @@ void Gateway::Install(httplib::Server& server) {
     Download(request, response);
   });
   server.Post("/files", [this](const httplib::Request& request,
-                               httplib::Response& response) {
-    Upload(request, response);
+                               httplib::Response& response,
+                               const httplib::ContentReader& content) {
+    Upload(request, response, content);
   });
   server.Post(
       R"(/(process\.Process|filesystem\.Filesystem)/([A-Za-z]+))",

@@ -158,7 +158,8 @@ class Gateway {
 
   // GET/POST /files, GET /health
   void Download(const httplib::Request& request, httplib::Response& response);
-  void Upload(const httplib::Request& request, httplib::Response& response);
+  void Upload(const httplib::Request& request, httplib::Response& response,
+              const httplib::ContentReader& content);
   absl::StatusOr<corral::v1::FileInfo> WriteFile(const EnvdCall& call,
                                                  const std::string& path,
                                                  const std::string& data);

@@ -22,6 +22,7 @@ import {
   TimeoutError,
 } from "e2b";
 import { check, finish, unexpected } from "./tap.mjs";
+import { gzipSync } from "node:zlib";
 
 const template = process.env.E2B_TEMPLATE || "base";
 const full = (process.env.E2B_SUITE || "full") === "full";
@@ -273,6 +274,24 @@ async function files(sandbox) {
     const huge = await rejection(sandbox.files.write("huge.bin", new Uint8Array((limit + 1) << 20)));
     check(huge instanceof SandboxError && /413/.test(huge.message), "write: past the upload limit is 413", huge);
     check(!(await sandbox.files.exists("huge.bin")), "write: nothing of a refused upload is left");
+
+    // Raw uploads as envd takes them (the SDK sends these from envd 0.5.7):
+    // octet-stream, gzip-compressed, and a gzip bomb cut at the limit.
+    const upload = (path, body, headers) => fetch(`${apiUrl}/files?path=${encodeURIComponent(path)}&username=user`, {
+      method: "POST", body,
+      headers: { "E2b-Sandbox-Id": sandbox.sandboxId, "X-Access-Token": sandbox.envdAccessToken,
+        "Content-Type": "application/octet-stream", ...headers },
+    });
+    let r = await upload("raw.txt", "raw body");
+    check(r.status === 200 && (await sandbox.files.read("raw.txt")) === "raw body", "upload: octet-stream", r.status);
+    r = await upload("gz.txt", gzipSync("inflated by the gateway"), { "Content-Encoding": "gzip" });
+    check(r.status === 200 && (await sandbox.files.read("gz.txt")) === "inflated by the gateway", "upload: gzip", r.status);
+    const bomb = gzipSync(Buffer.alloc((limit + 56) << 20));
+    r = await upload("bomb.bin", bomb, { "Content-Encoding": "gzip" });
+    check(r.status === 413 && bomb.length < (1 << 20), "upload: a gzip bomb is cut at the limit, 413", { status: r.status, sent: bomb.length });
+    check(!(await sandbox.files.exists("bomb.bin")), "upload: nothing of the bomb is written");
+    r = await upload("br.txt", "x", { "Content-Encoding": "br" });
+    check(r.status === 400, "upload: an encoding other than gzip is 400", r.status);
   }
 
   // Watching a directory: what commands do there comes back as events.
