@@ -110,6 +110,22 @@ absl::StatusOr<v1::FileInfo> Gateway::StatPath(const EnvdCall& call,
   return info;
 }
 
+absl::StatusOr<v1::FileInfo> Gateway::StatFollowing(const EnvdCall& call,
+                                                    std::string& path) {
+  const std::string asked = path;
+  absl::StatusOr<v1::FileInfo> info = StatPath(call, path);
+  for (int hop = 0; info.ok() && info->type() == v1::FILE_TYPE_SYMLINK; ++hop) {
+    if (hop == kMaxSymlinkHops) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cyclic symlink or chain >", kMaxSymlinkHops, " links at ", asked));
+    }
+    const std::string target = info->link_target();
+    path = absl::StartsWith(target, "/") ? target : Parent(path) + "/" + target;
+    info = StatPath(call, path);
+  }
+  return info;
+}
+
 absl::StatusOr<Json> Gateway::Stat(const EnvdCall& call, const Json& body) {
   ASSIGN_OR_RETURN(const std::string raw, PathField(body, "path"));
   ASSIGN_OR_RETURN(const std::string path, ResolvePath(call, raw));
@@ -132,16 +148,7 @@ absl::StatusOr<Json> Gateway::ListDir(const EnvdCall& call, const Json& body) {
   }
   // envd follows symlinks to the listed directory (not beneath it).
   std::string dir = path;
-  absl::StatusOr<v1::FileInfo> info = StatPath(call, dir);
-  for (int hop = 0; info.ok() && info->type() == v1::FILE_TYPE_SYMLINK; ++hop) {
-    if (hop == kMaxSymlinkHops) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "cyclic symlink or chain >", kMaxSymlinkHops, " links at ", path));
-    }
-    const std::string target = info->link_target();
-    dir = absl::StartsWith(target, "/") ? target : Parent(dir) + "/" + target;
-    info = StatPath(call, dir);
-  }
+  absl::StatusOr<v1::FileInfo> info = StatFollowing(call, dir);
   if (!info.ok()) {
     return NotFoundAs(info.status(),
                       absl::StrCat("directory not found: ", path));
@@ -343,15 +350,8 @@ void Gateway::Download(const httplib::Request& request,
   if (!path.ok())
     return ReplyError(response, 400, std::string(path.status().message()));
   // Reads follow symlinks, as envd's open does.
-  auto info = StatPath(*call, *path);
   std::string target = *path;
-  for (int hop = 0; info.ok() && info->type() == v1::FILE_TYPE_SYMLINK &&
-                    hop < kMaxSymlinkHops;
-       ++hop) {
-    const std::string link = info->link_target();
-    target = absl::StartsWith(link, "/") ? link : Parent(target) + "/" + link;
-    info = StatPath(*call, target);
-  }
+  auto info = StatFollowing(*call, target);
   if (!info.ok()) {
     if (absl::IsNotFound(info.status())) {
       return ReplyError(response, 404,

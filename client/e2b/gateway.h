@@ -155,6 +155,10 @@ class Gateway {
   absl::StatusOr<Json> Remove(const EnvdCall& call, const Json& body);
   absl::StatusOr<corral::v1::FileInfo> StatPath(const EnvdCall& call,
                                                 const std::string& path);
+  // StatPath that follows symlinks (at most 40), as opening does; `path`
+  // becomes where it led.
+  absl::StatusOr<corral::v1::FileInfo> StatFollowing(const EnvdCall& call,
+                                                     std::string& path);
 
   // GET/POST /files, GET /health
   void Download(const httplib::Request& request, httplib::Response& response);
