@@ -23,19 +23,10 @@ USAGE
   exit 2
 }
 
-runs=20
-while getopts "n:h" opt; do
-  case $opt in
-    n) runs=$OPTARG ;;
-    *) usage ;;
-  esac
-done
-shift $((OPTIND - 1))
-[ $# -le 1 ] || usage
-case $runs in '' | *[!0-9]* | 0) usage ;; esac
+bench_runs_and_build 20 "$@"
 [ -d "$repo_root/tests/js/node_modules/e2b" ] ||
   bench_die "run tests/js/install.sh first (Node.js 20)"
-bench_setup_daemon_run e2b "${1:-}"
+bench_setup_daemon_run e2b "$build_arg"
 image=$build/images/e2b-base.tar
 [ -f "$image" ] || bench_die "no $image: run deploy/images/build-e2b-base.sh $image"
 # The gateway never runs as root: both sides run as nobody, whom a socket

@@ -128,6 +128,25 @@ bench_keep_log() {
   return 0
 }
 
+# For scripts whose only arguments are [-n RUNS] [BUILD_DIR]: sets runs
+# (default $1) and build_arg from the rest; anything else calls the
+# script's usage.
+bench_runs_and_build() {
+  runs=$1
+  shift
+  local opt OPTIND=1
+  while getopts "n:h" opt; do
+    case $opt in
+      n) runs=$OPTARG ;;
+      *) usage ;;
+    esac
+  done
+  shift $((OPTIND - 1))
+  [ $# -le 1 ] || usage
+  case $runs in '' | *[!0-9]* | 0) usage ;; esac
+  build_arg=${1:-}
+}
+
 # For a script that runs its own daemon: checks root and the build in $1
 # (or $CORRAL_BUILD, or <repo>/build), makes a work directory
 # $bench_cache/NAME.XXXXXX with the daemon's socket, state and sandbox list,

@@ -20,19 +20,10 @@ USAGE
   exit 2
 }
 
-runs=200
-while getopts "n:h" opt; do
-  case $opt in
-    n) runs=$OPTARG ;;
-    *) usage ;;
-  esac
-done
-shift $((OPTIND - 1))
-[ $# -le 1 ] || usage
-case $runs in '' | *[!0-9]* | 0) usage ;; esac
+bench_runs_and_build 200 "$@"
 [ -d "$repo_root/tests/js/node_modules/@modelcontextprotocol/sdk" ] ||
   bench_die "run tests/js/install.sh first (Node.js 20)"
-bench_setup_daemon_run mcp "${1:-}"
+bench_setup_daemon_run mcp "$build_arg"
 # corral mcp never runs as root: both sides run as nobody, whom a socket of
 # mode 0666 admits.
 printf '[daemon]\nsocket_mode = 0o666\n' >"$work/corrald.toml"
