@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client/command_support.h"
@@ -198,6 +199,7 @@ struct WorkspaceCommands::Flags {
   CLI::App* file_mkdir = nullptr;
   CLI::App* file_rm = nullptr;
   CLI::App* file_mv = nullptr;
+  CLI::App* file_watch = nullptr;
 
   // Shared by the commands; each parse fills only what its command uses.
   std::string id;
@@ -378,6 +380,14 @@ WorkspaceCommands::WorkspaceCommands(CLI::App& app)
   f.file_mv = AddId(f.file->add_subcommand("mv", "Move or rename"), f.id);
   f.file_mv->add_option("FROM", f.path, "Path")->required();
   f.file_mv->add_option("TO", f.path2, "New path")->required();
+  f.file_watch = AddId(
+      f.file->add_subcommand("watch",
+                             "Print a directory's changes as they happen, "
+                             "until Ctrl-C or the directory goes"),
+      f.id);
+  f.file_watch->add_option("PATH", f.path, "Directory (default: /workspace)");
+  f.file_watch->add_flag("-r,--recursive", f.recursive,
+                         "Watch subdirectories too, present and future");
 }
 
 WorkspaceCommands::~WorkspaceCommands() = default;
@@ -650,6 +660,37 @@ Result FileCommand(Connection& connection, bool json,
     ASSIGN_OR_RETURN(const corral::v1::FileInfo info,
                      UploadFile(connection, header, source));
     RETURN_IF_ERROR(print_info(info));
+    return 0;
+  }
+  if (f.file_watch->parsed()) {
+    corral::v1::WatchDirectoryRequest request;
+    request.set_sandbox_id(f.id);
+    request.set_path(f.path.empty() ? "/workspace" : f.path);
+    request.set_recursive(f.recursive);
+    auto context = LongContext();
+    auto reader = stub.WatchDirectory(context.get(), request);
+    corral::v1::WatchDirectoryResponse response;
+    while (reader->Read(&response)) {
+      if (response.started()) {
+        Warn(absl::StrCat("watching ", EscapeControl(request.path()),
+                          " (Ctrl-C stops)"));
+      }
+      std::string out;
+      for (const corral::v1::FileEvent& event : response.events()) {
+        std::string kind = corral::v1::FileEventKind_Name(event.kind());
+        kind = absl::AsciiStrToLower(kind.substr(kind.rfind('_') + 1));
+        const std::string type = FileTypeName(event.type());
+        absl::StrAppend(
+            &out, json ? absl::StrCat("{\"kind\":\"", kind,
+                                      "\",\"path\":", JsonString(event.path()),
+                                      ",\"type\":\"", type, "\"}\n")
+                       : absl::StrCat(kind, " ", EscapeControl(event.path()),
+                                      type == "directory" ? "/" : "", "\n"));
+      }
+      if (!out.empty()) RETURN_IF_ERROR(Print(out));
+    }
+    const grpc::Status status = reader->Finish();
+    if (!status.ok()) return connection.CallError(status);
     return 0;
   }
   if (f.file_stat->parsed()) {

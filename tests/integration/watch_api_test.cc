@@ -112,5 +112,36 @@ TEST_CASE(
   CHECK_FALSE(file.started);
 }
 
+TEST_CASE(
+    "corral file watch prints a directory's changes until the directory "
+    "goes, and says why it cannot watch") {
+  Daemon daemon;
+  const std::string id = daemon.CreateSandbox();
+  REQUIRE(daemon.Cli({"exec", id, "--", "mkdir", "/workspace/cw"}).exit_code ==
+          0);
+  const std::string corral =
+      BinaryDir() + "/corral --socket " + daemon.socket() + " ";
+  auto watched = Sh(
+      "d=$(mktemp -d); " + corral + "file watch " + id +
+      " cw >$d/out 2>$d/err & pid=$!; "
+      "for i in $(seq 200); do grep -q watching $d/err && break; sleep 0.05; "
+      "done; " +
+      corral + "exec " + id +
+      " -- sh -c 'cd /workspace/cw && echo x > new && mkdir sub && rm new'; "
+      "sleep 0.5; " +
+      corral + "exec " + id +
+      " -- rm -rf /workspace/cw; wait $pid; "
+      "echo rc=$?; cat $d/out; cat $d/err; rm -rf $d");
+  INFO(watched.out);
+  CHECK(watched.out.find("rc=0") != std::string::npos);
+  for (const char* line : {"create new\n", "write new\n", "create sub/\n",
+                           "remove new\n", "watching cw (Ctrl-C stops)"}) {
+    CHECK(watched.out.find(line) != std::string::npos);
+  }
+  auto missing = daemon.Cli({"file", "watch", id, "/workspace/nope"});
+  CHECK(missing.exit_code == 125);
+  CHECK(missing.err.find("No such file or directory") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace corral::testing
