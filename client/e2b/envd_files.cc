@@ -410,11 +410,8 @@ void Gateway::Download(const httplib::Request& request,
 absl::StatusOr<v1::FileInfo> Gateway::WriteFile(const EnvdCall& call,
                                                 const std::string& path,
                                                 const std::string& data) {
-  auto existing = StatPath(call, path);
-  if (existing.ok() && existing->type() == v1::FILE_TYPE_DIRECTORY) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("path is a directory: ", path));
-  }
+  // The agent refuses to write over a directory (FAILED_PRECONDITION, a
+  // 400 here, as envd's).
   v1::FileInfo info;
   auto context = Context(absl::Minutes(30));
   auto writer = files_->WriteFile(context.get(), &info);
@@ -441,9 +438,7 @@ void Gateway::Upload(const httplib::Request& request,
       OpenEnvd(request, response, request.get_param_value("username"), false);
   if (!call) return;
   const std::string query_path = request.get_param_value("path");
-  const std::string type = absl::AsciiStrToLower(
-      request.get_header_value("Content-Type")
-          .substr(0, request.get_header_value("Content-Type").find(';')));
+  const std::string type = MediaType(request);
   const bool multipart = request.is_multipart_form_data();
   if (!multipart && type != "application/octet-stream") {
     return ReplyError(

@@ -29,23 +29,16 @@ constexpr absl::Duration kKeepExited = absl::Seconds(60);
 // Corral allows 32 processes per sandbox, exited ones included.
 constexpr int kCrowded = 24;
 
+absl::Status NotServed(const std::string& method) {
+  return absl::UnimplementedError(absl::StrCat(
+      method, " is not served by Corral's E2B gateway (see docs/e2b.md)"));
+}
+
 bool IsStream(const std::string& service, const std::string& method) {
   return (service == "process.Process" &&
           (method == "Start" || method == "Connect" ||
            method == "StreamInput")) ||
          (service == "filesystem.Filesystem" && method == "WatchDir");
-}
-
-bool ValidTag(const std::string& tag) {
-  if (tag.empty() || tag.size() > 64 || tag[0] == '.' || tag[0] == '-') {
-    return false;
-  }
-  for (char c : tag) {
-    if (!absl::ascii_isalnum(c) && c != '.' && c != '_' && c != '-') {
-      return false;
-    }
-  }
-  return true;
 }
 
 // Go's names of the signals that end processes ("signal: killed").
@@ -159,9 +152,7 @@ absl::StatusOr<v1::TerminalSize> SizeOf(const Json& pty) {
 void Gateway::Rpc(const httplib::Request& request, httplib::Response& response,
                   const std::string& service, const std::string& method) {
   const bool stream = IsStream(service, method);
-  const std::string type = absl::AsciiStrToLower(
-      request.get_header_value("Content-Type")
-          .substr(0, request.get_header_value("Content-Type").find(';')));
+  const std::string type = MediaType(request);
   const char* expected = stream ? kStreamContentType : kUnaryContentType;
   if (type != expected) {
     // Connect answers a content type it does not speak with 415.
@@ -202,10 +193,7 @@ absl::StatusOr<Json> Gateway::Unary(const EnvdCall& call,
   if (method == "filesystem.Filesystem/MakeDir") return MakeDir(call, body);
   if (method == "filesystem.Filesystem/Move") return Move(call, body);
   if (method == "filesystem.Filesystem/Remove") return Remove(call, body);
-  return absl::UnimplementedError(
-      absl::StrCat(method,
-                   " is not served by Corral's E2B gateway (see "
-                   "docs/e2b.md)"));
+  return NotServed(method);
 }
 
 void Gateway::Stream(const EnvdCall& call, const std::string& method,
@@ -236,11 +224,7 @@ bool Gateway::RunStream(const EnvdCall& call, const std::string& method,
   if (method == "filesystem.Filesystem/WatchDir") {
     return finish(WatchDir(call, body, send));
   }
-  absl::StatusOr<std::pair<v1::Process, uint64_t>> followed =
-      absl::UnimplementedError(
-          absl::StrCat(method,
-                       " is not served by Corral's E2B gateway (see "
-                       "docs/e2b.md)"));
+  absl::StatusOr<std::pair<v1::Process, uint64_t>> followed = NotServed(method);
   if (method == "process.Process/Start") {
     followed = StartProcess(call, body);
   } else if (method == "process.Process/Connect") {
@@ -399,14 +383,9 @@ absl::StatusOr<std::pair<v1::Process, uint64_t>> Gateway::StartProcess(
         UINT32_MAX,
         absl::ToInt64Seconds(absl::Ceil(*call.timeout, absl::Seconds(1))))));
   }
+  // The daemon checks the tag (INVALID_ARGUMENT, as envd's).
   if (body.contains("tag") && body["tag"].is_string()) {
-    const std::string tag = body["tag"].get<std::string>();
-    if (!ValidTag(tag)) {
-      return absl::InvalidArgumentError(
-          "tag: Corral's tags are 1 to 64 characters of [A-Za-z0-9._-], not "
-          "starting with '.' or '-'");
-    }
-    start.set_tag(tag);
+    start.set_tag(body["tag"].get<std::string>());
   }
   auto context = Context();
   grpc::Status s = exec_->StartProcess(context.get(), start, &process);
@@ -445,9 +424,7 @@ absl::StatusOr<v1::Process> Gateway::FindProcess(const EnvdCall& call,
                            ? process.pid() == static_cast<int32_t>(selector.pid)
                            : process.tag() == selector.tag;
     // Pids are reused: a running one wins, else the newest that exited.
-    if (match && (found == nullptr || process.running() || !found->running())) {
-      if (found == nullptr || !found->running()) found = &process;
-    }
+    if (match && (found == nullptr || !found->running())) found = &process;
   }
   if (found == nullptr) {
     return absl::NotFoundError(

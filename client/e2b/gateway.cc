@@ -77,17 +77,6 @@ absl::StatusOr<Json> ParseBody(const httplib::Request& request) {
   return body;
 }
 
-bool ValidLabelKey(const std::string& key) {
-  if (key.empty() || key.size() > 63) return false;
-  for (char c : key) {
-    if (!absl::ascii_isalnum(c) && c != '.' && c != '_' && c != '/' &&
-        c != '-') {
-      return false;
-    }
-  }
-  return true;
-}
-
 // Whether a sandbox matches "k=v&k2=v2" (the SDK url-encodes both).
 bool MatchesMetadata(const v1::Sandbox& sandbox, const std::string& query) {
   if (query.empty()) return true;
@@ -106,6 +95,12 @@ bool MatchesMetadata(const v1::Sandbox& sandbox, const std::string& query) {
 }
 
 }  // namespace
+
+std::string MediaType(const httplib::Request& request) {
+  const std::string type = request.get_header_value("Content-Type");
+  return absl::AsciiStrToLower(
+      absl::StripAsciiWhitespace(type.substr(0, type.find(';'))));
+}
 
 void ReplyJson(httplib::Response& response, int status, const Json& body) {
   response.status = status;
@@ -314,13 +309,8 @@ void Gateway::CreateSandbox(const httplib::Request& request,
             response, 400,
             absl::StrCat("metadata.", key, ": expected a string"));
       }
-      if (!ValidLabelKey(label)) {
-        return ReplyError(
-            response, 400,
-            absl::StrCat("metadata key '", key.substr(0, 80),
-                         "': Corral keeps metadata as labels, so a key is 1 "
-                         "to 54 characters of [A-Za-z0-9._/-]"));
-      }
+      // The daemon checks label keys and values: a bad one is its
+      // INVALID_ARGUMENT, a 400.
       labels[label] = value.get<std::string>();
     }
   }

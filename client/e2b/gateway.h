@@ -193,6 +193,8 @@ absl::StatusOr<std::string> LoadTokenKey(const std::string& state_dir);
 void ReplyError(httplib::Response& response, int status,
                 const std::string& message);
 void ReplyJson(httplib::Response& response, int status, const Json& body);
+// A request's Content-Type without its parameters, lowercase.
+std::string MediaType(const httplib::Request& request);
 // The HTTP status E2B's API gives for a Corral error.
 int HttpStatusOfStatus(const absl::Status& status);
 absl::Status FromGrpc(const grpc::Status& status);
