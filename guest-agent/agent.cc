@@ -2,6 +2,7 @@
 #include "guest-agent/agent.h"
 
 #include <fcntl.h>
+#include <linux/vm_sockets.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
@@ -179,7 +180,9 @@ class Agent {
         exit_when_disconnected_(options.connection_fd >= 0),
         initial_connection_fd_(options.connection_fd),
         link_pid_(options.link_pid),
-        outside_peers_only_(options.link_pid <= 0 && ::getpid() == 1) {}
+        vsock_host_only_(options.vsock_host_only),
+        outside_peers_only_(!options.vsock_host_only && options.link_pid <= 0 &&
+                            ::getpid() == 1) {}
 
   int Run();
 
@@ -250,6 +253,7 @@ class Agent {
   const bool exit_when_disconnected_;
   int initial_connection_fd_;
   const pid_t link_pid_;
+  const bool vsock_host_only_;
   const bool outside_peers_only_;
 
   // Commands by pid until reaped; the reaper finds its command here.
@@ -409,6 +413,19 @@ void Agent::Detach(std::unique_ptr<Command> command) {
 }
 
 bool Agent::PeerAllowed(int fd) const {
+  if (vsock_host_only_) {
+    sockaddr_vm peer{};
+    socklen_t size = sizeof(peer);
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &size) != 0 ||
+        peer.svm_family != AF_VSOCK) {
+      Log("refused a vsock connection: getpeername: %s", std::strerror(errno));
+      return false;
+    }
+    if (peer.svm_cid == VMADDR_CID_HOST) return true;
+    Log("refused a vsock connection from CID %u: only the host may connect",
+        peer.svm_cid);
+    return false;
+  }
   if (link_pid_ <= 0 && !outside_peers_only_) return true;
   ucred peer{};
   socklen_t size = sizeof(peer);

@@ -26,8 +26,11 @@ struct AgentOptions {
   //  - otherwise, when the agent is pid 1 of its own pid namespace: only
   //    processes outside that namespace (SO_PEERCRED reads their pid as 0),
   //    which the daemon is and no process of the sandbox can be.
+  //  - vsock_host_only: listen_fd is an AF_VSOCK socket (a Firecracker
+  //    guest's); only the host (CID 2) may connect.
   // A connection from anyone else is closed unread.
   int link_pid = 0;
+  bool vsock_host_only = false;
 };
 
 // Runs until the connection_fd closes or SIGTERM/SIGINT arrives; returns the

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/vm_sockets.h>
 #include <net/if.h>
 #include <net/route.h>
 #include <netinet/in.h>
@@ -226,6 +227,36 @@ std::string WaitForDisk(const std::string& serial) {
   PowerOff();
 }
 
+// /dev/<name> of a disk the host put at a known place in the device order
+// (a Firecracker guest's: its disks have no serial the host chooses).
+std::string WaitForDiskNamed(const std::string& name) {
+  bool valid = !name.empty() && name.size() <= 16;
+  for (char c : name) {
+    valid = valid && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'));
+  }
+  if (!valid) {
+    Say("bad disk name %s", name.c_str());
+    PowerOff();
+  }
+  const std::string device = "/dev/" + name;
+  for (int waited = 0; waited < kDeviceWaitMs; waited += 2) {
+    struct stat st {};
+    if (::stat(device.c_str(), &st) == 0 && S_ISBLK(st.st_mode)) return device;
+    SleepMs(2);
+  }
+  Say("no disk %s after %d ms", device.c_str(), kDeviceWaitMs);
+  PowerOff();
+}
+
+// The disk of a role: by its name in the device order (corral.<role>_dev=)
+// or by the serial the host gave it.
+std::string DiskFor(const std::map<std::string, std::string>& settings,
+                    const std::string& role, const char* serial) {
+  auto named = settings.find(role + "_dev");
+  if (named != settings.end()) return WaitForDiskNamed(named->second);
+  return WaitForDisk(serial);
+}
+
 uint64_t NumberSetting(const std::map<std::string, std::string>& settings,
                        const std::string& key, uint64_t fallback) {
   auto it = settings.find(key);
@@ -273,8 +304,8 @@ void MountRoot(const std::map<std::string, std::string>& settings) {
   if (root->second == "virtiofs") {
     Mount(kRootTag, kNewRoot, "virtiofs", MS_RDONLY | MS_NODEV, "");
   } else {
-    Mount(WaitForDisk(kRootSerial), kNewRoot, "ext4", MS_RDONLY | MS_NODEV,
-          "noload");
+    Mount(DiskFor(settings, "root", kRootSerial), kNewRoot, "ext4",
+          MS_RDONLY | MS_NODEV, "noload");
   }
 }
 
@@ -314,8 +345,8 @@ void MountSandbox(const std::map<std::string, std::string>& settings) {
     // noinit_itable: the disk is a new sparse file, its inode tables
     // already read as zeros; the kernel's lazy zeroing would only take CPU
     // from the boot (about 40 ms under emulation) and fill the host file.
-    Mount(WaitForDisk(kWorkspaceSerial), root + "/workspace", "ext4", kSafe,
-          "noinit_itable");
+    Mount(DiskFor(settings, "workspace", kWorkspaceSerial), root + "/workspace",
+          "ext4", kSafe, "noinit_itable");
     // mkfs makes lost+found; a workspace starts empty (and rmdir leaves a
     // lost+found that holds anything alone).
     ::rmdir((root + "/workspace/lost+found").c_str());
@@ -416,6 +447,35 @@ std::string ConfigureNetwork(const std::string& setting) {
   return nameserver;
 }
 
+// The guest's own vsock CID, or 0 when it has no vsock device (the
+// modules are loaded, the device absent: a VMM standing in for
+// Firecracker, which offers the serial link instead).
+unsigned VsockLocalCid() {
+  int fd = ::open("/dev/vsock", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  unsigned cid = VMADDR_CID_ANY;
+  const int result = ::ioctl(fd, IOCTL_VM_SOCKETS_GET_LOCAL_CID, &cid);
+  ::close(fd);
+  if (result != 0 || cid == VMADDR_CID_ANY || cid <= VMADDR_CID_HOST) return 0;
+  return cid;
+}
+
+// The agent's listener on the guest's vsock: the host's Firecracker passes
+// connections made to its vsock socket with "CONNECT <port>".
+int ListenOnVsock(unsigned port) {
+  int fd = ::socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) Fail("socket AF_VSOCK", errno);
+  sockaddr_vm address{};
+  address.svm_family = AF_VSOCK;
+  address.svm_cid = VMADDR_CID_ANY;
+  address.svm_port = port;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      ::listen(fd, 4) != 0) {
+    Fail("listen on vsock port " + std::to_string(port), errno);
+  }
+  return fd;
+}
+
 void SwitchRoot() {
   // The initramfs's own mounts go; its files (but this program, which is
   // running) were the modules, already removed.
@@ -451,7 +511,16 @@ int ListenForLink() {
   return fd;
 }
 
-int ConnectToAgent() {
+// The vsock port the agent answers on (corral.vsock=), or empty.
+std::string agent_vsock_port;
+
+int ConnectToAgent(const std::string& port) {
+  // A vsock stand-in names the port its peer asked for: only the agent's
+  // has a listener (as in a Firecracker guest, where nothing else listens).
+  if (!port.empty() && port != agent_vsock_port) {
+    errno = ECONNREFUSED;
+    return -1;
+  }
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
   socklen_t length = 0;
@@ -624,10 +693,22 @@ void RunVmInit() {
   Trace("root mounted");
   MountSandbox(settings);
   Trace("sandbox mounted");
-  auto port_name = settings.find("port");
-  const std::string port = WaitForPort(
-      port_name == settings.end() ? kDefaultPort : port_name->second);
-  Trace("port found");
+  // The agent's transport: the guest's vsock (Firecracker), or a
+  // virtio-serial port and the link (qemu, or a VMM standing in for
+  // Firecracker without vsock: it bridges its vsock socket to the link).
+  unsigned vsock_port = 0;
+  if (auto vsock = settings.find("vsock"); vsock != settings.end()) {
+    vsock_port = static_cast<unsigned>(NumberSetting(settings, "vsock", 0));
+    agent_vsock_port = vsock->second;
+  }
+  const bool on_vsock = vsock_port > 0 && VsockLocalCid() != 0;
+  std::string port;
+  if (!on_vsock) {
+    auto port_name = settings.find("port");
+    port = WaitForPort(port_name == settings.end() ? kDefaultPort
+                                                   : port_name->second);
+    Trace("port found");
+  }
   if (auto hostname = settings.find("hostname"); hostname != settings.end()) {
     if (::sethostname(hostname->second.data(), hostname->second.size()) != 0) {
       Fail("sethostname " + hostname->second, errno);
@@ -640,14 +721,17 @@ void RunVmInit() {
   }
   SwitchRoot();
 
-  const int listen_fd = ListenForLink();
-  const pid_t link = StartLink(port, listen_fd);
+  AgentOptions options;
+  if (on_vsock) {
+    options.listen_fd = ListenOnVsock(vsock_port);
+    options.vsock_host_only = true;
+  } else {
+    options.listen_fd = ListenForLink();
+    options.link_pid = StartLink(port, options.listen_fd);
+  }
   SetCommandCgroup(kCommandCgroup);
   SetDropCommandCapabilities(true);
-  Trace("agent starting");
-  AgentOptions options;
-  options.listen_fd = listen_fd;
-  options.link_pid = link;
+  Trace(on_vsock ? "agent starting on vsock" : "agent starting");
   const int code = RunAgent(options);
   Say("the agent ended (%d); powering off", code);
   PowerOff();

@@ -1,4 +1,5 @@
-// corral-agent as the init of a VM sandbox (the qemu runtime): the kernel
+// corral-agent as the init of a VM sandbox (the qemu and firecracker
+// runtimes): the kernel
 // runs it from the initramfs as /init with `--vm-init`. It loads the virtio
 // modules the initramfs carries, mounts the sandbox's root (a read-only disk,
 // or the host image over virtiofs) and its workspace disk (and /proc/sys
@@ -16,7 +17,17 @@
 //                                corral-root (required)
 //   corral.workspace=disk        the disk with serial corral-workspace
 //                                (ext4), mounted at /workspace
+//   corral.root_dev=vda          the root disk by its device name instead
+//   corral.workspace_dev=vdb     of its serial (a Firecracker guest's disks
+//                                have none the host chooses; the order of
+//                                its drives is the host's)
 //   corral.port=NAME             virtio-serial port name (corral.agent)
+//   corral.vsock=PORT            the agent listens on this vsock port and
+//                                accepts the host (CID 2) alone; without a
+//                                vsock device (a VMM standing in for
+//                                Firecracker) the serial port and the link
+//                                serve instead, and the link answers only
+//                                connections asked for this port
 //   corral.hostname=NAME
 //   corral.memory=BYTES          memory.max of the commands' cgroup
 //   corral.pids=N                pids.max of the commands' cgroup

@@ -14,3 +14,14 @@ corral_test(NAME qemu_vm_test
   LIBS corral_daemon_harness
   LABELS integration qemu)
 add_dependencies(qemu_vm_test corrald corral corral-agent corral_qemu_plugin)
+
+# The firecracker runtime (backends/firecracker) and the FAKES of Firecracker
+# and its jailer it is tested against (tests/fakes/firecracker).
+if(TARGET corral_firecracker_plugin)
+  corral_test(NAME firecracker_fake_test
+    SOURCES integration/firecracker_fake_test.cc
+    LIBS corral_daemon_harness
+    LABELS integration firecracker-fake)
+  add_dependencies(firecracker_fake_test corrald corral corral-agent
+    corral_firecracker_plugin fake_firecracker fake_jailer)
+endif()

@@ -25,6 +25,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "backends/common/guarantees.h"
 #include "backends/common/leftovers.h"
 #include "backends/common/plugin_support.h"
 #include "backends/common/spec_checks.h"
@@ -42,14 +43,13 @@
 namespace corral::docker {
 namespace {
 
-using linux_runtime::ValidSandboxId;
+using backend_plugin::kGuaranteeCgroupLimits;
+using backend_plugin::kGuaranteeEgressPolicy;
+using backend_plugin::kGuaranteeNetworkIsolation;
+using backend_plugin::kGuaranteeSeccomp;
+using backend_plugin::kGuaranteeUserNamespace;
 
-// corral.v1.Guarantee numbers (proto/corral/v1/system.proto).
-constexpr int kGuaranteeCgroupLimits = 2;
-constexpr int kGuaranteeSeccomp = 3;
-constexpr int kGuaranteeNetworkIsolation = 4;
-constexpr int kGuaranteeEgressPolicy = 5;
-constexpr int kGuaranteeUserNamespace = 6;
+using linux_runtime::ValidSandboxId;
 
 constexpr char kDefaultSocket[] = "/var/run/docker.sock";
 constexpr char kRunDirName[] = "run";

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -91,6 +92,19 @@ int PidfdOpen(pid_t pid) {
 int PidfdSendSignal(int pidfd, int signal) {
   return static_cast<int>(
       ::syscall(SYS_pidfd_send_signal, pidfd, signal, nullptr, 0));
+}
+
+bool ProcessIs(pid_t pid, uint64_t start_time) {
+  auto stat = ReadProcStat(pid);
+  return stat.ok() && stat->start_time == start_time && stat->state != 'Z';
+}
+
+std::string ReadTail(const std::string& path, size_t max) {
+  auto text = ReadFile(path);
+  if (!text.ok()) return "";
+  absl::string_view view = absl::StripAsciiWhitespace(*text);
+  if (view.size() > max) view = view.substr(view.size() - max);
+  return std::string(view);
 }
 
 void KillProcessAndWait(pid_t pid, uint64_t start_time, int timeout_ms) {

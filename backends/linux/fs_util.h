@@ -43,6 +43,14 @@ struct ProcStat {
 [[nodiscard]] int PidfdOpen(pid_t pid);
 int PidfdSendSignal(int pidfd, int signal);
 
+// True while the process `pid` with `start_time` lives (not a zombie, not
+// another process that took the pid).
+[[nodiscard]] bool ProcessIs(pid_t pid, uint64_t start_time);
+
+// The last `max` bytes of a (log) file, trimmed; empty when unreadable. For
+// error messages.
+[[nodiscard]] std::string ReadTail(const std::string& path, size_t max = 1500);
+
 // Sends SIGKILL to `pid` through a pidfd when the process still has
 // `start_time` (a pid alone may belong to another process by now), and waits
 // up to `timeout_ms` for it to exit. Best effort: a process that is gone, or

@@ -26,6 +26,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "backends/common/agent_socket.h"
+#include "backends/common/guarantees.h"
 #include "backends/common/leftovers.h"
 #include "backends/common/plugin_support.h"
 #include "backends/common/spec_checks.h"
@@ -45,13 +46,12 @@ extern "C" char** environ;
 namespace corral::linux_runtime {
 namespace {
 
-// corral.v1.Guarantee numbers (proto/corral/v1/system.proto).
-constexpr int kGuaranteeCgroupLimits = 2;
-constexpr int kGuaranteeSeccomp = 3;
-constexpr int kGuaranteeNetworkIsolation = 4;
-constexpr int kGuaranteeEgressPolicy = 5;
-constexpr int kGuaranteeUserNamespace = 6;
-constexpr int kGuaranteeDiskLimit = 9;
+using backend_plugin::kGuaranteeCgroupLimits;
+using backend_plugin::kGuaranteeDiskLimit;
+using backend_plugin::kGuaranteeEgressPolicy;
+using backend_plugin::kGuaranteeNetworkIsolation;
+using backend_plugin::kGuaranteeSeccomp;
+using backend_plugin::kGuaranteeUserNamespace;
 
 constexpr char kDefaultCgroupParent[] = "corral";
 constexpr char kStagingName[] = "root";

@@ -28,6 +28,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "backends/common/agent_socket.h"
+#include "backends/common/guarantees.h"
 #include "backends/common/host_root.h"
 #include "backends/common/leftovers.h"
 #include "backends/common/plugin_support.h"
@@ -47,17 +48,16 @@
 namespace corral::oci_runtime {
 namespace {
 
+using backend_plugin::kGuaranteeCgroupLimits;
+using backend_plugin::kGuaranteeDiskLimit;
+using backend_plugin::kGuaranteeEgressPolicy;
+using backend_plugin::kGuaranteeNetworkIsolation;
+using backend_plugin::kGuaranteeSeccomp;
+using backend_plugin::kGuaranteeUserNamespace;
+
 using linux_runtime::CgroupLayout;
 using linux_runtime::CgroupMode;
 using linux_runtime::SandboxCgroups;
-
-// corral.v1.Guarantee numbers (proto/corral/v1/system.proto).
-constexpr int kGuaranteeCgroupLimits = 2;
-constexpr int kGuaranteeSeccomp = 3;
-constexpr int kGuaranteeNetworkIsolation = 4;
-constexpr int kGuaranteeEgressPolicy = 5;
-constexpr int kGuaranteeUserNamespace = 6;
-constexpr int kGuaranteeDiskLimit = 9;
 
 constexpr char kConfigName[] = "config.json";
 constexpr char kRootName[] = "rootfs";

@@ -31,6 +31,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "backends/common/agent_socket.h"
+#include "backends/common/guarantees.h"
 #include "backends/common/host_root.h"
 #include "backends/common/leftovers.h"
 #include "backends/common/plugin_support.h"
@@ -50,17 +51,16 @@
 namespace corral::qemu_runtime {
 namespace {
 
+using backend_plugin::kGuaranteeCgroupLimits;
+using backend_plugin::kGuaranteeDiskLimit;
+using backend_plugin::kGuaranteeEgressPolicy;
+using backend_plugin::kGuaranteeMemorySnapshot;
+using backend_plugin::kGuaranteeNetworkIsolation;
+using backend_plugin::kGuaranteePause;
+using backend_plugin::kGuaranteeSeparateKernel;
+
 using linux_runtime::CgroupLayout;
 using linux_runtime::SandboxCgroups;
-
-// corral.v1.Guarantee numbers (proto/corral/v1/system.proto).
-constexpr int kGuaranteeSeparateKernel = 1;
-constexpr int kGuaranteeCgroupLimits = 2;
-constexpr int kGuaranteeNetworkIsolation = 4;
-constexpr int kGuaranteeEgressPolicy = 5;
-constexpr int kGuaranteeMemorySnapshot = 7;
-constexpr int kGuaranteePause = 8;
-constexpr int kGuaranteeDiskLimit = 9;
 
 constexpr char kConsoleLog[] = "console.log";
 constexpr char kLaunchLog[] = "launch.log";
@@ -73,7 +73,6 @@ constexpr char kAccelRecord[] = "accel";
 constexpr char kMachineFile[] = "machine";
 // Saved machines: <sandbox dir>/memory/<name>/, holding the migration
 // stream, a copy of the workspace disk and links to what QEMU booted.
-constexpr char kMemoryDir[] = "memory";
 constexpr char kSavedState[] = "vm.state";
 constexpr char kSavedWorkspace[] = "workspace.ext4";
 constexpr char kSavedKernel[] = "vmlinux";
@@ -115,29 +114,6 @@ absl::StatusOr<Settings> ReadSettings(const bv1::PluginConfig& config) {
       {"qemu", "virtiofsd", "kernel_dir", "accel", "cgroup_parent",
        "overhead_mib", "tb_cache_mib", "trace_boot", "boot_timeout_seconds"}));
   return settings;
-}
-
-// The last `max` bytes of a log file, trimmed, for error messages.
-std::string Tail(const std::string& path, size_t max = 1500) {
-  auto text = linux_runtime::ReadFile(path);
-  if (!text.ok()) return "";
-  absl::string_view view = absl::StripAsciiWhitespace(*text);
-  if (view.size() > max) view = view.substr(view.size() - max);
-  return std::string(view);
-}
-
-// A saved machine's name: the daemon's snapshot names (1-64 of
-// [A-Za-z0-9._-], not starting with '.' or '-').
-bool ValidSavedName(absl::string_view name) {
-  if (name.empty() || name.size() > 64 || name[0] == '.' || name[0] == '-') {
-    return false;
-  }
-  for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
 }
 
 // ---- Accelerator -------------------------------------------------------
@@ -313,8 +289,9 @@ absl::StatusOr<Launched> StartLauncher(const Launch& launch) {
   if (absl::ConsumePrefix(&text, "error ")) {
     return absl::InternalError(absl::StrCat("corral-qemu-launch: ", text));
   }
-  return absl::InternalError(absl::StrCat(
-      "corral-qemu-launch ended without a report: ", Tail(launch.log_path)));
+  return absl::InternalError(
+      absl::StrCat("corral-qemu-launch ended without a report: ",
+                   linux_runtime::ReadTail(launch.log_path)));
 }
 
 // Waits until the guest's agent has said something on `connection` (its
@@ -325,8 +302,10 @@ absl::Status WaitForAgent(int connection, pid_t launcher,
   UniqueFd pidfd(linux_runtime::PidfdOpen(launcher));
   const absl::Time deadline = absl::Now() + timeout;
   auto why = [&] {
-    std::string console = Tail(absl::StrCat(sandbox_dir, "/", kConsoleLog));
-    std::string launch = Tail(absl::StrCat(sandbox_dir, "/", kLaunchLog), 500);
+    std::string console =
+        linux_runtime::ReadTail(absl::StrCat(sandbox_dir, "/", kConsoleLog));
+    std::string launch = linux_runtime::ReadTail(
+        absl::StrCat(sandbox_dir, "/", kLaunchLog), 500);
     return absl::StrCat(console.empty() ? "" : "; console: ", console,
                         launch.empty() ? "" : "; ", launch);
   };
@@ -355,11 +334,6 @@ absl::Status WaitForAgent(int connection, pid_t launcher,
       return absl::InternalError(absl::StrCat("the VM stopped", why()));
     }
   }
-}
-
-bool ProcessIs(pid_t pid, uint64_t start_time) {
-  auto stat = linux_runtime::ReadProcStat(pid);
-  return stat.ok() && stat->start_time == start_time && stat->state != 'Z';
 }
 
 // Everything of sandbox `id` on the host: every process in its cgroups
@@ -441,34 +415,6 @@ int KvmGroup() {
   return static_cast<int>(st.st_gid);
 }
 
-// The directory of a saved machine that SaveMemory described with
-// `state`: under this runtime's directory, <id>/memory/<name>.
-absl::StatusOr<std::string> SavedDirectory(const Settings& settings,
-                                           const std::string& state) {
-  absl::string_view text = state;
-  auto bad = [] {
-    return absl::InvalidArgumentError("not a saved state of the qemu runtime");
-  };
-  if (!absl::ConsumePrefix(&text, kMemoryStatePrefix)) return bad();
-  const std::string dir(text);
-  std::vector<std::string> parts =
-      absl::StrSplit(absl::string_view(dir).substr(
-                         std::min(dir.size(), settings.runtime_dir.size() + 1)),
-                     '/');
-  if (!linux_runtime::CleanAbsolutePath(dir) ||
-      !absl::StartsWith(dir, settings.runtime_dir + "/") || parts.size() != 3 ||
-      !linux_runtime::ValidSandboxId(parts[0]) || parts[1] != kMemoryDir ||
-      !ValidSavedName(parts[2])) {
-    return bad();
-  }
-  struct stat st {};
-  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return absl::NotFoundError(
-        "the saved machine is gone (its sandbox was removed?)");
-  }
-  return dir;
-}
-
 // The running sandbox's monitor.
 absl::StatusOr<QmpClient> Monitor(const bv1::SandboxHandle& handle,
                                   SandboxRecord* record,
@@ -478,7 +424,7 @@ absl::StatusOr<QmpClient> Monitor(const bv1::SandboxHandle& handle,
     return absl::InvalidArgumentError(
         "sandbox handle: the state belongs to another id");
   }
-  if (!ProcessIs(record->qemu_pid, record->qemu_start_time)) {
+  if (!linux_runtime::ProcessIs(record->qemu_pid, record->qemu_start_time)) {
     return absl::FailedPreconditionError(
         absl::StrCat("the VM of sandbox ", record->id, " is not running"));
   }
@@ -589,7 +535,9 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   Machine machine;
   std::string saved_dir;
   if (restoring) {
-    ASSIGN_OR_RETURN(saved_dir, SavedDirectory(settings, request.memory()));
+    ASSIGN_OR_RETURN(saved_dir,
+                     SavedMachineDir(settings.runtime_dir, kMemoryStatePrefix,
+                                     "qemu", request.memory()));
     ASSIGN_OR_RETURN(std::string text, linux_runtime::ReadFile(absl::StrCat(
                                            saved_dir, "/", kMachineFile)));
     ASSIGN_OR_RETURN(machine, Machine::Parse(text));
@@ -777,9 +725,9 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
                             {launched.qemu, &record.qemu_start_time}}) {
     auto stat = linux_runtime::ReadProcStat(pid);
     if (!stat.ok()) {
-      return absl::InternalError(
-          absl::StrCat("the VM of sandbox ", spec.id(),
-                       " exited at start: ", Tail(launch.log_path)));
+      return absl::InternalError(absl::StrCat(
+          "the VM of sandbox ", spec.id(),
+          " exited at start: ", linux_runtime::ReadTail(launch.log_path)));
     }
     *start = stat->start_time;
   }
@@ -845,12 +793,13 @@ absl::StatusOr<bv1::AttachResponse> Attach(const bv1::AttachRequest& request,
         "sandbox handle: the state belongs to another id");
   }
   bv1::AttachResponse response;
-  if (!ProcessIs(record.qemu_pid, record.qemu_start_time)) {
+  if (!linux_runtime::ProcessIs(record.qemu_pid, record.qemu_start_time)) {
     response.set_reason(
         absl::StrCat("the VM (QEMU, pid ", record.qemu_pid, ") has exited"));
     return response;
   }
-  if (!ProcessIs(record.launcher_pid, record.launcher_start_time)) {
+  if (!linux_runtime::ProcessIs(record.launcher_pid,
+                                record.launcher_start_time)) {
     response.set_reason(absl::StrCat("the VM's supervisor (pid ",
                                      record.launcher_pid, ") has exited"));
     return response;
@@ -962,7 +911,8 @@ absl::StatusOr<bv1::SaveMemoryResponse> SaveMemory(
                    linux_runtime::ReadFile(
                        absl::StrCat(record.sandbox_dir, "/", kMachineFile)));
   ASSIGN_OR_RETURN(Machine machine, Machine::Parse(text));
-  const std::string memory = absl::StrCat(record.sandbox_dir, "/", kMemoryDir);
+  const std::string memory =
+      absl::StrCat(record.sandbox_dir, "/", kSavedMachinesDir);
   const std::string dir = absl::StrCat(memory, "/", request.name());
   if (::mkdir(memory.c_str(), 0700) != 0 && errno != EEXIST) {
     return ErrnoStatus(absl::StrCat("mkdir ", memory));
@@ -1031,17 +981,8 @@ absl::StatusOr<bv1::SaveMemoryResponse> SaveMemory(
 
 absl::Status DeleteMemory(const bv1::DeleteMemoryRequest& request) {
   ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
-  auto dir = SavedDirectory(settings, request.state());
-  if (absl::IsNotFound(dir.status())) return absl::OkStatus();
-  if (!dir.ok()) return dir.status();
-  // Only the sandbox's own saved machines.
-  if (!absl::StartsWith(
-          *dir,
-          absl::StrCat(settings.SandboxDir(request.handle().id()), "/"))) {
-    return absl::InvalidArgumentError(
-        "the saved machine belongs to another sandbox");
-  }
-  return corral::RemoveTree(*dir);
+  return DeleteSavedMachine(settings.runtime_dir, kMemoryStatePrefix, "qemu",
+                            request.handle().id(), request.state());
 }
 
 }  // namespace corral::qemu_runtime

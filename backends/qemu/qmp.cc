@@ -23,6 +23,10 @@ absl::StatusOr<QmpClient> QmpClient::Connect(const std::string& sandbox_dir,
                                              const std::string& socket,
                                              absl::Time deadline) {
   ASSIGN_OR_RETURN(UniqueFd fd, backend_plugin::ConnectAt(sandbox_dir, socket));
+  return Adopt(std::move(fd), deadline);
+}
+
+absl::StatusOr<QmpClient> QmpClient::Adopt(UniqueFd fd, absl::Time deadline) {
   QmpClient client(std::move(fd), deadline);
   ASSIGN_OR_RETURN(nlohmann::json greeting, client.Read());
   if (!greeting.contains("QMP")) {

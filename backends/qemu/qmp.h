@@ -23,6 +23,13 @@ class QmpClient {
       const std::string& sandbox_dir, const std::string& socket,
       absl::Time deadline);
 
+  // The same on a connected socket (a socketpair end QEMU got as its
+  // monitor chardev).
+  [[nodiscard]] static absl::StatusOr<QmpClient> Adopt(UniqueFd fd,
+                                                       absl::Time deadline);
+  // Moves the deadline of later calls (a long-lived client).
+  void set_deadline(absl::Time deadline) { deadline_ = deadline; }
+
   // Runs `command` with `arguments` (null: none), passing `fd` with the
   // message when >= 0 (QMP's getfd takes one that way). The "return" value,
   // or INTERNAL with QEMU's error class and description.

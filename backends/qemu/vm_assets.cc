@@ -14,10 +14,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "backends/common/subprocess.h"
 #include "backends/common/workspace_disk.h"
 #include "backends/linux/fs_util.h"
+#include "corral/remove_tree.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
 
@@ -151,14 +153,19 @@ std::string CpioWriter::Finish() {
 namespace {
 
 // The modules an initramfs carries: the virtiofs ones (fuse, virtiofs)
-// only for a root over virtiofs; they are a third of the modules' bytes and
-// of their loading time.
-std::vector<std::string> ModulesFor(const Kernel& kernel, bool virtiofs) {
+// only for a root over virtiofs (they are a third of the modules' bytes and
+// of their loading time), the vsock ones only for a guest of Firecracker.
+std::vector<std::string> ModulesFor(const Kernel& kernel, bool virtiofs,
+                                    bool vsock) {
   std::vector<std::string> modules;
   for (const std::string& module : kernel.modules) {
     const bool share = absl::EndsWith(module, "-fuse.ko") ||
                        absl::EndsWith(module, "-virtiofs.ko");
-    if (virtiofs || !share) modules.push_back(module);
+    const bool socket = absl::EndsWith(module, "-vsock.ko") ||
+                        absl::StrContains(module, "-vmw_vsock_virtio_");
+    if ((virtiofs || !share) && (vsock || !socket)) {
+      modules.push_back(module);
+    }
   }
   return modules;
 }
@@ -168,11 +175,11 @@ std::vector<std::string> ModulesFor(const Kernel& kernel, bool virtiofs) {
 absl::StatusOr<std::string> InitramfsPath(const std::string& cache_dir,
                                           const Kernel& kernel,
                                           const std::string& agent_path,
-                                          bool virtiofs) {
+                                          bool virtiofs, bool vsock) {
   // Named after what it holds: a new agent build or module set is a new
   // file, and the old one is pruned.
   std::string key = virtiofs ? "virtiofs." : "disk.";
-  std::vector<std::string> parts = ModulesFor(kernel, virtiofs);
+  std::vector<std::string> parts = ModulesFor(kernel, virtiofs, vsock);
   parts.push_back(agent_path);
   for (const std::string& path : parts) {
     struct stat st {};
@@ -189,9 +196,10 @@ absl::StatusOr<std::string> InitramfsPath(const std::string& cache_dir,
 absl::StatusOr<std::string> InitramfsFor(const std::string& cache_dir,
                                          const Kernel& kernel,
                                          const std::string& agent_path,
-                                         bool virtiofs) {
-  ASSIGN_OR_RETURN(std::string path,
-                   InitramfsPath(cache_dir, kernel, agent_path, virtiofs));
+                                         bool virtiofs, bool vsock) {
+  ASSIGN_OR_RETURN(
+      std::string path,
+      InitramfsPath(cache_dir, kernel, agent_path, virtiofs, vsock));
   if (::access(path.c_str(), R_OK) == 0) return path;
 
   CpioWriter cpio;
@@ -199,7 +207,7 @@ absl::StatusOr<std::string> InitramfsFor(const std::string& cache_dir,
     cpio.Directory(dir, 0755);
   }
   cpio.CharacterDevice("dev/console", 0600, 5, 1);
-  for (const std::string& module : ModulesFor(kernel, virtiofs)) {
+  for (const std::string& module : ModulesFor(kernel, virtiofs, vsock)) {
     ASSIGN_OR_RETURN(std::string data, linux_runtime::ReadFile(module));
     cpio.File(absl::StrCat("modules/", module.substr(module.rfind('/') + 1)),
               0644, data);
@@ -209,6 +217,63 @@ absl::StatusOr<std::string> InitramfsFor(const std::string& cache_dir,
   RETURN_IF_ERROR(MakeDirectory(cache_dir));
   RETURN_IF_ERROR(ReplaceFile(path, cpio.Finish()));
   return path;
+}
+
+bool ValidSavedName(absl::string_view name) {
+  if (name.empty() || name.size() > 64 || name[0] == '.' || name[0] == '-') {
+    return false;
+  }
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<std::string> SavedMachineDir(const std::string& runtime_dir,
+                                            absl::string_view prefix,
+                                            absl::string_view runtime,
+                                            const std::string& state) {
+  absl::string_view text = state;
+  auto bad = [&] {
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a saved state of the ", runtime, " runtime"));
+  };
+  if (!absl::ConsumePrefix(&text, prefix)) return bad();
+  const std::string dir(text);
+  std::vector<std::string> parts =
+      absl::StrSplit(absl::string_view(dir).substr(
+                         std::min(dir.size(), runtime_dir.size() + 1)),
+                     '/');
+  if (!linux_runtime::CleanAbsolutePath(dir) ||
+      !absl::StartsWith(dir, runtime_dir + "/") || parts.size() != 3 ||
+      !linux_runtime::ValidSandboxId(parts[0]) ||
+      parts[1] != kSavedMachinesDir || !ValidSavedName(parts[2])) {
+    return bad();
+  }
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return absl::NotFoundError(
+        "the saved machine is gone (its sandbox was removed?)");
+  }
+  return dir;
+}
+
+absl::Status DeleteSavedMachine(const std::string& runtime_dir,
+                                absl::string_view prefix,
+                                absl::string_view runtime,
+                                const std::string& id,
+                                const std::string& state) {
+  auto dir = SavedMachineDir(runtime_dir, prefix, runtime, state);
+  if (absl::IsNotFound(dir.status())) return absl::OkStatus();
+  if (!dir.ok()) return dir.status();
+  // Only the sandbox's own saved machines.
+  if (!absl::StartsWith(*dir, absl::StrCat(runtime_dir, "/", id, "/"))) {
+    return absl::InvalidArgumentError(
+        "the saved machine belongs to another sandbox");
+  }
+  return corral::RemoveTree(*dir);
 }
 
 absl::StatusOr<std::string> ImageDiskFor(const std::string& cache_dir,

@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace corral::qemu_runtime {
 
@@ -51,20 +52,44 @@ class CpioWriter {
 
 // The initramfs for `kernel` with the agent at `agent_path`, built once per
 // agent binary and module set into `cache_dir`; its path. Only a root over
-// `virtiofs` needs the fuse and virtiofs modules.
+// `virtiofs` needs the fuse and virtiofs modules, only a guest of
+// Firecracker (`vsock`) the vsock ones.
 [[nodiscard]] absl::StatusOr<std::string> InitramfsFor(
     const std::string& cache_dir, const Kernel& kernel,
-    const std::string& agent_path, bool virtiofs);
+    const std::string& agent_path, bool virtiofs, bool vsock = false);
 // Its path, built or not.
 [[nodiscard]] absl::StatusOr<std::string> InitramfsPath(
     const std::string& cache_dir, const Kernel& kernel,
-    const std::string& agent_path, bool virtiofs);
+    const std::string& agent_path, bool virtiofs, bool vsock = false);
 
 // The read-only ext4 disk of the image directory `image_dir`, built once
 // per directory (by device, inode and change time: a re-imported image is a
 // new directory) into `cache_dir`; its path.
 [[nodiscard]] absl::StatusOr<std::string> ImageDiskFor(
     const std::string& cache_dir, const std::string& image_dir);
+
+// A saved machine's name: the daemon's snapshot names (1-64 of
+// [A-Za-z0-9._-], not starting with '.' or '-').
+[[nodiscard]] bool ValidSavedName(absl::string_view name);
+
+// Saved machines live in <runtime dir>/<sandbox id>/memory/<name>/, and a
+// runtime hands the daemon "<prefix><that directory>" as their state.
+inline constexpr char kSavedMachinesDir[] = "memory";
+
+// The directory that a saved machine's `state` names, checked: it must be
+// "<prefix><runtime_dir>/<id>/memory/<name>" (INVALID_ARGUMENT naming
+// `runtime` otherwise); NOT_FOUND when it is gone.
+[[nodiscard]] absl::StatusOr<std::string> SavedMachineDir(
+    const std::string& runtime_dir, absl::string_view prefix,
+    absl::string_view runtime, const std::string& state);
+
+// DeleteMemory's work: removes the saved machine `state` names when it is
+// one of sandbox `id`'s (INVALID_ARGUMENT for another's). Idempotent.
+[[nodiscard]] absl::Status DeleteSavedMachine(const std::string& runtime_dir,
+                                              absl::string_view prefix,
+                                              absl::string_view runtime,
+                                              const std::string& id,
+                                              const std::string& state);
 
 // Writes `data` to a temporary file beside `path` and renames it there: a
 // reader sees the old file, or the whole new one (mode 0644).

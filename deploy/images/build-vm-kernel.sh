@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Builds what the qemu runtime boots every VM sandbox with, from Debian's
-# cloud kernel package (linux-image-cloud-amd64), without installing it on
-# this host:
+# Builds what the qemu and firecracker runtimes boot every VM sandbox with,
+# from Debian's cloud kernel package (linux-image-cloud-amd64), without
+# installing it on this host:
 #   OUT/vmlinux     the uncompressed kernel (QEMU boots it directly through
 #                   its PVH entry, faster than the compressed bzImage)
 #   OUT/modules/    the modules the VM's init loads, in dependency order
 #                   (00-virtio_ring.ko, ...): virtio-mmio, virtio-blk,
 #                   virtio-console (the agent's port), fuse and virtiofs (the
-#                   host image)
+#                   host image), virtio-net, and vsock with its virtio
+#                   transport (Firecracker's agent connection)
 #   OUT/release     the kernel release ("6.1.0-57-cloud-amd64")
 #   OUT/package     the package and version it came from, and the layout
-#                   of this script's output (format=2: modules without
-#                   their signatures)
+#                   of this script's output (format=4: modules without
+#                   their signatures, vsock among them)
 # The initramfs (the agent as /init plus these modules) is made by the
 # plugin itself, so a rebuilt agent needs no new run of this script.
 #
@@ -50,7 +51,7 @@ fi
 version=$(apt-cache policy "$package" | awk '/Candidate:/ { print $2; exit }')
 wanted="$package=$version"
 # What OUT/package holds: a change of this script's output changes it too.
-stamp="$wanted format=3"
+stamp="$wanted format=4"
 
 if [ -f "$out/package" ] && [ "$(cat "$out/package")" = "$stamp" ] &&
   [ -f "$out/vmlinux" ] && [ -d "$out/modules" ]; then
@@ -118,7 +119,7 @@ head -c 4 "$stage/vmlinux" | grep -q 'ELF' ||
 moddir="$tmp/x/lib/modules/$release/kernel"
 strip=1
 if grep -q '^CONFIG_MODULE_SIG_FORCE=y' "$config"; then strip=0; fi
-python3 - "$moddir" "$stage/modules" "$strip" virtio_mmio virtio_blk virtio_console virtiofs virtio_net <<'PY'
+python3 - "$moddir" "$stage/modules" "$strip" virtio_mmio virtio_blk virtio_console virtiofs virtio_net vmw_vsock_virtio_transport <<'PY'
 import os, struct, subprocess, sys
 moddir, dest, strip, wanted = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4:]
 MAGIC = b"~Module signature appended~\n"

@@ -47,6 +47,8 @@ class Bridge {
   explicit Bridge(const LinkBridgeOptions& options)
       : role_(options.role),
         connect_agent_(options.connect_agent),
+        on_accept_(options.on_accept),
+        on_opened_(options.on_opened),
         log_(options.log) {
     link_.fd.Reset(options.link_fd);
     listen_.fd.Reset(options.listen_fd);
@@ -80,7 +82,9 @@ class Bridge {
   uint32_t NewEpoch();
 
   const Role role_;
-  const std::function<int()> connect_agent_;
+  const std::function<int(const std::string&)> connect_agent_;
+  const std::function<bool(int, std::string*)> on_accept_;
+  const std::function<void(int)> on_opened_;
   const std::function<void(const std::string&)> log_;
 
   UniqueFd epoll_;
@@ -174,12 +178,24 @@ void Bridge::OnAccept() {
       }
       return;
     }
+    std::string payload;
+    if (on_accept_) {
+      // The hook reads with blocking calls and a deadline of its own.
+      int flags = ::fcntl(fd, F_GETFL);
+      ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+      const bool accepted = on_accept_(fd, &payload);
+      ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+      if (!accepted) {
+        ::close(fd);
+        continue;
+      }
+    }
     // The newest connection wins, as on the agent's own socket.
     CloseConnection(/*tell_peer=*/true);
     connection_.fd.Reset(fd);
     epoch_ = NewEpoch();
     state_ = State::kOpening;
-    Queue(LinkRecordType::kOpen);
+    Queue(LinkRecordType::kOpen, payload);
   }
 }
 
@@ -187,7 +203,7 @@ void Bridge::HandleRecord(const LinkRecord& record) {
   if (role_ == Role::kGuest && record.type == LinkRecordType::kOpen) {
     CloseConnection(/*tell_peer=*/false);
     epoch_ = record.epoch;
-    int fd = connect_agent_ ? connect_agent_() : -1;
+    int fd = connect_agent_ ? connect_agent_(record.payload) : -1;
     if (fd < 0) {
       Log(std::string("connecting to the agent: ") + std::strerror(errno));
       Queue(LinkRecordType::kClose);
@@ -205,6 +221,7 @@ void Bridge::HandleRecord(const LinkRecord& record) {
     case LinkRecordType::kOpened:
       if (role_ == Role::kHost && state_ == State::kOpening) {
         state_ = State::kOpen;
+        if (on_opened_) on_opened_(connection_.fd.get());
       }
       break;
     case LinkRecordType::kData:

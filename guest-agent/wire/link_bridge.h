@@ -32,8 +32,17 @@ struct LinkBridgeOptions {
   // kHost: a listening stream socket, owned.
   int listen_fd = -1;
   // kGuest: returns a new connection to the agent (owned by the bridge), or
-  // -1 with errno set.
-  std::function<int()> connect_agent;
+  // -1 with errno set. Gets the OPEN record's payload: empty, or the port
+  // the host's peer asked for (a vsock stand-in, see kHost's handshake).
+  std::function<int(const std::string& port)> connect_agent;
+  // kHost, optional: called with each accepted connection (blocking, before
+  // anything else happens on the link). Returns the payload of its OPEN
+  // record (a port, or empty), or false to close it unanswered. A vsock
+  // stand-in reads Firecracker's "CONNECT <port>" line here.
+  std::function<bool(int fd, std::string* open_payload)> on_accept;
+  // kHost, optional: called when the guest has answered a connection's OPEN,
+  // before any of its data is passed on (a vsock stand-in writes "OK ...").
+  std::function<void(int fd)> on_opened;
   // Called with a line of diagnostics (rare: failures only).
   std::function<void(const std::string&)> log;
 };

@@ -80,24 +80,26 @@ bool ReadHostProcess(pid_t pid, HostProcess* process) {
 }  // namespace
 
 Variant VariantNamed(const std::string& name) {
-  if (name == "linux") return {"linux", "linux", ""};
+  if (name == "linux") return {"linux", "linux", "", ""};
   if (name == "oci-runc") {
-    return {name, "oci", "[runtimes.oci]\nruntime = \"runc\"\n"};
+    return {name, "oci", "[runtimes.oci]\nruntime = \"runc\"\n", ""};
   }
   if (name == "oci-crun") {
-    return {name, "oci", "[runtimes.oci]\nruntime = \"crun\"\n"};
+    return {name, "oci", "[runtimes.oci]\nruntime = \"crun\"\n", ""};
   }
   if (name == "docker") {
     return {name, "docker",
             "[runtimes.docker]\nsocket = \"" +
                 EnvOr("CORRAL_TEST_DOCKER_SOCKET", kDefaultDockerSocket) +
-                "\"\n"};
+                "\"\n",
+            ""};
   }
   if (name == "podman") {
     return {name, "docker",
             "[runtimes.docker]\nsocket = \"" +
                 EnvOr("CORRAL_TEST_PODMAN_SOCKET", kDefaultPodmanSocket) +
-                "\"\n"};
+                "\"\n",
+            ""};
   }
   if (name == "qemu") {
     // The kernel that tests/run.sh builds into the build tree.
@@ -105,11 +107,31 @@ Variant VariantNamed(const std::string& name) {
             "[runtimes.qemu]\nkernel_dir = \"" +
                 EnvOr("CORRAL_TEST_VM_KERNEL",
                       std::string(CORRAL_BINARY_DIR) + "/vm-kernel") +
-                "\"\n"};
+                "\"\n",
+            ""};
+  }
+  if (name == "firecracker-fake") {
+    // Firecracker's jailer and Firecracker are FAKES here
+    // (tests/fakes/firecracker: QEMU stands in for the VMM), which the
+    // firecracker runtime drives through their real interfaces. Firecracker
+    // has no shared-filesystem device, so no host image: every sandbox runs
+    // on the Debian image with python3 that tests/run.sh builds.
+    const std::string fakes =
+        std::string(CORRAL_BINARY_DIR) + "/tests/fakes/bin";
+    return {name, "firecracker",
+            "[defaults]\nimage = \"" + std::string(kConformanceImage) +
+                "\"\n[runtimes.firecracker]\nfirecracker = \"" + fakes +
+                "/firecracker\"\njailer = \"" + fakes +
+                "/jailer\"\nkernel_dir = \"" +
+                EnvOr("CORRAL_TEST_VM_KERNEL",
+                      std::string(CORRAL_BINARY_DIR) + "/vm-kernel") +
+                "\"\n",
+            std::string(CORRAL_BINARY_DIR) + "/images/e2b-base.tar"};
   }
   throw std::invalid_argument(
       "unknown CORRAL_CONFORMANCE_VARIANT '" + name +
-      "' (known: linux, oci-runc, oci-crun, docker, podman, qemu)");
+      "' (known: linux, oci-runc, oci-crun, docker, podman, qemu, "
+      "firecracker-fake)");
 }
 
 const Variant& CurrentVariant() {
@@ -135,6 +157,11 @@ Conformance::Conformance(const std::string& extra_toml,
   daemon_ = std::make_unique<Daemon>(variant_.config_toml + extra_toml,
                                      /*socket_activated=*/false, netns_path);
   RequireRuntime();
+  if (!variant_.image_tar.empty()) {
+    const CommandResult imported =
+        Cli({"image", "import", kConformanceImage, variant_.image_tar});
+    REQUIRE(imported.exit_code == 0);
+  }
 }
 
 Conformance::~Conformance() { daemon_.reset(); }
@@ -345,8 +372,10 @@ std::vector<HostProcess> SandboxHostProcesses(const Conformance& suite,
     }
     HostProcess process;
     if (!ReadHostProcess(pid, &process)) continue;
+    // The VMM: QEMU, or Firecracker (a fake here, whose QEMU ends with it).
+    const std::string comm = Trim(ReadWhole(dir + "/comm"));
     process.ends_sandbox =
-        ReadWhole(dir + "/comm").rfind("qemu-system", 0) == 0;
+        comm.rfind("qemu-system", 0) == 0 || comm == "firecracker";
     found.push_back(process);
   }
   return found;

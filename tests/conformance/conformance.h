@@ -29,7 +29,14 @@ struct Variant {
   std::string name;         // "linux", "oci-runc", "oci-crun", "docker", ...
   std::string runtime;      // the runtime its sandboxes name: "linux", ...
   std::string config_toml;  // daemon config for it; may be empty
+  // An image archive every daemon of the variant imports as
+  // kConformanceImage, its default image (for a runtime that cannot boot
+  // the built-in host image); empty for the host image.
+  std::string image_tar;
 };
+
+// The name under which a variant's image_tar is imported.
+inline constexpr char kConformanceImage[] = "conformance-base";
 
 // The variant called `name`; std::invalid_argument for an unknown name
 // (a misspelt variant must fail, not skip).

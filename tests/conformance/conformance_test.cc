@@ -5,6 +5,8 @@
 #include "tests/conformance/conformance.h"
 
 #include <catch2/catch.hpp>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -286,11 +288,21 @@ TEST_CASE(
                 "echo ok > /workspace/w && echo ok > /tmp/t && cat "
                 "/workspace/w /tmp/t")
             .out == "ok\nok\n");
+  // On an imported image /etc/shadow is the image's own: it must not be
+  // the host's.
+  const bool host_image = suite.variant().image_tar.empty();
   auto hidden = suite.Sh(id, "for p in '" + suite.daemon().state_dir() + "' '" +
-                                 suite.daemon().socket() +
-                                 "' /etc/shadow; do test -e \"$p\" && "
+                                 suite.daemon().socket() + "'" +
+                                 (host_image ? " /etc/shadow" : "") +
+                                 "; do test -e \"$p\" && "
                                  "echo \"visible: $p\"; done; true");
   CHECK(hidden.out == "");
+  if (!host_image) {
+    std::ifstream host_shadow("/etc/shadow");
+    std::stringstream host;
+    host << host_shadow.rdbuf();
+    CHECK(suite.Sh(id, "cat /etc/shadow 2>/dev/null; true").out != host.str());
+  }
 }
 
 TEST_CASE(

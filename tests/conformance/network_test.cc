@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -70,8 +71,10 @@ class NetworkWorld {
     INFO(refused.err);
     CHECK(refused.exit_code == 125);
     CHECK(Contains(refused.err, "cannot guarantee GUARANTEE_EGRESS_POLICY"));
-    WARN(suite_.runtime() << " does not claim egress-policy: network "
-                          << "access is refused there, not checked");
+    // (Not WARN: Catch2's console reporter asserts on some of these test
+    // names when it prints a warning under them.)
+    std::cout << suite_.runtime() << " does not claim egress-policy: network "
+              << "access is refused there, not checked" << std::endl;
     return false;
   }
 

@@ -142,7 +142,9 @@ class Bridges {
     guest.role = wire::LinkBridgeOptions::Role::kGuest;
     guest.link_fd = link[1];
     const std::string agent_name = agent_name_;
-    guest.connect_agent = [agent_name] { return Connect(agent_name); };
+    guest.connect_agent = [agent_name](const std::string&) {
+      return Connect(agent_name);
+    };
     host_ = std::thread([host] { wire::RunLinkBridge(host); });
     guest_ = std::thread([guest] { wire::RunLinkBridge(guest); });
   }

@@ -19,6 +19,7 @@
 #include "corral/v1/sandboxes.grpc.pb.h"
 #include "corral/v1/snapshots.grpc.pb.h"
 #include "tests/integration/daemon_harness.h"
+#include "tests/integration/vm_host.h"
 
 namespace corral::testing {
 namespace {
@@ -29,13 +30,6 @@ const std::string kKernelDir = std::string(CORRAL_BINARY_DIR) + "/vm-kernel";
 
 bool Contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
-}
-
-std::string ReadWhole(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 // A daemon whose qemu runtime uses the build's kernel.
@@ -81,46 +75,9 @@ struct HostSide {
 
 HostSide HostProcessesOf(const std::string& id) {
   HostSide side;
-  auto listed = corral::testing::Sh(
-      "grep -l '/" + id + "$' /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3");
-  for (const std::string& line : Lines(listed.out)) {
-    if (line.empty()) continue;
-    const pid_t pid = std::stoi(line);
-    side.all.push_back(pid);
-    if (ReadWhole("/proc/" + line + "/comm").rfind("qemu-system", 0) == 0) {
-      side.qemu = pid;
-    }
-  }
+  side.all = SandboxHostPids(id);
+  side.qemu = ProcessNamed(side.all, "qemu-system");
   return side;
-}
-
-// User plus system CPU time of a host process, in clock ticks.
-long CpuTicks(pid_t pid) {
-  const std::string stat = ReadWhole("/proc/" + std::to_string(pid) + "/stat");
-  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
-  std::string skipped;
-  for (int field = 3; field < 14; ++field) fields >> skipped;
-  long utime = 0, stime = 0;
-  fields >> utime >> stime;
-  return utime + stime;
-}
-
-// What is left on the host of a removed sandbox: processes, cgroups, files.
-std::string Leftovers(const Daemon& daemon, const std::string& id) {
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    std::string found;
-    if (!HostProcessesOf(id).all.empty()) found += "processes\n";
-    found += corral::testing::Sh("find /sys/fs/cgroup -maxdepth 6 -name '*" +
-                                 id + "*' 2>/dev/null")
-                 .out;
-    found += corral::testing::Sh("find '" + daemon.state_dir() + "' -name '*" +
-                                 id + "*' 2>/dev/null")
-                 .out;
-    if (Trim(found).empty()) return "";
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (attempt == 49) return found;
-  }
-  return "";
 }
 
 }  // namespace
@@ -137,7 +94,7 @@ TEST_CASE(
   INFO(inspect.out);
   const bool tcg = Contains(inspect.out, "\"accel\":\"tcg\"");
   CHECK((tcg || Contains(inspect.out, "\"accel\":\"kvm\"")));
-  const std::string release = Trim(ReadWhole(kKernelDir + "/release"));
+  const std::string release = Trim(ReadWholeFile(kKernelDir + "/release"));
   CHECK(Contains(inspect.out, "\"kernel\":\"" + release + "\""));
 
   auto uname = Sh(daemon, id, "uname -r");
@@ -145,7 +102,7 @@ TEST_CASE(
   CHECK(Trim(uname.out) == release);
   CHECK(Trim(uname.out) != Trim(corral::testing::Sh("uname -r").out));
   CHECK(Trim(Sh(daemon, id, "cat /proc/sys/kernel/random/boot_id").out) !=
-        Trim(ReadWhole("/proc/sys/kernel/random/boot_id")));
+        Trim(ReadWholeFile("/proc/sys/kernel/random/boot_id")));
   auto cpu = Sh(daemon, id, "grep -m1 'model name' /proc/cpuinfo");
   if (tcg) {
     CHECK(Contains(cpu.out, "QEMU TCG CPU"));
@@ -179,7 +136,7 @@ TEST_CASE(
     HostSide vm = HostProcessesOf(sandbox);
     REQUIRE(vm.qemu > 0);
     const std::string vm_status =
-        ReadWhole("/proc/" + std::to_string(vm.qemu) + "/status");
+        ReadWholeFile("/proc/" + std::to_string(vm.qemu) + "/status");
     INFO(vm_status);
     std::istringstream vm_lines(vm_status);
     std::vector<uid_t> uids;
@@ -197,7 +154,7 @@ TEST_CASE(
   HostSide side = HostProcessesOf(id);
   REQUIRE(side.qemu > 0);
   const std::string status =
-      ReadWhole("/proc/" + std::to_string(side.qemu) + "/status");
+      ReadWholeFile("/proc/" + std::to_string(side.qemu) + "/status");
   INFO(status);
   CHECK(Contains(status, "NoNewPrivs:\t1"));
   CHECK(Contains(status, "Seccomp:\t2"));
