@@ -190,8 +190,27 @@ std::string FormatRuntimes(const corral::v1::ListRuntimesResponse& response) {
                     runtime.is_default() ? "*" : "",
                     FormatGuarantees(runtime.guarantees()), runtime.reason()});
   }
-  return FormatTable({"NAME", "AVAILABLE", "DEFAULT", "GUARANTEES", "REASON"},
-                     rows);
+  std::string table = FormatTable(
+      {"NAME", "AVAILABLE", "DEFAULT", "GUARANTEES", "REASON"}, rows);
+  // Whose default, and why: a [[policy]] entry may choose another, and
+  // allow only some runtimes (a daemon that says why also says which).
+  std::string why;
+  std::vector<std::string> refused;
+  for (const corral::v1::Runtime& runtime : response.runtimes()) {
+    if (runtime.is_default() && !runtime.default_reason().empty()) {
+      why = absl::StrCat("Your default runtime: ", runtime.name(), " (",
+                         runtime.default_reason(), ")\n");
+    }
+    if (!runtime.allowed()) refused.push_back(runtime.name());
+  }
+  if (!why.empty()) {
+    table += why;
+    if (!refused.empty()) {
+      absl::StrAppend(&table, "Not allowed by your policy: ",
+                      absl::StrJoin(refused, ", "), "\n");
+    }
+  }
+  return table;
 }
 
 std::string FormatSandboxes(const corral::v1::ListSandboxesResponse& response,

@@ -182,7 +182,24 @@ class SystemService final : public v1::System::Service {
       for (int g : info.guarantees) {
         runtime->add_guarantees(static_cast<v1::Guarantee>(g));
       }
-      runtime->set_is_default(name == deps_.default_runtime);
+      // The caller's own default: its policy's, else the daemon's.
+      std::string wanted = deps_.default_runtime;
+      std::string why = "defaults.runtime";
+      bool allowed = true;
+      if (caller.policy.has_value()) {
+        const CallerPolicy& policy = *caller.policy;
+        if (!policy.default_runtime.empty() &&
+            policy.default_runtime != deps_.default_runtime) {
+          wanted = policy.default_runtime;
+          why = absl::StrCat(policy.name, " default_runtime");
+        }
+        allowed = policy.runtimes.empty() ||
+                  std::find(policy.runtimes.begin(), policy.runtimes.end(),
+                            name) != policy.runtimes.end();
+      }
+      runtime->set_is_default(name == wanted);
+      if (name == wanted) runtime->set_default_reason(why);
+      runtime->set_allowed(allowed);
       runtime->mutable_details()->insert(info.details.begin(),
                                          info.details.end());
     }

@@ -609,8 +609,12 @@ TEST_CASE(
   const std::string saved = old_path == nullptr ? "" : old_path;
   {
     ::setenv("PATH", (kFakes + ":" + saved).c_str(), 1);
+    // A group's runtime chosen by policy, as NanoClaw chooses per group
+    // (here the caller, root, is the group).
     Daemon daemon("[runtimes.firecracker]\nkernel_dir = \"" + kKernelDir +
-                  "\"\n");
+                  "\"\n[[policy]]\nusers = [\"root\"]\nruntimes = "
+                  "[\"firecracker\", \"linux\"]\ndefault_runtime = "
+                  "\"firecracker\"\n");
     ::setenv("PATH", saved.c_str(), 1);
     auto runtimes = daemon.Cli({"runtimes"});
     INFO(runtimes.out << runtimes.err);
@@ -621,7 +625,21 @@ TEST_CASE(
     CHECK(Contains(line, " yes "));
     CHECK(Contains(line, "corral test fake"));
     CHECK(Contains(line, "separate-kernel"));
+    CHECK(Contains(line, " * "));
+    CHECK(Contains(runtimes.out,
+                   "Your default runtime: firecracker (policy[0] "
+                   "default_runtime)\n"));
+    CHECK(Contains(runtimes.out,
+                   "Not allowed by your policy: oci, docker, "
+                   "qemu, tart, apple\n"));
     ImportBusybox(daemon);
+    // A request that names no runtime gets the policy's.
+    auto created = daemon.Cli({"create", "--image", "busybox"});
+    INFO(created.err);
+    REQUIRE(created.exit_code == 0);
+    CHECK(Contains(daemon.Cli({"--json", "inspect", Trim(created.out)}).out,
+                   "\"runtime\":\"firecracker\""));
+    CHECK(daemon.Cli({"rm", Trim(created.out)}).exit_code == 0);
     auto host = daemon.Cli({"create", "--runtime", "firecracker"});
     CHECK(host.exit_code != 0);
     CHECK(Contains(host.err, "boots images only"));
