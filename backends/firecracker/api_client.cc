@@ -1,7 +1,10 @@
 #include "backends/firecracker/api_client.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,7 +18,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "backends/common/agent_socket.h"
 #include "corral/status_macros.h"
 
 namespace corral::firecracker_runtime {
@@ -75,11 +77,54 @@ absl::StatusOr<bool> ReadSome(int fd, std::string* out, absl::Time deadline) {
 
 }  // namespace
 
+absl::StatusOr<UniqueFd> ConnectInJail(const std::string& trusted_dir,
+                                       const std::string& relative) {
+  UniqueFd at(::open(trusted_dir.c_str(),
+                     O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!at) return ErrnoStatus(absl::StrCat("open ", trusted_dir));
+  std::vector<std::string> parts = absl::StrSplit(relative, '/');
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const bool last = i + 1 == parts.size();
+    if (parts[i].empty() || parts[i] == "." || parts[i] == "..") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad socket path ", relative));
+    }
+    UniqueFd next(
+        ::openat(at.get(), parts[i].c_str(),
+                 O_PATH | O_NOFOLLOW | O_CLOEXEC | (last ? 0 : O_DIRECTORY)));
+    if (!next) {
+      return absl::UnavailableError(absl::StrCat(
+          "open ", trusted_dir, "/", relative, ": ", std::strerror(errno)));
+    }
+    at = std::move(next);
+  }
+  struct stat st {};
+  if (::fstat(at.get(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
+    return absl::UnavailableError(
+        absl::StrCat(trusted_dir, "/", relative, " is not a socket"));
+  }
+  // Connected through the fd of the very inode checked: no name is
+  // resolved again.
+  const std::string path = absl::StrCat("/proc/self/fd/", at.get());
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return ErrnoStatus("socket AF_UNIX");
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address),
+                static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) +
+                                       path.size() + 1)) != 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "connect ", trusted_dir, "/", relative, ": ", std::strerror(errno)));
+  }
+  return fd;
+}
+
 absl::StatusOr<ApiReply> ApiRequest(
     const std::string& dir, const std::string& name, absl::string_view method,
     absl::string_view path, const std::string& body, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
-  ASSIGN_OR_RETURN(UniqueFd fd, backend_plugin::ConnectAt(dir, name));
+  ASSIGN_OR_RETURN(UniqueFd fd, ConnectInJail(dir, name));
   std::string request =
       absl::StrCat(method, " ", path, " HTTP/1.1\r\nHost: localhost\r\n");
   if (!body.empty()) {
@@ -166,10 +211,7 @@ absl::StatusOr<UniqueFd> ConnectVsock(const std::string& dir,
                                       const std::string& name, uint32_t port,
                                       absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
-  auto connected = backend_plugin::ConnectAt(dir, name);
-  if (!connected.ok())
-    return absl::UnavailableError(connected.status().message());
-  UniqueFd fd = std::move(*connected);
+  ASSIGN_OR_RETURN(UniqueFd fd, ConnectInJail(dir, name));
   RETURN_IF_ERROR(
       WriteAll(fd.get(), absl::StrCat("CONNECT ", port, "\n"), deadline));
   // Byte by byte up to the newline: what follows it is the agent's.

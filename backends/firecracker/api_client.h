@@ -17,14 +17,22 @@
 
 namespace corral::firecracker_runtime {
 
+// Connects to the Unix socket at `relative` ("run/firecracker.socket")
+// beneath `trusted_dir` (a jail's root, whose parent is root's), opening
+// every component without following a symlink and checking that the last
+// is a socket: the sandbox's uid owns the jail and could put links there.
+// UNAVAILABLE when it is not there (yet).
+[[nodiscard]] absl::StatusOr<UniqueFd> ConnectInJail(
+    const std::string& trusted_dir, const std::string& relative);
+
 struct ApiReply {
   int status = 0;
   std::string body;
 };
 
-// One request on a new connection to the socket `name` in `dir` (named
-// through /proc/self/fd: a jail's path may be longer than sun_path). An
-// error when the socket cannot be reached or the reply is not HTTP.
+// One request on a new connection to the socket `name` (a relative path)
+// beneath `dir`, reached as ConnectInJail does. An error when the socket
+// cannot be reached or the reply is not HTTP.
 [[nodiscard]] absl::StatusOr<ApiReply> ApiRequest(
     const std::string& dir, const std::string& name, absl::string_view method,
     absl::string_view path, const std::string& body, absl::Duration timeout);
@@ -41,7 +49,8 @@ struct ApiReply {
                                                     absl::string_view path,
                                                     absl::Duration timeout);
 
-// Connects to the vsock socket `name` in `dir` and asks for the guest's
+// Connects to the vsock socket `name` beneath `dir` (as ConnectInJail)
+// and asks for the guest's
 // `port`: the connection once Firecracker answered "OK ". UNAVAILABLE when
 // the socket is not there yet or Firecracker closed the connection (nothing
 // listens on that port in the guest, yet).

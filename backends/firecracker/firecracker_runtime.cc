@@ -58,8 +58,7 @@ constexpr uint32_t kGuestCid = 3;
 constexpr uint32_t kAgentPort = 1024;
 
 // Inside the jail (paths Firecracker sees, relative to its chroot).
-constexpr char kApiDir[] = "run";
-constexpr char kApiSocket[] = "firecracker.socket";
+constexpr char kApiSocket[] = "run/firecracker.socket";
 constexpr char kVsockSocket[] = "v.sock";
 constexpr char kKernelFile[] = "vmlinux";
 constexpr char kInitrdFile[] = "initrd.cpio";
@@ -198,18 +197,31 @@ struct SavedMachine {
   uint32_t pids = 0;
   uint32_t vcpus = 0;
   uint64_t ram_mib = 0;
+  // What it boots, by the daemon's own paths (never the jail's links,
+  // which the sandbox's uid could replace): the kernel, the initramfs, the
+  // image disk, the workspace disk.
+  std::string kernel;
+  std::string initrd;
+  std::string root_disk;
+  std::string workspace_disk;
 
   std::string Serialize() const {
-    return absl::StrCat("version=1\nhostname=", hostname,
-                        "\nmemory_bytes=", memory_bytes, "\npids=", pids,
-                        "\nvcpus=", vcpus, "\nram_mib=", ram_mib, "\n");
+    return absl::StrCat(
+        "version=2\nhostname=", hostname, "\nmemory_bytes=", memory_bytes,
+        "\npids=", pids, "\nvcpus=", vcpus, "\nram_mib=", ram_mib,
+        "\nkernel=", kernel, "\ninitrd=", initrd, "\nroot_disk=", root_disk,
+        "\nworkspace_disk=", workspace_disk, "\n");
   }
   static absl::StatusOr<SavedMachine> Parse(absl::string_view text) {
     ASSIGN_OR_RETURN(linux_runtime::RecordValues values,
                      linux_runtime::ParseRecordLines(text, "saved machine"));
     SavedMachine machine;
     machine.hostname = values["hostname"];
-    if (values["version"] != "1" ||
+    machine.kernel = values["kernel"];
+    machine.initrd = values["initrd"];
+    machine.root_disk = values["root_disk"];
+    machine.workspace_disk = values["workspace_disk"];
+    if (values["version"] != "2" ||
         !backend_plugin::ValidHostname(machine.hostname) ||
         !absl::SimpleAtoi(values["memory_bytes"], &machine.memory_bytes) ||
         !absl::SimpleAtoi(values["pids"], &machine.pids) ||
@@ -217,9 +229,51 @@ struct SavedMachine {
         !absl::SimpleAtoi(values["ram_mib"], &machine.ram_mib)) {
       return absl::InvalidArgumentError("saved machine: bad record");
     }
+    for (const std::string* path :
+         {&machine.kernel, &machine.initrd, &machine.root_disk,
+          &machine.workspace_disk}) {
+      if (!linux_runtime::CleanAbsolutePath(*path)) {
+        return absl::InvalidArgumentError("saved machine: bad path");
+      }
+    }
     return machine;
   }
 };
+
+// Moves Firecracker's snapshot file `name` out of the jail's snapshot
+// directory into `dir`, and makes it root's, read-only to others. The
+// sandbox's uid owns the jail: every step goes through directory fds
+// without following a link, and only a regular file of that uid with one
+// link is taken (never a link to a host file).
+absl::Status TakeSnapshotFile(const std::string& jail_root,
+                              const std::string& dir, const char* name,
+                              uid_t uid) {
+  UniqueFd root(
+      ::open(jail_root.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!root) return ErrnoStatus(absl::StrCat("open ", jail_root));
+  UniqueFd from(::openat(root.get(), kSnapshotDir,
+                         O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  UniqueFd to(
+      ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!from || !to) return ErrnoStatus("open the snapshot directories");
+  if (::renameat(from.get(), name, to.get(), name) != 0) {
+    return ErrnoStatus(absl::StrCat("move Firecracker's ", name));
+  }
+  UniqueFd file(
+      ::openat(to.get(), name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  struct stat st {};
+  if (!file || ::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
+      st.st_nlink != 1 || st.st_uid != uid) {
+    ::unlinkat(to.get(), name, 0);
+    return absl::FailedPreconditionError(
+        absl::StrCat("Firecracker's snapshot file ", name,
+                     " is not a regular file it wrote (refused)"));
+  }
+  if (::fchown(file.get(), 0, 0) != 0 || ::fchmod(file.get(), 0644) != 0) {
+    return ErrnoStatus(absl::StrCat("chown ", dir, "/", name));
+  }
+  return absl::OkStatus();
+}
 
 // Starts the jailer (which becomes Firecracker, same pid) in a session of
 // its own, its output to `log` (or /dev/null).
@@ -297,9 +351,7 @@ absl::StatusOr<UniqueFd> ConnectAgent(const SandboxRecord& record,
       " (", last.message(), ")", why.empty() ? "" : "; console: ", why));
 }
 
-std::string ApiDir(const SandboxRecord& record) {
-  return absl::StrCat(record.JailRoot(), "/", kApiDir);
-}
+std::string ApiDir(const SandboxRecord& record) { return record.JailRoot(); }
 
 absl::StatusOr<SandboxRecord> RecordOf(const bv1::SandboxHandle& handle) {
   ASSIGN_OR_RETURN(SandboxRecord record, SandboxRecord::Parse(handle.state()));
@@ -531,8 +583,6 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   RETURN_IF_ERROR(MakeDir(record.jail_dir, 0711, 0, 0));
   const std::string jail_root = record.JailRoot();
   RETURN_IF_ERROR(MakeDir(jail_root, 0700, spec.host_uid(), spec.host_gid()));
-  RETURN_IF_ERROR(MakeDir(absl::StrCat(jail_root, "/", kApiDir), 0700,
-                          spec.host_uid(), spec.host_gid()));
   for (const auto& [from, name] :
        {std::pair<const std::string*, const char*>{&kernel_file, kKernelFile},
         {&initrd_file, kInitrdFile},
@@ -550,6 +600,10 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
                                    absl::StrCat(snapshot, "/", name)));
     }
   }
+  machine.kernel = kernel_file;
+  machine.initrd = initrd_file;
+  machine.root_disk = root_disk;
+  machine.workspace_disk = workspace_disk;
   RETURN_IF_ERROR(qemu_runtime::ReplaceFile(
       absl::StrCat(record.sandbox_dir, "/", kMachineFile),
       machine.Serialize()));
@@ -576,9 +630,8 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
                        kHostPids, spec.cpu_millis())) {
     argv.push_back(std::move(arg));
   }
-  argv.insert(argv.end(),
-              {"--", "--api-sock", absl::StrCat("/", kApiDir, "/", kApiSocket),
-               "--level", "Warning"});
+  argv.insert(argv.end(), {"--", "--api-sock", absl::StrCat("/", kApiSocket),
+                           "--level", "Warning"});
   const std::string log =
       settings.console_log ? absl::StrCat(record.sandbox_dir, "/", kConsoleLog)
                            : "";
@@ -790,7 +843,7 @@ absl::StatusOr<bv1::SaveMemoryResponse> SaveMemory(
   const std::string jail_root = record.JailRoot();
   const std::string snapshot = absl::StrCat(jail_root, "/", kSnapshotDir);
   struct stat root_st {};
-  if (::stat(jail_root.c_str(), &root_st) != 0) {
+  if (::lstat(jail_root.c_str(), &root_st) != 0) {
     return ErrnoStatus(absl::StrCat("stat ", jail_root));
   }
   (void)corral::RemoveTree(snapshot);
@@ -813,16 +866,27 @@ absl::StatusOr<bv1::SaveMemoryResponse> SaveMemory(
     RETURN_IF_ERROR(ApiCall(api_dir, kApiSocket, "PATCH", "/vm",
                             {{"state", "Paused"}}, kApiTimeout));
   }
-  RETURN_IF_ERROR(
-      qemu_runtime::CopySparse(absl::StrCat(jail_root, "/", kWorkspaceFile),
-                               absl::StrCat(dir, "/", kWorkspaceFile)));
-  for (const char* name : {kKernelFile, kInitrdFile, kRootDiskFile}) {
-    RETURN_IF_ERROR(qemu_runtime::LinkOrCopy(absl::StrCat(jail_root, "/", name),
-                                             absl::StrCat(dir, "/", name)));
+  ASSIGN_OR_RETURN(std::string text,
+                   linux_runtime::ReadFile(
+                       absl::StrCat(record.sandbox_dir, "/", kMachineFile)));
+  ASSIGN_OR_RETURN(SavedMachine machine, SavedMachine::Parse(text));
+  RETURN_IF_ERROR(qemu_runtime::CopySparse(
+      machine.workspace_disk, absl::StrCat(dir, "/", kWorkspaceFile)));
+  for (const auto& [from, name] : {std::pair<const std::string*, const char*>{
+                                       &machine.kernel, kKernelFile},
+                                   {&machine.initrd, kInitrdFile},
+                                   {&machine.root_disk, kRootDiskFile}}) {
+    RETURN_IF_ERROR(
+        qemu_runtime::LinkOrCopy(*from, absl::StrCat(dir, "/", name)));
   }
-  RETURN_IF_ERROR(qemu_runtime::LinkOrCopy(
-      absl::StrCat(record.sandbox_dir, "/", kMachineFile),
-      absl::StrCat(dir, "/", kMachineFile)));
+  // The saved machine's own record: its files are now these.
+  SavedMachine saved_machine = machine;
+  saved_machine.kernel = absl::StrCat(dir, "/", kKernelFile);
+  saved_machine.initrd = absl::StrCat(dir, "/", kInitrdFile);
+  saved_machine.root_disk = absl::StrCat(dir, "/", kRootDiskFile);
+  saved_machine.workspace_disk = absl::StrCat(dir, "/", kWorkspaceFile);
+  RETURN_IF_ERROR(qemu_runtime::ReplaceFile(
+      absl::StrCat(dir, "/", kMachineFile), saved_machine.Serialize()));
   RETURN_IF_ERROR(ApiCall(
       api_dir, kApiSocket, "PUT", "/snapshot/create",
       {{"snapshot_type", "Full"},
@@ -830,19 +894,12 @@ absl::StatusOr<bv1::SaveMemoryResponse> SaveMemory(
        {"mem_file_path",
         absl::StrCat("/", kSnapshotDir, "/", kSnapshotMemory)}},
       kSnapshotTimeout));
-  // Out of the jail, where the sandbox's VMM can no longer change them.
+  // Out of the jail, where the sandbox's VMM can no longer change them;
+  // root's, read-only to all as the kernel and image disks are: forks link
+  // them into their jails, where only their own uid can reach them (the
+  // sandbox directory above is root's alone).
   for (const char* name : {kSnapshotState, kSnapshotMemory}) {
-    const std::string from = absl::StrCat(snapshot, "/", name);
-    const std::string to = absl::StrCat(dir, "/", name);
-    if (::rename(from.c_str(), to.c_str()) != 0) {
-      return ErrnoStatus(absl::StrCat("rename ", from));
-    }
-    // Root's, read-only to all as the kernel and image disks are: forks
-    // link them into their jails, where only their own uid can reach them
-    // (the sandbox directory above is root's alone).
-    if (::chown(to.c_str(), 0, 0) != 0 || ::chmod(to.c_str(), 0644) != 0) {
-      return ErrnoStatus(absl::StrCat("chown ", to));
-    }
+    RETURN_IF_ERROR(TakeSnapshotFile(jail_root, dir, name, root_st.st_uid));
   }
   saved = true;
   bv1::SaveMemoryResponse response;

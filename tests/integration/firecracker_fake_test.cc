@@ -601,6 +601,65 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "firecracker runtime on the fake Firecracker: links the sandbox's uid "
+    "plants in its jail are never followed (the API socket, the workspace "
+    "disk a snapshot copies)",
+    "[firecracker-fake]") {
+  Daemon daemon(FirecrackerConfig());
+  ImportBusybox(daemon);
+  const std::string id = Create(daemon);
+  const std::string root = JailRoot(daemon, id);
+  // A decoy socket of the host's: the daemon must never connect to it.
+  const std::string decoy_dir = daemon.dir() + "/decoy";
+  ::mkdir(decoy_dir.c_str(), 0700);
+  const std::string decoy = decoy_dir + "/d.sock";
+  int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, decoy.c_str(), sizeof(address.sun_path) - 1);
+  REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&address),
+                 sizeof(address)) == 0);
+  REQUIRE(::listen(listener, 4) == 0);
+  const std::string api = root + "/run/firecracker.socket";
+  REQUIRE(::rename(api.c_str(), (root + "/run/real.sock").c_str()) == 0);
+  REQUIRE(::symlink(decoy.c_str(), api.c_str()) == 0);
+  auto paused = daemon.Cli({"pause", id});
+  CHECK(paused.exit_code != 0);
+  CHECK(Contains(paused.err, "not a socket"));
+  pollfd p{listener, POLLIN, 0};
+  CHECK(::poll(&p, 1, 100) == 0);  // nobody came
+  ::close(listener);
+  REQUIRE(::unlink(api.c_str()) == 0);
+  REQUIRE(::rename((root + "/run/real.sock").c_str(), api.c_str()) == 0);
+
+  // The workspace disk's name in the jail pointing at a host file: a
+  // memory snapshot copies the daemon's own disk, not what the name says.
+  const std::string secret = daemon.dir() + "/secret";
+  {
+    std::ofstream out(secret);
+    out << "host secret";
+  }
+  const std::string disk = root + "/workspace.ext4";
+  REQUIRE(::rename(disk.c_str(), (root + "/moved.ext4").c_str()) == 0);
+  REQUIRE(::symlink(secret.c_str(), disk.c_str()) == 0);
+  REQUIRE(Sh(daemon, id, "echo kept > /workspace/file").exit_code == 0);
+  auto saved = daemon.Cli({"snapshot", "create", "--memory", id, "warm"});
+  INFO(saved.err);
+  REQUIRE(saved.exit_code == 0);
+  const std::string saved_disk = daemon.state_dir() + "/runtime/firecracker/" +
+                                 id + "/memory/warm/workspace.ext4";
+  CHECK(ReadWholeFile(saved_disk) != "host secret");
+  struct stat st {};
+  REQUIRE(::stat(saved_disk.c_str(), &st) == 0);
+  CHECK(st.st_size > 1 << 20);  // the ext4 disk, not the 11-byte file
+  auto forked = daemon.Cli({"fork", id + "@warm"});
+  INFO(forked.err);
+  REQUIRE(forked.exit_code == 0);
+  CHECK(Sh(daemon, Trim(forked.out), "cat /workspace/file").out == "kept\n");
+  CHECK(ReadWholeFile(secret) == "host secret");
+}
+
+TEST_CASE(
     "firecracker runtime: corral runtimes finds the (fake) Firecracker and "
     "jailer on the daemon's PATH, says why not without them, and refuses the "
     "host image and network with the reason",

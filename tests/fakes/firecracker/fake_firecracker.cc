@@ -911,13 +911,33 @@ std::string Vmm::LaunchQemu(int incoming_fd) {
   // Firecracker's device order: the drives (root first), then vsock. QEMU
   // puts them on its virtio-mmio transports so that the guest finds them
   // in this order (vda, vdb, ...).
+  // Each drive's file as Firecracker holds it: opened once, by this
+  // process, and never again by name (QEMU gets the fds: one of the
+  // drive's access mode and a read-only one, as it reopens at times).
+  std::vector<std::pair<int, int>> drive_fds;  // (fd, its number in QEMU)
   for (size_t i = 0; i < drives_.size(); ++i) {
     const Drive& d = drives_[i];
     const std::string name = "drive" + std::to_string(i);
+    const int first = kIncoming + 1 + static_cast<int>(2 * i);
+    int rw =
+        ::open(d.path.c_str(), (d.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    int ro = ::open(d.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (rw < 0 || ro < 0) {
+      const int error = errno;
+      for (int fd : {rw, ro}) {
+        if (fd >= 0) ::close(fd);
+      }
+      for (const auto& [fd, number] : drive_fds) ::close(fd);
+      return "open " + d.path + ": " + Errno(error);
+    }
+    drive_fds.push_back({rw, first});
+    drive_fds.push_back({ro, first + 1});
+    const std::string set = std::to_string(i + 1);
     argv.insert(
         argv.end(),
-        {"-drive",
-         "file=" + d.path + ",if=none,id=" + name +
+        {"-add-fd", "fd=" + std::to_string(first) + ",set=" + set, "-add-fd",
+         "fd=" + std::to_string(first + 1) + ",set=" + set, "-drive",
+         "file=/dev/fdset/" + set + ",if=none,id=" + name +
              ",format=raw,file.locking=off" +
              (d.read_only ? ",readonly=on" : ""),
          "-device", "virtio-blk-device,drive=" + name + ",serial=" + d.serial});
@@ -936,17 +956,15 @@ std::string Vmm::LaunchQemu(int incoming_fd) {
   if (pid == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     // Out of the way first: no source may sit where another one goes.
-    const int sources[] = {console[1], link[1], qmp[1], incoming_fd};
-    int high[4];
-    for (int i = 0; i < 4; ++i) {
-      high[i] = sources[i] < 0 ? -1 : ::fcntl(sources[i], F_DUPFD, 20);
-    }
-    ::dup2(high[0], kConsole);
-    ::dup2(high[1], kLink);
-    ::dup2(high[2], kQmp);
-    if (high[3] >= 0) ::dup2(high[3], kIncoming);
-    ::syscall(SYS_close_range, incoming_fd >= 0 ? kIncoming + 1 : kIncoming,
-              ~0u, 0);
+    std::vector<std::pair<int, int>> moves = {
+        {console[1], kConsole}, {link[1], kLink}, {qmp[1], kQmp}};
+    if (incoming_fd >= 0) moves.push_back({incoming_fd, kIncoming});
+    moves.insert(moves.end(), drive_fds.begin(), drive_fds.end());
+    for (auto& [fd, number] : moves) fd = ::fcntl(fd, F_DUPFD, 100);
+    for (const auto& [fd, number] : moves) ::dup2(fd, number);
+    ::syscall(SYS_close_range,
+              kIncoming + 1 + static_cast<int>(drive_fds.size()), ~0u, 0);
+    if (incoming_fd < 0) ::close(kIncoming);
     std::vector<char*> args;
     for (std::string& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
@@ -959,6 +977,7 @@ std::string Vmm::LaunchQemu(int incoming_fd) {
   ::close(console[1]);
   ::close(link[1]);
   ::close(qmp[1]);
+  for (const auto& [fd, number] : drive_fds) ::close(fd);
   qemu_ = pid;
   qemu_pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   link_host_ = link[0];
