@@ -79,6 +79,8 @@ constexpr uint64_t kDefaultTmpBytes = 64u << 20;
 // may use on the host.
 constexpr uint64_t kHostOverheadBytes = 256u << 20;
 constexpr uint32_t kHostPids = 256;
+// A snapshot's memory file beyond the guest's RAM (device state).
+constexpr uint64_t kSnapshotOverheadBytes = 64u << 20;
 constexpr uint64_t kCpuPeriodUs = 100000;
 constexpr absl::Duration kApiTimeout = absl::Seconds(10);
 constexpr absl::Duration kSnapshotTimeout = absl::Minutes(5);
@@ -630,6 +632,13 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
                        kHostPids, spec.cpu_millis())) {
     argv.push_back(std::move(arg));
   }
+  // No file Firecracker writes may grow past the larger of the workspace
+  // disk and a snapshot of its memory: it holds the disk read-write, and a
+  // VMM taken over could otherwise extend it until the host's disk fills.
+  const uint64_t largest_file = std::max<uint64_t>(
+      spec.disk_bytes(), (machine.ram_mib << 20) + kSnapshotOverheadBytes);
+  argv.insert(argv.end(),
+              {"--resource-limit", absl::StrCat("fsize=", largest_file)});
   argv.insert(argv.end(), {"--", "--api-sock", absl::StrCat("/", kApiSocket),
                            "--level", "Warning"});
   const std::string log =

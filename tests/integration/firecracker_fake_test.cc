@@ -474,6 +474,16 @@ TEST_CASE(
   const std::string its_root = "/proc/" + std::to_string(firecracker) + "/root";
   CHECK(::stat((its_root + "/firecracker.pid").c_str(), &st) == 0);
   CHECK(::stat((its_root + daemon.state_dir()).c_str(), &st) != 0);
+  // No file it writes may grow past the workspace disk (1 GiB by default,
+  // more than this sandbox's memory).
+  bool fsize = false;
+  for (const std::string& l : Lines(
+           ReadWholeFile("/proc/" + std::to_string(firecracker) + "/limits"))) {
+    if (l.rfind("Max file size", 0) == 0) {
+      fsize = Contains(l, " 1073741824 ");
+    }
+  }
+  CHECK(fsize);
   // The jail: Firecracker's copy, the pid file, the API socket.
   CHECK(::stat((JailRoot(daemon, id) + "/firecracker").c_str(), &st) == 0);
   CHECK(Trim(ReadWholeFile(JailRoot(daemon, id) + "/firecracker.pid")) ==
