@@ -115,7 +115,7 @@ Variant VariantNamed(const std::string& name) {
     // (tests/fakes/firecracker: QEMU stands in for the VMM), which the
     // firecracker runtime drives through their real interfaces. Firecracker
     // has no shared-filesystem device, so no host image: every sandbox runs
-    // on the Debian image with python3 that tests/run.sh builds.
+    // on the busybox image that tests/run.sh builds.
     const std::string fakes =
         std::string(CORRAL_BINARY_DIR) + "/tests/fakes/bin";
     return {name, "firecracker",
@@ -126,7 +126,7 @@ Variant VariantNamed(const std::string& name) {
                 EnvOr("CORRAL_TEST_VM_KERNEL",
                       std::string(CORRAL_BINARY_DIR) + "/vm-kernel") +
                 "\"\n",
-            std::string(CORRAL_BINARY_DIR) + "/images/e2b-base.tar"};
+            std::string(CORRAL_BINARY_DIR) + "/images/busybox.tar"};
   }
   throw std::invalid_argument(
       "unknown CORRAL_CONFORMANCE_VARIANT '" + name +
