@@ -242,6 +242,10 @@ TEST_CASE(
   CHECK(fc.Fault("PUT", "/drives/a",
                  "{\"drive_id\": \"b\", \"is_root_device\": false}") ==
         "The id from the path does not match the id from the body!");
+  // Network interfaces name both ids (Firecracker's request/net.rs).
+  CHECK(fc.Fault("PUT", "/network-interfaces/a",
+                 "{\"iface_id\": \"b\", \"host_dev_name\": \"tap0\"}") ==
+        "The id from the path [a] does not match the id from the body [b]!");
   CHECK(fc.Fault("PUT", "/drives/a",
                  "{\"drive_id\": \"a\", \"is_root_device\": false, "
                  "\"path_on_host\": \"/nonexistent\"}") ==

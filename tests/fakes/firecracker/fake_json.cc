@@ -121,31 +121,23 @@ class Reader {
     }
   }
 
-  // An object, its keys' positions kept for the schema check.
-  struct Member {
-    std::string key;
-    size_t key_end = 0;    // bytes consumed after the key's closing quote
-    size_t value_end = 0;  // after the value
-  };
-  std::string Object(nlohmann::json* out,
-                     std::vector<Member>* members = nullptr,
-                     size_t* close = nullptr) {
+  // An object of no schema (a field the fake does not model).
+  std::string Object(nlohmann::json* out) {
     ++at_;
     *out = nlohmann::json::object();
     SkipSpace();
     if (at_ < text_.size() && text_[at_] == '}') {
       ++at_;
-      if (close != nullptr) *close = at_;
       return "";
     }
     for (;;) {
       SkipSpace();
-      if (at_ >= text_.size())
+      if (at_ >= text_.size()) {
         return "EOF while parsing an object" + Position(at_);
+      }
       if (text_[at_] != '"') return "key must be a string" + Position(at_ + 1);
-      Member member;
-      if (std::string e = String(&member.key); !e.empty()) return e;
-      member.key_end = at_;
+      std::string key;
+      if (std::string e = String(&key); !e.empty()) return e;
       SkipSpace();
       if (at_ >= text_.size() || text_[at_] != ':') {
         return "expected `:`" + Position(at_ + 1);
@@ -153,12 +145,11 @@ class Reader {
       ++at_;
       nlohmann::json value;
       if (std::string e = Value(&value); !e.empty()) return e;
-      member.value_end = at_;
-      (*out)[member.key] = value;
-      if (members != nullptr) members->push_back(member);
+      (*out)[key] = value;
       SkipSpace();
-      if (at_ >= text_.size())
+      if (at_ >= text_.size()) {
         return "EOF while parsing an object" + Position(at_);
+      }
       if (text_[at_] == ',') {
         ++at_;
         SkipSpace();
@@ -169,7 +160,6 @@ class Reader {
       }
       if (text_[at_] == '}') {
         ++at_;
-        if (close != nullptr) *close = at_;
         return "";
       }
       return "expected `,` or `}`" + Position(at_ + 1);
