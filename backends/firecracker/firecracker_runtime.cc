@@ -146,7 +146,7 @@ std::vector<std::string> CgroupArguments(const CgroupLayout& layout,
     add(absl::StrCat("cpu.cfs_period_us=", kCpuPeriodUs));
     add(absl::StrCat("cpu.cfs_quota_us=", quota));
     // A freezer cgroup too: teardown freezes the sandbox's processes before
-    // it kills them, so that no pid it reads can have been reused.
+    // it kills them, so that none can fork while they are killed.
     if (layout.v1_mounts.count("freezer") != 0) add("freezer.state=THAWED");
   }
   return argv;
@@ -294,11 +294,11 @@ absl::StatusOr<pid_t> StartJailer(const std::vector<std::string>& argv,
 }
 
 // Waits for Firecracker's API socket while the process lives.
-absl::Status WaitForApi(const std::string& api_dir, pid_t pid,
+absl::Status WaitForApi(const std::string& jail_root, pid_t pid,
                         uint64_t start_time, const std::string& log) {
   const absl::Time deadline = absl::Now() + kApiTimeout;
   for (;;) {
-    auto reply = ApiRequest(api_dir, kApiSocket, "GET", "/", "", kApiTimeout);
+    auto reply = ApiRequest(jail_root, kApiSocket, "GET", "/", "", kApiTimeout);
     if (reply.ok()) return absl::OkStatus();
     if (!linux_runtime::ProcessIs(pid, start_time)) {
       std::string why = linux_runtime::ReadTail(log, 500);
@@ -352,8 +352,6 @@ absl::StatusOr<UniqueFd> ConnectAgent(const SandboxRecord& record,
       "the VM's agent did not answer within ", absl::FormatDuration(timeout),
       " (", last.message(), ")", why.empty() ? "" : "; console: ", why));
 }
-
-std::string ApiDir(const SandboxRecord& record) { return record.JailRoot(); }
 
 absl::StatusOr<SandboxRecord> RecordOf(const bv1::SandboxHandle& handle) {
   ASSIGN_OR_RETURN(SandboxRecord record, SandboxRecord::Parse(handle.state()));
@@ -530,6 +528,14 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   record.sandbox_dir = settings.SandboxDir(spec.id());
   record.jail_dir = settings.JailDir(spec.id());
   record.cgroup_parent = settings.cgroup_parent;
+  // A jail already there is not ours to remove: refused before anything
+  // is made.
+  struct stat existing {};
+  if (::lstat(record.jail_dir.c_str(), &existing) == 0) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("a jail for sandbox ", spec.id(),
+                     " already exists: ", record.jail_dir));
+  }
   if (::mkdir(record.sandbox_dir.c_str(), 0700) != 0) {
     if (errno == EEXIST) {
       return absl::AlreadyExistsError(absl::StrCat(
@@ -537,27 +543,18 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
     }
     return ErrnoStatus(absl::StrCat("mkdir ", record.sandbox_dir));
   }
-  bool keep_jail = false;
   absl::Cleanup undo = [&] {
     if (record.pid > 0) {
       linux_runtime::KillProcessAndWait(record.pid, record.start_time,
                                         /*timeout_ms=*/1000);
     }
-    if (auto status = TearDown(
-            settings, record.cgroup_parent, record.id,
-            keep_jail ? settings.SandboxDir(record.id) : record.jail_dir);
+    if (auto status = TearDown(settings, record.cgroup_parent, record.id,
+                               record.jail_dir);
         !status.ok()) {
       Log().error("sandbox {}: cleanup after a failed create: {}", spec.id(),
                   status.ToString());
     }
   };
-  struct stat existing {};
-  if (::lstat(record.jail_dir.c_str(), &existing) == 0) {
-    keep_jail = true;  // not ours to remove
-    return absl::AlreadyExistsError(
-        absl::StrCat("a jail for sandbox ", spec.id(),
-                     " already exists: ", record.jail_dir));
-  }
 
   // The workspace disk, then the jail: root-owned directories down to the
   // jail's root, which belongs to the sandbox's uid (Firecracker makes its
@@ -652,12 +649,11 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
         absl::StrCat("the jailer of sandbox ", spec.id(), " exited at start"));
   }
   record.start_time = stat->start_time;
-  const std::string api_dir = ApiDir(record);
-  RETURN_IF_ERROR(WaitForApi(api_dir, record.pid, record.start_time, log));
+  RETURN_IF_ERROR(WaitForApi(jail_root, record.pid, record.start_time, log));
 
   if (restoring) {
     RETURN_IF_ERROR(
-        ApiCall(api_dir, kApiSocket, "PUT", "/snapshot/load",
+        ApiCall(jail_root, kApiSocket, "PUT", "/snapshot/load",
                 {{"snapshot_path",
                   absl::StrCat("/", kSnapshotDir, "/", kSnapshotState)},
                  {"mem_backend",
@@ -701,7 +697,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
         };
     for (const auto& [method, path, body] : calls) {
       RETURN_IF_ERROR(
-          ApiCall(api_dir, kApiSocket, method, path, body, kApiTimeout));
+          ApiCall(jail_root, kApiSocket, method, path, body, kApiTimeout));
     }
   }
   ASSIGN_OR_RETURN(
@@ -722,7 +718,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
     response.add_guarantees(guarantee);
   }
   auto& details = *response.mutable_details();
-  if (auto vm = ApiGet(api_dir, kApiSocket, "/", kApiTimeout); vm.ok()) {
+  if (auto vm = ApiGet(jail_root, kApiSocket, "/", kApiTimeout); vm.ok()) {
     details["vmm_version"] = vm->value("vmm_version", std::string());
   }
   details["vcpus"] = absl::StrCat(machine.vcpus);
@@ -812,13 +808,13 @@ absl::StatusOr<bv1::ReconcileResponse> Reconcile(
 
 absl::Status Pause(const bv1::PauseRequest& request) {
   ASSIGN_OR_RETURN(SandboxRecord record, RunningRecord(request.handle()));
-  return ApiCall(ApiDir(record), kApiSocket, "PATCH", "/vm",
+  return ApiCall(record.JailRoot(), kApiSocket, "PATCH", "/vm",
                  {{"state", "Paused"}}, kApiTimeout);
 }
 
 absl::Status Resume(const bv1::ResumeRequest& request) {
   ASSIGN_OR_RETURN(SandboxRecord record, RunningRecord(request.handle()));
-  return ApiCall(ApiDir(record), kApiSocket, "PATCH", "/vm",
+  return ApiCall(record.JailRoot(), kApiSocket, "PATCH", "/vm",
                  {{"state", "Resumed"}}, kApiTimeout);
 }
 
@@ -830,9 +826,9 @@ absl::StatusOr<bv1::SaveMemoryResponse> SaveMemory(
         absl::StrCat("bad name for a saved machine: ", request.name()));
   }
   ASSIGN_OR_RETURN(SandboxRecord record, RunningRecord(request.handle()));
-  const std::string api_dir = ApiDir(record);
+  const std::string jail_root = record.JailRoot();
   ASSIGN_OR_RETURN(nlohmann::json vm,
-                   ApiGet(api_dir, kApiSocket, "/", kApiTimeout));
+                   ApiGet(jail_root, kApiSocket, "/", kApiTimeout));
   const bool was_running = vm.value("state", std::string()) == "Running";
   const std::string memory =
       absl::StrCat(record.sandbox_dir, "/", qemu_runtime::kSavedMachinesDir);
@@ -849,7 +845,6 @@ absl::StatusOr<bv1::SaveMemoryResponse> SaveMemory(
     return ErrnoStatus(absl::StrCat("mkdir ", dir));
   }
   // Firecracker writes the snapshot inside its jail, as the sandbox's uid.
-  const std::string jail_root = record.JailRoot();
   const std::string snapshot = absl::StrCat(jail_root, "/", kSnapshotDir);
   struct stat root_st {};
   if (::lstat(jail_root.c_str(), &root_st) != 0) {
@@ -862,7 +857,7 @@ absl::StatusOr<bv1::SaveMemoryResponse> SaveMemory(
     (void)corral::RemoveTree(snapshot);
     if (!saved) (void)corral::RemoveTree(dir);
     if (was_running) {
-      if (auto s = ApiCall(api_dir, kApiSocket, "PATCH", "/vm",
+      if (auto s = ApiCall(jail_root, kApiSocket, "PATCH", "/vm",
                            {{"state", "Resumed"}}, kApiTimeout);
           !s.ok()) {
         Log().error("sandbox {}: resume after saving: {}", record.id,
@@ -872,7 +867,7 @@ absl::StatusOr<bv1::SaveMemoryResponse> SaveMemory(
   };
   // Paused from here: the disk copy and the memory are of one moment.
   if (was_running) {
-    RETURN_IF_ERROR(ApiCall(api_dir, kApiSocket, "PATCH", "/vm",
+    RETURN_IF_ERROR(ApiCall(jail_root, kApiSocket, "PATCH", "/vm",
                             {{"state", "Paused"}}, kApiTimeout));
   }
   ASSIGN_OR_RETURN(std::string text,
@@ -897,7 +892,7 @@ absl::StatusOr<bv1::SaveMemoryResponse> SaveMemory(
   RETURN_IF_ERROR(qemu_runtime::ReplaceFile(
       absl::StrCat(dir, "/", kMachineFile), saved_machine.Serialize()));
   RETURN_IF_ERROR(ApiCall(
-      api_dir, kApiSocket, "PUT", "/snapshot/create",
+      jail_root, kApiSocket, "PUT", "/snapshot/create",
       {{"snapshot_type", "Full"},
        {"snapshot_path", absl::StrCat("/", kSnapshotDir, "/", kSnapshotState)},
        {"mem_file_path",

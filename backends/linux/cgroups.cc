@@ -21,6 +21,7 @@
 #include "absl/time/clock.h"
 #include "backends/linux/fs_util.h"
 #include "corral/status_macros.h"
+#include "corral/unique_fd.h"
 
 namespace corral::linux_runtime {
 namespace {
@@ -172,6 +173,24 @@ bool SetFrozen(const SandboxCgroups& cgroups, bool frozen,
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   return false;
+}
+
+// SIGKILL to `pid` if, once a pidfd holds it, /proc says it is in the
+// cgroup directory `dir`.
+void KillIfMember(pid_t pid, const std::string& dir) {
+  UniqueFd pidfd(PidfdOpen(pid));
+  if (!pidfd) return;
+  auto memberships = ReadFile(absl::StrCat("/proc/", pid, "/cgroup"));
+  if (!memberships.ok()) return;
+  for (absl::string_view line : absl::StrSplit(*memberships, '\n')) {
+    const size_t colon = line.rfind(':');
+    if (colon == absl::string_view::npos) continue;
+    const absl::string_view path = line.substr(colon + 1);
+    if (path.size() > 1 && absl::EndsWith(dir, path)) {
+      PidfdSendSignal(pidfd.get(), SIGKILL);
+      return;
+    }
+  }
 }
 
 bool AllEmpty(const SandboxCgroups& cgroups) {
@@ -383,6 +402,14 @@ absl::Status KillAndRemoveCgroups(const SandboxCgroups& cgroups,
         for (pid_t pid : ReadPids(dir)) ::kill(pid, SIGKILL);
       }
       SetFrozen(cgroups, false, deadline);
+    } else {
+      // No freezer to hold them (a v1 sandbox made without one, or one
+      // that did not freeze in time): each listed process through a pidfd,
+      // once it is seen still in the cgroup, so that a pid reused after
+      // its process exited is never signalled.
+      for (const std::string& dir : dirs) {
+        for (pid_t pid : ReadPids(dir)) KillIfMember(pid, dir);
+      }
     }
     absl::Time round_end = std::min(deadline, absl::Now() + absl::Seconds(1));
     while (!AllEmpty(cgroups) && absl::Now() < round_end) {

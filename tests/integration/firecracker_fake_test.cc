@@ -416,14 +416,6 @@ std::string FirecrackerConfig() {
          "\"\n";
 }
 
-void ImportBusybox(const Daemon& daemon) {
-  auto imported =
-      daemon.Cli({"image", "import", "busybox",
-                  std::string(CORRAL_BINARY_DIR) + "/images/busybox.tar"});
-  INFO(imported.err);
-  REQUIRE(imported.exit_code == 0);
-}
-
 std::string Create(const Daemon& daemon, std::vector<std::string> flags = {}) {
   std::vector<std::string> args = {"create", "--runtime", "firecracker",
                                    "--image", "busybox"};
@@ -432,11 +424,6 @@ std::string Create(const Daemon& daemon, std::vector<std::string> flags = {}) {
   INFO(created.err << daemon.log());
   REQUIRE(created.exit_code == 0);
   return Trim(created.out);
-}
-
-CommandResult Sh(const Daemon& daemon, const std::string& id,
-                 const std::string& script) {
-  return daemon.Cli({"exec", id, "--", "sh", "-c", script});
 }
 
 std::string JailRoot(const Daemon& daemon, const std::string& id) {

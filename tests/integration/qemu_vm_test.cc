@@ -37,16 +37,6 @@ std::string QemuConfig(const std::string& kernel_dir = kKernelDir) {
   return "[runtimes.qemu]\nkernel_dir = \"" + kernel_dir + "\"\n";
 }
 
-// The daemon with the busybox image imported (deploy/images/build-busybox.sh
-// makes it; tests/run.sh runs that).
-void ImportBusybox(const Daemon& daemon) {
-  auto imported =
-      daemon.Cli({"image", "import", "busybox",
-                  std::string(CORRAL_BINARY_DIR) + "/images/busybox.tar"});
-  INFO(imported.err);
-  REQUIRE(imported.exit_code == 0);
-}
-
 void RequireQemu(const Daemon& daemon) {
   auto runtimes = daemon.Cli({"--json", "runtimes"});
   INFO(runtimes.out << runtimes.err);
@@ -60,11 +50,6 @@ std::string Create(const Daemon& daemon, std::vector<std::string> flags = {}) {
   INFO(created.err << daemon.log());
   REQUIRE(created.exit_code == 0);
   return Trim(created.out);
-}
-
-CommandResult Sh(const Daemon& daemon, const std::string& id,
-                 const std::string& script) {
-  return daemon.Cli({"exec", id, "--", "sh", "-c", script});
 }
 
 // The host processes of a VM sandbox: those whose cgroup ends in its id.

@@ -1,11 +1,13 @@
 // What the VM runtimes' integration tests (qemu, firecracker) look at on the
 // host: a sandbox's host processes (those whose cgroup path ends in its
-// id), their CPU time, and what a removed sandbox left behind.
+// id), their CPU time, and what a removed sandbox left behind; and the
+// busybox image and shell commands they run in it.
 #ifndef CORRAL_TESTS_INTEGRATION_VM_HOST_H_
 #define CORRAL_TESTS_INTEGRATION_VM_HOST_H_
 
 #include <sys/types.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -76,6 +78,22 @@ inline std::string Leftovers(const Daemon& daemon, const std::string& id) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return found;
+}
+
+// The daemon with the busybox image imported (deploy/images/build-busybox.sh
+// makes it; tests/run.sh runs that).
+inline void ImportBusybox(const Daemon& daemon) {
+  auto imported =
+      daemon.Cli({"image", "import", "busybox",
+                  std::string(CORRAL_BINARY_DIR) + "/images/busybox.tar"});
+  INFO(imported.err);
+  REQUIRE(imported.exit_code == 0);
+}
+
+// `corral exec ID -- sh -c SCRIPT`.
+inline CommandResult Sh(const Daemon& daemon, const std::string& id,
+                        const std::string& script) {
+  return daemon.Cli({"exec", id, "--", "sh", "-c", script});
 }
 
 }  // namespace corral::testing

@@ -459,9 +459,10 @@ Reply Vmm::Put(const std::string& path, const std::vector<std::string>& parts,
     return corral::fakes::ParseBody(body, schema, &value);
   };
   // Ids are checked before the body is read.
-  // `mismatch`: the text when the body names another id than the path.
-  auto with_id = [&](const Schema& schema, const char* id_field,
-                     const std::string& mismatch, auto handle) -> Reply {
+  // `mismatch(body_id)`: the text when the body names another id than the
+  // path.
+  auto with_id = [&](const Schema& schema, const char* id_field, auto mismatch,
+                     auto handle) -> Reply {
     if (parts.size() < 2 || parts[1].empty()) {
       return Fault("The ID cannot be empty.");
     }
@@ -471,7 +472,8 @@ Reply Vmm::Put(const std::string& path, const std::vector<std::string>& parts,
           "underscores.");
     }
     if (std::string e = parse(schema); !e.empty()) return Fault(Deserialize(e));
-    if (value[id_field].get<std::string>() != parts[1]) return Fault(mismatch);
+    const std::string body_id = value[id_field].get<std::string>();
+    if (body_id != parts[1]) return Fault(mismatch(body_id));
     return handle();
   };
   const bool before = state_ == VmState::kNotStarted;
@@ -483,22 +485,24 @@ Reply Vmm::Put(const std::string& path, const std::vector<std::string>& parts,
     return PutBootSource(value);
   }
   if (path == "drives") {
-    return with_id(DriveSchema(), "drive_id",
-                   "The id from the path does not match the id from the body!",
-                   [&] {
-                     if (!before) return Fault("PCI is not enabled");
-                     return PutDrive(parts[1], value);
-                   });
+    return with_id(
+        DriveSchema(), "drive_id",
+        [](const std::string&) {
+          return "The id from the path does not match the id from "
+                 "the body!";
+        },
+        [&] {
+          if (!before) return Fault("PCI is not enabled");
+          return PutDrive(parts[1], value);
+        });
   }
   if (path == "network-interfaces") {
     // This one names both ids (Firecracker's request/net.rs).
-    std::string mismatch = "The id from the path [" +
-                           (parts.size() > 1 ? parts[1] : "") +
-                           "] does not match the id from the body [";
-    auto named = corral::fakes::ParseBody(body, NetSchema(), &value).empty()
-                     ? value.value("iface_id", std::string())
-                     : std::string();
-    return with_id(NetSchema(), "iface_id", mismatch + named + "]!", [&] {
+    auto mismatch = [&](const std::string& body_id) {
+      return "The id from the path [" + parts[1] +
+             "] does not match the id from the body [" + body_id + "]!";
+    };
+    return with_id(NetSchema(), "iface_id", mismatch, [&] {
       if (!before) return Fault("PCI is not enabled");
       net_[parts[1]] = value;
       boot_configured_ = true;
