@@ -803,6 +803,13 @@ bool FsOperation::AddWatches(int inotify_fd, const std::string& root,
       event.set_type(S_ISDIR(st.st_mode) ? v1::ENTRY_TYPE_DIRECTORY
                                          : v1::ENTRY_TYPE_REGULAR);
       if (!Emit(record)) return false;
+      // A file that already holds bytes when found was written before its
+      // directory could be watched: that write is reported too. One still
+      // empty is written after the watch is in place, and inotify says so.
+      if (S_ISREG(st.st_mode) && st.st_size > 0) {
+        event.set_kind(v1::FS_EVENT_WRITE);
+        if (!Emit(record)) return false;
+      }
     }
     if (!S_ISDIR(st.st_mode)) continue;
     if (!AddWatches(inotify_fd, root, child, true, announce, watches)) {

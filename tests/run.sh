@@ -30,4 +30,20 @@ bash "$root/tests/js/install.sh"
 trap 'bash "$root/tests/engines.sh" stop' EXIT
 bash "$root/tests/engines.sh" start
 cd "$build"
-ctest --output-on-failure --timeout 600 "$@"
+status=0
+ctest --output-on-failure --timeout 600 "$@" || status=$?
+if [ "$status" -ne 0 ] && [ -f Testing/Temporary/LastTest.log ]; then
+  # A recap at the very end, where a log cut to its tail still shows why:
+  # each failed test's name and the last lines of its output.
+  echo "=== failed tests, the end of each one's output ==="
+  awk '
+    / Test: / && $1 ~ /^[0-9]+\/[0-9]+$/ { name = $0; sub(/^[^:]*: /, "", name) }
+    /^Output:$/ { n = 0; keep = 1; next }
+    /^<end of output>$/ { keep = 0 }
+    keep { lines[n++] = $0 }
+    /^Test Failed\.$/ || /^Test Timeout/ {
+      print "--- " name
+      for (i = (n > 40 ? n - 40 : 0); i < n; i++) print lines[i]
+    }' Testing/Temporary/LastTest.log
+fi
+exit "$status"
