@@ -16,6 +16,7 @@
 #include <string>
 
 #include "guest-agent/agent.h"
+#include "guest-agent/spawn.h"
 #include "guest-agent/vm_init.h"
 
 namespace {
@@ -32,7 +33,10 @@ void Usage() {
                "                 like --listen-fd\n"
                "  --fd N         serve the connected stream N; exit when it "
                "closes\n"
-               "  --vm-init      be the init of a VM sandbox (qemu runtime)\n");
+               "  --vm-init      be the init of a VM sandbox (qemu runtime)\n"
+               "  --drop-command-privileges\n"
+               "                 start every command with no_new_privs and "
+               "no capabilities\n");
 }
 
 bool ParseFd(const char* text, int* fd) {
@@ -159,6 +163,10 @@ int main(int argc, char** argv) {
         return 2;
       }
       (arg == "--fd" ? options.connection_fd : options.listen_fd) = fd;
+      continue;
+    }
+    if (arg == "--drop-command-privileges") {
+      corral::agent::SetDropCommandCapabilities(true);
       continue;
     }
     if (arg == "--listen" && i + 1 < argc) {

@@ -54,10 +54,12 @@ bool& DropCommandCapabilities() {
 bool DropAllCapabilities() {
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return false;
   for (int cap = 0; cap <= 63; ++cap) {
-    // EINVAL past the kernel's last capability.
-    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) {
-      return false;
-    }
+    // Only those still in the set (an agent started without CAP_SETPCAP,
+    // by a container runtime that dropped them all, has nothing to drop);
+    // PR_CAPBSET_READ fails with EINVAL past the kernel's last capability.
+    const int held = ::prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+    if (held < 0 && errno == EINVAL) break;
+    if (held > 0 && ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return false;
   }
   if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 &&
       errno != EINVAL) {

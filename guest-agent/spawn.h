@@ -96,7 +96,8 @@ void SetCommandCgroup(const std::string& directory);
 // capability (bounding, effective, permitted, inheritable and ambient sets
 // empty) and with no_new_privs: the agent of a VM is root of its own kernel
 // and keeps its privileges, its commands get what the container runtimes
-// give theirs. Call before the first Spawn.
+// give theirs (also `--drop-command-privileges`, for a runtime that cannot
+// set no_new_privs itself). Call before the first Spawn.
 void SetDropCommandCapabilities(bool drop);
 
 // The command cgroup's count of OOM kills (memory.events oom_kill), or 0

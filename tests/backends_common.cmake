@@ -3,3 +3,8 @@ corral_test(NAME workspace_disk_test
   SOURCES unit/workspace_disk_test.cc
   LIBS corral_runtime_shared
   LABELS unit)
+
+corral_test(NAME subprocess_test
+  SOURCES unit/subprocess_test.cc
+  LIBS corral_runtime_shared
+  LABELS unit)

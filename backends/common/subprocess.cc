@@ -22,15 +22,22 @@
 namespace corral::runtime_common {
 namespace {
 
-constexpr size_t kMaxOutputBytes = 64u << 10;
-
-// Closes every fd but 0-2 and `keep_a`, `keep_b`. Async-signal-safe.
-void CloseAllBut(int keep_a, int keep_b) {
-  const unsigned low = static_cast<unsigned>(std::min(keep_a, keep_b));
-  const unsigned high = static_cast<unsigned>(std::max(keep_a, keep_b));
-  if (low > 3) ::syscall(SYS_close_range, 3u, low - 1, 0u);
-  if (high > low + 1) ::syscall(SYS_close_range, low + 1, high - 1, 0u);
-  ::syscall(SYS_close_range, high + 1, ~0u, 0u);
+// Closes every fd but 0-2 and those in `keep` (-1 entries ignored).
+// Async-signal-safe.
+void CloseAllBut(const int (&keep)[4]) {
+  int sorted[4];
+  int count = 0;
+  for (int fd : keep) {
+    if (fd > 2) sorted[count++] = fd;
+  }
+  std::sort(sorted, sorted + count);
+  unsigned next = 3;
+  for (int i = 0; i < count; ++i) {
+    const unsigned fd = static_cast<unsigned>(sorted[i]);
+    if (fd > next) ::syscall(SYS_close_range, next, fd - 1, 0u);
+    next = std::max(next, fd + 1);
+  }
+  ::syscall(SYS_close_range, next, ~0u, 0u);
 }
 
 // Ends this process when `parent` (the process that forked it) is gone:
@@ -47,8 +54,9 @@ void DieWithParent(pid_t parent) {
 // and the intermediate dies with the daemon's thread that waits for it, so
 // a daemon killed meanwhile never leaves anything holding them.
 [[noreturn]] void RunIntermediate(char* const* argv, char* const* envp,
-                                  int output_fd, int report_fd, pid_t daemon) {
-  CloseAllBut(output_fd, report_fd);
+                                  int input_fd, int output_fd, int error_fd,
+                                  int report_fd, pid_t daemon) {
+  CloseAllBut({input_fd, output_fd, error_fd, report_fd});
   DieWithParent(daemon);
   ::setsid();
   struct sigaction default_action {};
@@ -62,9 +70,9 @@ void DieWithParent(pid_t parent) {
   pid_t program = ::fork();
   if (program == 0) {
     DieWithParent(intermediate);
-    int null = ::open("/dev/null", O_RDONLY);
-    if (null < 0 || ::dup2(null, 0) != 0 || ::dup2(output_fd, 1) != 1 ||
-        ::dup2(output_fd, 2) != 2) {
+    int input = input_fd >= 0 ? input_fd : ::open("/dev/null", O_RDONLY);
+    if (input < 0 || ::dup2(input, 0) != 0 || ::dup2(output_fd, 1) != 1 ||
+        ::dup2(error_fd, 2) != 2) {
       ::_exit(126);
     }
     ::syscall(SYS_close_range, 3u, ~0u, 0u);
@@ -72,6 +80,8 @@ void DieWithParent(pid_t parent) {
     ::_exit(127);
   }
   ::close(output_fd);
+  if (error_fd != output_fd) ::close(error_fd);
+  if (input_fd >= 0) ::close(input_fd);
   int status = 0;
   if (program < 0) {
     status = 127 << 8;
@@ -91,6 +101,12 @@ void DieWithParent(pid_t parent) {
 // and reports the status on a pipe.
 absl::StatusOr<ProgramResult> RunProgram(const std::vector<std::string>& argv,
                                          absl::Duration timeout) {
+  return RunProgram(argv, timeout, ProgramOptions{});
+}
+
+absl::StatusOr<ProgramResult> RunProgram(const std::vector<std::string>& argv,
+                                         absl::Duration timeout,
+                                         const ProgramOptions& options) {
   if (argv.empty() || argv[0].empty() || argv[0][0] != '/') {
     return absl::InvalidArgumentError("RunProgram: argv[0] must be absolute");
   }
@@ -102,25 +118,32 @@ absl::StatusOr<ProgramResult> RunProgram(const std::vector<std::string>& argv,
   char lang_env[] = "LC_ALL=C";
   char* envp[] = {path_env, lang_env, nullptr};
 
-  int output[2], report[2];
+  int output[2], error[2] = {-1, -1}, report[2];
   if (::pipe2(output, O_CLOEXEC) != 0) return ErrnoStatus("pipe2");
   UniqueFd output_read(output[0]), output_write(output[1]);
+  if (options.separate_stderr && ::pipe2(error, O_CLOEXEC) != 0) {
+    return ErrnoStatus("pipe2");
+  }
+  UniqueFd error_read(error[0]), error_write(error[1]);
   if (::pipe2(report, O_CLOEXEC) != 0) return ErrnoStatus("pipe2");
   UniqueFd report_read(report[0]), report_write(report[1]);
   const pid_t daemon = ::getpid();
   pid_t intermediate = ::fork();
   if (intermediate < 0) return ErrnoStatus("fork");
   if (intermediate == 0) {
-    RunIntermediate(arg_pointers.data(), envp, output_write.get(),
+    RunIntermediate(arg_pointers.data(), envp, options.stdin_fd,
+                    output_write.get(),
+                    error_write ? error_write.get() : output_write.get(),
                     report_write.get(), daemon);
   }
   output_write.Reset();
+  error_write.Reset();
   report_write.Reset();
 
   ProgramResult result;
   std::string status_bytes;
   const absl::Time deadline = absl::Now() + timeout;
-  while (output_read || report_read) {
+  while (output_read || error_read || report_read) {
     const int wait_ms = static_cast<int>(std::max<int64_t>(
         0, absl::ToInt64Milliseconds(deadline - absl::Now())));
     if (wait_ms == 0) {
@@ -130,10 +153,10 @@ absl::StatusOr<ProgramResult> RunProgram(const std::vector<std::string>& argv,
           absl::StrCat(absl::StrJoin(argv, " "), " did not finish within ",
                        absl::FormatDuration(timeout)));
     }
-    pollfd polls[2];
-    UniqueFd* fds[2];
+    pollfd polls[3];
+    UniqueFd* fds[3];
     int count = 0;
-    for (UniqueFd* fd : {&output_read, &report_read}) {
+    for (UniqueFd* fd : {&output_read, &error_read, &report_read}) {
       if (*fd) {
         polls[count] = {fd->get(), POLLIN, 0};
         fds[count++] = fd;
@@ -151,10 +174,15 @@ absl::StatusOr<ProgramResult> RunProgram(const std::vector<std::string>& argv,
         fds[i]->Reset();
         continue;
       }
-      std::string& into = fds[i] == &output_read ? result.output : status_bytes;
-      if (into.size() < kMaxOutputBytes) {
-        into.append(buffer, std::min<size_t>(static_cast<size_t>(n),
-                                             kMaxOutputBytes - into.size()));
+      std::string& into = fds[i] == &output_read  ? result.output
+                          : fds[i] == &error_read ? result.error_output
+                                                  : status_bytes;
+      if (into.size() < options.max_output_bytes) {
+        into.append(buffer,
+                    std::min<size_t>(static_cast<size_t>(n),
+                                     options.max_output_bytes - into.size()));
+      } else if (fds[i] != &report_read) {
+        result.truncated = true;
       }
     }
   }

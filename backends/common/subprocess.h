@@ -18,15 +18,30 @@ namespace corral::runtime_common {
 struct ProgramResult {
   // The exit status, or 128 + the signal that ended it.
   int exit_code = 0;
-  // stdout and stderr together, in the order written; at most 64 KiB (the
-  // rest is dropped).
+  // stdout and stderr together, in the order written (stdout alone with
+  // ProgramOptions::separate_stderr); at most max_output_bytes (the rest is
+  // dropped and `truncated` set).
   std::string output;
+  // stderr, with ProgramOptions::separate_stderr.
+  std::string error_output;
+  bool truncated = false;
+};
+
+struct ProgramOptions {
+  bool separate_stderr = false;
+  // Per stream.
+  size_t max_output_bytes = 64u << 10;
+  // The program's stdin (dup'ed; the caller keeps it), else /dev/null.
+  int stdin_fd = -1;
 };
 
 // Runs argv[0] (an absolute path) with argv. DEADLINE_EXCEEDED (the program
 // killed) after `timeout`; an error when it cannot start.
 [[nodiscard]] absl::StatusOr<ProgramResult> RunProgram(
     const std::vector<std::string>& argv, absl::Duration timeout);
+[[nodiscard]] absl::StatusOr<ProgramResult> RunProgram(
+    const std::vector<std::string>& argv, absl::Duration timeout,
+    const ProgramOptions& options);
 
 // Starts argv[0] (an absolute path) with argv, `actions` arranging its fds,
 // in a session of its own (it never gets the daemon's terminal), with no
