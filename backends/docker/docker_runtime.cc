@@ -242,21 +242,6 @@ absl::StatusOr<UniqueFd> WaitForAgent(const Engine& engine,
   }
 }
 
-// Serializes image imports per image reference: two creates of the same
-// image import it once.
-std::shared_ptr<std::mutex> ImportLock(const std::string& ref) {
-  static std::mutex mutex;
-  static auto* locks = new std::map<std::string, std::weak_ptr<std::mutex>>;
-  std::lock_guard lock(mutex);
-  auto& slot = (*locks)[ref];
-  std::shared_ptr<std::mutex> result = slot.lock();
-  if (!result) {
-    result = std::make_shared<std::mutex>();
-    slot = result;
-  }
-  return result;
-}
-
 // Makes the sandbox's root filesystem available to the engine as an image
 // and returns its reference; also the extra read-only binds it needs.
 struct EngineImage {

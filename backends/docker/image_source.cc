@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <map>
+#include <memory>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
@@ -120,6 +121,19 @@ absl::StatusOr<ImageSource> ResolveImageSource(const bv1::RootFs& rootfs,
 
 absl::StatusOr<std::string> SeccompProfileJson() {
   return runtime_common::SeccompProfileText();
+}
+
+std::shared_ptr<std::mutex> ImportLock(const std::string& ref) {
+  static std::mutex mutex;
+  static auto* locks = new std::map<std::string, std::weak_ptr<std::mutex>>;
+  std::lock_guard lock(mutex);
+  auto& slot = (*locks)[ref];
+  std::shared_ptr<std::mutex> result = slot.lock();
+  if (!result) {
+    result = std::make_shared<std::mutex>();
+    slot = result;
+  }
+  return result;
 }
 
 }  // namespace corral::docker

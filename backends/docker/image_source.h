@@ -6,6 +6,8 @@
 #ifndef CORRAL_BACKENDS_DOCKER_IMAGE_SOURCE_H_
 #define CORRAL_BACKENDS_DOCKER_IMAGE_SOURCE_H_
 
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -29,6 +31,10 @@ struct ImageSource {
 [[nodiscard]] absl::StatusOr<ImageSource> ResolveImageSource(
     const ::corral::backend::v1::RootFs& rootfs,
     const std::string& runtime_dir);
+
+// One mutex per image reference, alive while someone holds it: creates
+// that need the same image import (or load) it once, one after the other.
+[[nodiscard]] std::shared_ptr<std::mutex> ImportLock(const std::string& ref);
 
 // The linux runtime's seccomp policy as a Docker/OCI profile (JSON).
 // UNIMPLEMENTED when this build has no profile generator.

@@ -80,35 +80,41 @@ bool ReadHostProcess(pid_t pid, HostProcess* process) {
 }  // namespace
 
 Variant VariantNamed(const std::string& name) {
-  if (name == "linux") return {"linux", "linux", "", ""};
+  if (name == "linux") return {"linux", "linux", "", "", {}};
   if (name == "oci-runc") {
-    return {name, "oci", "[runtimes.oci]\nruntime = \"runc\"\n", ""};
+    return {name, "oci", "[runtimes.oci]\nruntime = \"runc\"\n", "", {}};
   }
   if (name == "oci-crun") {
-    return {name, "oci", "[runtimes.oci]\nruntime = \"crun\"\n", ""};
+    return {name, "oci", "[runtimes.oci]\nruntime = \"crun\"\n", "", {}};
   }
   if (name == "docker") {
-    return {name, "docker",
+    return {name,
+            "docker",
             "[runtimes.docker]\nsocket = \"" +
                 EnvOr("CORRAL_TEST_DOCKER_SOCKET", kDefaultDockerSocket) +
                 "\"\n",
-            ""};
+            "",
+            {}};
   }
   if (name == "podman") {
-    return {name, "docker",
+    return {name,
+            "docker",
             "[runtimes.docker]\nsocket = \"" +
                 EnvOr("CORRAL_TEST_PODMAN_SOCKET", kDefaultPodmanSocket) +
                 "\"\n",
-            ""};
+            "",
+            {}};
   }
   if (name == "qemu") {
     // The kernel that tests/run.sh builds into the build tree.
-    return {name, "qemu",
+    return {name,
+            "qemu",
             "[runtimes.qemu]\nkernel_dir = \"" +
                 EnvOr("CORRAL_TEST_VM_KERNEL",
                       std::string(CORRAL_BINARY_DIR) + "/vm-kernel") +
                 "\"\n",
-            ""};
+            "",
+            {}};
   }
   if (name == "firecracker-fake") {
     // Firecracker's jailer and Firecracker are FAKES here
@@ -118,7 +124,8 @@ Variant VariantNamed(const std::string& name) {
     // on the busybox image that tests/run.sh builds.
     const std::string fakes =
         std::string(CORRAL_BINARY_DIR) + "/tests/fakes/bin";
-    return {name, "firecracker",
+    return {name,
+            "firecracker",
             "[defaults]\nimage = \"" + std::string(kConformanceImage) +
                 "\"\n[runtimes.firecracker]\nfirecracker = \"" + fakes +
                 "/firecracker\"\njailer = \"" + fakes +
@@ -126,12 +133,27 @@ Variant VariantNamed(const std::string& name) {
                 EnvOr("CORRAL_TEST_VM_KERNEL",
                       std::string(CORRAL_BINARY_DIR) + "/vm-kernel") +
                 "\"\n",
-            std::string(CORRAL_BINARY_DIR) + "/images/busybox.tar"};
+            std::string(CORRAL_BINARY_DIR) + "/images/busybox.tar",
+            {}};
+  }
+  if (name == "apple-fake") {
+    // Apple's `container` is a FAKE here (tests/fakes/apple: runc
+    // containers stand in for Apple's VMs), which the apple runtime drives
+    // through the real CLI's commands and outputs. Apple's VMs boot images
+    // only: every sandbox runs on the busybox image.
+    const std::string fake =
+        std::string(CORRAL_BINARY_DIR) + "/tests/fakes/bin/container";
+    return {name,
+            "apple",
+            "[defaults]\nimage = \"" + std::string(kConformanceImage) +
+                "\"\n[runtimes.apple]\ncontainer = \"" + fake + "\"\n",
+            std::string(CORRAL_BINARY_DIR) + "/images/busybox.tar",
+            {fake, "system", "start"}};
   }
   throw std::invalid_argument(
       "unknown CORRAL_CONFORMANCE_VARIANT '" + name +
       "' (known: linux, oci-runc, oci-crun, docker, podman, qemu, "
-      "firecracker-fake)");
+      "firecracker-fake, apple-fake)");
 }
 
 const Variant& CurrentVariant() {
@@ -151,6 +173,14 @@ std::string GuaranteeName(v1::Guarantee guarantee) {
 Conformance::Conformance(const std::string& extra_toml,
                          const std::string& netns_path)
     : variant_(CurrentVariant()) {
+  static const bool set_up = [&] {
+    if (variant_.setup.empty()) return true;
+    const CommandResult result = RunProcess(variant_.setup);
+    INFO(result.out << result.err);
+    REQUIRE(result.exit_code == 0);
+    return true;
+  }();
+  (void)set_up;
   // The runtime's default cgroup parents, shared with every other daemon
   // on the host (tests run in parallel): each daemon instance keeps its
   // sandboxes beneath its own id, and reconciles only those.

@@ -33,6 +33,9 @@ struct Variant {
   // kConformanceImage, its default image (for a runtime that cannot boot
   // the built-in host image); empty for the host image.
   std::string image_tar;
+  // A command run once (per test process) before the first daemon starts,
+  // e.g. starting a fake's service; it must succeed. Empty for none.
+  std::vector<std::string> setup;
 };
 
 // The name under which a variant's image_tar is imported.

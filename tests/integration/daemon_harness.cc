@@ -219,15 +219,17 @@ Daemon::~Daemon() {
   std::ifstream instance_file(state_dir_ + "/instance-id");
   std::string instance;
   instance_file >> instance;
-  Sh("rm -rf '" + dir_ + "'");
+  Sh("rm -rf '" + state_dir_ + "'");
   // With its state gone this daemon is an orphan: what it left on the host
   // (its instance's empty cgroup directories, a sandbox of a daemon that
-  // was killed, uid claims, its registry entry) goes, as an operator would
+  // was killed, uid claims, its registry entry, the images it loaded into a
+  // container service its configuration names) goes, as an operator would
   // clean it. Only its own: other tests' daemons run meanwhile.
   if (!instance.empty()) {
     RunProcess({BinaryDir() + "/corrald", "--cleanup-orphans", "--instance",
-                instance, "--log-level", "warn"});
+                instance, "--config", config_path_, "--log-level", "warn"});
   }
+  Sh("rm -rf '" + dir_ + "'");
 }
 
 void Daemon::Start() {
