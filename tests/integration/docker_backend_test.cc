@@ -125,10 +125,20 @@ lt::CallResult Call(corral_backend_call call,
   return out;
 }
 
+// A directory removed when the process ends.
+struct TempDir {
+  std::string base;
+  std::string root;
+  ~TempDir() {
+    std::error_code error;
+    if (!base.empty()) std::filesystem::remove_all(base, error);
+  }
+};
+
 // The busybox rootfs, extracted once per process like the image store does
-// (root-owned, with the mount points).
+// (root-owned, with the mount points), and removed when the process ends.
 std::string BusyboxImage() {
-  static const std::string dir = [] {
+  static const TempDir dir = [] {
     std::string tar = std::string(CORRAL_BINARY_DIR) + "/images/busybox.tar";
     std::string script =
         std::string(CORRAL_SOURCE_DIR) + "/deploy/images/build-busybox.sh";
@@ -144,9 +154,9 @@ std::string BusyboxImage() {
       throw std::runtime_error("tar -x failed");
     }
     chmod(root.c_str(), 0755);
-    return root;
+    return TempDir{base, root};
   }();
-  return dir;
+  return dir.root;
 }
 
 // A runtime directory and workspaces of one test; removed at the end. (Not
