@@ -24,4 +24,8 @@ if(TARGET corral_firecracker_plugin)
     LABELS integration firecracker-fake)
   add_dependencies(firecracker_fake_test corrald corral corral-agent
     corral_firecracker_plugin fake_firecracker fake_jailer)
+  corral_test(NAME firecracker_settings_test
+    SOURCES unit/firecracker_settings_test.cc
+    LIBS corral_firecracker_core
+    LABELS unit firecracker)
 endif()

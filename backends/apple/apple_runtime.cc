@@ -89,10 +89,16 @@ std::string FindContainer(const std::string& value, std::string* problem) {
     if (linux_runtime::CleanAbsolutePath(dir)) dirs.emplace_back(dir);
   }
   for (const char* dir : {"/usr/local/bin", "/opt/homebrew/bin", "/usr/bin"}) {
-    if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) {
-      dirs.emplace_back(dir);
+    dirs.emplace_back(dir);
+  }
+  // Each once, in the first place it comes.
+  std::vector<std::string> unique;
+  for (std::string& dir : dirs) {
+    if (std::find(unique.begin(), unique.end(), dir) == unique.end()) {
+      unique.push_back(std::move(dir));
     }
   }
+  dirs = std::move(unique);
   for (const std::string& dir : dirs) {
     std::string candidate = absl::StrCat(dir, "/container");
     if (backend_plugin::IsExecutableFile(candidate)) return candidate;

@@ -127,7 +127,10 @@ absl::StatusOr<Settings> ParseSettings(
   }
   std::vector<std::string> dirs;
   for (absl::string_view dir : absl::StrSplit(search_path, ':')) {
-    if (CleanAbsolutePath(dir)) dirs.emplace_back(dir);
+    if (CleanAbsolutePath(dir) &&
+        std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) {
+      dirs.emplace_back(dir);
+    }
   }
   for (const char* dir : {"/usr/local/bin", "/usr/bin"}) {
     if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) {
