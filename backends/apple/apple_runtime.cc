@@ -82,26 +82,14 @@ std::string FindContainer(const std::string& value, std::string* problem) {
                             " is not an executable file");
     return "";
   }
-  std::vector<std::string> dirs;
   const char* path = std::getenv("PATH");
-  for (absl::string_view dir :
-       absl::StrSplit(path == nullptr ? "" : path, ':')) {
-    if (linux_runtime::CleanAbsolutePath(dir)) dirs.emplace_back(dir);
-  }
-  for (const char* dir : {"/usr/local/bin", "/opt/homebrew/bin", "/usr/bin"}) {
-    dirs.emplace_back(dir);
-  }
-  // Each once, in the first place it comes.
-  std::vector<std::string> unique;
-  for (std::string& dir : dirs) {
-    if (std::find(unique.begin(), unique.end(), dir) == unique.end()) {
-      unique.push_back(std::move(dir));
-    }
-  }
-  dirs = std::move(unique);
-  for (const std::string& dir : dirs) {
-    std::string candidate = absl::StrCat(dir, "/container");
-    if (backend_plugin::IsExecutableFile(candidate)) return candidate;
+  const std::vector<std::string> dirs = runtime_common::ProgramSearchDirs(
+      path == nullptr ? "" : path,
+      {"/usr/local/bin", "/opt/homebrew/bin", "/usr/bin"});
+  if (std::string found = runtime_common::FindProgramIn(
+          "container", dirs, backend_plugin::IsExecutableFile);
+      !found.empty()) {
+    return found;
   }
   *problem = absl::StrCat(
       "Apple's container CLI is not installed (looked for container in ",
@@ -413,9 +401,34 @@ std::string SandboxDir(const Settings& settings, absl::string_view id) {
   return absl::StrCat(settings.runtime_dir, "/", id);
 }
 
-// What this `container` is, from its --version: a problem, or "".
+// What this `container` is, from its --version: a problem, or "". Asked
+// once per program file (the same path, inode and mtime), not on every
+// create: a CLI is replaced by installing a new file.
 std::string VersionProblem(const Settings& settings, std::string* version,
                            bool* fake) {
+  struct Known {
+    dev_t device;
+    ino_t inode;
+    timespec mtime;
+    std::string version;
+    bool fake;
+  };
+  static std::mutex mutex;
+  static auto* known = new std::map<std::string, Known>;
+  struct stat st {};
+  const bool stated = ::stat(settings.container_path.c_str(), &st) == 0;
+  {
+    std::lock_guard lock(mutex);
+    auto it = known->find(settings.container_path);
+    if (stated && it != known->end() && it->second.device == st.st_dev &&
+        it->second.inode == st.st_ino &&
+        it->second.mtime.tv_sec == st.st_mtim.tv_sec &&
+        it->second.mtime.tv_nsec == st.st_mtim.tv_nsec) {
+      *version = it->second.version;
+      *fake = it->second.fake;
+      return "";
+    }
+  }
   auto result = Run(settings, {"--version"}, absl::Seconds(10));
   if (!result.ok()) return std::string(result.status().message());
   *version = CliVersion(result->output);
@@ -426,6 +439,11 @@ std::string VersionProblem(const Settings& settings, std::string* version,
         " is not Apple's container CLI (--version said: ",
         absl::StripAsciiWhitespace(result->output).substr(0, 200),
         absl::StripAsciiWhitespace(result->error_output).substr(0, 200), ")");
+  }
+  if (stated) {
+    std::lock_guard lock(mutex);
+    (*known)[settings.container_path] =
+        Known{st.st_dev, st.st_ino, st.st_mtim, *version, *fake};
   }
   return "";
 }

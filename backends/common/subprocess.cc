@@ -15,6 +15,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "backends/linux/fs_util.h"
 #include "corral/spawn_attributes.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
@@ -217,6 +219,31 @@ absl::StatusOr<pid_t> SpawnInSession(
                          arg_pointers.data(), envp);
   if (rc != 0) return ErrnoStatus(absl::StrCat("posix_spawn ", args[0]), rc);
   return pid;
+}
+
+std::vector<std::string> ProgramSearchDirs(
+    absl::string_view search_path,
+    const std::vector<std::string>& fallback_dirs) {
+  std::vector<std::string> dirs;
+  auto add = [&](absl::string_view dir) {
+    if (linux_runtime::CleanAbsolutePath(dir) &&
+        std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) {
+      dirs.emplace_back(dir);
+    }
+  };
+  for (absl::string_view dir : absl::StrSplit(search_path, ':')) add(dir);
+  for (const std::string& dir : fallback_dirs) add(dir);
+  return dirs;
+}
+
+std::string FindProgramIn(
+    const std::string& name, const std::vector<std::string>& dirs,
+    const std::function<bool(const std::string&)>& executable) {
+  for (const std::string& dir : dirs) {
+    std::string path = absl::StrCat(dir, "/", name);
+    if (executable(path)) return path;
+  }
+  return "";
 }
 
 }  // namespace corral::runtime_common

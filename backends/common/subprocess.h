@@ -7,10 +7,12 @@
 #include <spawn.h>
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace corral::runtime_common {
@@ -42,6 +44,19 @@ struct ProgramOptions {
 [[nodiscard]] absl::StatusOr<ProgramResult> RunProgram(
     const std::vector<std::string>& argv, absl::Duration timeout,
     const ProgramOptions& options);
+
+// Where a runtime looks for a program it drives: the absolute entries of
+// `search_path` (the daemon's PATH, as its service manager set it), then
+// `fallback_dirs`, each directory once, in the first place it comes.
+[[nodiscard]] std::vector<std::string> ProgramSearchDirs(
+    absl::string_view search_path,
+    const std::vector<std::string>& fallback_dirs);
+
+// `name` in the first of `dirs` where `executable` says it is one; "" when
+// none has it.
+[[nodiscard]] std::string FindProgramIn(
+    const std::string& name, const std::vector<std::string>& dirs,
+    const std::function<bool(const std::string&)>& executable);
 
 // Starts argv[0] (an absolute path) with argv, `actions` arranging its fds,
 // in a session of its own (it never gets the daemon's terminal), with no

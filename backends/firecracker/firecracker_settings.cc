@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "backends/common/subprocess.h"
 #include "backends/linux/fs_util.h"
 #include "backends/linux/sandbox_state.h"
 #include "corral/status_macros.h"
@@ -37,9 +38,9 @@ std::string FindProgram(
                             " is not an executable file");
     return "";
   }
-  for (const std::string& dir : dirs) {
-    std::string path = absl::StrCat(dir, "/", name);
-    if (executable(path)) return path;
+  if (std::string path = runtime_common::FindProgramIn(name, dirs, executable);
+      !path.empty()) {
+    return path;
   }
   *problem = absl::StrCat(name, " is not installed (looked in ",
                           absl::StrJoin(dirs, ", "), ")");
@@ -125,18 +126,8 @@ absl::StatusOr<Settings> ParseSettings(
     return BadOption("cgroup_parent", settings.cgroup_parent,
                      "a relative path of [A-Za-z0-9._-] components");
   }
-  std::vector<std::string> dirs;
-  for (absl::string_view dir : absl::StrSplit(search_path, ':')) {
-    if (CleanAbsolutePath(dir) &&
-        std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) {
-      dirs.emplace_back(dir);
-    }
-  }
-  for (const char* dir : {"/usr/local/bin", "/usr/bin"}) {
-    if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) {
-      dirs.emplace_back(dir);
-    }
-  }
+  const std::vector<std::string> dirs = runtime_common::ProgramSearchDirs(
+      search_path, {"/usr/local/bin", "/usr/bin"});
   settings.firecracker_path =
       FindProgram("firecracker", firecracker, "firecracker", dirs, executable,
                   &settings.firecracker_problem);

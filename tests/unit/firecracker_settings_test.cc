@@ -20,9 +20,9 @@ TEST_CASE(
     return present.count(path) > 0;
   };
   std::vector<std::string> ignored;
-  auto found = ParseSettings("/state/runtime/firecracker", "/agent", {},
-                             "/opt/a:relative:/opt/b:/opt/a", executable,
-                             &ignored);
+  auto found =
+      ParseSettings("/state/runtime/firecracker", "/agent", {},
+                    "/opt/a:relative:/opt/b:/opt/a", executable, &ignored);
   REQUIRE(found.ok());
   CHECK(found->firecracker_path == "/opt/b/firecracker");
   CHECK(found->jailer_path == "/usr/bin/jailer");
@@ -45,9 +45,10 @@ TEST_CASE(
         "runtimes.firecracker.jailer /x/jailer is not an executable file");
 }
 
-TEST_CASE("firecracker settings: bad values are refused naming the option, "
-          "unknown ones reported",
-          "[firecracker]") {
+TEST_CASE(
+    "firecracker settings: bad values are refused naming the option, "
+    "unknown ones reported",
+    "[firecracker]") {
   auto any = [](const std::string&) { return true; };
   std::vector<std::string> ignored;
   CHECK(absl::IsInvalidArgument(
@@ -63,9 +64,10 @@ TEST_CASE("firecracker settings: bad values are refused naming the option, "
   CHECK(ignored == std::vector<std::string>{"colour"});
 }
 
-TEST_CASE("firecracker settings: the handle state reads back what it wrote "
-          "and nothing else",
-          "[firecracker]") {
+TEST_CASE(
+    "firecracker settings: the handle state reads back what it wrote "
+    "and nothing else",
+    "[firecracker]") {
   SandboxRecord record;
   record.id = "0123456789abcdef0123456789abcdef";
   record.sandbox_dir = "/state/runtime/firecracker/" + record.id;
