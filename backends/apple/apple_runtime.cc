@@ -219,8 +219,8 @@ absl::Status Teardown(const Settings& settings, const std::string& name,
 // then closes the connection: that is "not yet", not a failure.
 absl::StatusOr<UniqueFd> ConnectReady(const std::string& run_dir,
                                       absl::Duration wait) {
-  ASSIGN_OR_RETURN(UniqueFd fd,
-                   backend_plugin::ConnectAt(run_dir, kAgentSocketName));
+  ASSIGN_OR_RETURN(UniqueFd fd, backend_plugin::ConnectAt(
+                                    run_dir, backend_plugin::kAgentSocketName));
   pollfd p{fd.get(), POLLIN, 0};
   const int ready = ::poll(
       &p, 1,
@@ -260,9 +260,10 @@ absl::StatusOr<UniqueFd> WaitForAgent(const Settings& settings,
       }
     }
     if (absl::Now() >= deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "the agent did not answer on ", run_dir, "/", kAgentSocketName,
-          " within ", absl::FormatDuration(timeout), ": ", last.message()));
+      return absl::DeadlineExceededError(
+          absl::StrCat("the agent did not answer on ", run_dir, "/",
+                       backend_plugin::kAgentSocketName, " within ",
+                       absl::FormatDuration(timeout), ": ", last.message()));
     }
     absl::SleepFor(absl::Milliseconds(20));
   }
@@ -588,7 +589,8 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   plan.image = image;
   plan.workspace_dir = spec.workspace_dir();
   plan.agent_dir = agent_dir;
-  plan.host_socket = absl::StrCat(run_dir, "/", kAgentSocketName);
+  plan.host_socket =
+      absl::StrCat(run_dir, "/", backend_plugin::kAgentSocketName);
   plan.sandbox_id = spec.id();
   plan.daemon_label = settings.daemon_label;
   plan.memory_bytes = VmMemoryBytes(spec.memory_bytes());

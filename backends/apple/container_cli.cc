@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "backends/common/agent_socket.h"
 
 namespace corral::apple_runtime {
 namespace {
@@ -86,7 +87,7 @@ absl::StatusOr<std::string> ContainerName(absl::string_view hostname,
 
 std::vector<std::string> RunArguments(const RunPlan& plan) {
   const std::string socket_inside =
-      absl::StrCat(kRunDirInside, "/", kAgentSocketName);
+      absl::StrCat(kRunDirInside, "/", backend_plugin::kAgentSocketName);
   std::vector<std::string> args = {
       "run", "-d", "--name", plan.name,
       // No network device; the root read-only, /tmp and the agent's run

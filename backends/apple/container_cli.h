@@ -24,10 +24,10 @@ inline constexpr char kDaemonLabel[] = "corral.daemon";
 inline constexpr uint64_t kMinMemoryBytes = 200ull << 20;
 
 // Inside the container: the agent's directory (a read-only share of the
-// daemon's copy) and the tmpfs where it listens.
+// daemon's copy) and the tmpfs where it listens, on a socket named
+// backend_plugin::kAgentSocketName as on the host.
 inline constexpr char kAgentDirInside[] = "/.corral/bin";
 inline constexpr char kRunDirInside[] = "/.corral/run";
-inline constexpr char kAgentSocketName[] = "agent.sock";
 
 // The container's name, which Apple's runtime also makes its id: the
 // sandbox's hostname, a dot, the sandbox id. With `--network none` the
