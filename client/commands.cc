@@ -33,6 +33,7 @@
 #include "client/tar_packer.h"
 #include "client/transfer.h"
 #include "client/workspace_commands.h"
+#include "corral/platform.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
 
@@ -611,9 +612,7 @@ int PrintHelp(CLI::App& app, const CLI::Error& error) {
 // A front door (corral-mcp, corral-e2b), from corral's own directory, in
 // this process, with `args` after its name.
 int ExecFrontDoor(const std::string& program, std::vector<std::string> args) {
-  std::error_code error;
-  const std::filesystem::path self =
-      std::filesystem::read_symlink("/proc/self/exe", error);
+  const std::filesystem::path self = corral::platform::ExecutablePath();
   const std::string server = (self.parent_path() / program).string();
   args.insert(args.begin(), server);
   std::vector<char*> argv;

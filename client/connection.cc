@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "corral/platform.h"
 #include "corral/unique_fd.h"
 
 namespace corral::cli {
@@ -27,7 +28,7 @@ std::optional<std::string> ProbeSocket(const std::string& path) {
                         sizeof(address.sun_path) - 1, " bytes");
   }
   std::memcpy(address.sun_path, path.data(), path.size());
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  UniqueFd fd(platform::StreamSocket(AF_UNIX));
   if (!fd) return absl::StrCat("socket: ", std::strerror(errno));
   int result;
   do {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "corral/platform.h"
 #include "corral/v1/exec.grpc.pb.h"
 #include "corral/v1/files.grpc.pb.h"
 #include "corral/v1/images.grpc.pb.h"
@@ -22,7 +23,7 @@
 namespace corral::cli {
 
 // Where corral looks for the daemon without --socket or $CORRAL_SOCKET.
-inline constexpr char kDefaultSocket[] = "/run/corral/corrald.sock";
+inline const char* const kDefaultSocket = platform::Defaults().socket;
 // Deadline of unary calls; creating a sandbox can take a few seconds (a VM
 // boot), so this is generous.
 inline constexpr std::chrono::seconds kUnaryDeadline{60};

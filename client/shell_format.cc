@@ -7,11 +7,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "client/format.h"
+#include "corral/linux_signals.h"
 
 namespace corral::cli {
 namespace {
 
-constexpr int kMaxSignal = 64;
+constexpr int kMaxSignal = kLinuxMaxSignal;
 
 }  // namespace
 
@@ -23,7 +24,7 @@ absl::StatusOr<int> ParseSignal(absl::string_view text) {
     std::string name = absl::AsciiStrToUpper(text);
     if (absl::string_view(name).substr(0, 3) == "SIG") name.erase(0, 3);
     for (int number = 1; number <= kMaxSignal; ++number) {
-      const char* known = ::sigabbrev_np(number);
+      const char* known = LinuxSignalAbbrev(number);
       if (known != nullptr && name == known) return number;
     }
   }

@@ -7,6 +7,7 @@
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
+#include "corral/platform.h"
 #include "corral/status_macros.h"
 
 namespace corral::cli {
@@ -33,7 +34,9 @@ extern "C" void WriteSignalToPipe(int signal_number) {
 absl::StatusOr<std::unique_ptr<SignalPipe>> SignalPipe::Create(
     void (*on_signal)()) {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) return ErrnoStatus("pipe2");
+  if (platform::MakePipe(fds, /*nonblocking=*/true) != 0) {
+    return ErrnoStatus("pipe");
+  }
   std::unique_ptr<SignalPipe> pipe(new SignalPipe(fds[0], fds[1]));
   pipe->previous_fd_ = active_write_fd.exchange(fds[1]);
   pipe->previous_hook_ = active_hook.exchange(on_signal);

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "corral/platform.h"
 #include "corral/unique_fd.h"
 
 namespace corral::cli {
@@ -25,8 +26,8 @@ class StoppableThread {
   // readable.
   absl::Status Start(std::function<void()> loop) {
     int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) {
-      return absl::ErrnoToStatus(errno, "pipe2");
+    if (platform::MakePipe(fds) != 0) {
+      return absl::ErrnoToStatus(errno, "pipe");
     }
     stop_read_.Reset(fds[0]);
     stop_write_.Reset(fds[1]);

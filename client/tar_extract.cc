@@ -5,7 +5,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "corral/platform.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
 
@@ -411,8 +411,8 @@ class StagingDir {
   static absl::StatusOr<std::unique_ptr<StagingDir>> Create(int parent_fd) {
     for (int attempt = 0; attempt < 100; ++attempt) {
       uint64_t random = 0;
-      if (::getrandom(&random, sizeof(random), 0) != sizeof(random)) {
-        return ErrnoStatus("getrandom");
+      if (!platform::FillRandom(&random, sizeof(random))) {
+        return ErrnoStatus("random bytes");
       }
       std::string name = absl::StrFormat(".corral-extract-%016x", random);
       if (::mkdirat(parent_fd, name.c_str(), 0700) != 0) {
@@ -460,8 +460,8 @@ bool Exists(int dir_fd, const std::string& name) {
 absl::Status MoveIntoPlace(int staging_fd, const std::string& name, int to_fd,
                            const std::string& to_name, const std::string& shown,
                            bool overwrite) {
-  if (::renameat2(staging_fd, name.c_str(), to_fd, to_name.c_str(),
-                  RENAME_NOREPLACE) == 0) {
+  if (platform::RenameNoReplace(staging_fd, name.c_str(), to_fd,
+                                to_name.c_str()) == 0) {
     return absl::OkStatus();
   }
   if (errno == EEXIST) {
@@ -469,8 +469,8 @@ absl::Status MoveIntoPlace(int staging_fd, const std::string& name, int to_fd,
       return absl::AlreadyExistsError(
           absl::StrCat(shown, " exists; use --force to replace it"));
     }
-    if (::renameat2(staging_fd, name.c_str(), to_fd, to_name.c_str(),
-                    RENAME_EXCHANGE) == 0) {
+    if (platform::RenameExchange(staging_fd, name.c_str(), to_fd,
+                                 to_name.c_str()) == 0) {
       return RemoveTreeAt(staging_fd, name);
     }
     if (errno != EINVAL) return ErrnoStatus(absl::StrCat("replace ", shown));

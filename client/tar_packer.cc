@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "corral/platform.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
 
@@ -205,7 +206,8 @@ class Packer {
     archive_entry_set_filetype(entry.get(), type);
     archive_entry_set_perm(entry.get(), st.st_mode & 07777);
     archive_entry_set_size(entry.get(), size);
-    archive_entry_set_mtime(entry.get(), st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+    const timespec mtime = platform::ModificationTime(st);
+    archive_entry_set_mtime(entry.get(), mtime.tv_sec, mtime.tv_nsec);
     // The image's owners are the sandbox's, not the packing user's.
     archive_entry_set_uid(entry.get(), 0);
     archive_entry_set_gid(entry.get(), 0);

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <exception>
 
+#include "corral/platform.h"
 #include "corral/status_macros.h"
 
 namespace corral::cli {
@@ -96,7 +97,9 @@ void RestoreRawTerminal() {
 
 absl::StatusOr<std::unique_ptr<WindowChangePipe>> WindowChangePipe::Create() {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) return ErrnoStatus("pipe2");
+  if (platform::MakePipe(fds, /*nonblocking=*/true) != 0) {
+    return ErrnoStatus("pipe");
+  }
   std::unique_ptr<WindowChangePipe> pipe(new WindowChangePipe(fds[0], fds[1]));
   pipe->previous_fd_ = window_change_fd.exchange(fds[1]);
   struct sigaction action = {};

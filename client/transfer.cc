@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/output.h"
+#include "corral/platform.h"
 #include "corral/status_macros.h"
 
 namespace corral::cli {
@@ -77,7 +78,7 @@ absl::Status UploadSource::Send(const ChunkSink& sink, bool workspace) {
 absl::StatusOr<std::unique_ptr<InterruptGuard>> InterruptGuard::Install() {
   std::unique_ptr<InterruptGuard> guard(new InterruptGuard());
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoStatus("pipe2");
+  if (platform::MakePipe(fds) != 0) return ErrnoStatus("pipe");
   guard->stop_read_.Reset(fds[0]);
   guard->stop_write_.Reset(fds[1]);
   ASSIGN_OR_RETURN(guard->signals_, SignalPipe::Create());

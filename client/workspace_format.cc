@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/format.h"
+#include "corral/linux_signals.h"
 
 namespace corral::cli {
 namespace {
@@ -106,8 +107,7 @@ std::string EscapeControl(absl::string_view text) {
 }
 
 std::string SignalName(int signal_number) {
-  const char* name =
-      signal_number > 0 ? ::sigabbrev_np(signal_number) : nullptr;
+  const char* name = LinuxSignalAbbrev(signal_number);
   if (name == nullptr) return absl::StrCat("SIG", signal_number);
   return absl::StrCat("SIG", name);
 }

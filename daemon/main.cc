@@ -19,9 +19,9 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "corral/child_reaper.h"
 #include "corral/directory.h"
 #include "corral/logging.h"
+#include "corral/platform.h"
 #include "corral/remove_tree.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
@@ -59,9 +59,8 @@ void Notify(const char* state) {
 }
 
 std::string ExecutableDir() {
-  std::error_code error;
-  auto exe = std::filesystem::read_symlink("/proc/self/exe", error);
-  return error ? "." : exe.parent_path().string();
+  const std::string exe = corral::platform::ExecutablePath();
+  return exe.empty() ? "." : std::filesystem::path(exe).parent_path().string();
 }
 
 // One daemon per state directory: a second one would fight over sandboxes.
@@ -260,7 +259,7 @@ int Run(int argc, char** argv) {
 
   // The daemon reaps every child itself (sandbox init processes are
   // reparented to it when their launcher exits).
-  corral::StartChildReaper();
+  corral::platform::StartChildReaper();
 
   // Every archive a client or a sandbox hands the daemon is decoded by this
   // helper, never in this process.

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "guest-agent/agent.h"
 #include "guest-agent/spawn.h"
@@ -24,7 +25,7 @@ namespace {
 void Usage() {
   std::fprintf(stderr,
                "usage: corral-agent --listen-fd N | --listen PATH | --fd N | "
-               "--vm-init | --version\n"
+               "--vm-init | --guest-sandbox ... | --version\n"
                "  --listen-fd N  accept connections on the listening Unix "
                "socket N;\n"
                "                 a new connection replaces the current one\n"
@@ -34,6 +35,9 @@ void Usage() {
                "  --fd N         serve the connected stream N; exit when it "
                "closes\n"
                "  --vm-init      be the init of a VM sandbox (qemu runtime)\n"
+               "  --guest-sandbox corral.KEY=VALUE...\n"
+               "                 start a sandbox inside a Linux VM as its root "
+               "(tart runtime)\n"
                "  --drop-command-privileges\n"
                "                 start every command with no_new_privs and "
                "no capabilities\n");
@@ -146,6 +150,11 @@ int main(int argc, char** argv) {
     if (arg == "--vm-init") {
       // The init of a VM sandbox: never returns (vm_init.h).
       corral::agent::RunVmInit();
+    }
+    if (arg == "--guest-sandbox") {
+      // The sandbox inside a VM that runs other things too (vm_init.h).
+      corral::agent::RunGuestSandbox(
+          std::vector<std::string>(argv + i + 1, argv + argc));
     }
     if (arg == "--version") {
       std::printf("corral-agent %s\n", corral::agent::kAgentVersion);

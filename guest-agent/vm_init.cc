@@ -10,6 +10,8 @@
 #include <net/route.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -18,6 +20,8 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,7 +41,9 @@
 namespace corral::agent {
 namespace {
 
-constexpr char kNewRoot[] = "/newroot";
+// Where the sandbox's root is assembled: /newroot for a VM's init; the
+// root's own directory for a guest sandbox.
+std::string new_root = "/newroot";
 constexpr char kModulesDir[] = "/modules";
 // The virtiofs tag and the disk serials the host gives the root and the
 // workspace.
@@ -74,8 +80,18 @@ void Say(const char* format, ...) {
   for (;;) ::pause();
 }
 
+// In a guest sandbox (RunGuestSandbox) that is still being set up, a
+// failure is reported on this pipe and ends the process; the VM lives on.
+int setup_report_fd = -1;
+
 [[noreturn]] void Fail(const std::string& step, int error) {
   Say("%s: %s", step.c_str(), std::strerror(error));
+  if (setup_report_fd >= 0) {
+    const std::string line =
+        "error " + step + ": " + std::strerror(error) + "\n";
+    (void)!::write(setup_report_fd, line.data(), line.size());
+    ::_exit(1);
+  }
   PowerOff();
 }
 
@@ -275,10 +291,10 @@ uint64_t NumberSetting(const std::map<std::string, std::string>& settings,
 // (spawn.h SetCommandCgroup). The agent and the link stay outside it, so a
 // command that exhausts memory or processes never takes them down.
 void SetUpCommandCgroup(uint64_t memory_bytes, uint64_t pids) {
-  const std::string root = std::string(kNewRoot) + "/sys/fs/cgroup";
+  const std::string root = new_root + "/sys/fs/cgroup";
   Mount("cgroup2", root, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
   WriteFile(root + "/cgroup.subtree_control", "+memory +pids");
-  const std::string sandbox = std::string(kNewRoot) + kCommandCgroup;
+  const std::string sandbox = new_root + kCommandCgroup;
   if (::mkdir(sandbox.c_str(), 0755) != 0 && errno != EEXIST) {
     Fail("mkdir " + sandbox, errno);
   }
@@ -294,39 +310,68 @@ void MountRoot(const std::map<std::string, std::string>& settings) {
     Say("corral.root is not set");
     PowerOff();
   }
-  if (::mkdir(kNewRoot, 0755) != 0 && errno != EEXIST) {
-    Fail(std::string("mkdir ") + kNewRoot, errno);
+  if (::mkdir(new_root.c_str(), 0755) != 0 && errno != EEXIST) {
+    Fail("mkdir " + new_root, errno);
   }
   if (root->second != "virtiofs" && root->second != "disk") {
     Say("corral.root=%s: expected disk or virtiofs", root->second.c_str());
     PowerOff();
   }
   if (root->second == "virtiofs") {
-    Mount(kRootTag, kNewRoot, "virtiofs", MS_RDONLY | MS_NODEV, "");
+    Mount(kRootTag, new_root, "virtiofs", MS_RDONLY | MS_NODEV, "");
   } else {
-    Mount(DiskFor(settings, "root", kRootSerial), kNewRoot, "ext4",
+    Mount(DiskFor(settings, "root", kRootSerial), new_root, "ext4",
           MS_RDONLY | MS_NODEV, "noload");
   }
 }
 
-void MountSandbox(const std::map<std::string, std::string>& settings) {
-  const std::string root = kNewRoot;
+// The device nodes of a guest sandbox's /dev, bound from the guest's: not
+// its devtmpfs, which holds the guest's disks and the agent's console.
+constexpr const char* kGuestDevices[] = {"null",   "zero",    "full",
+                                         "random", "urandom", "tty"};
+
+void MountMinimalDev(const std::string& dev) {
+  Mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k");
+  for (const char* name : kGuestDevices) {
+    const std::string node = dev + "/" + name;
+    int fd = ::open(node.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) Fail("create " + node, errno);
+    ::close(fd);
+    Mount(std::string("/dev/") + name, node, nullptr, MS_BIND, "");
+  }
+  const std::string ptmx = dev + "/ptmx";
+  if (::symlink("pts/ptmx", ptmx.c_str()) != 0) Fail("symlink " + ptmx, errno);
+}
+
+// vm_kernel: the sandbox is the whole VM (a VM's init), its kernel the
+// sandbox's own; otherwise it is a guest sandbox inside a VM that also runs
+// other things (RunGuestSandbox), whose kernel settings and devices stay
+// out of reach.
+void MountSandbox(const std::map<std::string, std::string>& settings,
+                  bool vm_kernel) {
+  const std::string root = new_root;
   const unsigned long kSafe = MS_NOSUID | MS_NODEV;
   Mount("proc", root + "/proc", "proc", kSafe | MS_NOEXEC, "");
   // A memory limit means what it means on the host: allocations succeed and
   // the commands' cgroup OOM-kills beyond it. With the kernel's heuristic a
   // single allocation larger than the VM's RAM would fail instead.
-  WriteFile(root + "/proc/sys/vm/overcommit_memory", "1");
+  if (vm_kernel) WriteFile(root + "/proc/sys/vm/overcommit_memory", "1");
   // As the container runtimes do: the kernel's knobs read-only (root
   // without capabilities could still write /proc/sys by file mode).
   for (const char* knob : {"/proc/sys", "/proc/sysrq-trigger"}) {
     const std::string path = root + knob;
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) continue;  // a kernel without it
     Mount(path, path, nullptr, MS_BIND, "");
     Mount(path, path, nullptr,
           MS_BIND | MS_REMOUNT | MS_RDONLY | kSafe | MS_NOEXEC, "");
   }
   Mount("sysfs", root + "/sys", "sysfs", kSafe | MS_NOEXEC | MS_RDONLY, "");
-  Mount("devtmpfs", root + "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+  if (vm_kernel) {
+    Mount("devtmpfs", root + "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+  } else {
+    MountMinimalDev(root + "/dev");
+  }
   const std::string pts = root + "/dev/pts";
   if (::mkdir(pts.c_str(), 0755) != 0 && errno != EEXIST) {
     Fail("mkdir " + pts, errno);
@@ -341,6 +386,16 @@ void MountSandbox(const std::map<std::string, std::string>& settings) {
   const uint64_t tmp_bytes = NumberSetting(settings, "tmp", kDefaultTmpBytes);
   Mount("tmpfs", root + "/tmp", "tmpfs", kSafe,
         "mode=1777,size=" + std::to_string(tmp_bytes));
+  if (!vm_kernel) {
+    // The workspace is a directory the VM shares from the host.
+    if (auto workspace = settings.find("workspace");
+        workspace != settings.end()) {
+      Mount(workspace->second, root + "/workspace", nullptr, MS_BIND, "");
+      Mount(workspace->second, root + "/workspace", nullptr,
+            MS_BIND | MS_REMOUNT | kSafe, "");
+    }
+    return;
+  }
   if (settings.count("workspace") != 0) {
     // noinit_itable: the disk is a new sparse file, its inode tables
     // already read as zeros; the kernel's lazy zeroing would only take CPU
@@ -438,7 +493,7 @@ std::string ConfigureNetwork(const std::string& setting) {
     Fail("write /resolv.conf", errno);
   }
   ::close(file);
-  const std::string target = std::string(kNewRoot) + "/etc/resolv.conf";
+  const std::string target = new_root + "/etc/resolv.conf";
   struct stat st {};
   if (::lstat(target.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
     Mount("/resolv.conf", target, nullptr, MS_BIND, "");
@@ -481,7 +536,7 @@ void SwitchRoot() {
   // running) were the modules, already removed.
   for (const char* mount : {"/dev", "/proc", "/sys"})
     ::umount2(mount, MNT_DETACH);
-  if (::chdir(kNewRoot) != 0) Fail(std::string("chdir ") + kNewRoot, errno);
+  if (::chdir(new_root.c_str()) != 0) Fail("chdir " + new_root, errno);
   if (::mount(".", "/", nullptr, MS_MOVE, nullptr) != 0) {
     Fail("move the new root onto /", errno);
   }
@@ -534,17 +589,24 @@ int ConnectToAgent(const std::string& port) {
   return fd;
 }
 
+// Asks the kernel's OOM killer to spare this process (the agent, the link):
+// best effort, as a guest sandbox's starter may lack the capability.
+void SpareFromOomKiller() {
+  int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  (void)!::write(fd, "-1000", 5);
+  ::close(fd);
+}
+
 // The guest's end of the serial link, in a process of its own (the agent is
 // single-threaded and forks commands), as an unprivileged user of its own.
 // Returns its pid.
-pid_t StartLink(const std::string& port, int listen_fd) {
-  int port_fd = ::open(port.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (port_fd < 0) Fail("open " + port, errno);
+pid_t StartLinkOn(int port_fd, int listen_fd) {
   pid_t pid = ::fork();
   if (pid < 0) Fail("fork the link", errno);
   if (pid == 0) {
     ::close(listen_fd);
-    WriteFile("/proc/self/oom_score_adj", "-1000");
+    SpareFromOomKiller();
     // setresuid away from 0 clears every capability; PR_SET_DUMPABLE after
     // it keeps /proc/<pid> owned by the link's uid, not writable by root.
     if (::setgroups(0, nullptr) != 0 ||
@@ -567,6 +629,12 @@ pid_t StartLink(const std::string& port, int listen_fd) {
   }
   ::close(port_fd);
   return pid;
+}
+
+pid_t StartLink(const std::string& port, int listen_fd) {
+  int port_fd = ::open(port.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (port_fd < 0) Fail("open " + port, errno);
+  return StartLinkOn(port_fd, listen_fd);
 }
 
 // Resolvers without an /etc/resolv.conf ask 127.0.0.1: in a VM with network
@@ -691,7 +759,7 @@ void RunVmInit() {
   // driver, which the mounts' time covers.
   MountRoot(settings);
   Trace("root mounted");
-  MountSandbox(settings);
+  MountSandbox(settings, /*vm_kernel=*/true);
   Trace("sandbox mounted");
   // The agent's transport: the guest's vsock (Firecracker), or a
   // virtio-serial port and the link (qemu, or a VMM standing in for
@@ -735,6 +803,186 @@ void RunVmInit() {
   const int code = RunAgent(options);
   Say("the agent ended (%d); powering off", code);
   PowerOff();
+}
+
+}  // namespace corral::agent
+
+namespace corral::agent {
+namespace {
+
+// The console a guest sandbox's link runs on, in raw mode: a virtio
+// console is a tty, whose line discipline would otherwise rewrite bytes
+// (CR/NL, flow control) and echo them back.
+int OpenConsole(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) Fail("open " + path, errno);
+  termios mode{};
+  if (::tcgetattr(fd, &mode) == 0) {
+    ::cfmakeraw(&mode);
+    if (::tcsetattr(fd, TCSANOW, &mode) != 0)
+      Fail("raw mode on " + path, errno);
+    ::tcflush(fd, TCIOFLUSH);
+  }
+  return fd;
+}
+
+void PivotInto(const std::string& root) {
+  if (::chdir(root.c_str()) != 0) Fail("chdir " + root, errno);
+  if (::syscall(SYS_pivot_root, ".", ".") != 0) Fail("pivot_root", errno);
+  // The guest's own tree, stacked under the new root, goes.
+  if (::umount2(".", MNT_DETACH) != 0) Fail("detach the guest's root", errno);
+  if (::chdir("/") != 0) Fail("chdir /", errno);
+}
+
+void DetachStandardFds() {
+  int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null < 0) return;
+  for (int fd = 0; fd <= 2; ++fd) ::dup2(null, fd);
+  ::close(null);
+}
+
+// Pid 1 of the sandbox's namespaces: builds its root and runs the agent.
+// Says "ready" on `starter_fd` (the starter's pipe, which gets a failure's
+// reason instead) and on `supervisor_fd` once the agent can be reached.
+[[noreturn]] void GuestSandboxInit(
+    const std::map<std::string, std::string>& settings, int console,
+    int starter_fd, int supervisor_fd) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // Not the starter's output (`tart exec` may wait for it to close): a
+  // failure's reason goes through `starter_fd`.
+  DetachStandardFds();
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+    Fail("make / private", errno);
+  }
+  auto root = settings.find("root");
+  if (root == settings.end() || root->second.empty() ||
+      root->second[0] != '/') {
+    Fail("corral.root must name the image's directory", EINVAL);
+  }
+  new_root = root->second;
+  const unsigned long kReadOnly =
+      MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV;
+  Mount(new_root, new_root, nullptr, MS_BIND | MS_REC, "");
+  Mount(new_root, new_root, nullptr, kReadOnly, "");
+  MountSandbox(settings, /*vm_kernel=*/false);
+  if (auto hostname = settings.find("hostname"); hostname != settings.end()) {
+    if (::sethostname(hostname->second.data(), hostname->second.size()) != 0) {
+      Fail("sethostname " + hostname->second, errno);
+    }
+  }
+  BringUpLoopback();
+  PivotInto(new_root);
+
+  AgentOptions options;
+  options.listen_fd = ListenForLink();
+  options.link_pid = StartLinkOn(console, options.listen_fd);
+  SetDropCommandCapabilities(true);
+  // Set up: from here on a failure is the agent's end, not a report.
+  (void)!::write(supervisor_fd, "r", 1);
+  ::close(supervisor_fd);
+  (void)!::write(starter_fd, "ready\n", 6);
+  ::close(starter_fd);
+  setup_report_fd = -1;
+  std::exit(RunAgent(options));
+}
+
+}  // namespace
+
+void RunGuestSandbox(const std::vector<std::string>& arguments) {
+  std::map<std::string, std::string> settings;
+  for (const std::string& argument : arguments) {
+    const auto more = ParseVmCommandLine(argument);
+    if (more.size() != 1 ||
+        argument.find_first_of(" \t\n") != std::string::npos) {
+      Say("--guest-sandbox: expected corral.KEY=VALUE, got '%s'",
+          argument.c_str());
+      std::exit(2);
+    }
+    settings.insert(more.begin(), more.end());
+  }
+  if (::geteuid() != 0) {
+    Say("--guest-sandbox needs root in the guest");
+    std::exit(2);
+  }
+  auto port = settings.find("port");
+  if (port == settings.end()) {
+    Say("--guest-sandbox: corral.port (the console device) is not set");
+    std::exit(2);
+  }
+  bool power_off = false;
+  if (auto on_exit = settings.find("on_exit"); on_exit != settings.end()) {
+    if (on_exit->second != "poweroff") {
+      Say("--guest-sandbox: corral.on_exit=%s: expected poweroff",
+          on_exit->second.c_str());
+      std::exit(2);
+    }
+    power_off = true;
+  }
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) {
+    Say("pipe: %s", std::strerror(errno));
+    std::exit(1);
+  }
+  // This process waits for the sandbox to be ready and exits with the
+  // outcome (its starter, such as `tart exec`, learns it); a supervisor
+  // in a session of its own outlives it.
+  const pid_t supervisor = ::fork();
+  if (supervisor < 0) {
+    Say("fork: %s", std::strerror(errno));
+    std::exit(1);
+  }
+  if (supervisor > 0) {
+    ::close(report[1]);
+    std::string line;
+    char buffer[512];
+    ssize_t n;
+    // Up to the first line: the sandbox's processes keep copies of the
+    // pipe, so its end of file never comes.
+    while (line.find('\n') == std::string::npos &&
+           ((n = ::read(report[0], buffer, sizeof(buffer))) > 0 ||
+            (n < 0 && errno == EINTR))) {
+      if (n > 0) line.append(buffer, static_cast<size_t>(n));
+    }
+    line = line.substr(0, line.find('\n'));
+    if (line.rfind("ready", 0) == 0) std::exit(0);
+    if (line.rfind("error ", 0) == 0) line = line.substr(6);
+    Say("the sandbox did not start: %s",
+        line.empty() ? "its init ended without a word" : line.c_str());
+    std::exit(1);
+  }
+  ::close(report[0]);
+  setup_report_fd = report[1];
+  ::setsid();
+  SpareFromOomKiller();
+  const int console = OpenConsole(port->second);
+  int ready[2];
+  if (::pipe2(ready, O_CLOEXEC) != 0) Fail("pipe", errno);
+  if (::unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
+                CLONE_NEWUTS) != 0) {
+    Fail("unshare the sandbox's namespaces", errno);
+  }
+  const pid_t init = ::fork();
+  if (init < 0) Fail("fork the sandbox's init", errno);
+  if (init == 0) {
+    ::close(ready[0]);
+    GuestSandboxInit(settings, console, setup_report_fd, ready[1]);
+  }
+  ::close(console);
+  ::close(ready[1]);
+  ::close(setup_report_fd);
+  setup_report_fd = -1;
+  DetachStandardFds();
+  char byte = 0;
+  const bool was_ready = ::read(ready[0], &byte, 1) == 1;
+  ::close(ready[0]);
+  int status = 0;
+  while (::waitpid(init, &status, 0) < 0 && errno == EINTR) {
+  }
+  // The agent ended (or was killed): nothing can reach the sandbox again.
+  // With corral.on_exit=poweroff the VM goes, as a VM's init takes its VM
+  // down (RunVmInit), and its host sees the sandbox end.
+  if (was_ready && power_off) PowerOff();
+  std::exit(1);
 }
 
 }  // namespace corral::agent

@@ -42,6 +42,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 namespace corral::agent {
 
@@ -50,6 +51,27 @@ namespace corral::agent {
 std::map<std::string, std::string> ParseVmCommandLine(const std::string& text);
 
 [[noreturn]] void RunVmInit();
+
+// corral-agent --guest-sandbox corral.KEY=VALUE...: the sandbox inside a VM
+// that is not the sandbox's alone (the tart runtime's: a Linux guest with
+// its own init and services, the agent started as root by `tart exec`).
+// Settings, as arguments:
+//   corral.root=DIR        the image, a directory the VM shares read-only
+//                          (required)
+//   corral.workspace=DIR   the workspace, a directory the VM shares
+//   corral.port=DEVICE     the console the serial link runs on (required;
+//                          /dev/hvc0 for Tart's virtio console)
+//   corral.hostname=NAME, corral.tmp=BYTES  as for a VM's init
+//   corral.on_exit=poweroff  power the machine off when the agent ends (so
+//                          that the host sees the sandbox end); without it
+//                          the supervisor just exits
+// It puts the agent and its commands in new mount, pid, network (loopback
+// only), ipc and uts namespaces, with the image as their read-only root
+// (the guest's own files, devices and services out of sight), the link
+// forked as under RunVmInit, and commands without capabilities. The
+// calling process exits 0 once the agent can be reached, or 1 with the
+// reason on stderr; a supervisor is left behind in a session of its own.
+[[noreturn]] void RunGuestSandbox(const std::vector<std::string>& settings);
 
 }  // namespace corral::agent
 

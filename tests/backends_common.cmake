@@ -8,3 +8,9 @@ corral_test(NAME subprocess_test
   SOURCES unit/subprocess_test.cc
   LIBS corral_runtime_shared
   LABELS unit)
+
+# The platform layer (common/corral/platform.h): its Linux half.
+corral_test(NAME platform_test
+  SOURCES unit/platform_test.cc
+  LIBS corral_platform
+  LABELS unit)

@@ -30,14 +30,15 @@ add_dependencies(conformance_test corrald corral corral-agent agent_socket_probe
   net_probe https_probe)
 foreach(plugin corral_linux_plugin corral_oci_plugin corral_docker_plugin
                corral_qemu_plugin corral_firecracker_plugin fake_firecracker
-               fake_jailer corral_apple_plugin fake_container)
+               fake_jailer corral_apple_plugin fake_container
+               corral_tart_plugin fake_tart)
   if(TARGET ${plugin})
     add_dependencies(conformance_test ${plugin})
   endif()
 endforeach()
 
 set(CORRAL_CONFORMANCE_VARIANTS linux oci-runc oci-crun docker podman qemu
-  firecracker-fake apple-fake)
+  firecracker-fake apple-fake tart-fake)
 foreach(variant IN LISTS CORRAL_CONFORMANCE_VARIANTS)
   string(MAKE_C_IDENTIFIER "${variant}" variant_id)
   # catch_discover_tests names its generated files after a hash of some of

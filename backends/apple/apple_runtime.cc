@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -29,6 +28,8 @@
 #include "backends/apple/container_cli.h"
 #include "backends/apple/oci_layout.h"
 #include "backends/common/agent_socket.h"
+#include "backends/common/attach.h"
+#include "backends/common/cli_runtime.h"
 #include "backends/common/guarantees.h"
 #include "backends/common/leftovers.h"
 #include "backends/common/plugin_support.h"
@@ -47,16 +48,11 @@ namespace {
 using backend_plugin::kGuaranteeNetworkIsolation;
 using backend_plugin::kGuaranteeSeparateKernel;
 using linux_runtime::ValidSandboxId;
-using runtime_common::ProgramOptions;
 using runtime_common::ProgramResult;
-using runtime_common::RunProgram;
 
 constexpr char kRunDirName[] = "run";
-constexpr char kAgentCopyDir[] = ".agent";
 constexpr char kImageStagingDir[] = ".images";
 constexpr uint32_t kDefaultStartTimeoutSeconds = 60;
-// Lists of many containers are long; nothing else the CLI prints is.
-constexpr size_t kMaxCliOutput = 16u << 20;
 
 spdlog::logger& Log() {
   static const std::shared_ptr<spdlog::logger> logger = Logger("apple");
@@ -66,36 +62,10 @@ spdlog::logger& Log() {
 struct Settings {
   std::string runtime_dir;
   std::string agent_path;
-  // Empty when not found; `container_problem` says why.
-  std::string container_path;
-  std::string container_problem;
+  backend_plugin::CliProgram container;
   std::string daemon_label;
-  uint32_t start_timeout_seconds = kDefaultStartTimeoutSeconds;
+  uint64_t start_timeout_seconds = kDefaultStartTimeoutSeconds;
 };
-
-// `value` (the option) or `container` on the daemon's PATH, then where
-// Apple's installer and Homebrew put it.
-std::string FindContainer(const std::string& value, std::string* problem) {
-  if (!value.empty()) {
-    if (backend_plugin::IsExecutableFile(value)) return value;
-    *problem = absl::StrCat("runtimes.apple.container ", value,
-                            " is not an executable file");
-    return "";
-  }
-  const char* path = std::getenv("PATH");
-  const std::vector<std::string> dirs = runtime_common::ProgramSearchDirs(
-      path == nullptr ? "" : path,
-      {"/usr/local/bin", "/opt/homebrew/bin", "/usr/bin"});
-  if (std::string found = runtime_common::FindProgramIn(
-          "container", dirs, backend_plugin::IsExecutableFile);
-      !found.empty()) {
-    return found;
-  }
-  *problem = absl::StrCat(
-      "Apple's container CLI is not installed (looked for container in ",
-      absl::StrJoin(dirs, ", "), ")");
-  return "";
-}
 
 absl::StatusOr<Settings> ReadSettings(const bv1::PluginConfig& config) {
   Settings settings;
@@ -105,20 +75,12 @@ absl::StatusOr<Settings> ReadSettings(const bv1::PluginConfig& config) {
   std::vector<std::string> unknown;
   for (const auto& [key, value] : config.options()) {
     if (key == "container") {
-      if (!linux_runtime::CleanAbsolutePath(value)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("runtimes.apple.container '", value,
-                         "': expected an absolute path"));
-      }
-      container = value;
+      ASSIGN_OR_RETURN(container,
+                       backend_plugin::PathOption("apple", key, value));
     } else if (key == "start_timeout_seconds") {
-      if (!absl::SimpleAtoi(value, &settings.start_timeout_seconds) ||
-          settings.start_timeout_seconds == 0 ||
-          settings.start_timeout_seconds > 3600) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("runtimes.apple.start_timeout_seconds '", value,
-                         "': expected 1 to 3600"));
-      }
+      ASSIGN_OR_RETURN(
+          settings.start_timeout_seconds,
+          backend_plugin::NumberOption("apple", key, value, 1, 3600));
     } else {
       unknown.push_back(key);
     }
@@ -131,51 +93,26 @@ absl::StatusOr<Settings> ReadSettings(const bv1::PluginConfig& config) {
   }
   // Containers and images carry the daemon instance's id: several daemons
   // (or users) may share one container service, and none touches another's.
-  if (config.instance_id().empty()) {
-    settings.daemon_label =
-        docker::HashHex(absl::StrCat("corral-daemon|", settings.runtime_dir));
-  } else if (backend_plugin::ValidInstanceId(config.instance_id())) {
-    settings.daemon_label = config.instance_id();
-  } else {
-    return absl::InvalidArgumentError(
-        "PluginConfig.instance_id is not 16 lowercase hex characters");
-  }
-  settings.container_path =
-      FindContainer(container, &settings.container_problem);
+  ASSIGN_OR_RETURN(settings.daemon_label, backend_plugin::DaemonLabel(config));
+  // On the daemon's PATH, then where Apple's installer and Homebrew put it.
+  settings.container = backend_plugin::FindCliProgram(
+      "apple", "container", "container", container,
+      {"/usr/local/bin", "/opt/homebrew/bin", "/usr/bin"},
+      "Apple's container CLI is not installed");
+  settings.container.error = CliError;
   return settings;
 }
 
-// Runs `container ARGS...`; stdout and stderr apart.
 absl::StatusOr<ProgramResult> Run(const Settings& settings,
                                   const std::vector<std::string>& args,
                                   absl::Duration timeout) {
-  if (settings.container_path.empty()) {
-    return absl::FailedPreconditionError(settings.container_problem);
-  }
-  std::vector<std::string> argv = {settings.container_path};
-  argv.insert(argv.end(), args.begin(), args.end());
-  ProgramOptions options;
-  options.separate_stderr = true;
-  options.max_output_bytes = kMaxCliOutput;
-  return RunProgram(argv, timeout, options);
+  return backend_plugin::RunCli(settings.container, args, timeout);
 }
 
-// `container ARGS...` that must succeed: its stdout, or the CLI's error as
-// a status.
 absl::StatusOr<std::string> RunOk(const Settings& settings,
                                   const std::vector<std::string>& args,
                                   absl::Duration timeout = absl::Minutes(2)) {
-  ASSIGN_OR_RETURN(ProgramResult result, Run(settings, args, timeout));
-  if (result.exit_code != 0) {
-    return CliError(args.empty() ? "" : args[0], result.exit_code,
-                    result.error_output);
-  }
-  if (result.truncated) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("container ", args.empty() ? "" : args[0],
-                     ": output past ", kMaxCliOutput, " bytes"));
-  }
-  return result.output;
+  return backend_plugin::RunCliOk(settings.container, args, timeout);
 }
 
 // The container named `name`, or NOT_FOUND.
@@ -221,21 +158,9 @@ absl::StatusOr<UniqueFd> ConnectReady(const std::string& run_dir,
                                       absl::Duration wait) {
   ASSIGN_OR_RETURN(UniqueFd fd, backend_plugin::ConnectAt(
                                     run_dir, backend_plugin::kAgentSocketName));
-  pollfd p{fd.get(), POLLIN, 0};
-  const int ready = ::poll(
-      &p, 1,
-      static_cast<int>(std::max<int64_t>(1, absl::ToInt64Milliseconds(wait))));
-  if (ready < 0) return ErrnoStatus("poll");
-  if (ready == 0) {
-    return absl::UnavailableError("the agent has not answered yet");
-  }
-  char byte;
-  const ssize_t n = ::recv(fd.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n <= 0) {
-    return absl::UnavailableError(
-        "the runtime closed the connection: nothing listens in the VM yet");
-  }
-  return fd;
+  return backend_plugin::WaitForHello(
+      std::move(fd), wait,
+      "the runtime closed the connection: nothing listens in the VM yet");
 }
 
 absl::StatusOr<UniqueFd> WaitForAgent(const Settings& settings,
@@ -267,52 +192,6 @@ absl::StatusOr<UniqueFd> WaitForAgent(const Settings& settings,
     }
     absl::SleepFor(absl::Milliseconds(20));
   }
-}
-
-// The agent, copied once into a directory of its own that every sandbox of
-// this daemon shares read-only (Apple's runtime shares directories, not
-// files). Replaced (atomically) when the daemon's agent changes.
-absl::StatusOr<std::string> AgentDirectory(const Settings& settings) {
-  static std::mutex mutex;
-  std::lock_guard lock(mutex);
-  const std::string dir =
-      absl::StrCat(settings.runtime_dir, "/", kAgentCopyDir);
-  const std::string copy = absl::StrCat(dir, "/corral-agent");
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    return ErrnoStatus(absl::StrCat("mkdir ", dir));
-  }
-  UniqueFd source(::open(settings.agent_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!source) return ErrnoStatus(absl::StrCat("agent ", settings.agent_path));
-  struct stat want {
-  }, have{};
-  if (::fstat(source.get(), &want) != 0) return ErrnoStatus("stat agent");
-  if (::lstat(copy.c_str(), &have) == 0 && S_ISREG(have.st_mode) &&
-      have.st_size == want.st_size &&
-      have.st_mtim.tv_sec == want.st_mtim.tv_sec &&
-      have.st_mtim.tv_nsec == want.st_mtim.tv_nsec) {
-    return dir;
-  }
-  const std::string staged = absl::StrCat(copy, ".new");
-  ::unlink(staged.c_str());
-  UniqueFd out(::open(staged.c_str(),
-                      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                      0755));
-  if (!out) return ErrnoStatus(absl::StrCat("create ", staged));
-  for (off_t offset = 0; offset < want.st_size;) {
-    ssize_t n = ::sendfile(out.get(), source.get(), &offset,
-                           static_cast<size_t>(want.st_size - offset));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return ErrnoStatus(absl::StrCat("copy the agent to ", staged));
-  }
-  const struct timespec times[2] = {want.st_atim, want.st_mtim};
-  if (::futimens(out.get(), times) != 0 || ::fchmod(out.get(), 0755) != 0) {
-    return ErrnoStatus(absl::StrCat("set times of ", staged));
-  }
-  out.Reset();
-  if (::rename(staged.c_str(), copy.c_str()) != 0) {
-    return ErrnoStatus(absl::StrCat("rename ", staged));
-  }
-  return dir;
 }
 
 std::string ImageRepository(const std::string& daemon_label) {
@@ -365,30 +244,15 @@ struct HandleState {
   std::string sandbox_dir;
 
   std::string Serialize() const {
-    return absl::StrCat("version=1\nid=", id, "\nname=", name,
-                        "\nsandbox_dir=", sandbox_dir, "\n");
+    return backend_plugin::SerializeHandleState(
+        {{"id", id}, {"name", name}, {"sandbox_dir", sandbox_dir}});
   }
   static absl::StatusOr<HandleState> Parse(absl::string_view text) {
-    HandleState state;
-    bool versioned = false;
-    for (absl::string_view line :
-         absl::StrSplit(text, '\n', absl::SkipEmpty())) {
-      std::pair<absl::string_view, absl::string_view> kv =
-          absl::StrSplit(line, absl::MaxSplits('=', 1));
-      if (kv.first == "version" && kv.second == "1") {
-        versioned = true;
-      } else if (kv.first == "id") {
-        state.id = std::string(kv.second);
-      } else if (kv.first == "name") {
-        state.name = std::string(kv.second);
-      } else if (kv.first == "sandbox_dir") {
-        state.sandbox_dir = std::string(kv.second);
-      } else {
-        return absl::InvalidArgumentError(
-            absl::StrCat("apple sandbox state: unknown line '", line, "'"));
-      }
-    }
-    if (!versioned || !ValidSandboxId(state.id) ||
+    ASSIGN_OR_RETURN(auto fields,
+                     backend_plugin::ParseHandleState(
+                         text, "apple", {"id", "name", "sandbox_dir"}));
+    HandleState state{fields["id"], fields["name"], fields["sandbox_dir"]};
+    if (!ValidSandboxId(state.id) ||
         !absl::EndsWith(state.name, absl::StrCat(".", state.id)) ||
         !absl::EndsWith(state.sandbox_dir, absl::StrCat("/", state.id)) ||
         !linux_runtime::CleanAbsolutePath(state.sandbox_dir)) {
@@ -400,62 +264,6 @@ struct HandleState {
 
 std::string SandboxDir(const Settings& settings, absl::string_view id) {
   return absl::StrCat(settings.runtime_dir, "/", id);
-}
-
-// What this `container` is, from its --version: a problem, or "". Asked
-// once per program file (the same path, inode and mtime), not on every
-// create: a CLI is replaced by installing a new file.
-std::string VersionProblem(const Settings& settings, std::string* version,
-                           bool* fake) {
-  struct Known {
-    dev_t device;
-    ino_t inode;
-    timespec mtime;
-    std::string version;
-    bool fake;
-  };
-  static std::mutex mutex;
-  static auto* known = new std::map<std::string, Known>;
-  struct stat st {};
-  const bool stated = ::stat(settings.container_path.c_str(), &st) == 0;
-  {
-    std::lock_guard lock(mutex);
-    auto it = known->find(settings.container_path);
-    if (stated && it != known->end() && it->second.device == st.st_dev &&
-        it->second.inode == st.st_ino &&
-        it->second.mtime.tv_sec == st.st_mtim.tv_sec &&
-        it->second.mtime.tv_nsec == st.st_mtim.tv_nsec) {
-      *version = it->second.version;
-      *fake = it->second.fake;
-      return "";
-    }
-  }
-  auto result = Run(settings, {"--version"}, absl::Seconds(10));
-  if (!result.ok()) return std::string(result.status().message());
-  *version = CliVersion(result->output);
-  *fake = IsTestFake(result->output);
-  if (result->exit_code != 0 || version->empty()) {
-    return absl::StrCat(
-        settings.container_path,
-        " is not Apple's container CLI (--version said: ",
-        absl::StripAsciiWhitespace(result->output).substr(0, 200),
-        absl::StripAsciiWhitespace(result->error_output).substr(0, 200), ")");
-  }
-  if (stated) {
-    std::lock_guard lock(mutex);
-    (*known)[settings.container_path] =
-        Known{st.st_dev, st.st_ino, st.st_mtim, *version, *fake};
-  }
-  return "";
-}
-
-std::vector<int> Guarantees(bool fake) {
-  // Each container of Apple's is a VM with its own kernel and, with
-  // `--network none`, no network device. The test fake runs containers on
-  // the host's kernel, and says so in its version: then no separate kernel.
-  std::vector<int> guarantees = {kGuaranteeNetworkIsolation};
-  if (!fake) guarantees.push_back(kGuaranteeSeparateKernel);
-  return guarantees;
 }
 
 }  // namespace
@@ -473,18 +281,19 @@ bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
     return response;
   }
   std::vector<std::string> problems;
-  std::string version;
-  bool fake = false;
-  if (settings->container_path.empty()) {
-    problems.push_back(settings->container_problem);
+  backend_plugin::CliIdentity identity;
+  if (settings->container.path.empty()) {
+    problems.push_back(settings->container.problem);
   } else {
-    details["container"] = settings->container_path;
-    std::string problem = VersionProblem(*settings, &version, &fake);
+    details["container"] = settings->container.path;
+    std::string problem = backend_plugin::CliVersionProblem(
+        settings->container, CliVersion, "Apple's container CLI", &identity);
     if (!problem.empty()) {
       problems.push_back(problem);
     } else {
-      details["version"] = version;
-      if (fake) details["fake"] = "corral's test fake (tests/fakes/apple)";
+      details["version"] = identity.version;
+      if (identity.fake)
+        details["fake"] = "corral's test fake (tests/fakes/apple)";
       auto status = Run(*settings, {"system", "status"}, absl::Seconds(20));
       if (!status.ok()) {
         problems.emplace_back(status.status().message());
@@ -498,18 +307,11 @@ bv1::ProbeResponse Probe(const bv1::ProbeRequest& request) {
       }
     }
   }
-  if (::access(settings->agent_path.c_str(), R_OK) != 0) {
-    problems.push_back(absl::StrCat("agent ", settings->agent_path, ": ",
-                                    std::strerror(errno)));
-  }
-  if (!problems.empty()) {
-    response.set_reason(absl::StrJoin(problems, "; "));
-    return response;
-  }
-  response.set_available(true);
-  response.set_reason(fake ? absl::StrCat(version, " (corral test fake)")
-                           : version);
-  for (int guarantee : Guarantees(fake)) response.add_guarantees(guarantee);
+  backend_plugin::FinishProbe(
+      std::move(problems), settings->agent_path,
+      identity.fake ? absl::StrCat(identity.version, " (corral test fake)")
+                    : identity.version,
+      backend_plugin::VmGuarantees(identity.fake), &response);
   return response;
 }
 
@@ -518,8 +320,8 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   const absl::Time started = absl::Now();
   const bv1::SandboxSpec& spec = request.spec();
   ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
-  if (settings.container_path.empty()) {
-    return absl::FailedPreconditionError(settings.container_problem);
+  if (settings.container.path.empty()) {
+    return absl::FailedPreconditionError(settings.container.problem);
   }
   RETURN_IF_ERROR(backend_plugin::ValidateSpec(spec));
   if (!request.memory().empty()) {
@@ -527,18 +329,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
         "the apple runtime has no memory snapshots (Apple's container cannot "
         "save a VM's memory)");
   }
-  for (const auto& [key, value] : spec.runtime_options()) {
-    if (key != "userns" || (value != "true" && value != "false")) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("runtime option '", key, "=", value,
-                       "' is not one of the apple runtime's (userns=false)"));
-    }
-    if (value == "true") {
-      return absl::FailedPreconditionError(
-          "runtime option userns=true: the apple runtime has no user "
-          "namespace (each sandbox is a VM of its own)");
-    }
-  }
+  RETURN_IF_ERROR(backend_plugin::RefuseUserNamespace(spec, "apple"));
   if (spec.rootfs().source_case() == bv1::RootFs::kHost) {
     return absl::FailedPreconditionError(
         "the apple runtime runs Linux VMs from images only (the host's own "
@@ -551,9 +342,9 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   }
   ASSIGN_OR_RETURN(const std::string name,
                    ContainerName(spec.hostname(), spec.id()));
-  std::string version;
-  bool fake = false;
-  if (std::string problem = VersionProblem(settings, &version, &fake);
+  backend_plugin::CliIdentity identity;
+  if (std::string problem = backend_plugin::CliVersionProblem(
+          settings.container, CliVersion, "Apple's container CLI", &identity);
       !problem.empty()) {
     return absl::FailedPreconditionError(problem);
   }
@@ -580,7 +371,9 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   if (::mkdir(run_dir.c_str(), 0700) != 0) {
     return ErrnoStatus(absl::StrCat("mkdir ", run_dir));
   }
-  ASSIGN_OR_RETURN(std::string agent_dir, AgentDirectory(settings));
+  ASSIGN_OR_RETURN(std::string agent_dir,
+                   backend_plugin::SharedAgentDirectory(settings.runtime_dir,
+                                                        settings.agent_path));
   ASSIGN_OR_RETURN(std::string image, EnsureImage(settings, spec.rootfs()));
   const absl::Time imaged = absl::Now();
 
@@ -624,7 +417,9 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   bv1::CreateResponse response;
   response.mutable_handle()->set_id(spec.id());
   response.mutable_handle()->set_state(state.Serialize());
-  for (int guarantee : Guarantees(fake)) response.add_guarantees(guarantee);
+  for (int guarantee : backend_plugin::VmGuarantees(identity.fake)) {
+    response.add_guarantees(guarantee);
+  }
   auto& details = *response.mutable_details();
   details["container"] = name;
   details["vm_memory_mib"] = absl::StrCat(plan.memory_bytes >> 20);
@@ -636,7 +431,8 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   }
   details["vm_cpus"] = plan.cpus > 0 ? absl::StrCat(plan.cpus) : "default";
   details["pids"] = "not limited (Apple's container has no such limit)";
-  if (fake) details["fake"] = "corral's test fake: a runc container, no VM";
+  if (identity.fake)
+    details["fake"] = "corral's test fake: a runc container, no VM";
   *agent_fd = std::move(connection);
   return response;
 }
@@ -661,13 +457,7 @@ absl::StatusOr<bv1::AttachResponse> Attach(const bv1::AttachRequest& request,
   }
   auto connection = ConnectReady(
       absl::StrCat(state.sandbox_dir, "/", kRunDirName), absl::Seconds(10));
-  if (!connection.ok()) {
-    response.set_reason(std::string(connection.status().message()));
-    return response;
-  }
-  response.set_alive(true);
-  *agent_fd = std::move(*connection);
-  return response;
+  return backend_plugin::AttachTo(std::move(connection), agent_fd);
 }
 
 absl::Status Destroy(const bv1::DestroyRequest& request) {
@@ -712,59 +502,31 @@ absl::StatusOr<bv1::ReconcileResponse> Reconcile(
     const bv1::ReconcileRequest& request) {
   ASSIGN_OR_RETURN(Settings settings, ReadSettings(request.config()));
   bv1::ReconcileResponse response;
-  if (settings.container_path.empty()) return response;  // nothing to find
-  std::set<std::string> known(request.known_ids().begin(),
-                              request.known_ids().end());
-  std::set<std::string> live(request.live_instances().begin(),
-                             request.live_instances().end());
-  live.insert(settings.daemon_label);
-  // Which daemon instances' containers and images this call removes.
-  auto ours = [&](const std::string& instance) {
-    if (!request.orphans()) return instance == settings.daemon_label;
-    return backend_plugin::ValidInstanceId(instance) &&
-           live.count(instance) == 0 &&
-           (request.only_instance().empty() ||
-            instance == request.only_instance());
-  };
-  absl::Status result;
-  auto note = [&](const absl::Status& status, absl::string_view what) {
-    if (!status.ok() && result.ok()) result = Annotate(status, what);
-  };
-  auto listed = RunOk(settings, {"list", "--all", "--format", "json"});
-  if (!listed.ok()) return listed.status();
+  if (settings.container.path.empty()) return response;  // nothing to find
+  backend_plugin::ReconcileScope scope(request, settings.daemon_label);
+  ASSIGN_OR_RETURN(std::string listed,
+                   RunOk(settings, {"list", "--all", "--format", "json"}));
   ASSIGN_OR_RETURN(std::vector<ListedContainer> containers,
-                   ParseContainerList(*listed));
+                   ParseContainerList(listed));
   std::set<std::string> removed;
   for (const ListedContainer& container : containers) {
     auto daemon = container.labels.find(kDaemonLabel);
     auto sandbox = container.labels.find(kSandboxLabel);
     if (daemon == container.labels.end() || sandbox == container.labels.end() ||
-        !ValidSandboxId(sandbox->second) || !ours(daemon->second)) {
+        !ValidSandboxId(sandbox->second) || !scope.Ours(daemon->second)) {
       continue;
     }
-    if (!request.orphans() && known.count(sandbox->second)) continue;
+    if (!scope.orphans() && scope.Known(sandbox->second)) continue;
     absl::Status status = Teardown(settings, container.id, "");
-    note(status, absl::StrCat("leftover container ", container.id));
+    scope.Note(status, absl::StrCat("leftover container ", container.id));
     if (status.ok()) {
-      removed.insert(request.orphans()
-                         ? absl::StrCat(daemon->second, "/", sandbox->second)
-                         : sandbox->second);
+      removed.insert(scope.Removed(daemon->second, sandbox->second));
     }
   }
-  if (!request.orphans()) {
-    std::error_code error;
-    for (const auto& entry :
-         std::filesystem::directory_iterator(settings.runtime_dir, error)) {
-      const std::string id = entry.path().filename().string();
-      if (!ValidSandboxId(id) || known.count(id)) continue;
-      absl::Status status = corral::RemoveTree(entry.path().string());
-      note(status, absl::StrCat("leftover directory ", entry.path().string()));
-      if (status.ok()) removed.insert(id);
-    }
-  }
+  scope.RemoveUnknownSandboxDirs(settings.runtime_dir, &removed);
   // Images no container uses any more; the service refuses to remove one
   // in use, which is fine.
-  if (result.ok()) {
+  if (scope.status().ok()) {
     auto images = RunOk(settings, {"image", "list", "--quiet"});
     if (images.ok()) {
       for (absl::string_view ref :
@@ -773,7 +535,7 @@ absl::StatusOr<bv1::ReconcileResponse> Reconcile(
         absl::string_view rest = ref;
         if (!absl::ConsumePrefix(&rest, "corral.local/")) continue;
         const std::string instance(rest.substr(0, rest.find(':')));
-        if (!ours(instance)) continue;
+        if (!scope.Ours(instance)) continue;
         auto deleted = RunOk(settings, {"image", "delete", std::string(ref)});
         if (!deleted.ok()) {
           Log().debug("image {} stays: {}", std::string(ref),
@@ -782,7 +544,7 @@ absl::StatusOr<bv1::ReconcileResponse> Reconcile(
       }
     }
   }
-  if (!result.ok()) return result;
+  if (!scope.status().ok()) return scope.status();
   for (const std::string& id : removed) response.add_removed_ids(id);
   return response;
 }

@@ -225,8 +225,4 @@ std::string CliVersion(absl::string_view version_output) {
   return std::string(first);
 }
 
-bool IsTestFake(absl::string_view version_output) {
-  return absl::StrContains(version_output, "corral test fake");
-}
-
 }  // namespace corral::apple_runtime

@@ -83,10 +83,6 @@ struct ListedContainer {
 // different program called `container`); empty otherwise.
 [[nodiscard]] std::string CliVersion(absl::string_view version_output);
 
-// Whether `container --version` said it is Corral's test fake
-// (tests/fakes/apple), which runs containers, not VMs.
-[[nodiscard]] bool IsTestFake(absl::string_view version_output);
-
 }  // namespace corral::apple_runtime
 
 #endif  // CORRAL_BACKENDS_APPLE_CONTAINER_CLI_H_

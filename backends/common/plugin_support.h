@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "corral/backend/v1/backend.pb.h"
 
 namespace corral::backend_plugin {
@@ -20,6 +21,13 @@ namespace corral::backend_plugin {
 
 // Whether this process has `capability` (CAP_*) in its effective set.
 [[nodiscard]] bool HasCapability(int capability);
+
+// The agent, copied once into <runtime_dir>/.agent/corral-agent, a
+// directory that every sandbox of the daemon shares read-only (for the
+// runtimes whose VMs share directories, not files: apple, tart). Replaced
+// atomically when the daemon's agent changes. Returns the directory.
+[[nodiscard]] absl::StatusOr<std::string> SharedAgentDirectory(
+    const std::string& runtime_dir, const std::string& agent_path);
 
 }  // namespace corral::backend_plugin
 

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "backends/linux/fs_util.h"
@@ -111,6 +112,30 @@ absl::StatusOr<bool> BoolOption(absl::string_view runtime,
   return absl::InvalidArgumentError(
       absl::StrCat("runtimes.", runtime, ".", key, ": bad value '",
                    value.substr(0, 40), "': expected true or false"));
+}
+
+absl::StatusOr<std::string> PathOption(absl::string_view runtime,
+                                       absl::string_view key,
+                                       absl::string_view value) {
+  if (!linux_runtime::CleanAbsolutePath(std::string(value))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("runtimes.", runtime, ".", key, " '", value.substr(0, 200),
+                     "': expected an absolute path"));
+  }
+  return std::string(value);
+}
+
+absl::StatusOr<uint64_t> NumberOption(absl::string_view runtime,
+                                      absl::string_view key,
+                                      absl::string_view value, uint64_t min,
+                                      uint64_t max) {
+  uint64_t number = 0;
+  if (!absl::SimpleAtoi(value, &number) || number < min || number > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("runtimes.", runtime, ".", key, " '", value.substr(0, 40),
+                     "': expected ", min, " to ", max));
+  }
+  return number;
 }
 
 absl::Status RefuseUnknownOptions(

@@ -46,6 +46,19 @@ inline constexpr uint32_t kMinPids = 4;
                                               absl::string_view key,
                                               absl::string_view value);
 
+// An absolute, clean path option (runtimes.<runtime>.<key>: "'<value>':
+// expected an absolute path" otherwise).
+[[nodiscard]] absl::StatusOr<std::string> PathOption(absl::string_view runtime,
+                                                     absl::string_view key,
+                                                     absl::string_view value);
+
+// A whole-number option from `min` to `max` (runtimes.<runtime>.<key>:
+// "'<value>': expected <min> to <max>" otherwise).
+[[nodiscard]] absl::StatusOr<uint64_t> NumberOption(absl::string_view runtime,
+                                                    absl::string_view key,
+                                                    absl::string_view value,
+                                                    uint64_t min, uint64_t max);
+
 // INVALID_ARGUMENT naming the first of `unknown` (options of
 // [runtimes.<runtime>] the plugin does not understand) and the `known`
 // ones; OK when `unknown` is empty. A typo in a runtime's settings must stop

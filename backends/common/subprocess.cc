@@ -13,10 +13,15 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "backends/linux/fs_util.h"
+#include "corral/platform.h"
 #include "corral/spawn_attributes.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
@@ -36,18 +41,17 @@ void CloseAllBut(const int (&keep)[4]) {
   unsigned next = 3;
   for (int i = 0; i < count; ++i) {
     const unsigned fd = static_cast<unsigned>(sorted[i]);
-    if (fd > next) ::syscall(SYS_close_range, next, fd - 1, 0u);
+    if (fd > next) platform::CloseRange(next, fd - 1);
     next = std::max(next, fd + 1);
   }
-  ::syscall(SYS_close_range, next, ~0u, 0u);
+  platform::CloseRange(next, ~0u);
 }
 
 // Ends this process when `parent` (the process that forked it) is gone:
 // a helper must never outlive the daemon holding anything of it.
 // Async-signal-safe.
 void DieWithParent(pid_t parent) {
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != parent) ::_exit(127);  // it died before the prctl
+  if (!platform::DieWithParentProcess(parent)) ::_exit(127);
 }
 
 // Only async-signal-safe calls: this runs in a fork of a threaded process.
@@ -77,7 +81,7 @@ void DieWithParent(pid_t parent) {
         ::dup2(error_fd, 2) != 2) {
       ::_exit(126);
     }
-    ::syscall(SYS_close_range, 3u, ~0u, 0u);
+    platform::CloseRange(3, ~0u);
     ::execve(argv[0], argv, envp);
     ::_exit(127);
   }
@@ -116,9 +120,13 @@ absl::StatusOr<ProgramResult> RunProgram(const std::vector<std::string>& argv,
   std::vector<char*> arg_pointers;
   for (std::string& arg : args) arg_pointers.push_back(arg.data());
   arg_pointers.push_back(nullptr);
-  char path_env[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
-  char lang_env[] = "LC_ALL=C";
-  char* envp[] = {path_env, lang_env, nullptr};
+  std::vector<std::string> environment = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                                          "LC_ALL=C"};
+  environment.insert(environment.end(), options.environment.begin(),
+                     options.environment.end());
+  std::vector<char*> envp;
+  for (std::string& entry : environment) envp.push_back(entry.data());
+  envp.push_back(nullptr);
 
   int output[2], error[2] = {-1, -1}, report[2];
   if (::pipe2(output, O_CLOEXEC) != 0) return ErrnoStatus("pipe2");
@@ -133,7 +141,7 @@ absl::StatusOr<ProgramResult> RunProgram(const std::vector<std::string>& argv,
   pid_t intermediate = ::fork();
   if (intermediate < 0) return ErrnoStatus("fork");
   if (intermediate == 0) {
-    RunIntermediate(arg_pointers.data(), envp, options.stdin_fd,
+    RunIntermediate(arg_pointers.data(), envp.data(), options.stdin_fd,
                     output_write.get(),
                     error_write ? error_write.get() : output_write.get(),
                     report_write.get(), daemon);
@@ -202,7 +210,8 @@ absl::StatusOr<ProgramResult> RunProgram(const std::vector<std::string>& argv,
 
 absl::StatusOr<pid_t> SpawnInSession(
     const std::vector<std::string>& argv,
-    const posix_spawn_file_actions_t& actions) {
+    const posix_spawn_file_actions_t& actions,
+    const std::vector<std::string>& extra_environment) {
   if (argv.empty() || argv[0].empty() || argv[0][0] != '/') {
     return absl::InvalidArgumentError(
         "SpawnInSession: argv[0] must be absolute");
@@ -212,11 +221,15 @@ absl::StatusOr<pid_t> SpawnInSession(
   std::vector<char*> arg_pointers;
   for (std::string& arg : args) arg_pointers.push_back(arg.data());
   arg_pointers.push_back(nullptr);
-  char path_env[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
-  char* envp[] = {path_env, nullptr};
+  std::vector<std::string> environment = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
+  environment.insert(environment.end(), extra_environment.begin(),
+                     extra_environment.end());
+  std::vector<char*> envp;
+  for (std::string& entry : environment) envp.push_back(entry.data());
+  envp.push_back(nullptr);
   pid_t pid = 0;
   int rc = ::posix_spawn(&pid, args[0].c_str(), &actions, attributes.get(),
-                         arg_pointers.data(), envp);
+                         arg_pointers.data(), envp.data());
   if (rc != 0) return ErrnoStatus(absl::StrCat("posix_spawn ", args[0]), rc);
   return pid;
 }
@@ -244,6 +257,104 @@ std::string FindProgramIn(
     if (executable(path)) return path;
   }
   return "";
+}
+
+}  // namespace corral::runtime_common
+
+namespace corral::runtime_common {
+namespace {
+
+// A copy of `fd` at 20 or above, so that no dup2 onto 3 and up overwrites a
+// source that happens to sit there.
+UniqueFd High(int fd) { return UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 20)); }
+
+}  // namespace
+
+absl::StatusOr<SupervisorStarted> StartSupervisor(
+    const SupervisorLaunch& launch) {
+  if (launch.argv.empty()) {
+    return absl::InvalidArgumentError("StartSupervisor: no argv");
+  }
+  const std::string name = launch.argv[0].substr(launch.argv[0].rfind('/') + 1);
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) return ErrnoStatus("pipe2");
+  UniqueFd report_read(report[0]);
+  UniqueFd report_write = High(report[1]);
+  ::close(report[1]);
+  UniqueFd log(::open(launch.log_path.c_str(),
+                      O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC,
+                      0600));
+  if (!log) return ErrnoStatus(absl::StrCat("open ", launch.log_path));
+  UniqueFd log_high = High(log.get());
+  UniqueFd listen_high = High(launch.listen_fd);
+  std::vector<UniqueFd> extra_high;
+  for (int fd : launch.extra_fds) extra_high.push_back(High(fd));
+  if (!report_write || !log_high || !listen_high) {
+    return ErrnoStatus("fcntl F_DUPFD");
+  }
+  for (const UniqueFd& fd : extra_high) {
+    if (!fd) return ErrnoStatus("fcntl F_DUPFD");
+  }
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  absl::Cleanup destroy_actions = [&] {
+    posix_spawn_file_actions_destroy(&actions);
+  };
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, log_high.get(), 1);
+  posix_spawn_file_actions_adddup2(&actions, log_high.get(), 2);
+  posix_spawn_file_actions_adddup2(&actions, listen_high.get(), 3);
+  posix_spawn_file_actions_adddup2(&actions, report_write.get(), 4);
+  for (size_t i = 0; i < extra_high.size(); ++i) {
+    posix_spawn_file_actions_adddup2(
+        &actions, extra_high[i].get(),
+        launch.first_extra_fd + static_cast<int>(i));
+  }
+  // No other fd of the daemon reaches the supervisor or what it starts.
+  posix_spawn_file_actions_addclosefrom_np(
+      &actions, extra_high.empty() ? 5
+                                   : launch.first_extra_fd +
+                                         static_cast<int>(extra_high.size()));
+  SupervisorStarted started;
+  ASSIGN_OR_RETURN(started.supervisor,
+                   SpawnInSession(launch.argv, actions, launch.environment));
+  UniqueFd pidfd(linux_runtime::PidfdOpen(started.supervisor));
+  report_write.Reset();
+
+  std::string line;
+  const absl::Time deadline = absl::Now() + launch.timeout;
+  for (;;) {
+    const int wait_ms = static_cast<int>(std::max<int64_t>(
+        0, absl::ToInt64Milliseconds(deadline - absl::Now())));
+    pollfd poll_fd{report_read.get(), POLLIN, 0};
+    int ready = ::poll(&poll_fd, 1, wait_ms);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) {
+      if (pidfd) linux_runtime::PidfdSendSignal(pidfd.get(), SIGKILL);
+      return absl::DeadlineExceededError(
+          absl::StrCat(name, " did not report within ",
+                       absl::FormatDuration(launch.timeout)));
+    }
+    char buffer[512];
+    ssize_t n = ::read(report_read.get(), buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    line.append(buffer, static_cast<size_t>(n));
+  }
+  absl::string_view text = absl::StripAsciiWhitespace(line);
+  int64_t pid = 0;
+  if (absl::ConsumePrefix(&text, "started ") && absl::SimpleAtoi(text, &pid) &&
+      pid > 1) {
+    started.reported = static_cast<pid_t>(pid);
+    return started;
+  }
+  if (absl::ConsumePrefix(&text, "error ")) {
+    return absl::InternalError(absl::StrCat(name, ": ", text));
+  }
+  return absl::InternalError(absl::StrCat(
+      name,
+      " ended without a report: ", linux_runtime::ReadTail(launch.log_path)));
 }
 
 }  // namespace corral::runtime_common

@@ -35,6 +35,8 @@ struct ProgramOptions {
   size_t max_output_bytes = 64u << 10;
   // The program's stdin (dup'ed; the caller keeps it), else /dev/null.
   int stdin_fd = -1;
+  // KEY=VALUE entries added to the minimal environment.
+  std::vector<std::string> environment;
 };
 
 // Runs argv[0] (an absolute path) with argv. DEADLINE_EXCEEDED (the program
@@ -65,7 +67,35 @@ struct ProgramOptions {
 // whose caller waits for them its own way.
 [[nodiscard]] absl::StatusOr<pid_t> SpawnInSession(
     const std::vector<std::string>& argv,
-    const posix_spawn_file_actions_t& actions);
+    const posix_spawn_file_actions_t& actions,
+    const std::vector<std::string>& environment = {});
+
+// A sandbox's supervisor on the host (corral-qemu-launch,
+// corral-tart-launch): started in a session of its own with stdin
+// /dev/null, stdout and stderr appended to `log_path`, the listening
+// socket at fd 3, the write end of a report pipe at fd 4, `extra_fds` at
+// `first_extra_fd` and up, and nothing else. It reports one line on fd 4:
+// "started <pid>" (the process it supervises) or "error <why>".
+struct SupervisorLaunch {
+  std::vector<std::string> argv;
+  std::vector<std::string> environment;
+  int listen_fd = -1;
+  std::vector<int> extra_fds;
+  int first_extra_fd = 10;
+  std::string log_path;
+  absl::Duration timeout = absl::Seconds(30);
+};
+
+struct SupervisorStarted {
+  pid_t supervisor = 0;
+  pid_t reported = 0;  // the pid of "started <pid>"
+};
+
+// Starts the supervisor and waits for its report. An "error" report, no
+// report (the log's tail then says why) or none within `timeout` (the
+// supervisor killed) is an error naming argv[0].
+[[nodiscard]] absl::StatusOr<SupervisorStarted> StartSupervisor(
+    const SupervisorLaunch& launch);
 
 }  // namespace corral::runtime_common
 

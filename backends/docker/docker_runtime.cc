@@ -25,6 +25,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "backends/common/agent_socket.h"
+#include "backends/common/attach.h"
 #include "backends/common/guarantees.h"
 #include "backends/common/leftovers.h"
 #include "backends/common/plugin_support.h"
@@ -531,13 +533,7 @@ absl::StatusOr<bv1::AttachResponse> Attach(const bv1::AttachRequest& request,
   }
   auto connection =
       ConnectAgent(absl::StrCat(state.sandbox_dir, "/", kRunDirName));
-  if (!connection.ok()) {
-    response.set_reason(std::string(connection.status().message()));
-    return response;
-  }
-  response.set_alive(true);
-  *agent_fd = std::move(*connection);
-  return response;
+  return backend_plugin::AttachTo(std::move(connection), agent_fd);
 }
 
 absl::Status Destroy(const bv1::DestroyRequest& request) {

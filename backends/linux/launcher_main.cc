@@ -34,7 +34,7 @@
 #include "backends/linux/launch_config.h"
 #include "backends/linux/rootfs.h"
 #include "backends/linux/seccomp_policy.h"
-#include "corral/parent_death.h"
+#include "corral/platform.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
 
@@ -383,7 +383,7 @@ int main(int argc, char** argv) {
   // A daemon killed while this runs takes the launcher along (the
   // sandbox's init, once forked, is not: the next daemon finds it by its
   // cgroup and removes the half-made sandbox).
-  if (!corral::DieWithParent(lr::kReportFd)) return 2;
+  if (!corral::platform::DieWithParent(lr::kReportFd)) return 2;
   // Defense in depth: posix_spawn in the plugin already closed the rest.
   ::syscall(SYS_close_range, lr::kReportFd + 1, ~0U, 0);
   ::fcntl(lr::kReportFd, F_SETFD, FD_CLOEXEC);
@@ -397,7 +397,7 @@ int main(int argc, char** argv) {
     report = lr::Launch(*config);
   }
   std::string line = report.Serialize();
-  corral::OutliveParent();
+  corral::platform::OutliveParent();
   lr::WriteAll(lr::kReportFd, line);
   return report.ok ? 0 : 1;
 }

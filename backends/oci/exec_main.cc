@@ -41,7 +41,7 @@
 #include <string>
 #include <vector>
 
-#include "corral/parent_death.h"
+#include "corral/platform.h"
 
 namespace {
 
@@ -193,7 +193,7 @@ int main(int argc, char** argv) {
   ::fcntl(report, F_SETFD, FD_CLOEXEC);
   // Killed with the daemon while it waits for this helper; its runtime
   // child dies with it in turn (below).
-  if (!corral::DieWithParent(report)) return 2;
+  if (!corral::platform::DieWithParent(report)) return 2;
   if (!SetUpMounts(options, &error)) {
     Report(report, "error " + error + "\n");
     return 1;
@@ -223,7 +223,7 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  corral::OutliveParent();
+  corral::platform::OutliveParent();
   if (WIFEXITED(status)) {
     Report(report, "exit " + std::to_string(WEXITSTATUS(status)) + "\n");
   } else {

@@ -28,6 +28,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "backends/common/agent_socket.h"
+#include "backends/common/attach.h"
 #include "backends/common/guarantees.h"
 #include "backends/common/host_root.h"
 #include "backends/common/leftovers.h"
@@ -860,13 +861,7 @@ absl::StatusOr<bv1::AttachResponse> Attach(const bv1::AttachRequest& request,
     return response;
   }
   auto connection = backend_plugin::ConnectAgent(record.sandbox_dir);
-  if (!connection.ok()) {
-    response.set_reason(std::string(connection.status().message()));
-    return response;
-  }
-  response.set_alive(true);
-  *agent_fd = std::move(*connection);
-  return response;
+  return backend_plugin::AttachTo(std::move(connection), agent_fd);
 }
 
 absl::Status Destroy(const bv1::DestroyRequest& request) {

@@ -44,7 +44,8 @@
 #include <utility>
 #include <vector>
 
-#include "corral/parent_death.h"
+#include "backends/common/launch_report.h"
+#include "corral/platform.h"
 #include "guest-agent/wire/link_bridge.h"
 
 namespace {
@@ -74,42 +75,16 @@ struct Options {
   std::vector<std::string> qemu;
 };
 
-int report_fd = -1;
-
-void Report(const std::string& line) {
-  if (report_fd < 0) return;
-  std::string text = line + "\n";
-  (void)!::write(report_fd, text.data(), text.size());
-  ::close(report_fd);
-  report_fd = -1;
-}
-
-[[noreturn]] void Die(const std::string& why) {
-  std::fprintf(stderr, "corral-qemu-launch: %s\n", why.c_str());
-  Report("error " + why);
-  std::exit(1);
-}
-
-[[noreturn]] void DieErrno(const std::string& what) {
-  Die(what + ": " + std::strerror(errno));
-}
-
-bool ParseNumber(const char* text, unsigned long* value) {
-  char* end = nullptr;
-  errno = 0;
-  *value = std::strtoul(text, &end, 10);
-  return errno == 0 && end != text && *end == '\0';
-}
+using corral::launch::Die;
+using corral::launch::DieErrno;
+using corral::launch::Report;
 
 Options ParseOptions(int argc, char** argv) {
   Options options;
   auto number = [&](int& i) -> unsigned long {
-    unsigned long value = 0;
-    if (i + 1 >= argc || !ParseNumber(argv[i + 1], &value)) {
-      Die(std::string("bad value for ") + argv[i]);
-    }
+    if (i + 1 >= argc) Die(std::string("missing value for ") + argv[i]);
     ++i;
-    return value;
+    return corral::launch::NumberArgument(argv[i - 1], argv[i]);
   };
   auto text = [&](int& i) -> std::string {
     if (i + 1 >= argc) Die(std::string("missing value for ") + argv[i]);
@@ -124,7 +99,7 @@ Options ParseOptions(int argc, char** argv) {
     }
     if (arg == "--report-fd") {
       options.report_fd = static_cast<int>(number(i));
-      report_fd = options.report_fd;
+      corral::launch::report_fd = options.report_fd;
     } else if (arg == "--listen-fd") {
       options.listen_fd = static_cast<int>(number(i));
     } else if (arg == "--console-log") {
@@ -242,10 +217,6 @@ void PlaceFds(const std::vector<int>& sources,
   }
 }
 
-void CloseRange(unsigned first, unsigned last) {
-  if (first <= last) ::syscall(SYS_close_range, first, last, 0u);
-}
-
 // Forks a child that dies with this process and execs `argv` with only fds
 // 0-2, `keep` (placed at their targets) and [kFirstQemuFd, +extra).
 // `setup` runs in the child before the exec (privilege drop). An exec
@@ -263,8 +234,7 @@ pid_t SpawnChild(const std::vector<std::string>& argv,
   if (pid < 0) DieErrno("fork");
   if (pid != 0) return pid;
   // Only async-signal-safe calls (and exec) from here on.
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != parent) ::_exit(1);
+  if (!corral::platform::DieWithParentProcess(parent)) ::_exit(1);
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -272,13 +242,14 @@ pid_t SpawnChild(const std::vector<std::string>& argv,
   PlaceFds(keep_sources, keep_targets);
   // Everything else goes: 3 and 4 (listen and report) and up to 9, and
   // whatever lies past the fds given to the child.
-  CloseRange(3, static_cast<unsigned>(kLinkFd - 1));
+  corral::platform::CloseRange(3, static_cast<unsigned>(kLinkFd - 1));
   for (int fd = kLinkFd; fd < kFirstQemuFd; ++fd) {
     bool kept = false;
     for (int target : keep_targets) kept = kept || target == fd;
     if (!kept) ::close(fd);
   }
-  CloseRange(static_cast<unsigned>(kFirstQemuFd + extra), ~0u);
+  corral::platform::CloseRange(static_cast<unsigned>(kFirstQemuFd + extra),
+                               ~0u);
   setup();
   ::execv(args[0], args.data());
   const char* message = "corral-qemu-launch: exec failed\n";
@@ -315,10 +286,11 @@ void KillAndReap(pid_t pid) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  corral::launch::program = "corral-qemu-launch";
   Options options = ParseOptions(argc, argv);
   // Killed with the daemon until the VM is started; from then on this is
   // the VM's supervisor, which outlives daemons by design.
-  if (!corral::DieWithParent(options.report_fd)) return 2;
+  if (!corral::platform::DieWithParent(options.report_fd)) return 2;
   // Signals end the relay (link_bridge.h), which then ends QEMU; blocked
   // before any thread exists, so that no other thread takes them.
   sigset_t mask;
@@ -390,9 +362,10 @@ int main(int argc, char** argv) {
   ::close(link[1]);
   ::close(console[1]);
   if (share_fd >= 0) ::close(share_fd);
-  CloseRange(static_cast<unsigned>(kFirstQemuFd),
-             static_cast<unsigned>(kFirstQemuFd + options.qemu_fds - 1));
-  corral::OutliveParent();
+  corral::platform::CloseRange(
+      static_cast<unsigned>(kFirstQemuFd),
+      static_cast<unsigned>(kFirstQemuFd + options.qemu_fds - 1));
+  corral::platform::OutliveParent();
   Report("started " + std::to_string(qemu_pid));
 
   std::thread drain(DrainConsole, console[0], options.console_log);

@@ -31,6 +31,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "backends/common/agent_socket.h"
+#include "backends/common/attach.h"
 #include "backends/common/guarantees.h"
 #include "backends/common/host_root.h"
 #include "backends/common/leftovers.h"
@@ -195,104 +196,10 @@ AccelChoice ChooseAccel(const Settings& settings, const Kernel& kernel) {
 
 // ---- Launching ---------------------------------------------------------
 
-// Copies of `fd` at 20 or above, so that no dup2 onto 3..14 overwrites a
-// source that happens to sit there.
-UniqueFd High(int fd) { return UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 20)); }
-
-struct Launch {
-  std::vector<std::string> argv;
-  int listen_fd = -1;
-  // QEMU's fds, placed at kKernelFd and up in this order.
-  std::vector<int> qemu_fds;
-  std::string log_path;
-};
-
 struct Launched {
   pid_t launcher = 0;
   pid_t qemu = 0;
 };
-
-// Starts corral-qemu-launch in a session of its own and waits for its
-// report ("started <qemu pid>").
-absl::StatusOr<Launched> StartLauncher(const Launch& launch) {
-  int report[2];
-  if (::pipe2(report, O_CLOEXEC) != 0) return ErrnoStatus("pipe2");
-  UniqueFd report_read(report[0]);
-  UniqueFd report_write = High(report[1]);
-  ::close(report[1]);
-  UniqueFd log(::open(launch.log_path.c_str(),
-                      O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC,
-                      0600));
-  if (!log) return ErrnoStatus(absl::StrCat("open ", launch.log_path));
-  UniqueFd log_high = High(log.get());
-  UniqueFd listen_high = High(launch.listen_fd);
-  std::vector<UniqueFd> qemu_high;
-  for (int fd : launch.qemu_fds) qemu_high.push_back(High(fd));
-  if (!report_write || !log_high || !listen_high) {
-    return ErrnoStatus("fcntl F_DUPFD");
-  }
-  for (const UniqueFd& fd : qemu_high) {
-    if (!fd) return ErrnoStatus("fcntl F_DUPFD");
-  }
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  absl::Cleanup destroy_actions = [&] {
-    posix_spawn_file_actions_destroy(&actions);
-  };
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, log_high.get(), 1);
-  posix_spawn_file_actions_adddup2(&actions, log_high.get(), 2);
-  posix_spawn_file_actions_adddup2(&actions, listen_high.get(), 3);
-  posix_spawn_file_actions_adddup2(&actions, report_write.get(), 4);
-  for (size_t i = 0; i < qemu_high.size(); ++i) {
-    posix_spawn_file_actions_adddup2(&actions, qemu_high[i].get(),
-                                     kKernelFd + static_cast<int>(i));
-  }
-  // No other fd of the daemon reaches the launcher, QEMU or the guest.
-  posix_spawn_file_actions_addclosefrom_np(
-      &actions, kKernelFd + static_cast<int>(qemu_high.size()));
-  Launched launched;
-  ASSIGN_OR_RETURN(launched.launcher,
-                   runtime_common::SpawnInSession(launch.argv, actions));
-  UniqueFd launcher_pidfd(linux_runtime::PidfdOpen(launched.launcher));
-  report_write.Reset();
-
-  std::string line;
-  const absl::Time deadline = absl::Now() + kLaunchTimeout;
-  for (;;) {
-    const int wait_ms = static_cast<int>(std::max<int64_t>(
-        0, absl::ToInt64Milliseconds(deadline - absl::Now())));
-    pollfd poll_fd{report_read.get(), POLLIN, 0};
-    int ready = ::poll(&poll_fd, 1, wait_ms);
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready <= 0) {
-      if (launcher_pidfd) {
-        linux_runtime::PidfdSendSignal(launcher_pidfd.get(), SIGKILL);
-      }
-      return absl::DeadlineExceededError(
-          "corral-qemu-launch did not report within 30 s");
-    }
-    char buffer[512];
-    ssize_t n = ::read(report_read.get(), buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    line.append(buffer, static_cast<size_t>(n));
-  }
-  absl::string_view text = absl::StripAsciiWhitespace(line);
-  int64_t pid = 0;
-  if (absl::ConsumePrefix(&text, "started ") && absl::SimpleAtoi(text, &pid) &&
-      pid > 1) {
-    launched.qemu = static_cast<pid_t>(pid);
-    return launched;
-  }
-  if (absl::ConsumePrefix(&text, "error ")) {
-    return absl::InternalError(absl::StrCat("corral-qemu-launch: ", text));
-  }
-  return absl::InternalError(
-      absl::StrCat("corral-qemu-launch ended without a report: ",
-                   linux_runtime::ReadTail(launch.log_path)));
-}
 
 // Waits until the guest's agent has said something on `connection` (its
 // Hello, which stays unread for the daemon), while the launcher lives.
@@ -673,16 +580,18 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   limits.cpu_millis = spec.cpu_millis();
   RETURN_IF_ERROR(linux_runtime::CreateCgroups(layout, cgroups, limits));
 
-  Launch launch;
+  runtime_common::SupervisorLaunch launch;
+  launch.first_extra_fd = kKernelFd;
+  launch.timeout = kLaunchTimeout;
   launch.log_path = absl::StrCat(record.sandbox_dir, "/", kLaunchLog);
   launch.listen_fd = listen_fd.get();
-  launch.qemu_fds = {kernel_fd.get(), initramfs_fd.get(), workspace_fd.get(),
-                     workspace_read_fd.get(), qmp_listen.get()};
-  if (root_fd) launch.qemu_fds.push_back(root_fd.get());
-  if (incoming_fd) launch.qemu_fds.push_back(incoming_fd.get());
+  launch.extra_fds = {kernel_fd.get(), initramfs_fd.get(), workspace_fd.get(),
+                      workspace_read_fd.get(), qmp_listen.get()};
+  if (root_fd) launch.extra_fds.push_back(root_fd.get());
+  if (incoming_fd) launch.extra_fds.push_back(incoming_fd.get());
   if (tap_fd) {
-    plan.tap_fd = kKernelFd + static_cast<int>(launch.qemu_fds.size());
-    launch.qemu_fds.push_back(tap_fd.get());
+    plan.tap_fd = kKernelFd + static_cast<int>(launch.extra_fds.size());
+    launch.extra_fds.push_back(tap_fd.get());
   }
   launch.argv = {settings.launcher_path,
                  "--report-fd",
@@ -692,7 +601,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
                  "--console-log",
                  absl::StrCat(record.sandbox_dir, "/", kConsoleLog),
                  "--qemu-fds",
-                 absl::StrCat(launch.qemu_fds.size())};
+                 absl::StrCat(launch.extra_fds.size())};
   for (const std::string& procs : cgroups.ProcsFiles()) {
     launch.argv.insert(launch.argv.end(), {"--join", procs});
   }
@@ -717,7 +626,9 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
     launch.argv.push_back(std::move(arg));
   }
   const absl::Time launching = absl::Now();
-  ASSIGN_OR_RETURN(Launched launched, StartLauncher(launch));
+  ASSIGN_OR_RETURN(runtime_common::SupervisorStarted supervisor,
+                   runtime_common::StartSupervisor(launch));
+  const Launched launched{supervisor.supervisor, supervisor.reported};
   listen_fd.Reset();
   qmp_listen.Reset();
   for (auto [pid, start] : {std::pair<pid_t, uint64_t*>{
@@ -805,13 +716,7 @@ absl::StatusOr<bv1::AttachResponse> Attach(const bv1::AttachRequest& request,
     return response;
   }
   auto connection = backend_plugin::ConnectAgent(record.sandbox_dir);
-  if (!connection.ok()) {
-    response.set_reason(std::string(connection.status().message()));
-    return response;
-  }
-  response.set_alive(true);
-  *agent_fd = std::move(*connection);
-  return response;
+  return backend_plugin::AttachTo(std::move(connection), agent_fd);
 }
 
 absl::Status Destroy(const bv1::DestroyRequest& request) {

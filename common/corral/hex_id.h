@@ -6,8 +6,6 @@
 #ifndef CORRAL_COMMON_CORRAL_HEX_ID_H_
 #define CORRAL_COMMON_CORRAL_HEX_ID_H_
 
-#include <sys/random.h>
-
 #include <algorithm>
 #include <cstddef>
 #include <string>
@@ -15,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/string_view.h"
+#include "corral/platform.h"
 #include "corral/status_macros.h"
 
 namespace corral {
@@ -29,9 +28,8 @@ inline bool IsHexId(absl::string_view id, size_t length) {
 // A new id of `bytes` random bytes (2 * `bytes` hex characters).
 inline absl::StatusOr<std::string> RandomHexId(size_t bytes) {
   std::string random(bytes, '\0');
-  if (::getrandom(random.data(), random.size(), 0) !=
-      static_cast<ssize_t>(random.size())) {
-    return ErrnoStatus("getrandom");
+  if (!platform::FillRandom(random.data(), random.size())) {
+    return ErrnoStatus("random bytes");
   }
   return absl::BytesToHexString(random);
 }

@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,6 +14,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "corral/linux_signals.h"
 #include "corral/logging.h"
 #include "corral/status_macros.h"
 #include "guest-agent/wire/frame_codec.h"
@@ -190,8 +190,9 @@ const char* BodyName(const agent_v1::Frame& frame) {
 
 // ---- AgentConnection --------------------------------------------------------
 
-AgentConnection::AgentConnection(corral::UniqueFd fd, corral::UniqueFd wake_fd)
-    : fd_(std::move(fd)), wake_fd_(std::move(wake_fd)) {}
+AgentConnection::AgentConnection(corral::UniqueFd fd,
+                                 corral::platform::WakeEvent wake)
+    : fd_(std::move(fd)), wake_(std::move(wake)) {}
 
 absl::StatusOr<std::shared_ptr<AgentConnection>> AgentConnection::Open(
     corral::UniqueFd fd, absl::Duration hello_timeout) {
@@ -200,8 +201,8 @@ absl::StatusOr<std::shared_ptr<AgentConnection>> AgentConnection::Open(
   if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
     return corral::ErrnoStatus(absl::StrCat("fcntl O_NONBLOCK fd ", fd.get()));
   }
-  corral::UniqueFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!wake.valid()) return corral::ErrnoStatus("eventfd");
+  auto wake = corral::platform::WakeEvent::Create();
+  if (!wake.valid()) return corral::ErrnoStatus("a wake event");
 
   std::shared_ptr<AgentConnection> connection(
       new AgentConnection(std::move(fd), std::move(wake)));
@@ -287,11 +288,7 @@ void AgentConnection::CloseLocked(std::string reason) {
   Wake();
 }
 
-void AgentConnection::Wake() {
-  const uint64_t one = 1;
-  ssize_t ignored = ::write(wake_fd_.get(), &one, sizeof(one));
-  (void)ignored;
-}
+void AgentConnection::Wake() { wake_.Signal(); }
 
 absl::Status AgentConnection::SendLocked(const agent_v1::Frame& frame) {
   if (closed_) {
@@ -317,8 +314,8 @@ void AgentConnection::FlushLocked() {
   while (!closed_ && outbox_offset_ < outbox_.size()) {
     const char* data = outbox_.data() + outbox_offset_;
     const size_t size = outbox_.size() - outbox_offset_;
-    // MSG_NOSIGNAL: a vanished agent must not kill corrald with SIGPIPE.
-    ssize_t n = ::send(fd_.get(), data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+    // A vanished agent must not kill corrald with SIGPIPE.
+    ssize_t n = corral::platform::SendNoSignal(fd_.get(), data, size);
     if (n < 0 && errno == ENOTSOCK) n = ::write(fd_.get(), data, size);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -350,18 +347,14 @@ void AgentConnection::ReaderLoop() {
     }
     pollfd fds[2] = {
         {fd_.get(), static_cast<short>(POLLIN | (want_write ? POLLOUT : 0)), 0},
-        {wake_fd_.get(), POLLIN, 0}};
+        {wake_.poll_fd(), POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
       absl::MutexLock lock(&mu_);
       CloseLocked(absl::StrCat("poll: ", std::strerror(errno)));
       break;
     }
-    if (fds[1].revents & POLLIN) {
-      uint64_t count;
-      ssize_t ignored = ::read(wake_fd_.get(), &count, sizeof(count));
-      (void)ignored;
-    }
+    if (fds[1].revents & POLLIN) wake_.Drain();
     if (fds[0].revents & POLLOUT) {
       absl::MutexLock lock(&mu_);
       FlushLocked();
@@ -867,7 +860,8 @@ absl::Status ExecSession::WriteStdin(std::string_view data, bool eof,
 }
 
 absl::Status ExecSession::Signal(int signal) {
-  if (signal <= 0 || signal >= NSIG) {
+  // The guest is Linux: its signal numbers, whatever the host's NSIG.
+  if (signal <= 0 || signal > kLinuxMaxSignal) {
     return absl::InvalidArgumentError(absl::StrCat("invalid signal ", signal));
   }
   agent_v1::Frame frame;

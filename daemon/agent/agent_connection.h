@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "corral/agent/v1/agent.pb.h"
+#include "corral/platform.h"
 #include "corral/unique_fd.h"
 
 namespace corral::daemon {
@@ -109,7 +110,7 @@ class AgentConnection : public std::enable_shared_from_this<AgentConnection> {
   friend class ExecSession;
   using StreamState = agent_internal::StreamState;
 
-  explicit AgentConnection(corral::UniqueFd fd, corral::UniqueFd wake_fd);
+  AgentConnection(corral::UniqueFd fd, corral::platform::WakeEvent wake);
 
   void ReaderLoop();
   // Handles one frame from the agent; returns a non-empty reason to close the
@@ -144,8 +145,8 @@ class AgentConnection : public std::enable_shared_from_this<AgentConnection> {
   // The agent stream. Read only by the reader thread (without mu_); written
   // under mu_ by whoever holds it; closed by the reader thread on exit.
   corral::UniqueFd fd_;
-  // eventfd that wakes the reader thread (close, queued writes).
-  corral::UniqueFd wake_fd_;
+  // Wakes the reader thread (close, queued writes).
+  corral::platform::WakeEvent wake_;
   std::thread reader_;
 
   bool closed_ ABSL_GUARDED_BY(mu_) = false;

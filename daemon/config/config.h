@@ -13,16 +13,17 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "corral/platform.h"
 
 namespace corral::daemon {
 
 // [daemon]
 struct DaemonSection {
-  std::string socket = "/run/corral/corrald.sock";
+  std::string socket = platform::Defaults().socket;
   // Group given to the socket when it exists; empty: leave the daemon's group.
   std::string socket_group = "corral";
   uint32_t socket_mode = 0660;
-  std::string state_dir = "/var/lib/corral";
+  std::string state_dir = platform::Defaults().state_dir;
   // Empty: beside the corrald binary (see PluginDir and AgentPath).
   std::string plugin_dir;
   std::string agent_path;

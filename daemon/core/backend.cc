@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "corral/logging.h"
+#include "corral/platform.h"
 #include "corral/status_macros.h"
 #include "corral/trusted_file.h"
 
@@ -314,12 +315,10 @@ absl::StatusOr<Backend*> PluginHost::Get(const std::string& runtime) {
     return absl::UnavailableError(
         absl::StrCat("refusing to load ", path, ": ", s.message()));
   }
-  // The loader opens the path it is given: /proc/self/fd/N is the very file
-  // checked above, whatever happens to `path` meanwhile. The loader also
-  // takes a name it has loaded before for that library, so the fd of every
-  // loaded plugin stays open: no later plugin gets the same number.
-  const std::string by_fd = absl::StrCat("/proc/self/fd/", file.get());
-  void* library = ::dlopen(by_fd.c_str(), RTLD_NOW | RTLD_LOCAL);
+  // The very file checked above, whatever happens to `path` meanwhile. The
+  // loader takes a name it has loaded before for that library, so the fd
+  // of every loaded plugin stays open: no later plugin gets the same number.
+  void* library = platform::LoadLibraryFromFd(file.get());
   if (library == nullptr) {
     return absl::UnavailableError(
         absl::StrCat("cannot load runtime ", runtime, ": ", ::dlerror()));

@@ -25,10 +25,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "corral/hex_id.h"
+#include "corral/platform.h"
 
 namespace corral::daemon {
 
-inline constexpr char kHostRegistryDir[] = "/var/lib/corral-host";
+inline const char* const kHostRegistryDir = platform::Defaults().host_registry;
 
 // True for 16 lowercase hex characters (corral/hex_id.h).
 using ::corral::ValidInstanceId;

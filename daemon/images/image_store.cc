@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "corral/logging.h"
+#include "corral/platform.h"
 #include "corral/remove_tree.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
@@ -399,8 +400,9 @@ absl::Status ImageStore::Delete(std::string_view name) {
   }
   absl::Status deleted = store_->DeleteImage(name);
   if (!deleted.ok()) {
-    if (had_directory && ::renameat2(AT_FDCWD, trash.path().c_str(), AT_FDCWD,
-                                     published.c_str(), RENAME_EXCHANGE) != 0) {
+    if (had_directory &&
+        platform::RenameExchange(AT_FDCWD, trash.path().c_str(), AT_FDCWD,
+                                 published.c_str()) != 0) {
       Logger("images")->error("restoring {} after a failed delete: {}",
                               published.string(), std::strerror(errno));
     }
@@ -488,8 +490,8 @@ absl::StatusOr<v1::Image> ImageStore::Import(
   {
     UniqueFd staging_fd(
         ::open(staging.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!staging_fd || ::syncfs(staging_fd.get()) != 0) {
-      return ErrnoStatus(absl::StrCat("syncfs ", staging.path().string()));
+    if (!staging_fd || platform::SyncFileSystem(staging_fd.get()) != 0) {
+      return ErrnoStatus(absl::StrCat("sync ", staging.path().string()));
     }
   }
   // mkdtemp made it 0700; the published image directory is readable.
@@ -529,11 +531,10 @@ absl::StatusOr<v1::Image> ImageStore::Import(
     }
     // Swap the new tree in atomically; the old one ends up in the staging
     // directory, which TempDir removes.
-    if (::renameat2(AT_FDCWD, staging.path().c_str(), AT_FDCWD,
-                    published.c_str(), RENAME_EXCHANGE) != 0) {
+    if (platform::RenameExchange(AT_FDCWD, staging.path().c_str(), AT_FDCWD,
+                                 published.c_str()) != 0) {
       if (errno != ENOENT) {
-        return ErrnoStatus(
-            absl::StrCat("renameat2 RENAME_EXCHANGE ", published.string()));
+        return ErrnoStatus(absl::StrCat("swap in ", published.string()));
       }
       if (::rename(staging.path().c_str(), published.c_str()) != 0) {
         return ErrnoStatus(absl::StrCat("rename ", published.string()));
@@ -541,16 +542,16 @@ absl::StatusOr<v1::Image> ImageStore::Import(
     }
     absl::Status replaced = store_->ReplaceImage(record);
     if (!replaced.ok()) {
-      if (::renameat2(AT_FDCWD, staging.path().c_str(), AT_FDCWD,
-                      published.c_str(), RENAME_EXCHANGE) != 0) {
+      if (platform::RenameExchange(AT_FDCWD, staging.path().c_str(), AT_FDCWD,
+                                   published.c_str()) != 0) {
         Logger("images")->error("restoring {} after a failed replace: {}",
                                 published.string(), std::strerror(errno));
       }
       return replaced;
     }
   } else {
-    if (::renameat2(AT_FDCWD, staging.path().c_str(), AT_FDCWD,
-                    published.c_str(), RENAME_NOREPLACE) != 0) {
+    if (platform::RenameNoReplace(AT_FDCWD, staging.path().c_str(), AT_FDCWD,
+                                  published.c_str()) != 0) {
       if (errno == EEXIST) {
         return absl::FailedPreconditionError(
             absl::StrCat(published.string(),

@@ -20,6 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "corral/logging.h"
+#include "corral/platform.h"
 #include "corral/remove_tree.h"
 #include "corral/status_macros.h"
 #include "corral/unique_fd.h"
@@ -668,8 +669,8 @@ absl::StatusOr<ExtractStats> Extractor::ExtractRootfs(
 }
 
 // Runs `body` on a helper thread that has its own working directory (the
-// destination) and umask (unshare(CLONE_FS)), so that the relative paths
-// and libarchive's umask() probe never touch other threads.
+// destination) and umask (platform::EnterThreadDirectory), so that the relative
+// paths and libarchive's umask() probe never touch other threads.
 absl::StatusOr<ExtractStats> RunInDirectory(
     const std::filesystem::path& destination,
     const std::function<absl::StatusOr<ExtractStats>()>& body) {
@@ -677,21 +678,17 @@ absl::StatusOr<ExtractStats> RunInDirectory(
       absl::InternalError("extraction thread did not run");
   try {
     std::thread worker([&] {
-      if (::unshare(CLONE_FS) != 0) {
-        result = ErrnoStatus("unshare CLONE_FS");
-        return;
-      }
       UniqueFd dir(::open(destination.c_str(),
                           O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       if (!dir) {
         result = ErrnoStatus(absl::StrCat("open ", destination.string()));
         return;
       }
-      if (::fchdir(dir.get()) != 0) {
-        result = ErrnoStatus(absl::StrCat("fchdir ", destination.string()));
+      if (platform::EnterThreadDirectory(dir.get(), 022) != 0) {
+        result = ErrnoStatus(
+            absl::StrCat("enter ", destination.string(), " (own directory)"));
         return;
       }
-      ::umask(022);
       result = body();
     });
     worker.join();

@@ -63,7 +63,7 @@ struct LayerSource {
 
 // Extracts the archive that `next_chunk` yields into `destination`, an
 // existing empty directory nobody else writes to. Runs on a helper thread
-// with its own working directory and umask (unshare(CLONE_FS)), so the
+// with its own working directory and umask (platform.h), so the
 // caller's process-wide state is untouched; next_chunk is called from that
 // thread while this call blocks.
 //

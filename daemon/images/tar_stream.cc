@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/substitute.h"
 #include "absl/time/clock.h"
+#include "corral/platform.h"
 #include "corral/spawn_attributes.h"
 #include "corral/status_macros.h"
 #include "corral/trusted_file.h"
@@ -129,8 +130,7 @@ std::optional<std::string> SymlinkTargetProblem(struct archive_entry* entry,
 // the caller's thread: while the decoder has no frame ready, the next chunk
 // is fetched and written to it.
 struct TarStream::Decoder {
-  pid_t pid = -1;
-  UniqueFd pidfd;
+  platform::VettedChild child;
   UniqueFd to_decoder;    // the decoder's stdin, non-blocking
   UniqueFd from_decoder;  // its stdout, non-blocking
 
@@ -158,57 +158,22 @@ struct TarStream::Decoder {
     if (entry != nullptr) archive_entry_free(entry);
     to_decoder.Reset();
     from_decoder.Reset();
-    if (pidfd) {
-      ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
-      // Reaped here, unless the daemon's reaper thread was first.
-      siginfo_t info{};
-      while (::waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &info,
-                      WEXITED) != 0 &&
-             errno == EINTR) {
-      }
-    }
   }
 
   absl::Status Start(unsigned filters) {
     ASSIGN_OR_RETURN(const int program, DecoderFd());
     int in[2], out[2];
-    if (::pipe2(in, O_CLOEXEC) != 0) return ErrnoStatus("pipe2");
+    if (platform::MakePipe(in) != 0) return ErrnoStatus("pipe");
     UniqueFd in_read(in[0]), in_write(in[1]);
-    if (::pipe2(out, O_CLOEXEC) != 0) return ErrnoStatus("pipe2");
+    if (platform::MakePipe(out) != 0) return ErrnoStatus("pipe");
     UniqueFd out_read(out[0]), out_write(out[1]);
-    // Copies above 3, so that no dup2 below overwrites a source.
-    auto high = [](int fd) {
-      return UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 10));
-    };
-    UniqueFd stdin_high = high(in_read.get());
-    UniqueFd stdout_high = high(out_write.get());
-    UniqueFd program_high = high(program);
-    if (!stdin_high || !stdout_high || !program_high) {
-      return ErrnoStatus("fcntl F_DUPFD_CLOEXEC");
-    }
+    // The program checked once, by its fd: nothing can be swapped in.
+    const int rc = platform::SpawnVetted(
+        program, {"corral-unpack", "--filters", absl::StrCat(filters)},
+        in_read.get(), out_write.get(), &child);
+    if (rc != 0) return ErrnoStatus("start corral-unpack", rc);
     in_read.Reset();
     out_write.Reset();
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, stdin_high.get(), 0);
-    posix_spawn_file_actions_adddup2(&actions, stdout_high.get(), 1);
-    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_adddup2(&actions, program_high.get(), 3);
-    // Nothing else of the daemon's reaches the decoder.
-    posix_spawn_file_actions_addclosefrom_np(&actions, 4);
-    const SessionSpawnAttributes attributes;
-    const std::string filter_bits = absl::StrCat(filters);
-    char arg0[] = "corral-unpack";
-    char arg1[] = "--filters";
-    char* argv[] = {arg0, arg1, const_cast<char*>(filter_bits.c_str()),
-                    nullptr};
-    char* envp[] = {nullptr};
-    // The program checked once, by its fd: nothing can be swapped in.
-    const int rc = ::posix_spawn(&pid, "/proc/self/fd/3", &actions,
-                                 attributes.get(), argv, envp);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) return ErrnoStatus("posix_spawn corral-unpack", rc);
-    pidfd.Reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
     to_decoder = std::move(in_write);
     from_decoder = std::move(out_read);
     for (int fd : {to_decoder.get(), from_decoder.get()}) {

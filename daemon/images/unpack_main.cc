@@ -15,13 +15,7 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <seccomp.h>
 #include <signal.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -30,18 +24,17 @@
 #include <string>
 #include <string_view>
 
-#include "corral/parent_death.h"
+#include "corral/platform.h"
 #include "daemon/images/unpack_wire.h"
 
 namespace {
 
 namespace wire = corral::daemon::unpack;
 
-constexpr uid_t kNobody = 65534;
 constexpr size_t kReadBytes = 64u << 10;
 // Enough for any legitimate decoder state (zstd's largest common window is
 // 128 MiB, xz's dictionary 64 MiB); an archive that asks for more fails.
-constexpr rlim_t kMaxAddressSpace = 1536ull << 20;
+constexpr unsigned long kMaxAddressSpace = 1536ul << 20;
 
 // Writes all of `data` to the daemon; the daemon gone ends the program.
 void WriteAll(std::string_view data) {
@@ -67,72 +60,6 @@ void Send(wire::FrameType type, std::string_view payload = {}) {
 [[noreturn]] void FailArchive(struct archive* archive) {
   const char* message = archive_error_string(archive);
   Fail(message != nullptr ? message : "unknown error");
-}
-
-// Everything privileged goes before the input is read: the user, the
-// limits, and the filter that allows little but reading and writing.
-bool Confine(std::string* why) {
-  if (::geteuid() == 0) {
-    if (::setgroups(0, nullptr) != 0 ||
-        ::setresgid(kNobody, kNobody, kNobody) != 0 ||
-        ::setresuid(kNobody, kNobody, kNobody) != 0) {
-      *why = std::string("dropping to uid nobody: ") + std::strerror(errno);
-      return false;
-    }
-  }
-  // Not dumpable: other processes of nobody can neither ptrace it nor read
-  // its memory.
-  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
-    *why = std::string("no_new_privs: ") + std::strerror(errno);
-    return false;
-  }
-  const struct {
-    int resource;
-    rlim_t value;
-  } limits[] = {{RLIMIT_AS, kMaxAddressSpace},
-                {RLIMIT_FSIZE, 0},
-                {RLIMIT_NOFILE, 8},
-                {RLIMIT_CORE, 0},
-                {RLIMIT_NPROC, 0}};
-  for (const auto& limit : limits) {
-    const struct rlimit value = {limit.value, limit.value};
-    if (::setrlimit(limit.resource, &value) != 0) {
-      *why = std::string("setrlimit: ") + std::strerror(errno);
-      return false;
-    }
-  }
-  scmp_filter_ctx filter = seccomp_init(SCMP_ACT_ERRNO(EPERM));
-  if (filter == nullptr) {
-    *why = "seccomp_init failed";
-    return false;
-  }
-  int rc = 0;
-  for (int call :
-       {SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(close), SCMP_SYS(exit),
-        SCMP_SYS(exit_group), SCMP_SYS(brk), SCMP_SYS(munmap), SCMP_SYS(mremap),
-        SCMP_SYS(madvise), SCMP_SYS(futex), SCMP_SYS(rt_sigreturn),
-        SCMP_SYS(rt_sigprocmask), SCMP_SYS(clock_gettime), SCMP_SYS(getpid),
-        SCMP_SYS(gettid), SCMP_SYS(tgkill), SCMP_SYS(lseek), SCMP_SYS(fstat),
-        SCMP_SYS(getrandom)}) {
-    rc |= seccomp_rule_add(filter, SCMP_ACT_ALLOW, call, 0);
-  }
-  // Memory, but never executable memory.
-  for (int call : {SCMP_SYS(mmap), SCMP_SYS(mprotect)}) {
-    rc |= seccomp_rule_add(filter, SCMP_ACT_ALLOW, call, 1,
-                           SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
-  }
-  // fstat(fd) as glibc makes it: newfstatat(fd, "", AT_EMPTY_PATH).
-  rc |= seccomp_rule_add(
-      filter, SCMP_ACT_ALLOW, SCMP_SYS(newfstatat), 1,
-      SCMP_A3(SCMP_CMP_MASKED_EQ, AT_EMPTY_PATH, AT_EMPTY_PATH));
-  if (rc != 0 || seccomp_load(filter) != 0) {
-    seccomp_release(filter);
-    *why = "loading the seccomp filter failed";
-    return false;
-  }
-  seccomp_release(filter);
-  return true;
 }
 
 la_ssize_t ReadInput(struct archive* archive, void* data, const void** block) {
@@ -266,10 +193,10 @@ int Run(unsigned filters) {
 int main(int argc, char** argv) {
   // Its own binary (the daemon ran it by its fd, which also named it "3")
   // and anything else: only the two pipes stay.
-  ::syscall(SYS_close_range, 3u, ~0u, 0u);
-  ::prctl(PR_SET_NAME, "corral-unpack", 0, 0, 0);
+  corral::platform::CloseRange(3, ~0u);
+  corral::platform::SetProcessName("corral-unpack");
   // Killed with the daemon's thread that reads it.
-  if (!corral::DieWithParent(1)) return 2;
+  if (!corral::platform::DieWithParent(1)) return 2;
   ::signal(SIGPIPE, SIG_DFL);
   unsigned filters = 0;
   if (argc == 3 && std::string_view(argv[1]) == "--filters") {
@@ -280,6 +207,9 @@ int main(int argc, char** argv) {
     Fail("usage: corral-unpack --filters BITS");
   }
   std::string why;
-  if (!Confine(&why)) Fail(why);
+  // Everything privileged goes before the input is read.
+  if (!corral::platform::EnterDecoderConfinement(kMaxAddressSpace, &why)) {
+    Fail(why);
+  }
   return Run(filters);
 }

@@ -2,13 +2,13 @@
 
 #include <arpa/inet.h>
 #include <ldns/ldns.h>
-#include <sys/random.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "corral/platform.h"
 #include "daemon/net/egress_policy.h"
 
 namespace corral::net {
@@ -64,7 +64,7 @@ std::optional<DnsQuestion> ParseDnsQuery(absl::string_view wire) {
 std::string DnsQuery(const std::string& name, uint16_t type,
                      DnsQuestion* question) {
   uint16_t id = 0;
-  (void)!::getrandom(&id, sizeof(id), 0);
+  (void)!corral::platform::FillRandom(&id, sizeof(id));
   ldns_pkt* made = nullptr;
   if (ldns_pkt_query_new_frm_str(&made, absl::StrCat(name, ".").c_str(),
                                  static_cast<ldns_rr_type>(type),

@@ -17,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "corral/logging.h"
+#include "corral/platform.h"
 #include "corral/status_macros.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_context.h"
@@ -41,7 +42,7 @@ absl::StatusOr<sockaddr_un> Address(const std::string& path) {
 
 // True when something accepts connections at the path.
 bool SomeoneListens(const sockaddr_un& address) {
-  UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  UniqueFd probe(platform::StreamSocket(AF_UNIX));
   if (!probe) return false;
   return ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&address),
                    sizeof(address)) == 0;
@@ -74,7 +75,7 @@ absl::StatusOr<UniqueFd> BindSocket(const ListenerOptions& options,
       return ErrnoStatus(absl::StrCat("unlink stale socket ", options.path));
     }
   }
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  UniqueFd fd(platform::StreamSocket(AF_UNIX, /*nonblocking=*/true));
   if (!fd) return ErrnoStatus("socket AF_UNIX");
   // Bind with no permissions at all, then open up to the configured mode, so
   // there is no moment when the socket is reachable by everyone.
@@ -199,8 +200,7 @@ void Listener::AcceptLoop(grpc::Server* server) {
     if (ready <= 0) continue;
     // gRPC drives the connection from its own pollers and needs it
     // non-blocking.
-    UniqueFd connection(
-        ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    UniqueFd connection(platform::AcceptNonBlocking(fd_.get()));
     if (!connection) {
       if (errno != EAGAIN && errno != EINTR) {
         Log()->warn("accept {}: {}", options_.path, std::strerror(errno));
@@ -231,36 +231,19 @@ void Listener::AcceptLoop(grpc::Server* server) {
 }
 
 std::optional<Caller> Listener::ReadCaller(int fd) const {
-  ucred credentials{};
-  socklen_t length = sizeof(credentials);
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) {
-    Log()->warn("SO_PEERCRED: {}", std::strerror(errno));
+  Caller caller;
+  pid_t pid = 0;
+  if (!platform::PeerIdentity(fd, &caller.uid, &caller.gid, &pid)) {
+    Log()->warn("the caller's credentials (SO_PEERCRED): {}",
+                std::strerror(errno));
     return std::nullopt;
   }
-  Caller caller;
-  caller.uid = credentials.uid;
-  caller.gid = credentials.gid;
-  // The kernel says how much room the list needs when it does not fit.
-  std::vector<gid_t> groups(64);
-  bool read = false;
-  for (int attempt = 0; attempt < 3 && !read; ++attempt) {
-    length = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &length) ==
-        0) {
-      groups.resize(length / sizeof(gid_t));
-      caller.groups = std::move(groups);
-      read = true;
-    } else if (errno == ERANGE && length / sizeof(gid_t) > groups.size()) {
-      groups.resize(length / sizeof(gid_t));
-    } else {
-      break;
-    }
-  }
-  if (!read) {
+  if (!platform::PeerGroups(fd, &caller.groups)) {
     // Policies and the admin group depend on the groups: without them the
     // caller is refused rather than treated as a member of none.
-    Log()->warn("SO_PEERGROUPS of uid {}: {}; refusing its calls", caller.uid,
-                std::strerror(errno));
+    Log()->warn("the groups of uid {} (SO_PEERGROUPS): {}; refusing its calls",
+                caller.uid, std::strerror(errno));
+    caller.groups.clear();
     caller.groups_known = false;
   }
   caller.admin = caller.uid == 0;

@@ -150,10 +150,36 @@ Variant VariantNamed(const std::string& name) {
             std::string(CORRAL_BINARY_DIR) + "/images/busybox.tar",
             {fake, "system", "start"}};
   }
+  if (name == "tart-fake") {
+    // Tart is a FAKE here (tests/fakes/tart: a runc container stands in for
+    // each VM), which the tart runtime drives through the real CLI's
+    // commands and outputs. A VM shares images, not the host's root: every
+    // sandbox runs on the busybox image, and the base VM's guest (its sh,
+    // grep and mount) is busybox too. Test processes run in parallel: the
+    // base VM is made once, under a lock.
+    const std::string fakes =
+        std::string(CORRAL_BINARY_DIR) + "/tests/fakes/bin";
+    const std::string home =
+        std::string(CORRAL_BINARY_DIR) + "/tests/fakes/tart-conformance";
+    const std::string busybox =
+        std::string(CORRAL_BINARY_DIR) + "/images/busybox.tar";
+    return {name,
+            "tart",
+            "[defaults]\nimage = \"" + std::string(kConformanceImage) +
+                "\"\n[runtimes.tart]\ntart = \"" + fakes +
+                "/tart\"\nhome = \"" + home + "\"\n",
+            busybox,
+            {"/bin/sh", "-c",
+             "set -e; mkdir -p \"$1\"; exec 9>\"$1/.setup-lock\"; flock 9; "
+             "export TART_HOME=\"$1\"; \"$2\" get corral-base >/dev/null "
+             "2>&1 || { \"$2\" create --linux corral-base && \"$2\" "
+             "fake-rootfs corral-base \"$3\"; }",
+             "setup", home, fakes + "/tart", busybox}};
+  }
   throw std::invalid_argument(
       "unknown CORRAL_CONFORMANCE_VARIANT '" + name +
       "' (known: linux, oci-runc, oci-crun, docker, podman, qemu, "
-      "firecracker-fake, apple-fake)");
+      "firecracker-fake, apple-fake, tart-fake)");
 }
 
 const Variant& CurrentVariant() {

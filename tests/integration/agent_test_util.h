@@ -26,7 +26,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "corral/agent/v1/agent.pb.h"
-#include "corral/child_reaper.h"
+#include "corral/platform.h"
 #include "corral/unique_fd.h"
 #include "daemon/agent/agent_connection.h"
 #include "guest-agent/wire/frame_codec.h"
@@ -126,7 +126,7 @@ inline constexpr char kAgentPath[] = CORRAL_BINARY_DIR "/bin/corral-agent";
 inline pid_t SpawnAgent(const char* flag, int fd,
                         std::vector<std::string> wrapper = {},
                         bool leak_fd = false) {
-  corral::StartChildReaper();
+  corral::platform::StartChildReaper();
   // dup2 onto the same number would keep close-on-exec: make sure it differs.
   UniqueFd high(::fcntl(fd, F_DUPFD_CLOEXEC, 10));
   REQUIRE(high.valid());

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "nlohmann/json.hpp"
+#include "tests/fakes/common/fake_test_support.h"
 #include "tests/integration/daemon_harness.h"
 #include "tests/tar_builder.h"
 
@@ -43,16 +44,8 @@ constexpr char kEnsure[] =
     "Ensure container system service has been started with `container "
     "system start`.";
 
-bool Contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
-std::string ReadWhole(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
+using fakes::Contains;
+using fakes::ReadWhole;
 
 std::string Sha256(const std::string& data) {
   unsigned char digest[EVP_MAX_MD_SIZE];
@@ -138,28 +131,16 @@ std::string OciLayout(const Layout& layout) {
 }
 
 // A state root of the fake's own, and the fake run against it.
-class Service {
+class Service : public fakes::FakeState {
  public:
-  Service() {
-    char pattern[] = "/tmp/fake-container-XXXXXX";
-    REQUIRE(::mkdtemp(pattern) != nullptr);
-    root_ = pattern;
-    env_ = {{"CONTAINER_FAKE_ROOT", root_}};
-  }
+  Service()
+      : FakeState("fake-container-", "CONTAINER_FAKE_ROOT", kFake),
+        root_(dir()) {}
   ~Service() {
     if (!finished_) Cleanup();
   }
-  Service(const Service&) = delete;
-  Service& operator=(const Service&) = delete;
 
   const std::string& root() const { return root_; }
-
-  CommandResult Run(const std::vector<std::string>& args,
-                    const std::string& stdin_data = "") const {
-    std::vector<std::string> argv = {kFake};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return RunProcess(argv, stdin_data, -1, env_);
-  }
 
   void Start() {
     auto started = Run({"system", "start"});
@@ -193,11 +174,7 @@ class Service {
   // What of this root is still on the host: runc containers, mounts,
   // cgroups.
   std::string Leftovers() const {
-    std::string found;
-    auto runc = Sh("runc --root '" + root_ + "/runc' list -q 2>/dev/null");
-    if (!Trim(runc.out).empty()) found += "runc containers:\n" + runc.out;
-    auto mounts = Sh("grep -F '" + root_ + "' /proc/self/mountinfo");
-    if (!Trim(mounts.out).empty()) found += "mounts:\n" + mounts.out;
+    std::string found = RuncAndMountLeftovers(root_ + "/runc");
     auto cgroups =
         Sh("find /sys/fs/cgroup -maxdepth 2 -name "
            "'corral-apple-fake-" +
@@ -237,8 +214,7 @@ class Service {
     Sh("rm -rf '" + root_ + "'");
   }
 
-  std::string root_;
-  std::map<std::string, std::string> env_;
+  const std::string root_;
   bool finished_ = false;
 };
 

@@ -22,7 +22,7 @@
 #include "corral/agent/v1/agent.pb.h"
 #include "corral/backend/v1/backend.pb.h"
 #include "corral/backend_abi.h"
-#include "corral/child_reaper.h"
+#include "corral/platform.h"
 #include "corral/unique_fd.h"
 
 namespace corral::linux_test {
@@ -83,7 +83,7 @@ inline CallResult Call(corral_backend_call call,
 class Environment {
  public:
   Environment() {
-    StartChildReaper();
+    corral::platform::StartChildReaper();
     char base[] = "/tmp/corral-linux-test-XXXXXX";
     if (mkdtemp(base) == nullptr) throw std::runtime_error("mkdtemp");
     base_ = base;

@@ -160,7 +160,7 @@ std::vector<std::string> CgroupMounts(std::string* memory = nullptr,
 class Environment {
  public:
   explicit Environment(std::string runtime) : runtime_(std::move(runtime)) {
-    corral::StartChildReaper();
+    corral::platform::StartChildReaper();
     char base[] = "/tmp/corral-oci-test-XXXXXX";
     if (mkdtemp(base) == nullptr) throw std::runtime_error("mkdtemp");
     base_ = base;

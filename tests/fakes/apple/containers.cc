@@ -26,10 +26,13 @@
 
 #include "tests/fakes/apple/fake_util.h"
 #include "tests/fakes/apple/run_config.h"
+#include "tests/fakes/common/runc.h"
 
 namespace corral::fake_apple {
 namespace {
 
+using fakes::CgroupV2;
+using fakes::LoopbackUp;
 using nlohmann::json;
 
 // containerization's LinuxCapabilities.defaultOCICapabilities (0.40.1).
@@ -71,8 +74,6 @@ std::string Trimmed(std::string text) {
   }
   return text;
 }
-
-bool CgroupV2() { return PathExists("/sys/fs/cgroup/cgroup.controllers"); }
 
 std::optional<uint64_t> ReadNumber(const std::string& path) {
   auto text = ReadFile(path);
@@ -273,28 +274,6 @@ void Unlink(const Listener& listener) {
   }
 }
 
-// Brings `lo` up in the network namespace of `pid` (a forked helper
-// joins it, so that the monitor keeps its own).
-bool LoopbackUp(pid_t pid) {
-  pid_t child = ::fork();
-  if (child < 0) return false;
-  if (child == 0) {
-    int ns = ::open(("/proc/" + std::to_string(pid) + "/ns/net").c_str(),
-                    O_RDONLY | O_CLOEXEC);
-    if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) ::_exit(1);
-    int sock = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    ifreq request{};
-    std::strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
-    if (sock < 0 || ::ioctl(sock, SIOCGIFFLAGS, &request) != 0) ::_exit(1);
-    request.ifr_flags |= IFF_UP | IFF_RUNNING;
-    ::_exit(::ioctl(sock, SIOCSIFFLAGS, &request) == 0 ? 0 : 1);
-  }
-  int status = 0;
-  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
-  }
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
 std::string EscapeOverlay(const std::string& path) {
   std::string out;
   for (char c : path) {
@@ -444,17 +423,7 @@ int Containers::Runc(const std::vector<std::string>& args, int stdin_fd,
 }
 
 std::string Containers::RuncError(const std::string& id) const {
-  auto text = ReadFile(Dir(id) + "/runc.log");
-  std::string message = "runc failed";
-  if (!text) return message;
-  std::istringstream lines(*text);
-  for (std::string line; std::getline(lines, line);) {
-    json entry = json::parse(line, nullptr, false);
-    if (!entry.is_discarded() && entry.value("level", "") == "error") {
-      message = entry.value("msg", message);
-    }
-  }
-  return message;
+  return fakes::RuncLogError(Dir(id) + "/runc.log");
 }
 
 json Containers::ResolveUser(const std::string& rootfs, const json& user,
@@ -629,18 +598,11 @@ json Containers::Bundle(const ContainerRecord& record, const json& user) const {
   }
   const json& resources = config["resources"];
   const uint64_t memory = resources["memoryInBytes"].get<uint64_t>();
-  json memory_limits = {{"limit", memory}};
-  if (CgroupV2() ||
-      PathExists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")) {
-    memory_limits["swap"] = memory;  // memory+swap: no swap
-  }
   json linux_resources = {
       {"devices", json::array({{{"allow", false}, {"access", "rwm"}}})},
-      {"memory", memory_limits}};
+      {"memory", fakes::MemoryWithoutSwap(memory)}};
   const int64_t cpus = resources.value("cpus", int64_t{4});
-  if (cpus > 0) {
-    linux_resources["cpu"] = {{"quota", cpus * 100000}, {"period", 100000}};
-  }
+  if (cpus > 0) linux_resources["cpu"] = fakes::CpuQuota(cpus);
   // The id up to its first dot, as RuntimeService sets the hostname.
   std::string hostname = record.id;
   {

@@ -27,11 +27,10 @@
 
 #include "nlohmann/json.hpp"
 #include "tests/fakes/apple/containers.h"
-#include "tests/fakes/apple/fake_args.h"
 #include "tests/fakes/apple/fake_util.h"
 #include "tests/fakes/apple/image_store.h"
 #include "tests/fakes/apple/run_config.h"
-#include "tests/fakes/apple/swift_json.h"
+#include "tests/fakes/common/runc.h"
 
 namespace corral::fake_apple {
 namespace {
@@ -464,23 +463,9 @@ class Fake {
   }
 
   static std::string FindRunc() {
-    std::vector<std::string> candidates;
-    if (const char* path = std::getenv("PATH")) {
-      std::string list = path;
-      size_t at = 0;
-      while (at <= list.size()) {
-        size_t end = list.find(':', at);
-        if (end == std::string::npos) end = list.size();
-        if (end > at) candidates.push_back(list.substr(at, end - at) + "/runc");
-        at = end + 1;
-      }
-    }
-    candidates.push_back("/usr/sbin/runc");
-    candidates.push_back("/usr/bin/runc");
-    for (const auto& candidate : candidates) {
-      if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-    }
-    FailFake("runc not found (looked on PATH, in /usr/sbin and /usr/bin)");
+    auto runc = fakes::FindRunc();
+    if (!runc) FailFake(fakes::kRuncNotFound);
+    return *runc;
   }
 
   std::string root_;
@@ -1472,17 +1457,12 @@ int Dispatch(const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   using corral::fake_apple::CliExit;
   ::signal(SIGPIPE, SIG_IGN);
+  corral::fakes::SetFakeDirectory("tests/fakes/apple");
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
     return corral::fake_apple::Dispatch(args);
   } catch (const CliExit& exit) {
-    std::fflush(stdout);
-    if (!exit.text.empty()) {
-      std::FILE* out = exit.code == 0 ? stdout : stderr;
-      std::fprintf(out, "%s\n", exit.text.c_str());
-      std::fflush(out);
-    }
-    return exit.code;
+    return corral::fakes::ReportExit(exit);
   } catch (const std::exception& error) {
     std::fflush(stdout);
     std::fprintf(stderr, "Error: fake container: internal error: %s\n",

@@ -1,30 +1,64 @@
-// Helpers of the FAKE `container` CLI (tests/fakes/README.md): how errors
-// end the program, files written atomically, paths, times, hashes, the
-// state lock, processes. Nothing here knows Apple's interface.
+// Helpers of the FAKE `container` CLI (tests/fakes/README.md): the errors
+// only Apple's CLI prints (the fake's own refusals, ContainerizationError's
+// description, Swift's string and list descriptions), and the fakes'
+// common helpers (tests/fakes/common), which this fake uses unqualified.
 #ifndef CORRAL_TESTS_FAKES_APPLE_FAKE_UTIL_H_
 #define CORRAL_TESTS_FAKES_APPLE_FAKE_UTIL_H_
 
-#include <sys/types.h>
-
-#include <cstdint>
-#include <ctime>
-#include <optional>
 #include <string>
 #include <vector>
 
+#include "tests/fakes/common/fake_args.h"
+#include "tests/fakes/common/fake_util.h"
+#include "tests/fakes/common/swift_json.h"
+
 namespace corral::fake_apple {
 
-// Ends the command: `text` (already formatted, without the final newline;
-// may be empty) goes to stderr and the program exits with `code`.
-struct CliExit {
-  std::string text;
-  int code = 1;
-};
+using fakes::AbsolutePath;
+using fakes::ArgumentSpec;
+using fakes::Basename;
+using fakes::CliExit;
+using fakes::CloseFrom;
+using fakes::CommandSpec;
+using fakes::Dirname;
+using fakes::Fail;
+using fakes::FileLock;
+using fakes::HostArchitecture;
+using fakes::IsDirectory;
+using fakes::Iso8601;
+using fakes::JoinPath;
+using fakes::LexicallyNormal;
+using fakes::MakeDirs;
+using fakes::NewUuid;
+using fakes::NowIso8601;
+using fakes::OpenInRoot;
+using fakes::OptionSpec;
+using fakes::Parse;
+using fakes::Parsed;
+using fakes::ParseRfc3339;
+using fakes::PathExists;
+using fakes::PidfdOpen;
+using fakes::ProcessAlive;
+using fakes::ProcessStartTime;
+using fakes::ReadFile;
+using fakes::RemoveAt;
+using fakes::RemoveTree;
+using fakes::RunCapture;
+using fakes::RunCommand;
+using fakes::Sha256Hex;
+using fakes::Sha256OfFd;
+using fakes::SwiftCompact;
+using fakes::SwiftPretty;
+using fakes::SwiftSplit;
+using fakes::Usage;
+using fakes::UsageError;
+using fakes::ValueType;
+using fakes::WaitPidfd;
+using fakes::WriteFileAtomic;
 
-// "Error: <message>", exit 1: how the CLI prints a ContainerizationError
-// (its errorDescription) or any other runtime error.
-[[noreturn]] void Fail(const std::string& message);
-// An error of the fake's own, which the real CLI does not have.
+// An error of the fake's own, which the real CLI does not have: "Error:
+// fake container: <message>", exit 1. (Fail() prints a
+// ContainerizationError's errorDescription, or any other runtime error.)
 [[noreturn]] void FailFake(const std::string& message);
 
 // ContainerizationError's description: `code: "message"`, with
@@ -35,84 +69,6 @@ std::string Described(const std::string& code, const std::string& message,
 std::string SwiftQuoted(const std::string& text);
 // Swift's [String] description: ["a", "b"].
 std::string SwiftList(const std::vector<std::string>& items);
-
-std::optional<std::string> ReadFile(const std::string& path);
-// Writes `content` to a temporary file beside `path` and renames it over.
-bool WriteFileAtomic(const std::string& path, const std::string& content,
-                     mode_t mode = 0644);
-bool MakeDirs(const std::string& path, mode_t mode = 0755);
-bool PathExists(const std::string& path);  // follows symlinks
-bool IsDirectory(const std::string& path);
-
-std::string JoinPath(const std::string& a, const std::string& b);
-std::string Dirname(const std::string& path);
-std::string Basename(const std::string& path);
-// `.`, `..` and repeated slashes resolved lexically; no trailing slash.
-std::string LexicallyNormal(const std::string& path);
-// Relative paths are taken from the working directory.
-std::string AbsolutePath(const std::string& path);
-
-// ISO 8601 in UTC with whole seconds, as Swift's .iso8601 strategy.
-std::string Iso8601(std::time_t seconds);
-std::string NowIso8601();
-// Seconds since the epoch of an RFC 3339 time (fraction and offset
-// allowed), or nullopt.
-std::optional<std::time_t> ParseRfc3339(const std::string& text);
-
-// A lowercase random UUID, as UUID().uuidString.lowercased().
-std::string NewUuid();
-
-std::string Sha256Hex(const std::string& data);
-// Of the whole file behind `fd` (read from its current offset); sets
-// `*size`. False on a read error.
-bool Sha256OfFd(int fd, std::string* hex, uint64_t* size);
-
-// The start time of `pid` (field 22 of /proc/PID/stat) or -1; a zombie
-// counts as gone.
-long long ProcessStartTime(pid_t pid);
-bool ProcessAlive(pid_t pid, long long start_time);
-int PidfdOpen(pid_t pid);
-// Waits until the process behind `pidfd` has exited or `timeout_ms`
-// passed (negative: forever). True when it exited.
-bool WaitPidfd(int pidfd, int timeout_ms);
-
-// An exclusive flock on `path` (created), held while the object lives.
-class FileLock {
- public:
-  explicit FileLock(const std::string& path);
-  ~FileLock();
-  FileLock(const FileLock&) = delete;
-  FileLock& operator=(const FileLock&) = delete;
-
- private:
-  int fd_ = -1;
-};
-
-// Runs `argv` (argv[0] a path) with fds 0, 1, 2 of the child taken from
-// `stdio` (-1: /dev/null) and nothing else open; returns the decoded exit
-// status (128+N for signal N, -1 when it could not run).
-int RunCommand(const std::vector<std::string>& argv, int stdin_fd = -1,
-               int stdout_fd = -1, int stderr_fd = -1);
-// Runs `argv` and returns what it wrote to stdout and stderr together.
-int RunCapture(const std::vector<std::string>& argv, std::string* output);
-
-// Closes every descriptor from `first` up.
-void CloseFrom(int first);
-
-// Removes `path` and everything under it without crossing into another
-// mounted file system; true when it is gone.
-bool RemoveTree(const std::string& path);
-// Removes the child `name` of directory `dir_fd` (recursively).
-bool RemoveAt(int dir_fd, const std::string& name);
-
-// Opens `path` below the directory `root_fd` with every symlink resolved
-// as if `root_fd` were `/` (openat2 RESOLVE_IN_ROOT), so that nothing
-// outside it is reached.
-int OpenInRoot(int root_fd, const std::string& path, int flags,
-               mode_t mode = 0);
-
-// The host's architecture as OCI names it (amd64, arm64, ...).
-std::string HostArchitecture();
 
 }  // namespace corral::fake_apple
 

@@ -17,10 +17,15 @@
 #include <utility>
 
 #include "tests/fakes/apple/fake_util.h"
+#include "tests/fakes/common/tar_root.h"
 
 namespace corral::fake_apple {
 namespace {
 
+using fakes::Components;
+using fakes::CopyEntryData;
+using fakes::CopyResult;
+using fakes::Fd;
 using nlohmann::json;
 
 constexpr char kIndex[] = "application/vnd.oci.image.index.v1+json";
@@ -155,25 +160,6 @@ std::string MissingContent(const std::string& digest) {
 
 // --- The layout archive, extracted as ArchiveReader.extractContents does.
 
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f = -1) : fd(f) {}
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-};
-
-std::vector<std::string> Components(const std::string& path) {
-  std::vector<std::string> parts;
-  std::stringstream in(path);
-  for (std::string part; std::getline(in, part, '/');) {
-    if (!part.empty() && part != ".") parts.push_back(part);
-  }
-  return parts;
-}
-
 // Walks `parts` from `root_fd` without following a symlink: a missing
 // component is made, a component that is no directory (a symlink
 // included) is replaced by one. Returns the last directory's fd.
@@ -197,26 +183,6 @@ int MakeDirsNoFollow(int root_fd, const std::vector<std::string>& parts,
     current = next;
   }
   return current;
-}
-
-bool CopyEntryData(struct archive* reader, int fd) {
-  const void* block = nullptr;
-  size_t size = 0;
-  la_int64_t offset = 0;
-  for (;;) {
-    int r = archive_read_data_block(reader, &block, &size, &offset);
-    if (r == ARCHIVE_EOF) return true;
-    if (r < ARCHIVE_WARN) return false;
-    if (::lseek(fd, offset, SEEK_SET) < 0) return false;
-    const char* data = static_cast<const char*>(block);
-    while (size > 0) {
-      ssize_t n = ::write(fd, data, size);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return false;
-      data += n;
-      size -= static_cast<size_t>(n);
-    }
-  }
 }
 
 using ArchivePtr = std::unique_ptr<struct archive, int (*)(struct archive*)>;
@@ -293,7 +259,7 @@ std::vector<std::string> ExtractLayout(const std::string& archive_path,
                      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                      archive_entry_perm(entry) & 0777));
     if (file.fd < 0) Fail("failed to create file: " + member);
-    if (!CopyEntryData(reader.get(), file.fd)) {
+    if (CopyEntryData(reader.get(), file.fd) != CopyResult::kOk) {
       Fail("failed to write data for: " + member);
     }
     ::fchmod(file.fd, archive_entry_perm(entry) & 0777);
@@ -333,43 +299,15 @@ class LayerWriter {
 
  private:
   static std::string Join(const std::vector<std::string>& parts, size_t n) {
-    std::string out;
-    for (size_t i = 0; i < n; ++i) out += (i ? "/" : "") + parts[i];
-    return out;
+    return fakes::JoinComponents(parts, n);
   }
 
   // The directory `parts[0..n)` resolved inside the root (symlinks taken
   // as the container would), made when missing.
   int Directory(const std::vector<std::string>& parts, size_t n) {
-    int fd = OpenInRoot(root_fd_, Join(parts, n), O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) return fd;
-    int current = OpenInRoot(root_fd_, ".", O_RDONLY | O_DIRECTORY);
-    for (size_t i = 0; i < n && current >= 0; ++i) {
-      std::string prefix = Join(parts, i + 1);
-      int next = OpenInRoot(root_fd_, prefix, O_RDONLY | O_DIRECTORY);
-      if (next < 0) {
-        struct stat st {};
-        if (::fstatat(current, parts[i].c_str(), &st, AT_SYMLINK_NOFOLLOW) ==
-                0 &&
-            !S_ISDIR(st.st_mode)) {
-          RemoveAt(current, parts[i]);
-        }
-        ::mkdirat(current, parts[i].c_str(), 0755);
-        this_layer_.insert(prefix);
-        next = OpenInRoot(root_fd_, prefix, O_RDONLY | O_DIRECTORY);
-      }
-      ::close(current);
-      current = next;
-    }
-    return current;
-  }
-
-  void SetTimes(int dir_fd, const std::string& name,
-                struct archive_entry* entry) {
-    timespec times[2];
-    times[0].tv_sec = times[1].tv_sec = archive_entry_mtime(entry);
-    times[0].tv_nsec = times[1].tv_nsec = archive_entry_mtime_nsec(entry);
-    ::utimensat(dir_fd, name.c_str(), times, AT_SYMLINK_NOFOLLOW);
+    return fakes::DirectoryInRoot(
+        root_fd_, parts, n,
+        [this](const std::string& made) { this_layer_.insert(made); });
   }
 
   void ApplyEntry(struct archive* reader, struct archive_entry* entry) {
@@ -414,77 +352,18 @@ class LayerWriter {
     }
 
     const mode_t type = archive_entry_filetype(entry);
-    const mode_t mode = archive_entry_perm(entry) & 07777;
-    const uid_t uid = static_cast<uid_t>(archive_entry_uid(entry));
-    const gid_t gid = static_cast<gid_t>(archive_entry_gid(entry));
     if (type == AE_IFCHR || type == AE_IFBLK || type == AE_IFSOCK) return;
 
     Fd parent(Directory(parts, parent_count));
     if (parent.fd < 0) return;
     this_layer_.insert(path);
-    struct stat existing {};
-    const bool exists =
-        ::fstatat(parent.fd, name.c_str(), &existing, AT_SYMLINK_NOFOLLOW) == 0;
-
-    if (type == AE_IFDIR && archive_entry_hardlink(entry) == nullptr) {
-      if (exists && !S_ISDIR(existing.st_mode)) RemoveAt(parent.fd, name);
-      if (!exists || !S_ISDIR(existing.st_mode)) {
-        ::mkdirat(parent.fd, name.c_str(), 0755);
-      }
-      Fd dir(::openat(parent.fd, name.c_str(),
-                      O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (dir.fd >= 0) {
-        ::fchown(dir.fd, uid, gid);
-        ::fchmod(dir.fd, mode);
-      }
-      SetTimes(parent.fd, name, entry);
-      return;
-    }
-    if (exists) RemoveAt(parent.fd, name);
-
-    if (const char* target = archive_entry_hardlink(entry)) {
-      std::vector<std::string> target_parts = Components(target);
-      if (target_parts.empty() ||
-          std::find(target_parts.begin(), target_parts.end(), "..") !=
-              target_parts.end()) {
+    switch (fakes::PlaceEntry(reader, entry, root_fd_, parent.fd, name)) {
+      case fakes::Placed::kReadFailed:
+      case fakes::Placed::kWriteFailed:
+        FailFake(std::string("failed to unpack ") + raw);
+      default:
         return;
-      }
-      Fd target_dir(OpenInRoot(root_fd_,
-                               Join(target_parts, target_parts.size() - 1),
-                               O_RDONLY | O_DIRECTORY));
-      if (target_dir.fd >= 0) {
-        ::linkat(target_dir.fd, target_parts.back().c_str(), parent.fd,
-                 name.c_str(), 0);
-      }
-      return;
     }
-    if (type == AE_IFLNK) {
-      const char* target = archive_entry_symlink(entry);
-      if (target == nullptr) return;
-      ::symlinkat(target, parent.fd, name.c_str());
-      ::fchownat(parent.fd, name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW);
-      SetTimes(parent.fd, name, entry);
-      return;
-    }
-    if (type == AE_IFIFO) {
-      ::mknodat(parent.fd, name.c_str(), S_IFIFO | (mode & 0777), 0);
-      ::fchownat(parent.fd, name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW);
-      ::fchmodat(parent.fd, name.c_str(), mode, 0);
-      SetTimes(parent.fd, name, entry);
-      return;
-    }
-    if (type != AE_IFREG) return;
-    Fd file(::openat(parent.fd, name.c_str(),
-                     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                     0600));
-    if (file.fd < 0) return;
-    if (!CopyEntryData(reader, file.fd)) {
-      FailFake(std::string("failed to unpack ") + raw);
-    }
-    ::ftruncate(file.fd, archive_entry_size(entry));
-    ::fchown(file.fd, uid, gid);
-    ::fchmod(file.fd, mode);  // after chown, which clears set-id bits
-    SetTimes(parent.fd, name, entry);
   }
 
   int root_fd_;

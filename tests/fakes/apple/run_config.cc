@@ -40,24 +40,6 @@ const std::vector<std::string> kDefaultMaskedList = {
 const std::vector<std::string> kDefaultReadonlyList = {
     "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"};
 
-// Swift's split(separator:maxSplits:) with empty pieces omitted.
-std::vector<std::string> Split(const std::string& text, char separator,
-                               size_t max_splits = SIZE_MAX) {
-  std::vector<std::string> pieces;
-  size_t at = 0;
-  while (at < text.size()) {
-    if (pieces.size() == max_splits) {
-      pieces.push_back(text.substr(at));
-      return pieces;
-    }
-    size_t next = text.find(separator, at);
-    if (next == std::string::npos) next = text.size();
-    if (next > at) pieces.push_back(text.substr(at, next - at));
-    at = next + 1;
-  }
-  return pieces;
-}
-
 std::string TrimSpaces(const std::string& text) {
   size_t begin = text.find_first_not_of(" \t");
   if (begin == std::string::npos) return "";
@@ -222,7 +204,7 @@ json Rlimits(const std::vector<std::string>& ulimits) {
   json out = json::array();
   std::set<std::string> seen;
   for (const auto& ulimit : ulimits) {
-    std::vector<std::string> parts = Split(ulimit, '=', 1);
+    std::vector<std::string> parts = SwiftSplit(ulimit, '=', 1);
     if (parts.size() != 2) {
       Fail("invalid ulimit format '" + ulimit +
            "': expected <type>=<soft>[:<hard>]");
@@ -237,7 +219,7 @@ json Rlimits(const std::vector<std::string>& ulimits) {
       }
       Fail("unsupported ulimit type '" + type + "': valid types are " + valid);
     }
-    std::vector<std::string> values = Split(parts[1], ':', 1);
+    std::vector<std::string> values = SwiftSplit(parts[1], ':', 1);
     uint64_t soft = 0, hard = 0;
     if (values.size() == 1) {
       soft = hard = RlimitValue(values[0], type);
@@ -253,7 +235,7 @@ json Rlimits(const std::vector<std::string>& ulimits) {
            ") cannot exceed hard limit (" + std::to_string(hard) + ")");
     }
     if (!seen.insert(it->second).second) {
-      Fail("duplicate ulimit type: " + Split(ulimit, '=').front());
+      Fail("duplicate ulimit type: " + SwiftSplit(ulimit, '=').front());
     }
     out.push_back({{"hard", hard}, {"limit", it->second}, {"soft", soft}});
   }
@@ -290,7 +272,7 @@ void ValidateMount(const json& fs) {
 json Volume(const std::string& spec) {
   std::string trimmed = spec;
   while (!trimmed.empty() && trimmed[0] == ':') trimmed.erase(0, 1);
-  std::vector<std::string> parts = Split(trimmed, ':');
+  std::vector<std::string> parts = SwiftSplit(trimmed, ':');
   if (parts.size() == 1) {
     FailFake("anonymous volumes (-v " + spec + ") are not modelled");
   }
@@ -305,7 +287,7 @@ json Volume(const std::string& spec) {
   const std::string absolute = AbsolutePath(source);
   if (!PathExists(absolute)) Fail("path '" + source + "' does not exist");
   std::vector<std::string> options;
-  if (parts.size() == 3) options = Split(parts[2], ',');
+  if (parts.size() == 3) options = SwiftSplit(parts[2], ',');
   json fs = Filesystem("virtiofs", absolute, parts[1], options);
   ValidateMount(fs);
   return fs;
@@ -313,11 +295,11 @@ json Volume(const std::string& spec) {
 
 // Parser.mount (virtiofs, bind and tmpfs; volumes not modelled).
 json Mount(const std::string& spec) {
-  std::vector<std::string> parts = Split(spec, ',');
+  std::vector<std::string> parts = SwiftSplit(spec, ',');
   if (parts.empty()) Fail("invalid mount format: " + spec);
   std::map<std::string, std::string> directives = {{"type", "virtiofs"}};
   for (const auto& part : parts) {
-    std::vector<std::string> key_value = Split(part, '=', 2);
+    std::vector<std::string> key_value = SwiftSplit(part, '=', 2);
     std::string key = key_value.empty() ? part : key_value[0];
     bool skip_value = false;
     if (key == "type" || key == "size" || key == "mode") {
@@ -415,7 +397,7 @@ json Labels(const std::vector<std::string>& raw) {
   json out = json::object();
   for (const auto& label : raw) {
     if (label.empty()) Fail("label cannot be an empty string");
-    std::vector<std::string> parts = Split(label, '=', 2);
+    std::vector<std::string> parts = SwiftSplit(label, '=', 2);
     if (parts.size() == 1) {
       out[parts[0]] = "";
     } else if (parts.size() == 2) {
@@ -429,7 +411,7 @@ json Labels(const std::vector<std::string>& raw) {
 
 // Parser.publishSocket, with its side effects on the host path.
 json PublishSocket(const std::string& text) {
-  std::vector<std::string> parts = Split(text, ':');
+  std::vector<std::string> parts = SwiftSplit(text, ':');
   if (parts.size() != 2) {
     Fail("invalid publish-socket format " + text +
          ". Expected: host_path:container_path");

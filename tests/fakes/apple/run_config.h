@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "nlohmann/json.hpp"
-#include "tests/fakes/apple/fake_args.h"
+#include "tests/fakes/apple/fake_util.h"
 #include "tests/fakes/apple/image_store.h"
 
 namespace corral::fake_apple {

@@ -1,5 +1,5 @@
-// The command line of the FAKE `container` CLI, parsed the way
-// swift-argument-parser 1.8.2 parses apple/container's commands: long
+// The command line of the FAKE CLIs (tests/fakes: Apple's `container`,
+// Tart), parsed the way swift-argument-parser 1.8.2 parses their commands: long
 // (`--name v`, `--name=v`) and short (`-n v`, packed `-di`) names, the
 // value types checked while parsing, an argument with
 // .captureForPassthrough taking everything from the first positional
@@ -8,13 +8,13 @@
 //   Error: <message>
 //   [Help:  <the option's help>]
 //   Usage: <synopsis>
-//     See 'container <command> --help' for more information.
+//     See '<command> --help' for more information.
 //
 // The synopsis follows UsageGenerator: every option and argument in
 // declaration order, `[<options>]` standing for the optional ones when
 // there are more than twelve.
-#ifndef CORRAL_TESTS_FAKES_APPLE_FAKE_ARGS_H_
-#define CORRAL_TESTS_FAKES_APPLE_FAKE_ARGS_H_
+#ifndef CORRAL_TESTS_FAKES_COMMON_FAKE_ARGS_H_
+#define CORRAL_TESTS_FAKES_COMMON_FAKE_ARGS_H_
 
 #include <map>
 #include <optional>
@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-namespace corral::fake_apple {
+namespace corral::fakes {
 
 enum class ValueType { kString, kInt, kInt32, kInt64, kUInt32, kChoice };
 
@@ -77,12 +77,15 @@ class Parsed {
 // Throws CliExit on a usage error (64), and for --help (0).
 Parsed Parse(const CommandSpec& spec, const std::vector<std::string>& args);
 
+// The fake's directory ("tests/fakes/apple"), named by --help.
+void SetFakeDirectory(const std::string& directory);
+
 std::string Usage(const CommandSpec& spec);
 // A usage error of `spec`: exit 64, the message, the usage.
 [[noreturn]] void UsageError(const CommandSpec& spec,
                              const std::string& message,
                              const std::string& help = "");
 
-}  // namespace corral::fake_apple
+}  // namespace corral::fakes
 
-#endif  // CORRAL_TESTS_FAKES_APPLE_FAKE_ARGS_H_
+#endif  // CORRAL_TESTS_FAKES_COMMON_FAKE_ARGS_H_

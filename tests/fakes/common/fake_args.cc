@@ -1,14 +1,19 @@
-#include "tests/fakes/apple/fake_args.h"
+#include "tests/fakes/common/fake_args.h"
 
 #include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
 
-#include "tests/fakes/apple/fake_util.h"
+#include "tests/fakes/common/fake_util.h"
 
-namespace corral::fake_apple {
+namespace corral::fakes {
 namespace {
+
+std::string& FakeDirectory() {
+  static std::string directory = "tests/fakes";
+  return directory;
+}
 
 // The synopsis string of a name: "--cpus", "-c".
 const std::string& PreferredName(const OptionSpec& option) {
@@ -147,13 +152,16 @@ const OptionSpec* FindOption(const CommandSpec& spec, const std::string& name) {
   std::string text;
   if (!spec.abstract.empty()) text += "OVERVIEW: " + spec.abstract + "\n\n";
   text += "USAGE: " + Usage(spec).substr(0) + "\n\n";
-  text +=
-      "(corral test fake: tests/fakes/apple; see tests/fakes/README.md for "
-      "what it models)";
+  text += "(corral test fake: " + FakeDirectory() +
+          "; see tests/fakes/README.md for what it models)";
   throw CliExit{text, 0};
 }
 
 }  // namespace
+
+void SetFakeDirectory(const std::string& directory) {
+  FakeDirectory() = directory;
+}
 
 std::optional<std::string> Parsed::Value(const std::string& key) const {
   auto it = values_.find(key);
@@ -326,4 +334,4 @@ Parsed Parse(const CommandSpec& spec, const std::vector<std::string>& args) {
   return parsed;
 }
 
-}  // namespace corral::fake_apple
+}  // namespace corral::fakes

@@ -1,10 +1,10 @@
-#include "tests/fakes/apple/swift_json.h"
+#include "tests/fakes/common/swift_json.h"
 
 #include <algorithm>
 #include <utility>
 #include <vector>
 
-namespace corral::fake_apple {
+namespace corral::fakes {
 namespace {
 
 void Indent(std::string* out, int level) { out->append(2 * level, ' '); }
@@ -51,23 +51,26 @@ void WriteString(std::string* out, const std::string& text) {
   out->push_back('"');
 }
 
-void Write(std::string* out, const nlohmann::json& value, bool pretty,
+template <typename Json>
+void Write(std::string* out, const Json& value, bool pretty, bool sorted,
            int level) {
   switch (value.type()) {
-    case nlohmann::json::value_t::object: {
-      std::vector<std::pair<std::string, const nlohmann::json*>> items;
+    case Json::value_t::object: {
+      std::vector<std::pair<std::string, const Json*>> items;
       for (auto it = value.begin(); it != value.end(); ++it) {
         items.emplace_back(it.key(), &it.value());
       }
       // Bytewise, as lexicographicallyPrecedes on the UTF-8 views.
-      std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
-        return std::lexicographical_compare(
-            a.first.begin(), a.first.end(), b.first.begin(), b.first.end(),
-            [](char x, char y) {
-              return static_cast<unsigned char>(x) <
-                     static_cast<unsigned char>(y);
-            });
-      });
+      if (sorted) {
+        std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
+          return std::lexicographical_compare(
+              a.first.begin(), a.first.end(), b.first.begin(), b.first.end(),
+              [](char x, char y) {
+                return static_cast<unsigned char>(x) <
+                       static_cast<unsigned char>(y);
+              });
+        });
+      }
       out->push_back('{');
       if (pretty) out->push_back('\n');
       bool first = true;
@@ -77,7 +80,7 @@ void Write(std::string* out, const nlohmann::json& value, bool pretty,
         if (pretty) Indent(out, level + 1);
         WriteString(out, key);
         out->append(pretty ? " : " : ":");
-        Write(out, *item, pretty, level + 1);
+        Write(out, *item, pretty, sorted, level + 1);
       }
       if (pretty) {
         out->push_back('\n');
@@ -86,7 +89,7 @@ void Write(std::string* out, const nlohmann::json& value, bool pretty,
       out->push_back('}');
       return;
     }
-    case nlohmann::json::value_t::array: {
+    case Json::value_t::array: {
       out->push_back('[');
       if (pretty) out->push_back('\n');
       bool first = true;
@@ -94,7 +97,7 @@ void Write(std::string* out, const nlohmann::json& value, bool pretty,
         if (!first) out->append(pretty ? ",\n" : ",");
         first = false;
         if (pretty) Indent(out, level + 1);
-        Write(out, item, pretty, level + 1);
+        Write(out, item, pretty, sorted, level + 1);
       }
       if (pretty) {
         out->push_back('\n');
@@ -103,13 +106,13 @@ void Write(std::string* out, const nlohmann::json& value, bool pretty,
       out->push_back(']');
       return;
     }
-    case nlohmann::json::value_t::string:
-      WriteString(out, value.get<std::string>());
+    case Json::value_t::string:
+      WriteString(out, value.template get<std::string>());
       return;
-    case nlohmann::json::value_t::boolean:
-      out->append(value.get<bool>() ? "true" : "false");
+    case Json::value_t::boolean:
+      out->append(value.template get<bool>() ? "true" : "false");
       return;
-    case nlohmann::json::value_t::null:
+    case Json::value_t::null:
       out->append("null");
       return;
     default:
@@ -122,14 +125,20 @@ void Write(std::string* out, const nlohmann::json& value, bool pretty,
 
 std::string SwiftCompact(const nlohmann::json& value) {
   std::string out;
-  Write(&out, value, false, 0);
+  Write(&out, value, false, true, 0);
   return out;
 }
 
 std::string SwiftPretty(const nlohmann::json& value) {
   std::string out;
-  Write(&out, value, true, 0);
+  Write(&out, value, true, true, 0);
   return out;
 }
 
-}  // namespace corral::fake_apple
+std::string SwiftPrettyOrdered(const nlohmann::ordered_json& value) {
+  std::string out;
+  Write(&out, value, true, false, 0);
+  return out;
+}
+
+}  // namespace corral::fakes
