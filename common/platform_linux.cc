@@ -17,6 +17,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "corral/platform.h"
@@ -150,6 +152,64 @@ ssize_t SendNoSignal(int fd, const void* data, size_t size) {
   return ::send(fd, data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
+bool IdentifyProcess(pid_t pid, ProcessId* id) {
+  if (pid <= 0) return false;
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char text[1024];
+  const ssize_t n = ::read(fd, text, sizeof(text) - 1);
+  ::close(fd);
+  if (n <= 0) return false;
+  text[n] = '\0';
+  // The command (field 2) may hold spaces and parentheses: count the
+  // fields after its last ')'. Field 3 is the state, field 22 the start.
+  const char* at = std::strrchr(text, ')');
+  if (at == nullptr) return false;
+  int field = 2;
+  char state = 0;
+  uint64_t start = 0;
+  for (const char* p = at + 1; *p != '\0';) {
+    while (*p == ' ') ++p;
+    if (*p == '\0') break;
+    ++field;
+    const char* end = p;
+    while (*end != ' ' && *end != '\0') ++end;
+    if (field == 3) state = *p;
+    if (field == 22) {
+      char* parsed = nullptr;
+      start = std::strtoull(p, &parsed, 10);
+      if (parsed != end) return false;
+      break;
+    }
+    p = end;
+  }
+  if (field != 22 || state == 'Z') return false;
+  id->pid = pid;
+  id->start_time = start;
+  return true;
+}
+
+bool ProcessRuns(const ProcessId& id) {
+  ProcessId now;
+  return IdentifyProcess(id.pid, &now) && now.start_time == id.start_time;
+}
+
+bool SignalProcess(const ProcessId& id, int signal, int timeout_ms) {
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, id.pid, 0u));
+  if (pidfd < 0) return true;  // gone
+  // Checked once the pidfd is open: from then on the pid is not reused.
+  bool gone = !ProcessRuns(id);
+  if (!gone) {
+    ::syscall(SYS_pidfd_send_signal, pidfd, signal, nullptr, 0u);
+    pollfd exited{pidfd, POLLIN, 0};
+    gone = ::poll(&exited, 1, timeout_ms) == 1 || !ProcessRuns(id);
+  }
+  ::close(pidfd);
+  return gone;
+}
+
 VettedChild::~VettedChild() {
   if (handle_ < 0) return;
   ::syscall(SYS_pidfd_send_signal, handle_, SIGKILL, nullptr, 0);
@@ -159,6 +219,10 @@ VettedChild::~VettedChild() {
          errno == EINTR) {
   }
   ::close(handle_);
+}
+
+void SpawnCloseFrom(posix_spawn_file_actions_t* actions, int first) {
+  posix_spawn_file_actions_addclosefrom_np(actions, first);
 }
 
 int SpawnVetted(int program_fd, const std::vector<std::string>& argv,
@@ -185,7 +249,7 @@ int SpawnVetted(int program_fd, const std::vector<std::string>& argv,
   posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, sources[2], 3);
   // Nothing else of the caller's reaches the helper.
-  posix_spawn_file_actions_addclosefrom_np(&actions, 4);
+  SpawnCloseFrom(&actions, 4);
   const SessionSpawnAttributes attributes;
   std::vector<std::string> args = argv;
   std::vector<char*> arg_pointers;

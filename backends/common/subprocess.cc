@@ -4,8 +4,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -312,14 +310,17 @@ absl::StatusOr<SupervisorStarted> StartSupervisor(
         launch.first_extra_fd + static_cast<int>(i));
   }
   // No other fd of the daemon reaches the supervisor or what it starts.
-  posix_spawn_file_actions_addclosefrom_np(
+  platform::SpawnCloseFrom(
       &actions, extra_high.empty() ? 5
                                    : launch.first_extra_fd +
                                          static_cast<int>(extra_high.size()));
   SupervisorStarted started;
   ASSIGN_OR_RETURN(started.supervisor,
                    SpawnInSession(launch.argv, actions, launch.environment));
-  UniqueFd pidfd(linux_runtime::PidfdOpen(started.supervisor));
+  // Its identity at once: the daemon's reaper may take its pid any time
+  // after it ends, and then another process's.
+  const bool identified =
+      platform::IdentifyProcess(started.supervisor, &started.identity);
   report_write.Reset();
 
   std::string line;
@@ -331,7 +332,7 @@ absl::StatusOr<SupervisorStarted> StartSupervisor(
     int ready = ::poll(&poll_fd, 1, wait_ms);
     if (ready < 0 && errno == EINTR) continue;
     if (ready <= 0) {
-      if (pidfd) linux_runtime::PidfdSendSignal(pidfd.get(), SIGKILL);
+      if (identified) platform::SignalProcess(started.identity, SIGKILL, 0);
       return absl::DeadlineExceededError(
           absl::StrCat(name, " did not report within ",
                        absl::FormatDuration(launch.timeout)));

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "corral/platform.h"
 
 namespace corral::runtime_common {
 
@@ -88,6 +89,8 @@ struct SupervisorLaunch {
 
 struct SupervisorStarted {
   pid_t supervisor = 0;
+  // The supervisor's pid and start time, read as soon as it was started.
+  platform::ProcessId identity;
   pid_t reported = 0;  // the pid of "started <pid>"
 };
 

@@ -38,6 +38,7 @@
 #include "backends/linux/fs_util.h"
 #include "backends/tart/tart_cli.h"
 #include "corral/logging.h"
+#include "corral/platform.h"
 #include "corral/remove_tree.h"
 #include "corral/status_macros.h"
 
@@ -159,27 +160,26 @@ struct HandleState {
   std::string id;
   std::string name;
   std::string sandbox_dir;
-  pid_t launcher_pid = 0;
-  uint64_t launcher_start_time = 0;
+  platform::ProcessId launcher;
 
   std::string Serialize() const {
     return backend_plugin::SerializeHandleState(
         {{"id", id},
          {"name", name},
          {"sandbox_dir", sandbox_dir},
-         {"launcher_pid", absl::StrCat(launcher_pid)},
-         {"launcher_start_time", absl::StrCat(launcher_start_time)}});
+         {"launcher_pid", absl::StrCat(launcher.pid)},
+         {"launcher_start_time", absl::StrCat(launcher.start_time)}});
   }
   static absl::StatusOr<HandleState> Parse(absl::string_view text) {
     ASSIGN_OR_RETURN(auto fields, backend_plugin::ParseHandleState(
                                       text, "tart",
                                       {"id", "name", "sandbox_dir",
                                        "launcher_pid", "launcher_start_time"}));
-    HandleState state{fields["id"], fields["name"], fields["sandbox_dir"]};
+    HandleState state{fields["id"], fields["name"], fields["sandbox_dir"], {}};
     std::string label, id;
-    if (!absl::SimpleAtoi(fields["launcher_pid"], &state.launcher_pid) ||
+    if (!absl::SimpleAtoi(fields["launcher_pid"], &state.launcher.pid) ||
         !absl::SimpleAtoi(fields["launcher_start_time"],
-                          &state.launcher_start_time) ||
+                          &state.launcher.start_time) ||
         !ValidSandboxId(state.id) || !ParseVmName(state.name, &label, &id) ||
         id != state.id ||
         !absl::EndsWith(state.sandbox_dir, absl::StrCat("/", state.id)) ||
@@ -200,18 +200,9 @@ absl::Status Teardown(const Settings& settings, const std::string& name,
                       const HandleState* state) {
   // The supervisor first: it stops `tart run` (SIGINT, as `tart stop`
   // does) and exits with it.
-  if (state != nullptr && state->launcher_pid > 0 &&
-      linux_runtime::ProcessIs(state->launcher_pid,
-                               state->launcher_start_time)) {
-    UniqueFd pidfd(linux_runtime::PidfdOpen(state->launcher_pid));
-    if (pidfd && linux_runtime::ProcessIs(state->launcher_pid,
-                                          state->launcher_start_time)) {
-      linux_runtime::PidfdSendSignal(pidfd.get(), SIGTERM);
-      pollfd exited{pidfd.get(), POLLIN, 0};
-      if (::poll(&exited, 1, 15000) == 0) {
-        linux_runtime::PidfdSendSignal(pidfd.get(), SIGKILL);
-      }
-    }
+  if (state != nullptr && state->launcher.pid > 0 &&
+      !platform::SignalProcess(state->launcher, SIGTERM, 15000)) {
+    platform::SignalProcess(state->launcher, SIGKILL, 5000);
   }
   absl::Status status =
       RunOk(settings, {"stop", name, "--timeout", "10"}, absl::Seconds(30))
@@ -261,8 +252,7 @@ absl::Status WaitForGuest(const Settings& settings, const HandleState& state,
                           absl::Time deadline) {
   absl::Status last;
   for (;;) {
-    if (!linux_runtime::ProcessIs(state.launcher_pid,
-                                  state.launcher_start_time)) {
+    if (!platform::ProcessRuns(state.launcher)) {
       return absl::InternalError(absl::StrCat(
           "the VM stopped while booting", LaunchLogTail(state.sandbox_dir)));
     }
@@ -382,8 +372,10 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
     return absl::FailedPreconditionError(problem);
   }
 
-  HandleState state{spec.id(), VmName(settings.daemon_label, spec.id()),
-                    SandboxDir(settings, spec.id())};
+  HandleState state{spec.id(),
+                    VmName(settings.daemon_label, spec.id()),
+                    SandboxDir(settings, spec.id()),
+                    {}};
   if (::mkdir(state.sandbox_dir.c_str(), 0700) != 0) {
     if (errno == EEXIST) {
       return absl::AlreadyExistsError(absl::StrCat(
@@ -439,13 +431,7 @@ absl::StatusOr<bv1::CreateResponse> Create(const bv1::CreateRequest& request,
   ASSIGN_OR_RETURN(runtime_common::SupervisorStarted supervisor,
                    runtime_common::StartSupervisor(launch));
   listen_fd.Reset();
-  state.launcher_pid = supervisor.supervisor;
-  if (auto stat = linux_runtime::ReadProcStat(supervisor.supervisor);
-      stat.ok()) {
-    state.launcher_start_time = stat->start_time;
-  } else {
-    return Annotate(stat.status(), "the VM's supervisor");
-  }
+  state.launcher = supervisor.identity;
 
   // The guest booted, then the agent started in it.
   const absl::Time deadline =
@@ -511,8 +497,7 @@ absl::StatusOr<bv1::AttachResponse> Attach(const bv1::AttachRequest& request,
   }
   bv1::AttachResponse response;
   // The supervisor lives as long as `tart run`, which is the VM.
-  if (!linux_runtime::ProcessIs(state.launcher_pid,
-                                state.launcher_start_time)) {
+  if (!platform::ProcessRuns(state.launcher)) {
     response.set_reason(absl::StrCat("the VM ", state.name, " has stopped",
                                      LaunchLogTail(state.sandbox_dir)));
     return response;

@@ -13,10 +13,12 @@
 #ifndef CORRAL_COMMON_CORRAL_PLATFORM_H_
 #define CORRAL_COMMON_CORRAL_PLATFORM_H_
 
+#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <ctime>
 #include <string>
 #include <vector>
@@ -99,6 +101,25 @@ void StartChildReaper();
 // blocks.
 [[nodiscard]] ssize_t SendNoSignal(int fd, const void* data, size_t size);
 
+// --- other processes ------------------------------------------------------
+
+// A process by its pid and start time, which a later process that reuses
+// the pid does not match.
+struct ProcessId {
+  pid_t pid = 0;
+  uint64_t start_time = 0;  // Linux: clock ticks after boot
+};
+
+// The identity of `pid` while it runs (a zombie counts as gone). False
+// when it is gone.
+[[nodiscard]] bool IdentifyProcess(pid_t pid, ProcessId* id);
+// Whether the process `id` still runs.
+[[nodiscard]] bool ProcessRuns(const ProcessId& id);
+// Sends `signal` to the process `id` if it is still that process (never to
+// another that reused its pid), then waits up to `timeout_ms` for it to
+// end. True when it is gone (or was already); false when it still runs.
+bool SignalProcess(const ProcessId& id, int signal, int timeout_ms);
+
 // --- helper processes -----------------------------------------------------
 
 // A helper started by SpawnVetted. Killed and reaped when it goes (safe
@@ -126,6 +147,10 @@ class VettedChild {
 [[nodiscard]] int SpawnVetted(int program_fd,
                               const std::vector<std::string>& argv,
                               int stdin_fd, int stdout_fd, VettedChild* child);
+
+// Adds to `actions` the closing of every descriptor from `first` up in
+// the child (Linux: posix_spawn_file_actions_addclosefrom_np).
+void SpawnCloseFrom(posix_spawn_file_actions_t* actions, int first);
 
 // corral-unpack's confinement before it reads a byte of an archive: uid
 // and gid nobody (when root), not dumpable, no new privileges, no files

@@ -264,6 +264,104 @@ TEST_CASE(
   CHECK(SurvivesParent(/*outlive=*/true));
 }
 
+TEST_CASE(
+    "platform: a process is known by its pid and start time, runs until it "
+    "ends, and is signalled only while it is itself",
+    "[platform]") {
+  ProcessId self;
+  REQUIRE(IdentifyProcess(::getpid(), &self));
+  CHECK(self.pid == ::getpid());
+  CHECK(self.start_time > 0);
+  CHECK(ProcessRuns(self));
+  // Another start time is another process: never signalled.
+  ProcessId other = self;
+  other.start_time += 1;
+  CHECK_FALSE(ProcessRuns(other));
+  CHECK(SignalProcess(other, SIGKILL, 0));  // "gone": this process lives
+
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  ProcessId id;
+  REQUIRE(IdentifyProcess(child, &id));
+  CHECK(ProcessRuns(id));
+  // It ends on SIGTERM; a zombie counts as gone.
+  CHECK(SignalProcess(id, SIGTERM, 5000));
+  CHECK_FALSE(ProcessRuns(id));
+  CHECK_FALSE(IdentifyProcess(child, &id));
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGTERM);
+  CHECK_FALSE(IdentifyProcess(-1, &id));
+}
+
+TEST_CASE(
+    "platform: a vetted helper runs from its fd with only its stdin and "
+    "stdout, and is killed and reaped when its handle goes",
+    "[platform]") {
+  const int program = ::open("/bin/sh", O_RDONLY | O_CLOEXEC);
+  REQUIRE(program >= 0);
+  int in[2], out[2];
+  REQUIRE(MakePipe(in) == 0);
+  REQUIRE(MakePipe(out) == 0);
+  // An fd of this process that must not reach the helper.
+  int secret[2];
+  REQUIRE(::pipe(secret) == 0);  // not close-on-exec
+  // Numbered apart from what the helper's own ls opens.
+  for (int& fd : secret) {
+    const int high = ::fcntl(fd, F_DUPFD, 60);
+    REQUIRE(high >= 60);
+    ::close(fd);
+    fd = high;
+  }
+  // Nothing of this process's environment reaches it.
+  ::setenv("CORRAL_PLATFORM_SECRET", "x", 1);
+  pid_t pid = 0;
+  {
+    VettedChild child;
+    REQUIRE(SpawnVetted(program,
+                        {"sh", "-c",
+                         "read line; echo \"$line\"; ls /proc/self/fd; "
+                         "echo env=$(env | grep -c CORRAL_PLATFORM_SECRET); "
+                         "exec sleep 100"},
+                        in[0], out[1], &child) == 0);
+    pid = child.pid();
+    ::close(in[0]);
+    ::close(out[1]);
+    REQUIRE(::write(in[1], "hello\n", 6) == 6);
+    std::string got;
+    char buffer[256];
+    while (got.find("env=") == std::string::npos ||
+           got.find('\n', got.find("env=")) == std::string::npos) {
+      const ssize_t n = ::read(out[0], buffer, sizeof(buffer));
+      if (n <= 0) break;
+      got.append(buffer, static_cast<size_t>(n));
+    }
+    INFO(got);
+    CHECK(got.rfind("hello\n", 0) == 0);
+    // 0, 1, 2 and what ls itself opens; none of this process's others.
+    CHECK(got.find("\n" + std::to_string(secret[0]) + "\n") ==
+          std::string::npos);
+    CHECK(got.find("\n" + std::to_string(secret[1]) + "\n") ==
+          std::string::npos);
+    CHECK(got.find("env=0") != std::string::npos);
+    ProcessId id;
+    CHECK(IdentifyProcess(pid, &id));
+  }
+  ::unsetenv("CORRAL_PLATFORM_SECRET");
+  // The handle killed and reaped it.
+  CHECK(::kill(pid, 0) != 0);
+  ::close(in[1]);
+  ::close(out[0]);
+  ::close(secret[0]);
+  ::close(secret[1]);
+  ::close(program);
+}
+
 TEST_CASE("platform: Linux's signal names are glibc's", "[platform]") {
   for (int number = 0; number <= kLinuxMaxSignal + 1; ++number) {
     INFO(number);
