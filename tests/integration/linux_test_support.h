@@ -17,6 +17,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "corral/agent/v1/agent.pb.h"
@@ -91,8 +92,15 @@ class Environment {
     chmod(runtime_dir().c_str(), 0700);
   }
   ~Environment() {
+    // The workspace-disk pool's thread (workspace_disk.h) may be renaming a
+    // freshly formatted image into the tree while it goes: until that
+    // thread finds its directory gone, removing may leave that one behind.
     std::error_code error;
-    std::filesystem::remove_all(base_, error);
+    for (int attempt = 0; attempt < 50; ++attempt) {
+      std::filesystem::remove_all(base_, error);
+      if (!std::filesystem::exists(base_, error)) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
     // The test's own cgroup parent, in every hierarchy (empty by now).
     for (const auto& hierarchy :
          std::filesystem::directory_iterator("/sys/fs/cgroup", error)) {
