@@ -9,6 +9,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "corral/hex_id.h"
 #include "nlohmann/json.hpp"
 
 namespace corral::tart_runtime {
@@ -17,12 +18,6 @@ namespace {
 using json = nlohmann::json;
 
 constexpr char kVmPrefix[] = "corral-";
-
-bool IsLowerHex(absl::string_view text) {
-  return std::all_of(text.begin(), text.end(), [](char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-  });
-}
 
 // Single-quoted for sh.
 std::string ShellQuoted(absl::string_view text) {
@@ -44,8 +39,7 @@ bool ParseVmName(absl::string_view name, std::string* label,
                  std::string* sandbox_id) {
   if (!absl::ConsumePrefix(&name, kVmPrefix)) return false;
   const std::vector<absl::string_view> parts = absl::StrSplit(name, '-');
-  if (parts.size() != 2 || parts[0].size() != 16 || parts[1].size() != 32 ||
-      !IsLowerHex(parts[0]) || !IsLowerHex(parts[1])) {
+  if (parts.size() != 2 || !IsHexId(parts[0], 16) || !IsHexId(parts[1], 32)) {
     return false;
   }
   *label = std::string(parts[0]);
